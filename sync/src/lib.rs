@@ -1,0 +1,1 @@
+//! Barman knowledge: configuration, catalog, sync-info and the passive node.
