@@ -1,1 +1,19 @@
-fn main() {}
+//! The `barsync` binary: turns flags into library calls and results into text.
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "barsync", version, about = "Barman passive-node sync with an in-process delta-transfer engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    // SUBCOMMANDS: one variant per command, each handled by its own module.
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {}
+}
