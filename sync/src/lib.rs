@@ -1,1 +1,3 @@
 //! Barman knowledge: configuration, catalog, sync-info and the passive node.
+
+pub mod python;
