@@ -1,3 +1,45 @@
-//! transfer-engine: the delta-transfer engine of barsync (work in progress, see below).
-// MODULES (keep one `pub mod` per line; transports are added by their own work)
+//! transfer-engine: barsync's delta-transfer engine. It knows files, blocks, signatures, deltas
+//! and patches, and nothing about Barman.
+//!
+//! # The three steps
+//! ```text
+//!  receiver                               sender
+//!  signature(basis) ───── Signature ─────► delta(new, &signature, sink)
+//!  Patcher / patch_file ◄── ops + digest ── (copy block runs, literal slices, FileDigest)
+//! ```
+//! - [`signature()`] cuts the receiver's basis file into blocks ([`block_size`]) and records, per
+//!   block, a weak rolling checksum ([`rolling`]) and a keyed, truncated blake3 hash ([`digest`]).
+//! - [`delta()`] scans the sender's new file against that signature ([`delta`](mod@delta)): it
+//!   predicts in-place matches first and rolls byte by byte only through unmatched regions, in
+//!   linear time whatever the input, and streams copy and literal operations to a [`DeltaSink`],
+//!   ending with the [`FileDigest`] of the new file.
+//! - [`Patcher`] (a [`DeltaSink`]) rebuilds the file from the basis and the operations, checking
+//!   the digest; [`patch_file`] does that into a temporary file that is published (fsync, rename,
+//!   fsync of the directory) only once verified ([`fs`]).
+//!
+//! Operations can also travel as bytes: [`DeltaEncoder`] writes them, [`DeltaReader`] decodes
+//! them strictly ([`delta_codec`]).
+//!
+//! Files are read through memory maps ([`MappedFile`]); peak memory is bounded by buffers
+//! (literal runs of at most [`delta::MAX_LITERAL_RUN`] bytes) and by the signature, never by the
+//! size of the files.
+
+pub mod block_size;
+pub mod delta;
+pub mod delta_codec;
+pub mod digest;
+pub mod error;
+pub mod fs;
+pub mod index;
+pub mod patch;
+pub mod rolling;
+pub mod signature;
 // pub mod transport;  <- the transport work replaces this comment line with the real declaration
+
+pub use delta::{delta, DeltaSink, DeltaStats, DeltaSummary};
+pub use delta_codec::{DeltaEncoder, DeltaReader};
+pub use digest::{FileDigest, HashKey};
+pub use error::{FormatError, PatchError};
+pub use fs::MappedFile;
+pub use patch::{patch_file, PatchReport, Patcher};
+pub use signature::{signature, Signature, SignatureOptions};

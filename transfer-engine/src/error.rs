@@ -1,0 +1,67 @@
+//! The engine's error types.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::digest::FileDigest;
+
+/// Malformed bytes in something decoded from outside (a signature, a delta stream).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    /// The input ended before the structure did.
+    #[error("{what} is truncated: needed {needed} bytes, got {got}")]
+    Truncated {
+        what: &'static str,
+        needed: usize,
+        got: usize,
+    },
+    /// The input does not start with the expected magic bytes.
+    #[error("{what} has the wrong magic bytes (not a barsync {what})")]
+    BadMagic { what: &'static str },
+    /// A version this build does not speak.
+    #[error("{what} version {version} is not supported (this barsync speaks version 1)")]
+    UnsupportedVersion { what: &'static str, version: u32 },
+    /// A field with an impossible value.
+    #[error("{what} is invalid: {reason}")]
+    Invalid { what: &'static str, reason: String },
+}
+
+/// Why rebuilding a file from a basis and a delta failed. The destination is never touched then.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// The delta stream is malformed.
+    #[error("corrupt delta: {0}")]
+    Format(#[from] FormatError),
+    /// The delta refers to basis blocks that do not exist.
+    #[error("corrupt delta: copy of blocks {first}..{end} but the basis has {blocks} blocks", end = first.saturating_add(*count))]
+    BlockOutOfRange { first: u64, count: u64, blocks: u64 },
+    /// The delta would produce more bytes than allowed.
+    #[error("delta produces more than the {limit} bytes allowed for this file")]
+    TooLong { limit: u64 },
+    /// The basis given to the patcher is not the one the signature was made from.
+    #[error("basis has {actual} bytes but its signature was made from {expected} bytes")]
+    BasisChanged { expected: u64, actual: u64 },
+    /// The rebuilt file does not have the sender's length.
+    #[error("rebuilt file has {actual} bytes, the sender's has {expected}")]
+    LengthMismatch { expected: u64, actual: u64 },
+    /// The rebuilt file does not have the sender's digest.
+    #[error("rebuilt file failed verification: digest {actual}, the sender's is {expected}")]
+    DigestMismatch {
+        expected: FileDigest,
+        actual: FileDigest,
+    },
+    /// Reading the delta stream failed.
+    #[error("reading the delta stream: {0}")]
+    Read(#[source] io::Error),
+    /// A file system operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the rebuilt data failed.
+    #[error("writing the rebuilt file: {0}")]
+    Write(#[source] io::Error),
+}

@@ -1,0 +1,156 @@
+//! Patch: rebuilds the new file from the basis and the delta, and verifies it.
+//!
+//! [`Patcher`] is a [`DeltaSink`]: it writes copies (from the memory-mapped basis) and literals to
+//! any writer as they arrive, and hashes what it writes with a [`DigestWriter`]. Its
+//! [`Patcher::finish`] compares length and digest with the sender's, so a wrong byte anywhere,
+//! from a corrupt delta, a changed basis or a false block match, fails the file.
+//!
+//! [`patch_file`] is the whole receiver step for one file: it writes into a [`TempFile`] beside
+//! the destination and publishes it only once verified. The basis is only read, never modified.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+
+use crate::delta::DeltaSink;
+use crate::delta_codec::DeltaReader;
+use crate::digest::{DigestWriter, FileDigest};
+use crate::error::PatchError;
+use crate::fs::TempFile;
+use crate::signature::Signature;
+
+/// Applies delta operations against a basis, writing the result to `out`.
+pub struct Patcher<'b, W: Write> {
+    basis: &'b [u8],
+    block_size: u64,
+    blocks: u64,
+    out: W,
+    verifier: DigestWriter,
+    max_len: u64,
+}
+
+impl<'b, W: Write> Patcher<'b, W> {
+    /// A patcher for the basis `signature` was made from, with the digest block size announced
+    /// by the sender, writing at most `max_len` bytes (`None`: no limit).
+    pub fn new(
+        basis: &'b [u8],
+        signature: &Signature,
+        digest_block_size: usize,
+        out: W,
+        max_len: Option<u64>,
+    ) -> Result<Self, PatchError> {
+        if basis.len() as u64 != signature.basis_len() {
+            return Err(PatchError::BasisChanged {
+                expected: signature.basis_len(),
+                actual: basis.len() as u64,
+            });
+        }
+        Ok(Patcher {
+            basis,
+            block_size: signature.block_size() as u64,
+            blocks: signature.blocks() as u64,
+            out,
+            verifier: DigestWriter::new(signature.key(), digest_block_size),
+            max_len: max_len.unwrap_or(u64::MAX),
+        })
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), PatchError> {
+        if self.verifier.len() + data.len() as u64 > self.max_len {
+            return Err(PatchError::TooLong {
+                limit: self.max_len,
+            });
+        }
+        self.out.write_all(data).map_err(PatchError::Write)?;
+        self.verifier.update(data);
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.verifier.len()
+    }
+
+    /// Checks the result against the sender's length and digest; returns the writer.
+    pub fn finish(mut self, expected_len: u64, expected: &FileDigest) -> Result<W, PatchError> {
+        self.out.flush().map_err(PatchError::Write)?;
+        let actual_len = self.verifier.len();
+        if actual_len != expected_len {
+            return Err(PatchError::LengthMismatch {
+                expected: expected_len,
+                actual: actual_len,
+            });
+        }
+        let actual = self.verifier.finish();
+        if actual != *expected {
+            return Err(PatchError::DigestMismatch {
+                expected: *expected,
+                actual,
+            });
+        }
+        Ok(self.out)
+    }
+}
+
+impl<W: Write> DeltaSink for Patcher<'_, W> {
+    type Error = PatchError;
+
+    fn copy(&mut self, first: u64, count: u64) -> Result<(), PatchError> {
+        let end = first
+            .checked_add(count)
+            .filter(|&end| count > 0 && end <= self.blocks);
+        let Some(end) = end else {
+            return Err(PatchError::BlockOutOfRange {
+                first,
+                count,
+                blocks: self.blocks,
+            });
+        };
+        let start = (first * self.block_size) as usize;
+        let stop = (end * self.block_size).min(self.basis.len() as u64) as usize;
+        let basis = self.basis;
+        self.write(&basis[start..stop])
+    }
+
+    fn literal(&mut self, data: &[u8]) -> Result<(), PatchError> {
+        self.write(data)
+    }
+}
+
+/// What [`patch_file`] produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatchReport {
+    /// Length of the published file.
+    pub len: u64,
+    /// Its verified digest.
+    pub digest: FileDigest,
+}
+
+/// Reads an encoded delta from `delta`, rebuilds the file from `basis` into a temporary file
+/// beside `destination`, verifies it, and publishes it (fsync, rename, fsync of the directory).
+/// On any error the destination is unchanged and the temporary file is removed.
+pub fn patch_file<R: Read>(
+    basis: &[u8],
+    signature: &Signature,
+    delta: R,
+    destination: &Path,
+    max_len: Option<u64>,
+) -> Result<PatchReport, PatchError> {
+    let io_error = |action, source| PatchError::Io {
+        action,
+        path: destination.to_path_buf(),
+        source,
+    };
+    let reader = DeltaReader::new(delta)?;
+    let mut temp =
+        TempFile::beside(destination).map_err(|e| io_error("creating a temporary file for", e))?;
+    let out = BufWriter::with_capacity(256 * 1024, temp.file());
+    let mut patcher = Patcher::new(basis, signature, reader.digest_block_size(), out, max_len)?;
+    let end = reader.drive(&mut patcher)?;
+    patcher.finish(end.len, &end.digest)?;
+    temp.publish(destination)
+        .map_err(|e| io_error("publishing", e))?;
+    Ok(PatchReport {
+        len: end.len,
+        digest: end.digest,
+    })
+}
