@@ -1,3 +1,4 @@
 //! Barman knowledge: configuration, catalog, sync-info and the passive node.
 
+pub mod config;
 pub mod python;

@@ -1,0 +1,303 @@
+//! Barman's configuration as Barman reads it: the `-c` file or the default locations, the
+//! `[barman]` globals, `configuration_files_directory` includes, one section per server (model
+//! sections skipped), value quoting and `None`, and the per-server [`ServerConfig`].
+
+mod ini;
+mod keys;
+mod options;
+mod server;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use ini::Entry;
+pub use options::{parse_boolean, OptionValue};
+pub use server::{RetentionPolicy, ReuseBackup, ServerConfig, WindowUnit};
+
+/// Where Barman looks when no `-c` is given, in order.
+pub const DEFAULT_CONFIG_FILES: [&str; 3] = [
+    "~/.barman.conf",
+    "/etc/barman.conf",
+    "/etc/barman/barman.conf",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("Configuration file '{}' does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("Could not find any configuration file at default locations.")]
+    NoDefaultFile,
+    #[error("cannot read configuration file {}: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: the configuration has no [barman] section", .0.display())]
+    NoGlobalSection(PathBuf),
+    #[error("the configuration file {0} contains a not empty [barman] section")]
+    GlobalSectionInInclude(String),
+    #[error("the reserved word 'all' is not allowed as server name.Please rename it.")]
+    ReservedServerName,
+}
+
+/// The whole Barman configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    store: ini::IniStore,
+    config_file: PathBuf,
+    pub barman_home: Option<String>,
+    pub barman_lock_directory: Option<String>,
+    pub lock_directory_cleanup: bool,
+}
+
+impl Config {
+    /// Loads `path` (as `barman -c`), or the first existing default location when `None`,
+    /// then the `configuration_files_directory` includes.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut store = ini::IniStore::default();
+        let config_file = match path {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::Missing(path.to_owned()));
+                }
+                path.to_owned()
+            }
+            None => DEFAULT_CONFIG_FILES
+                .iter()
+                .map(|candidate| expand_user(candidate))
+                .find(|candidate| candidate.exists())
+                .ok_or(ConfigError::NoDefaultFile)?,
+        };
+        store.read_file(&expand_user(&config_file.to_string_lossy()))?;
+        if !store.has_section("barman") {
+            return Err(ConfigError::NoGlobalSection(config_file));
+        }
+        let mut config = Config {
+            store,
+            config_file,
+            barman_home: None,
+            barman_lock_directory: None,
+            lock_directory_cleanup: true,
+        };
+        config.read_globals()?;
+        config.load_includes()?;
+        Ok(config)
+    }
+
+    fn read_globals(&mut self) -> Result<(), ConfigError> {
+        let no_vars = HashMap::new();
+        self.barman_home = self.get_value_with("barman", "barman_home", &no_vars, None)?;
+        self.barman_lock_directory = self
+            .get_value_with("barman", "barman_lock_directory", &no_vars, None)?
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.barman_home.clone());
+        let cleanup = self.get_value_with("barman", "lock_directory_cleanup", &no_vars, None)?;
+        self.lock_directory_cleanup = parse_boolean(
+            cleanup
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .unwrap_or("true"),
+        )
+        .unwrap_or(true);
+        Ok(())
+    }
+
+    /// `*.conf` files of `configuration_files_directory`, sorted; none may change `[barman]`.
+    fn load_includes(&mut self) -> Result<(), ConfigError> {
+        let Some(directory) = self.get_value_with(
+            "barman",
+            "configuration_files_directory",
+            &HashMap::new(),
+            None,
+        )?
+        else {
+            return Ok(());
+        };
+        if directory.is_empty() {
+            return Ok(());
+        }
+        let directory = expand_user(&directory);
+        let Ok(entries) = std::fs::read_dir(&directory) else {
+            return Ok(());
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                name.ends_with(".conf") && !name.starts_with('.')
+            })
+            .collect();
+        files.sort();
+        for file in files {
+            if !file.is_file() {
+                continue;
+            }
+            let globals_before: Vec<(String, String)> = self.global_items();
+            self.store.read_file(&file)?;
+            if self.global_items() != globals_before {
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                return Err(ConfigError::GlobalSectionInInclude(name));
+            }
+        }
+        Ok(())
+    }
+
+    fn global_items(&self) -> Vec<(String, String)> {
+        let mut items: Vec<(String, String)> = self
+            .store
+            .options("barman")
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.value.clone()))
+            .collect();
+        items.sort();
+        items
+    }
+
+    /// The file given with `-c` or found at a default location.
+    pub fn config_file(&self) -> &Path {
+        &self.config_file
+    }
+
+    /// Server names in section order (`[barman]` and model sections excluded).
+    pub fn server_names(&self) -> Vec<String> {
+        self.store
+            .section_names()
+            .filter(|name| *name != "barman")
+            .filter(|name| !self.is_model(name))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn is_model(&self, section: &str) -> bool {
+        self.store
+            .entry(section, "model")
+            .is_some_and(|entry| parse_boolean(&entry.value).unwrap_or(false))
+    }
+
+    /// The configuration of server `name`, adjusted as Barman's `Server` set-up does.
+    /// `None` when there is no such server section.
+    pub fn server(&self, name: &str) -> Result<Option<ServerConfig>, ConfigError> {
+        if name == "barman" || !self.server_names().iter().any(|n| n == name) {
+            return Ok(None);
+        }
+        if name == "all" {
+            return Err(ConfigError::ReservedServerName);
+        }
+        let mut server = ServerConfig::build(self, name)?;
+        self.check_conflicting_paths(&mut server)?;
+        server.apply_server_setup();
+        Ok(Some(server))
+    }
+
+    /// Barman disables a server whose own directories overlap (`Conflicting path: ...`).
+    fn check_conflicting_paths(&self, server: &mut ServerConfig) -> Result<(), ConfigError> {
+        let labels = [
+            "backup_directory",
+            "basebackups_directory",
+            "errors_directory",
+            "incoming_wals_directory",
+            "streaming_wals_directory",
+            "wals_directory",
+        ];
+        let mut seen: Vec<(PathBuf, &str)> = Vec::new();
+        let mut conflicts = Vec::new();
+        for label in labels {
+            let Some(path) = server.text(label).map(str::to_owned) else {
+                continue;
+            };
+            if path.contains("://") {
+                continue;
+            }
+            let real = std::fs::canonicalize(&path).unwrap_or_else(|_| PathBuf::from(&path));
+            match seen.iter().find(|(p, _)| *p == real) {
+                Some((_, first)) => conflicts.push(format!(
+                    "Conflicting path: {label}={path} conflicts with '{first}' for server '{}'",
+                    server.name()
+                )),
+                None => seen.push((real, label)),
+            }
+        }
+        if !conflicts.is_empty() {
+            server.disabled_reasons.extend(conflicts);
+            server.disable_for_conflicts();
+        }
+        Ok(())
+    }
+
+    /// `Config.get`: a value from `section` (with ConfigParser `vars`), `None` when absent;
+    /// the literal `None` becomes `""` and one level of matching quotes is removed.
+    pub(crate) fn get_value(
+        &self,
+        section: &str,
+        key: &str,
+        vars: &HashMap<String, String>,
+    ) -> Result<Option<String>, ConfigError> {
+        self.get_value_with(section, key, vars, Some(""))
+    }
+
+    fn get_value_with(
+        &self,
+        section: &str,
+        key: &str,
+        vars: &HashMap<String, String>,
+        none_value: Option<&str>,
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(value) = self.store.get(section, key, vars)? else {
+            return Ok(None);
+        };
+        if value == "None" {
+            return Ok(none_value.map(str::to_owned));
+        }
+        Ok(Some(strip_quotes(&value).to_owned()))
+    }
+
+    /// Where an option's effective value was read (file and line), if it was set in a file.
+    pub fn source(&self, section: &str, key: &str) -> Option<&Entry> {
+        self.store
+            .entry(section, key)
+            .or_else(|| self.store.entry("barman", key))
+    }
+}
+
+/// `Config._QUOTE_RE = ^(["'])(.*)\1$`: one pair of matching quotes around a one-line value.
+fn strip_quotes(value: &str) -> &str {
+    let bytes = value.as_bytes();
+    if bytes.len() >= 2
+        && (bytes[0] == b'"' || bytes[0] == b'\'')
+        && bytes[bytes.len() - 1] == bytes[0]
+        && !value.contains('\n')
+    {
+        &value[1..value.len() - 1]
+    } else {
+        value
+    }
+}
+
+/// `os.path.expanduser` for a leading `~/` (or a lone `~`).
+fn expand_user(path: &str) -> PathBuf {
+    let home = std::env::var_os("HOME");
+    match (path.strip_prefix('~'), home) {
+        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+            let mut expanded = PathBuf::from(home);
+            expanded.push(rest.trim_start_matches('/'));
+            expanded
+        }
+        _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests;
