@@ -1,4 +1,8 @@
 //! Barman knowledge: configuration, catalog, sync-info and the passive node.
 
 pub mod config;
+pub mod fsutil;
+pub mod lock;
 pub mod python;
+pub mod wal;
+pub mod xlogdb;

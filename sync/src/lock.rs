@@ -1,0 +1,176 @@
+//! Barman's lock files, with the same names and `flock` semantics, so that barsync and Barman
+//! working on one `barman_home` exclude each other: files created 0600 in
+//! `barman_lock_directory`, an exclusive `flock`, `"<pid>\n"` written once held, never deleted.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The locks a passive node and sync-info use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockKind<'a> {
+    /// `.<S>-xlogdb.lock`, held while reading or appending the xlog db (Barman waits).
+    XlogDb,
+    /// `.<S>-cron.lock`, one cron per server (Barman does not wait).
+    Cron,
+    /// `.<S>-<ID>-sync-backup.lock`, one copy of a backup (Barman does not wait).
+    SyncBackup(&'a str),
+    /// `.<S>-sync-wal.lock`, one WAL sync per server (Barman waits).
+    SyncWal,
+    /// `.<S>-<ID>.lock`, changes to one backup's metadata.
+    Backup(&'a str),
+}
+
+impl LockKind<'_> {
+    /// The lock file name for `server`.
+    pub fn file_name(&self, server: &str) -> String {
+        match self {
+            LockKind::XlogDb => format!(".{server}-xlogdb.lock"),
+            LockKind::Cron => format!(".{server}-cron.lock"),
+            LockKind::SyncBackup(id) => format!(".{server}-{id}-sync-backup.lock"),
+            LockKind::SyncWal => format!(".{server}-sync-wal.lock"),
+            LockKind::Backup(id) => format!(".{server}-{id}.lock"),
+        }
+    }
+
+    /// Whether Barman takes this lock blocking (`wait=True`).
+    pub fn barman_waits(&self) -> bool {
+        matches!(self, LockKind::XlogDb | LockKind::SyncWal)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("lock {} is held by another process", .0.display())]
+    Busy(PathBuf),
+    #[error("permission denied on lock {}", .0.display())]
+    PermissionDenied(PathBuf),
+    #[error("cannot lock {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A held lock; released (not deleted) when dropped.
+#[derive(Debug)]
+pub struct LockGuard {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockGuard {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is owned by `self.file` and still open.
+        unsafe {
+            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}
+
+/// Takes `kind` for `server` in `lock_directory`; `wait` chooses a blocking request.
+pub fn acquire(
+    lock_directory: &Path,
+    server: &str,
+    kind: &LockKind<'_>,
+    wait: bool,
+) -> Result<LockGuard, LockError> {
+    acquire_path(&lock_directory.join(kind.file_name(server)), wait)
+}
+
+/// Takes an exclusive lock on `path` exactly as Barman's `LockFile.acquire` does.
+pub fn acquire_path(path: &Path, wait: bool) -> Result<LockGuard, LockError> {
+    let io_error = |source: std::io::Error| match source.raw_os_error() {
+        Some(libc::EACCES) => LockError::PermissionDenied(path.to_owned()),
+        _ => LockError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error)?;
+    let flags = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: `file` owns a valid open descriptor for the duration of the call.
+        let result = unsafe { libc::flock(file.as_raw_fd(), flags) };
+        if result == 0 {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Err(LockError::Busy(path.to_owned())),
+            _ => return Err(io_error(error)),
+        }
+    }
+    let pid_line = format!("{}\n", std::process::id());
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.write_all(pid_line.as_bytes()))
+        .and_then(|_| file.set_len(pid_line.len() as u64))
+        .map_err(io_error)?;
+    Ok(LockGuard {
+        file,
+        path: path.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn names_match_barman() {
+        assert_eq!(LockKind::XlogDb.file_name("pg"), ".pg-xlogdb.lock");
+        assert_eq!(LockKind::Cron.file_name("pg"), ".pg-cron.lock");
+        assert_eq!(
+            LockKind::SyncBackup("20240101T120000").file_name("pg"),
+            ".pg-20240101T120000-sync-backup.lock"
+        );
+        assert_eq!(LockKind::SyncWal.file_name("pg"), ".pg-sync-wal.lock");
+        assert_eq!(
+            LockKind::Backup("20240101T120000").file_name("pg"),
+            ".pg-20240101T120000.lock"
+        );
+    }
+
+    #[test]
+    fn second_holder_is_refused_until_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let guard = acquire(dir.path(), "pg", &LockKind::Cron, false).unwrap();
+        let path = guard.path().to_owned();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(matches!(
+            acquire(dir.path(), "pg", &LockKind::Cron, false),
+            Err(LockError::Busy(_))
+        ));
+        drop(guard);
+        assert!(path.exists(), "lock files are never deleted");
+        acquire(dir.path(), "pg", &LockKind::Cron, false).unwrap();
+    }
+}
