@@ -1,5 +1,6 @@
 //! Barman knowledge: configuration, catalog, sync-info and the passive node.
 
+pub mod backup_info;
 pub mod config;
 pub mod fsutil;
 pub mod lock;
