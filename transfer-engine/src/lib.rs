@@ -34,7 +34,7 @@ pub mod index;
 pub mod patch;
 pub mod rolling;
 pub mod signature;
-// pub mod transport;  <- the transport work replaces this comment line with the real declaration
+pub mod transport;
 
 pub use delta::{delta, DeltaSink, DeltaStats, DeltaSummary};
 pub use delta_codec::{DeltaEncoder, DeltaReader};

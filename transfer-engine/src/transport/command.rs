@@ -1,0 +1,103 @@
+//! The user's ssh command run as a subprocess, exactly as `rsync -e` does: the words of the
+//! command string followed by the remote command as one more argument
+//! (`ssh -p 2222 user@host 'barsync serve --root /x'`). stdin/stdout are the stream; stderr is
+//! collected for error messages. An exit status of 255 is ssh's own failure (connection,
+//! authentication, host key) and is reported as [`TransportError::SshSubprocess`].
+
+use std::path::Path;
+use std::process::Command;
+
+use super::process::{spawn_child_stream, Status255};
+use super::ssh_command::SshCommand;
+use super::{Peer, RemoteStream, Transport, TransportError, TransportKind};
+
+/// Runs remote commands through the user's ssh program.
+pub struct SshCommandTransport {
+    command: SshCommand,
+    peer: Peer,
+}
+
+impl SshCommandTransport {
+    /// A transport running `command` (already parsed) for each stream.
+    pub fn new(command: SshCommand) -> Result<SshCommandTransport, TransportError> {
+        let peer = command.peer();
+        Ok(SshCommandTransport { command, peer })
+    }
+
+    /// Parses `ssh_command` and builds the transport.
+    pub fn from_command_string(ssh_command: &str) -> Result<SshCommandTransport, TransportError> {
+        SshCommandTransport::new(SshCommand::parse(ssh_command)?)
+    }
+
+    /// The argument vector used for `remote_command` (program first).
+    pub fn argv(&self, remote_command: &str) -> Vec<String> {
+        let mut argv = self.command.words().to_vec();
+        argv.push(remote_command.to_string());
+        argv
+    }
+}
+
+impl Transport for SshCommandTransport {
+    fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    fn kind(&self) -> TransportKind {
+        TransportKind::SshCommand
+    }
+
+    fn open(&self, remote_command: &str) -> Result<RemoteStream, TransportError> {
+        let argv = self.argv(remote_command);
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        spawn_child_stream(self.peer.clone(), command, Status255::SshFailure)
+    }
+}
+
+/// True when `program` names an executable file, directly or through `PATH`.
+pub fn program_exists(program: &str) -> bool {
+    let is_executable = |path: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        return is_executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| is_executable(&dir.join(program))))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_appends_the_remote_command_as_one_word() {
+        let transport =
+            SshCommandTransport::from_command_string("ssh -p 2222 -o 'User bob' host").unwrap();
+        assert_eq!(
+            transport.argv("barsync serve --root '/x y'"),
+            [
+                "ssh",
+                "-p",
+                "2222",
+                "-o",
+                "User bob",
+                "host",
+                "barsync serve --root '/x y'"
+            ]
+        );
+        assert_eq!(transport.peer().to_string(), "bob@host:2222");
+    }
+
+    #[test]
+    fn program_lookup() {
+        assert!(program_exists("sh"));
+        assert!(program_exists("/bin/sh"));
+        assert!(!program_exists("/nonexistent/ssh"));
+        assert!(!program_exists("no-such-program-barsync"));
+    }
+}
