@@ -1,0 +1,41 @@
+//! sync-info: the JSON a primary publishes about its catalog (produced exactly as Barman
+//! 3.20.1 prints it), its parsing on a passive node, and fetching it from a primary.
+
+mod parse;
+mod primary;
+mod produce;
+
+pub use parse::{PrimaryConfig, PrimaryInfo, PrimaryInfoError};
+pub use primary::{
+    fetch_primary_info, load_primary_info, remote_command_line, shell_quote, PrimaryAnswer,
+    RemoteProgram,
+};
+pub use produce::{
+    select_wals, sync_info_json, sync_info_text, SyncPoint, WalSelection, BARMAN_VERSION,
+};
+
+use std::path::PathBuf;
+
+/// Failures of sync-info. `Sync` is Barman's `SyncError` (exit code 1, `ERROR: <message>`).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncInfoError {
+    #[error("{0}")]
+    Sync(String),
+    #[error("cannot parse line {line_number} of {}: {text:?}", path.display())]
+    BadXlogDbLine {
+        path: PathBuf,
+        line_number: usize,
+        text: String,
+    },
+    #[error(transparent)]
+    XlogDb(#[from] crate::xlogdb::XlogDbError),
+    #[error(transparent)]
+    BackupInfo(#[from] crate::backup_info::BackupInfoError),
+    #[error(transparent)]
+    PrimaryInfo(#[from] PrimaryInfoError),
+    #[error("cannot access {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
