@@ -1,10 +1,15 @@
 //! sync-info: the JSON a primary publishes about its catalog (produced exactly as Barman
 //! 3.20.1 prints it), its parsing on a passive node, and fetching it from a primary.
 
+mod command;
 mod parse;
 mod primary;
 mod produce;
 
+pub use command::{
+    parse_last_position, run_sync_info, CommandOutcome, SyncInfoArgs, EXIT_BAD_ARGUMENTS,
+    EXIT_SYNC_ERROR,
+};
 pub use parse::{PrimaryConfig, PrimaryInfo, PrimaryInfoError};
 pub use primary::{
     fetch_primary_info, load_primary_info, remote_command_line, shell_quote, PrimaryAnswer,

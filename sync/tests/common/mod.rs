@@ -1,0 +1,378 @@
+//! Shared helpers of the tests against real Barman: locating Barman 3.20.1 and the shared
+//! fixture script, running Barman, and generating Barman catalogs of any size.
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use barsync_sync::syncinfo::{run_sync_info, CommandOutcome, SyncInfoArgs};
+
+/// The real Barman: `$BARSYNC_TEST_BARMAN`, else `../.venv/bin/barman` next to the workspace.
+/// Missing Barman fails the test: these tests must never pass by skipping.
+pub fn barman() -> PathBuf {
+    let path = std::env::var_os("BARSYNC_TEST_BARMAN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/barman"));
+    assert!(
+        path.is_file(),
+        "real Barman 3.20.1 not found at {} (set BARSYNC_TEST_BARMAN or run scripts/test)",
+        path.display()
+    );
+    path
+}
+
+/// The Python of Barman's venv, for snippets that use Barman's modules.
+pub fn barman_python() -> PathBuf {
+    let python = barman().parent().unwrap().join("python");
+    assert!(python.exists(), "no python next to {}", barman().display());
+    python
+}
+
+/// The shared directory: `$BARSYNC_TEST_SHARED`, else `../../shared`.
+pub fn shared() -> PathBuf {
+    let path = std::env::var_os("BARSYNC_TEST_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    assert!(
+        path.join("tools/make-barman-fixture.sh").is_file(),
+        "shared tools not found in {}",
+        path.display()
+    );
+    path
+}
+
+/// Builds the shared hand-made fixture (primary.conf, passive.conf, catalog) in `base`.
+pub fn make_fixture(base: &Path) {
+    let status = Command::new("bash")
+        .arg(shared().join("tools/make-barman-fixture.sh"))
+        .arg(base)
+        .env("BARMAN_BIN", barman())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run make-barman-fixture.sh");
+    assert!(status.success(), "make-barman-fixture.sh failed");
+}
+
+/// Runs `barman -c CONFIG ARGS...`.
+pub fn run_barman(config: &Path, args: &[&str]) -> Output {
+    Command::new(barman())
+        .arg("-c")
+        .arg(config)
+        .args(args)
+        .env("PYTHONHASHSEED", "0")
+        .output()
+        .expect("run barman")
+}
+
+/// Runs barsync's sync-info with the same arguments.
+pub fn run_barsync(
+    config: &Path,
+    server: &str,
+    last_wal: Option<&str>,
+    last_position: Option<&str>,
+) -> CommandOutcome {
+    run_sync_info(&SyncInfoArgs {
+        config: Some(config),
+        server,
+        last_wal,
+        last_position,
+        ..SyncInfoArgs::default()
+    })
+}
+
+/// Asserts barsync prints what Barman prints for `sync-info SERVER [extra...]`.
+pub fn assert_same_sync_info(config: &Path, server: &str, extra: &[&str]) -> String {
+    let mut args = vec!["sync-info", server];
+    args.extend_from_slice(extra);
+    let barman = run_barman(config, &args);
+    let ours = run_barsync(
+        config,
+        server,
+        extra.first().copied(),
+        extra.get(1).copied(),
+    );
+    let barman_stdout = String::from_utf8_lossy(&barman.stdout).into_owned();
+    let ours_stdout = String::from_utf8_lossy(&ours.stdout).into_owned();
+    if barman_stdout != ours_stdout {
+        let diff_at = barman_stdout
+            .bytes()
+            .zip(ours_stdout.bytes())
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        let from = diff_at.saturating_sub(300);
+        panic!(
+            "sync-info {extra:?} differs at byte {diff_at}\n--- barman:\n{}\n--- barsync:\n{}\n--- barman stderr: {}",
+            &barman_stdout[from..(diff_at + 300).min(barman_stdout.len())],
+            &ours_stdout[from.min(ours_stdout.len())..(diff_at + 300).min(ours_stdout.len())],
+            String::from_utf8_lossy(&barman.stderr)
+        );
+    }
+    assert_eq!(
+        barman.status.code(),
+        Some(i32::from(ours.exit_code)),
+        "exit codes differ for {extra:?}; barman stderr: {}; barsync stderr: {:?}",
+        String::from_utf8_lossy(&barman.stderr),
+        ours.stderr
+    );
+    let barman_errors: Vec<&str> = std::str::from_utf8(&barman.stderr)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("ERROR"))
+        .collect();
+    let our_errors: Vec<&str> = ours
+        .stderr
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("ERROR"))
+        .collect();
+    assert_eq!(
+        barman_errors, our_errors,
+        "error messages differ for {extra:?}"
+    );
+    ours_stdout
+}
+
+/// The shape of a generated catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogSpec {
+    pub server: String,
+    pub backups: usize,
+    pub wals_per_backup: usize,
+    /// Timeline switches: each adds a `.history` file and continues on the next timeline.
+    pub timelines: u32,
+    pub compression: Option<&'static str>,
+    pub tablespaces: usize,
+    /// Write some backup.info files in the legacy `base/<ID>/backup.info` place.
+    pub legacy_backup_info: bool,
+    /// Add duplicate lines to the xlog db, as Barman's first sync-wals does.
+    pub duplicate_lines: bool,
+    /// Mark the newest backup WAITING_FOR_WALS and add a FAILED one.
+    pub mixed_statuses: bool,
+}
+
+impl Default for CatalogSpec {
+    fn default() -> Self {
+        CatalogSpec {
+            server: "pg".to_owned(),
+            backups: 3,
+            wals_per_backup: 4,
+            timelines: 1,
+            compression: None,
+            tablespaces: 1,
+            legacy_backup_info: false,
+            duplicate_lines: false,
+            mixed_statuses: false,
+        }
+    }
+}
+
+/// A generated catalog: its config file and the WAL names it holds, in xlog db order.
+pub struct GeneratedCatalog {
+    pub config: PathBuf,
+    pub home: PathBuf,
+    pub wal_names: Vec<String>,
+    pub backup_ids: Vec<String>,
+}
+
+fn wal_name(timeline: u32, segment: u64) -> String {
+    format!("{timeline:08X}{:08X}{:08X}", segment >> 8, segment & 0xff)
+}
+
+/// Writes a Barman catalog that real Barman accepts: config, backups in `meta/` (and
+/// optionally `base/`), WAL files in hash directories, history files, the xlog db.
+pub fn generate_catalog(base: &Path, spec: &CatalogSpec) -> GeneratedCatalog {
+    let home = base.join("home");
+    let server_dir = home.join(&spec.server);
+    for sub in ["base", "wals", "incoming", "streaming", "errors", "meta"] {
+        std::fs::create_dir_all(server_dir.join(sub)).unwrap();
+    }
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let config = base.join("barman.conf");
+    let compression_line = spec
+        .compression
+        .map(|c| format!("compression = {c}\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!(
+            "[barman]\nbarman_home = {}\nbarman_user = {}\nlog_file = {}/barman.log\n{compression_line}\n[{}]\ndescription = \"generated catalog\"\nconninfo = host=127.0.0.1 port=1 user=barman dbname=postgres connect_timeout=1\nssh_command = ssh postgres@127.0.0.1 -p 1\nbackup_method = rsync\nbackup_options = concurrent_backup\narchiver = on\nretention_policy = REDUNDANCY 50\n",
+            home.display(),
+            user.trim(),
+            base.display(),
+            spec.server
+        ),
+    )
+    .unwrap();
+
+    let wals_dir = server_dir.join("wals");
+    let mut xlogdb = String::new();
+    let mut wal_names = Vec::new();
+    let mut backup_ids = Vec::new();
+    let mut segment: u64 = 1;
+    let mut timeline: u32 = 1;
+    let mut time: f64 = 1_704_067_200.0;
+    let switch_every = (spec.backups / spec.timelines as usize).max(1);
+    let write_wal = |name: &str,
+                     dir: &Path,
+                     contents: &[u8],
+                     time: f64,
+                     xlogdb: &mut String,
+                     names: &mut Vec<String>| {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        let compression = if contents.starts_with(b"\x1f\x8b\x08") {
+            spec.compression.unwrap_or("gzip")
+        } else {
+            "None"
+        };
+        let time_text = barsync_sync::python::float::repr(time);
+        writeln!(
+            xlogdb,
+            "{name}\t{}\t{time_text}\t{compression}\tNone",
+            contents.len()
+        )
+        .unwrap();
+        names.push(name.to_owned());
+    };
+    let wal_body = |seed: u64| -> Vec<u8> {
+        let mut body = if spec.compression.is_some() {
+            b"\x1f\x8b\x08\x00".to_vec()
+        } else {
+            Vec::new()
+        };
+        body.extend(std::iter::repeat_n(b'W', 64 + (seed % 7) as usize));
+        body
+    };
+    // A few WALs older than the first backup (sync-info drops them on full requests).
+    for _ in 0..2 {
+        let name = wal_name(timeline, segment);
+        write_wal(
+            &name,
+            &wals_dir.join(&name[..16]),
+            &wal_body(segment),
+            time,
+            &mut xlogdb,
+            &mut wal_names,
+        );
+        segment += 1;
+        time += 60.25;
+    }
+    for index in 0..spec.backups {
+        if index > 0 && index % switch_every == 0 && timeline < spec.timelines {
+            timeline += 1;
+            let name = format!("{timeline:08X}.history");
+            write_wal(
+                &name,
+                &wals_dir,
+                format!(
+                    "{}\t0/{segment:X}000000\tno recovery target specified\n",
+                    timeline - 1
+                )
+                .as_bytes(),
+                time,
+                &mut xlogdb,
+                &mut wal_names,
+            );
+            time += 1.5;
+        }
+        let day = 1 + index % 28;
+        let month = 1 + (index / 28) % 12;
+        let backup_id = format!(
+            "2024{month:02}{day:02}T{:02}{:02}00",
+            index % 24,
+            index % 60
+        );
+        let begin = wal_name(timeline, segment);
+        let label = format!("{begin}.00000028.backup");
+        write_wal(
+            &begin,
+            &wals_dir.join(&begin[..16]),
+            &wal_body(segment),
+            time,
+            &mut xlogdb,
+            &mut wal_names,
+        );
+        write_wal(
+            &label,
+            &wals_dir.join(&begin[..16]),
+            b"START WAL LOCATION: 0/28\n",
+            time + 0.1,
+            &mut xlogdb,
+            &mut wal_names,
+        );
+        segment += 1;
+        let status = if spec.mixed_statuses && index == spec.backups - 1 {
+            "WAITING_FOR_WALS"
+        } else {
+            "DONE"
+        };
+        let tablespaces = if spec.tablespaces == 0 {
+            "None".to_owned()
+        } else {
+            let items: Vec<String> = (0..spec.tablespaces)
+                .map(|t| format!("('tbs{t}', {}, '/srv/pg/tbs{t}')", 16387 + t))
+                .collect();
+            format!("[{}]", items.join(", "))
+        };
+        let info = format!(
+            "backup_label='START WAL LOCATION: 0/{segment:X}000028 (file {begin})\\nLABEL: Barman backup {} {backup_id}\\n'\nbegin_offset=40\nbegin_time=2024-{month:02}-{day:02} {:02}:{:02}:00.{:06}+00:00\nbegin_wal={begin}\nbegin_xlog=0/{segment:X}000028\nchildren_backup_ids=None\ncluster_size=1000{index}\ncompression=None\nconfig_file=/var/lib/postgresql/16/main/postgresql.conf\ncopy_stats={{'copy_time': 1.25, 'analysis_time': 0.5, 'number_of_workers': 1, 'total_time': {}.0}}\ndata_checksums=on\ndeduplicated_size=900{index}\nencryption=None\nend_offset=312\nend_time=2024-{month:02}-{day:02} {:02}:{:02}:30+01:00\nend_wal={begin}\nend_xlog=0/{segment:X}000138\nerror=None\nhba_file=/var/lib/postgresql/16/main/pg_hba.conf\nident_file=/var/lib/postgresql/16/main/pg_ident.conf\nincluded_files=None\nmode=rsync-concurrent\nparent_backup_id=None\npgdata=/var/lib/postgresql/16/main\nserver_name={}\nsize=1000{index}\nstatus={status}\nsummarize_wal=off\nsystemid=7318000000000000001\ntablespaces={tablespaces}\ntimeline={timeline}\nversion=160002\nxlog_segment_size=16777216\n",
+            spec.server, index % 24, index % 60, index * 1111, index + 2, index % 24, index % 60, spec.server
+        );
+        let data = server_dir.join("base").join(&backup_id).join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("PG_VERSION"), "16\n").unwrap();
+        if spec.legacy_backup_info && index % 2 == 1 {
+            std::fs::write(
+                server_dir.join("base").join(&backup_id).join("backup.info"),
+                &info,
+            )
+            .unwrap();
+        } else {
+            std::fs::write(
+                server_dir
+                    .join("meta")
+                    .join(format!("{backup_id}-backup.info")),
+                &info,
+            )
+            .unwrap();
+        }
+        backup_ids.push(backup_id);
+        for _ in 0..spec.wals_per_backup {
+            let name = wal_name(timeline, segment);
+            write_wal(
+                &name,
+                &wals_dir.join(&name[..16]),
+                &wal_body(segment),
+                time,
+                &mut xlogdb,
+                &mut wal_names,
+            );
+            segment += 1;
+            time += 0.37;
+        }
+        time += 3600.0;
+    }
+    if spec.mixed_statuses {
+        let failed = "20231231T000000";
+        std::fs::write(
+            server_dir.join("meta").join(format!("{failed}-backup.info")),
+            format!("begin_wal=000000010000000000000001\nerror='failure syncing'\nserver_name={}\nstatus=FAILED\n", spec.server),
+        )
+        .unwrap();
+    }
+    if spec.duplicate_lines {
+        let lines: Vec<&str> = xlogdb.lines().collect();
+        let duplicated: String = lines.iter().take(5).map(|l| format!("{l}\n")).collect();
+        xlogdb.push_str(&duplicated);
+    }
+    std::fs::write(wals_dir.join(format!("{}-xlog.db", spec.server)), &xlogdb).unwrap();
+    GeneratedCatalog {
+        config,
+        home,
+        wal_names,
+        backup_ids,
+    }
+}

@@ -1,0 +1,254 @@
+//! `barsync sync-info` against `barman sync-info` (real Barman 3.20.1) on the same catalogs:
+//! byte-identical stdout, same exit codes and error messages, for full and incremental
+//! requests; the two documented bug fixes get their own assertions.
+
+mod common;
+
+use barsync_sync::python::json::{self, Json};
+use common::*;
+
+fn wal_names_of(document: &str) -> Vec<String> {
+    let parsed = json::parse(document).unwrap();
+    match parsed.get("wals") {
+        Some(Json::Array(items)) => items
+            .iter()
+            .map(|item| match item.get("name") {
+                Some(Json::Str(name)) => name.clone(),
+                other => panic!("bad wal entry {other:?}"),
+            })
+            .collect(),
+        other => panic!("no wals: {other:?}"),
+    }
+}
+
+fn last_position_of(document: &str) -> String {
+    match json::parse(document).unwrap().get("last_position") {
+        Some(Json::Int(position)) => position.to_string(),
+        other => panic!("no last_position: {other:?}"),
+    }
+}
+
+#[test]
+fn shared_fixture_full_incremental_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    make_fixture(dir.path());
+    let config = dir.path().join("primary.conf");
+    let full = assert_same_sync_info(&config, "pg", &[]);
+    assert_eq!(last_position_of(&full), "503");
+    assert_eq!(wal_names_of(&full).len(), 9);
+    let sample =
+        std::fs::read_to_string(shared().join("docs/sample-sync-info-3.20.1.json")).unwrap();
+    let sample_backups = json::parse(&sample).unwrap().get("backups").cloned();
+    assert_eq!(
+        json::parse(&full).unwrap().get("backups").cloned(),
+        sample_backups,
+        "backups as in the shared sample"
+    );
+    for extra in [
+        &["000000020000000000000007", "503"][..],
+        &["000000010000000000000004", "17"],
+        &["000000010000000000000004"],
+        &["000000010000000000000005.00000028.backup", "300"],
+        &["00000002.history"],
+        &["000000000000000000000001"],
+        &["000000030000000000000001"],
+        &["000000010000000000000002", "999999"],
+    ] {
+        assert_same_sync_info(&config, "pg", extra);
+    }
+    assert_same_sync_info(&config, "nosuch", &[]);
+}
+
+#[test]
+fn bad_last_position_exits_2_and_zero_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    make_fixture(dir.path());
+    let config = dir.path().join("primary.conf");
+    for bad in ["abc", "-3"] {
+        let barman = run_barman(
+            &config,
+            &["sync-info", "pg", "000000010000000000000004", bad],
+        );
+        let ours = run_barsync(&config, "pg", Some("000000010000000000000004"), Some(bad));
+        assert_eq!(barman.status.code(), Some(2));
+        assert_eq!(ours.exit_code, 2);
+        let barman_reason = String::from_utf8_lossy(&barman.stderr)
+            .lines()
+            .last()
+            .unwrap()
+            .replace("barman", "barsync");
+        assert_eq!(ours.stderr, vec![barman_reason]);
+    }
+    // Barman rejects 0 (rc 2) and a passive that stored position 0 wedges; barsync treats 0 as
+    // the offset of the first line, which is what the primary meant.
+    assert_eq!(
+        run_barman(
+            &config,
+            &["sync-info", "pg", "000000010000000000000001", "0"]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+    let ours = run_barsync(&config, "pg", Some("000000010000000000000001"), Some("0"));
+    assert_eq!(ours.exit_code, 0, "{:?}", ours.stderr);
+    let barman_without_position =
+        run_barman(&config, &["sync-info", "pg", "000000010000000000000001"]);
+    assert_eq!(
+        ours.stdout, barman_without_position.stdout,
+        "position 0 = reading from the start"
+    );
+}
+
+#[test]
+fn single_line_xlogdb_gives_position_zero_that_barsync_accepts_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = generate_catalog(
+        dir.path(),
+        &CatalogSpec {
+            backups: 1,
+            wals_per_backup: 0,
+            ..CatalogSpec::default()
+        },
+    );
+    let xlogdb = catalog.home.join("pg/wals/pg-xlog.db");
+    let first_line = std::fs::read_to_string(&xlogdb)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned()
+        + "\n";
+    std::fs::write(&xlogdb, &first_line).unwrap();
+    let full = assert_same_sync_info(&catalog.config, "pg", &[]);
+    assert_eq!(last_position_of(&full), "0");
+    let name = &first_line[..24];
+    let ours = run_barsync(&catalog.config, "pg", Some(name), Some("0"));
+    assert_eq!(ours.exit_code, 0);
+    assert_eq!(
+        wal_names_of(std::str::from_utf8(&ours.stdout).unwrap()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn generated_catalog_many_backups_thousands_of_wals_timelines_compression() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CatalogSpec {
+        backups: 40,
+        wals_per_backup: 60,
+        timelines: 3,
+        compression: Some("gzip"),
+        tablespaces: 2,
+        legacy_backup_info: true,
+        mixed_statuses: true,
+        ..CatalogSpec::default()
+    };
+    let catalog = generate_catalog(dir.path(), &spec);
+    assert!(catalog.wal_names.len() > 2400);
+    let full = assert_same_sync_info(&catalog.config, "pg", &[]);
+    let position = last_position_of(&full);
+    let last = catalog.wal_names.last().unwrap().clone();
+    let middle = catalog.wal_names[catalog.wal_names.len() / 2].clone();
+    assert_same_sync_info(&catalog.config, "pg", &[&last, &position]);
+    assert_same_sync_info(&catalog.config, "pg", &[&middle]);
+    assert_same_sync_info(&catalog.config, "pg", &[&middle, "12345"]);
+    let history = catalog
+        .wal_names
+        .iter()
+        .find(|n| n.ends_with(".history"))
+        .unwrap()
+        .clone();
+    assert_same_sync_info(&catalog.config, "pg", &[&history]);
+}
+
+#[test]
+fn generated_catalog_with_duplicates_and_small_shapes() {
+    for spec in [
+        CatalogSpec {
+            duplicate_lines: true,
+            ..CatalogSpec::default()
+        },
+        CatalogSpec {
+            backups: 0,
+            ..CatalogSpec::default()
+        },
+        CatalogSpec {
+            tablespaces: 0,
+            compression: Some("bzip2"),
+            ..CatalogSpec::default()
+        },
+        CatalogSpec {
+            server: "main-db".into(),
+            legacy_backup_info: true,
+            ..CatalogSpec::default()
+        },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = generate_catalog(dir.path(), &spec);
+        let full = assert_same_sync_info(&catalog.config, &spec.server, &[]);
+        let position = last_position_of(&full);
+        let names = &catalog.wal_names;
+        assert_same_sync_info(
+            &catalog.config,
+            &spec.server,
+            &[&names[names.len() - 1], &position],
+        );
+        assert_same_sync_info(&catalog.config, &spec.server, &[&names[1]]);
+    }
+}
+
+#[test]
+fn history_file_of_first_backup_timeline_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    make_fixture(dir.path());
+    let config = dir.path().join("primary.conf");
+    let meta = dir.path().join("primary-home/pg/meta");
+    // Make the oldest backup start on timeline 2, as in Barman issue #1102.
+    for id in ["20240101T120000", "20240102T120000"] {
+        let path = meta.join(format!("{id}-backup.info"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace(
+                "begin_wal=00000001000000000000000",
+                "begin_wal=00000002000000000000000",
+            )
+            .replace(
+                "begin_wal=000000020000000000000002",
+                "begin_wal=000000020000000000000007",
+            )
+            .replace(
+                "begin_wal=000000020000000000000005",
+                "begin_wal=000000020000000000000007",
+            );
+        std::fs::write(&path, text).unwrap();
+    }
+    let barman = run_barman(&config, &["sync-info", "pg"]);
+    assert_eq!(barman.status.code(), Some(0));
+    let barman_stdout = String::from_utf8(barman.stdout).unwrap();
+    let ours = run_barsync(&config, "pg", None, None);
+    let ours_stdout = String::from_utf8(ours.stdout).unwrap();
+    assert_eq!(
+        wal_names_of(&barman_stdout),
+        vec!["000000020000000000000007"],
+        "Barman drops the history file"
+    );
+    assert_eq!(
+        wal_names_of(&ours_stdout),
+        vec!["00000002.history", "000000020000000000000007"]
+    );
+    // Apart from that entry, the documents are identical.
+    let mut ours_json = json::parse(&ours_stdout).unwrap();
+    if let Json::Object(entries) = &mut ours_json {
+        for (key, value) in entries.iter_mut() {
+            if key == "wals" {
+                if let Json::Array(items) = value {
+                    items.retain(|item| {
+                        item.get("name") != Some(&Json::Str("00000002.history".into()))
+                    });
+                }
+            }
+        }
+    }
+    assert_eq!(ours_json.dump_indented(), barman_stdout);
+}
