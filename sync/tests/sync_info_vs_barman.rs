@@ -252,3 +252,73 @@ fn history_file_of_first_backup_timeline_is_kept() {
     }
     assert_eq!(ours_json.dump_indented(), barman_stdout);
 }
+
+#[test]
+fn config_object_matches_barman_for_varied_configurations() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = generate_catalog(
+        dir.path(),
+        &CatalogSpec {
+            backups: 1,
+            wals_per_backup: 1,
+            ..CatalogSpec::default()
+        },
+    );
+    let includes = dir.path().join("conf.d");
+    std::fs::create_dir(&includes).unwrap();
+    let home = catalog.home.display().to_string();
+    let user = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        &catalog.config,
+        format!(
+            "[barman]\nbarman_home = {home}\nbarman_user = {}\nlog_file = {}/barman.log\nconfiguration_files_directory = {}\ncompression = GZIP\nparallel_jobs = 3\nbasebackup_retry_times = 2\nnetwork_compression = on\nreuse_backup = LINK\nlast_backup_maximum_age = 2 weeks\nminimum_redundancy = 2\n; a comment\n# another\n",
+            user.trim(),
+            dir.path().display(),
+            includes.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        includes.join("10-pg.conf"),
+        "[pg]\ndescription = \"multi\n  line\"\nconninfo = host=127.0.0.1 port=1 dbname=postgres\nssh_command = ssh pg\nbackup_options = concurrent_backup\narchiver = yes\nprimary_ssh_command = ssh barman@primary\nforward_config_path = true\nretention_policy = recovery window of 4 weeks\nbandwidth_limit = 1000\ntablespace_bandwidth_limit = tbs1:100 tbs2:1000 bad\nlast_wal_maximum_age = 25 hours\ncloud_staging_max_size = 5 Mi\ncompression_level = 5\nslot_name = My_Slot\nsnapshot_disks = a,b\nparallel_jobs = lots\nstreaming_archiver_name = %(ssh_command)s-%%%%x\nimmediate_checkpoint = maybe\nwal_retention_policy = main\ncustom_option_barman_ignores = 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        includes.join("20-others.conf"),
+        format!(
+            "[noconninfo]\nssh_command = ssh x\nbackup_method = postgres\nbackup_options = exclusive_backup\n\n[local]\nconninfo = host=x\nbackup_method = local-rsync\nstreaming_archiver = on\nslot_name = s1\nretention_policy = REDUNDANCY x\nminimum_redundancy = -1\n\n[plain]\nconninfo = host=y\nssh_command = ssh y\nbackup_directory = {home}/custom\nwals_directory = {home}/custom/base\nencryption = none\nrecovery_options = get-wal\nretention_policy = redundancy 2\nwal_retention_policy = MAIN\n"
+        ),
+    )
+    .unwrap();
+    for server in ["pg", "noconninfo", "local", "plain"] {
+        let server_dir = catalog.home.join(server);
+        if !server_dir.exists() {
+            std::fs::create_dir_all(server_dir.join("wals")).unwrap();
+            std::fs::write(server_dir.join(format!("wals/{server}-xlog.db")), "").unwrap();
+        }
+        std::fs::create_dir_all(catalog.home.join("custom/wals")).unwrap();
+        assert_same_sync_info(&catalog.config, server, &[]);
+        let barman = run_barman(&catalog.config, &["sync-info", server]);
+        let barman_warnings: Vec<String> = String::from_utf8_lossy(&barman.stderr)
+            .lines()
+            // barsync ignores unknown options quietly, where Barman warns about them.
+            .filter(|l| l.starts_with("WARNING") && !l.contains("Invalid configuration option"))
+            .map(str::to_owned)
+            .collect();
+        let ours = run_barsync(&catalog.config, server, None, None);
+        let our_warnings: Vec<String> = ours
+            .stderr
+            .iter()
+            .filter(|l| l.starts_with("WARNING"))
+            .cloned()
+            .collect();
+        assert_eq!(our_warnings, barman_warnings, "warnings for {server}");
+    }
+}

@@ -187,6 +187,18 @@ impl Config {
             .is_some_and(|entry| parse_boolean(&entry.value).unwrap_or(false))
     }
 
+    /// The option warnings of every server, in section order: Barman reads all servers and
+    /// prints these whatever server the command is about.
+    pub fn all_option_warnings(&self) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
+        for name in self.server_names() {
+            if name != "all" {
+                warnings.extend(ServerConfig::build(self, &name)?.warnings);
+            }
+        }
+        Ok(warnings)
+    }
+
     /// The configuration of server `name`, adjusted as Barman's `Server` set-up does.
     /// `None` when there is no such server section.
     pub fn server(&self, name: &str) -> Result<Option<ServerConfig>, ConfigError> {

@@ -40,8 +40,10 @@ pub struct ServerConfig {
     values: Vec<(&'static str, OptionValue)>,
     barman_home: Option<String>,
     lock_directory: Option<String>,
-    /// Warnings Barman prints while reading this server (`WARNING: ...` lines on stderr).
+    /// Warnings Barman prints while reading this server's options (`WARNING: ...` on stderr).
     pub warnings: Vec<String>,
+    /// Warnings Barman prints while setting the server up (archiver, backup strategy).
+    pub setup_warnings: Vec<String>,
     /// Why the server is disabled, if it is.
     pub disabled_reasons: Vec<String>,
 }
@@ -54,6 +56,7 @@ impl ServerConfig {
             barman_home: config.barman_home.clone(),
             lock_directory: config.barman_lock_directory.clone(),
             warnings: Vec::new(),
+            setup_warnings: Vec::new(),
             disabled_reasons: Vec::new(),
         };
         // ConfigParser sees the ServerConfig attributes as interpolation variables.
@@ -150,11 +153,12 @@ impl ServerConfig {
         }
         if active && !passive {
             if !self.bool("archiver") && !self.bool("streaming_archiver") {
-                self.warnings.push(format!(
+                self.setup_warnings.push(format!(
                     "No archiver enabled for server '{}'. Please turn on 'archiver', 'streaming_archiver' or both",
                     self.name
                 ));
-                self.warnings.push("Forcing 'archiver = on'".to_owned());
+                self.setup_warnings
+                    .push("Forcing 'archiver = on'".to_owned());
                 self.set("archiver", OptionValue::Bool(true));
             }
             if !self.bool("archiver")
@@ -200,7 +204,7 @@ impl ServerConfig {
                     .any(|o| o == "concurrent_backup" || o == "exclusive_backup")
                 {
                     options.push("concurrent_backup".to_owned());
-                    self.warnings.push(format!(
+                    self.setup_warnings.push(format!(
                         "No backup strategy set for server '{}' (using default 'concurrent_backup').",
                         self.name
                     ));
@@ -217,7 +221,7 @@ impl ServerConfig {
                 let mut options = self.option_set("backup_options");
                 if options.iter().any(|o| o == "exclusive_backup") {
                     options.retain(|o| o != "exclusive_backup");
-                    self.warnings.push("'exclusive_backup' is not a valid backup_option using postgres backup_method. Overriding with 'concurrent_backup'.".to_owned());
+                    self.setup_warnings.push("'exclusive_backup' is not a valid backup_option using postgres backup_method. Overriding with 'concurrent_backup'.".to_owned());
                 }
                 if !options.iter().any(|o| o == "concurrent_backup") {
                     options.push("concurrent_backup".to_owned());

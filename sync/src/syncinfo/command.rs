@@ -71,6 +71,12 @@ pub fn run_sync_info(args: &SyncInfoArgs<'_>) -> CommandOutcome {
             return CommandOutcome::failure(EXIT_SYNC_ERROR, vec![format!("ERROR: {error}")])
         }
     };
+    let option_warnings = match config.all_option_warnings() {
+        Ok(warnings) => warnings,
+        Err(error) => {
+            return CommandOutcome::failure(EXIT_SYNC_ERROR, vec![format!("ERROR: {error}")])
+        }
+    };
     let server = match config.server(args.server) {
         Ok(Some(server)) => server,
         Ok(None) => {
@@ -83,9 +89,9 @@ pub fn run_sync_info(args: &SyncInfoArgs<'_>) -> CommandOutcome {
             return CommandOutcome::failure(EXIT_SYNC_ERROR, vec![format!("ERROR: {error}")])
         }
     };
-    let mut stderr: Vec<String> = server
-        .warnings
+    let mut stderr: Vec<String> = option_warnings
         .iter()
+        .chain(&server.setup_warnings)
         .map(|w| format!("WARNING: {w}"))
         .collect();
     let point = SyncPoint {
