@@ -101,6 +101,34 @@ pub fn delta<S: DeltaSink>(
     Scanner::new(new, signature, sink).run()
 }
 
+/// Rolls the window from `pos` until its weak checksum passes the index's filter, or to `stop`.
+/// Returns the position reached and whether the filter passed there. This is the innermost
+/// loop of the search: state stays in registers, one filter probe per byte. Kept out of line so
+/// that the scanner's many variables do not crowd its registers.
+#[inline(never)]
+fn roll_to_candidate(
+    data: &[u8],
+    pos: usize,
+    stop: usize,
+    block: usize,
+    rolling: &mut Rolling,
+    index: &BlockIndex,
+) -> (usize, bool) {
+    let filter = index.filter();
+    let mut window = *rolling;
+    let outgoing = &data[pos..stop];
+    let incoming = &data[pos + block..stop + block];
+    for (offset, (&out, &incoming)) in outgoing.iter().zip(incoming).enumerate() {
+        if filter.may_contain(window.value()) {
+            *rolling = window;
+            return (pos + offset, true);
+        }
+        window.roll(out, incoming);
+    }
+    *rolling = window;
+    (stop, filter.may_contain(window.value()))
+}
+
 /// Builds the digest from block hashes offered in file order, hashing what was not offered.
 struct DigestCursor<'a> {
     data: &'a [u8],
@@ -205,9 +233,13 @@ impl<'a, S: DeltaSink> Scanner<'a, S> {
             let index = index.get_or_insert_with(|| BlockIndex::new(self.signature));
             let mut rolling = Rolling::of(&self.new[pos..pos + block]);
             loop {
-                let weak = rolling.value();
-                if index.may_contain(weak) {
-                    if let Some(found) = self.search(index, pos, weak) {
+                let stop = (len - block).min(self.literal_start + MAX_LITERAL_RUN);
+                let (candidate, hit) =
+                    roll_to_candidate(self.new, pos, stop, block, &mut rolling, index);
+                self.stats.rolled_bytes += (candidate - pos) as u64;
+                pos = candidate;
+                if hit {
+                    if let Some(found) = self.search(index, pos, rolling.value()) {
                         self.copy(pos, found)?;
                         pos += block;
                         predicted = found + 1;
@@ -217,12 +249,12 @@ impl<'a, S: DeltaSink> Scanner<'a, S> {
                 if pos + block >= len {
                     break 'scan;
                 }
-                rolling.roll(self.new[pos], self.new[pos + block]);
-                pos += 1;
-                self.stats.rolled_bytes += 1;
                 if pos - self.literal_start >= MAX_LITERAL_RUN {
                     self.flush_literal(pos)?;
                 }
+                rolling.roll(self.new[pos], self.new[pos + block]);
+                pos += 1;
+                self.stats.rolled_bytes += 1;
             }
         }
         // A short last basis block can only match the very end of the new file.

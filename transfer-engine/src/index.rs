@@ -22,6 +22,26 @@ struct Entry {
     block: u32,
 }
 
+/// The bit filter of a [`BlockIndex`].
+#[derive(Clone, Copy)]
+pub struct Filter<'a> {
+    bits: &'a [u64],
+    shift: u32,
+}
+
+impl Filter<'_> {
+    /// Whether some indexed block may have this weak checksum (false positives possible).
+    #[inline(always)]
+    pub fn may_contain(self, weak: u32) -> bool {
+        let bit = (mix(weak) >> self.shift) as usize;
+        debug_assert!(bit / 64 < self.bits.len());
+        // SAFETY: `shift` is 32 minus the filter's bit width, so `bit < 64 * bits.len()`
+        // (checked when the filter is built in `BlockIndex::new`).
+        let word = unsafe { *self.bits.get_unchecked(bit / 64) };
+        (word >> (bit % 64)) & 1 != 0
+    }
+}
+
 /// Weak-checksum index over the full blocks of a signature.
 pub struct BlockIndex {
     filter: Vec<u64>,
@@ -77,6 +97,10 @@ impl BlockIndex {
         }
         let mut filter = vec![0u64; (1usize << filter_bits).div_ceil(64)];
         let filter_shift = 32 - filter_bits;
+        assert!(
+            (u32::MAX >> filter_shift) as usize / 64 < filter.len(),
+            "filter covers every probe"
+        );
         for (_, entry) in &entries {
             let bit = (mix(entry.weak) >> filter_shift) as usize;
             filter[bit / 64] |= 1 << (bit % 64);
@@ -93,8 +117,16 @@ impl BlockIndex {
     /// Whether some indexed block may have this weak checksum (false positives possible).
     #[inline(always)]
     pub fn may_contain(&self, weak: u32) -> bool {
-        let bit = (mix(weak) >> self.filter_shift) as usize;
-        self.filter[bit / 64] & (1 << (bit % 64)) != 0
+        self.filter().may_contain(weak)
+    }
+
+    /// The first-level filter alone, as a small copyable value for tight loops.
+    #[inline(always)]
+    pub fn filter(&self) -> Filter<'_> {
+        Filter {
+            bits: &self.filter,
+            shift: self.filter_shift,
+        }
     }
 
     /// Blocks with exactly this weak checksum, at most [`MAX_ENTRIES_PER_LOOKUP`] entries examined.

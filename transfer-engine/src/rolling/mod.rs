@@ -5,12 +5,14 @@
 //! both modulo 2³², and the 32-bit value is `(a mod 2¹⁶) | (b << 16)`.
 //! Sliding the window by one byte (drop `out`, take `in`) is `a += in - out; b += a - n·out`.
 //!
-//! Whole-block computation ([`Rolling::of`]) runs 32 lanes in parallel: each lane keeps the sum of
-//! its bytes and the running sum of those sums, which is plain lane-wise integer addition that the
-//! compiler turns into SIMD on any target. This is the portable kernel; it reaches several GB/s,
-//! so the strong hash, not this, bounds signature speed.
+//! Whole-block sums ([`Rolling::of`]) come from a kernel picked at run time: AVX2 where the CPU
+//! has it ([`x86_avx2`]), else the portable one ([`portable`]). Both compute, over chunks of 32
+//! bytes, the chunk sums and their running total, and recombine
+//! `b = 32 · Σ(sums before each chunk) + Σ (32 - t) · x[t]`; the tests hold them to the definition.
 
-const LANES: usize = 32;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
 
 /// A rolling checksum over a window of fixed length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,34 +25,7 @@ pub struct Rolling {
 impl Rolling {
     /// The checksum of `window` (its length becomes the window length for [`Rolling::roll`]).
     pub fn of(window: &[u8]) -> Rolling {
-        let mut lane_sums = [0u32; LANES];
-        let mut lane_prefix_sums = [0u32; LANES];
-        let chunks = window.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        for chunk in chunks {
-            for lane in 0..LANES {
-                lane_prefix_sums[lane] = lane_prefix_sums[lane].wrapping_add(lane_sums[lane]);
-                lane_sums[lane] = lane_sums[lane].wrapping_add(chunk[lane] as u32);
-            }
-        }
-        // Recombine: a is the sum of every byte. b, the sum of prefix sums, is for each full chunk
-        // LANES times the sum of everything before it plus Σ (LANES - t)·x[t] within it.
-        let mut a = 0u32;
-        let mut before_chunks = 0u32;
-        let mut within_chunks = 0u32;
-        for lane in 0..LANES {
-            a = a.wrapping_add(lane_sums[lane]);
-            before_chunks = before_chunks.wrapping_add(lane_prefix_sums[lane]);
-            within_chunks =
-                within_chunks.wrapping_add(lane_sums[lane].wrapping_mul((LANES - lane) as u32));
-        }
-        let mut b = before_chunks
-            .wrapping_mul(LANES as u32)
-            .wrapping_add(within_chunks);
-        for &byte in tail {
-            a = a.wrapping_add(byte as u32);
-            b = b.wrapping_add(a);
-        }
+        let (a, b) = block_sums(window);
         Rolling {
             a,
             b,
@@ -81,6 +56,27 @@ impl Rolling {
 /// The weak checksum of one block.
 pub fn weak_checksum(block: &[u8]) -> u32 {
     Rolling::of(block).value()
+}
+
+/// `(a, b)` of a whole block, on the best kernel for this CPU.
+#[inline]
+fn block_sums(block: &[u8]) -> (u32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { x86_avx2::block_sums(block) };
+    }
+    portable::block_sums(block)
+}
+
+/// Extends `(a, b)` of some prefix by `tail`, one byte at a time (shared by the kernels).
+#[inline]
+fn extend_sums(mut a: u32, mut b: u32, tail: &[u8]) -> (u32, u32) {
+    for &byte in tail {
+        a = a.wrapping_add(byte as u32);
+        b = b.wrapping_add(a);
+    }
+    (a, b)
 }
 
 #[cfg(test)]
@@ -121,6 +117,30 @@ mod tests {
             naive(&ones),
             "overflowing sums wrap the same way"
         );
+    }
+
+    #[test]
+    fn kernels_agree() {
+        for len in [0, 1, 31, 32, 33, 64, 1000, 8192, 65536, 131072] {
+            let data = pseudo_random(len, len as u64 + 3);
+            let portable = portable::block_sums(&data);
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                assert_eq!(
+                    unsafe { x86_avx2::block_sums(&data) },
+                    portable,
+                    "len {len}"
+                );
+            }
+            let ones = vec![0xffu8; len];
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                assert_eq!(
+                    unsafe { x86_avx2::block_sums(&ones) },
+                    portable::block_sums(&ones)
+                );
+            }
+        }
     }
 
     #[test]
