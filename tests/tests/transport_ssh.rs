@@ -389,3 +389,53 @@ fn the_harness_known_hosts_matches_what_ssh_keyscan_sees() {
     assert_eq!(scanned.trim(), sshd.known_hosts_line().unwrap().trim());
     assert!(Path::new(&sshd.client_key()).exists());
 }
+
+#[test]
+fn auto_prefers_the_ssh_subprocess_and_in_process_refuses_what_it_cannot_honour() {
+    use transfer_engine::transport::{choose_transport, TransportKind, TransportPreference};
+    let sshd = TestSshd::start().expect("start sshd");
+    let command = sshd.ssh_command();
+    let auto = choose_transport(&command, TransportPreference::Auto).unwrap();
+    assert_eq!(auto.kind(), TransportKind::SshCommand);
+    let input = random_bytes(1 << 20, 7);
+    let (output, exit) = run_with_input(auto.as_ref(), "cat", input.clone());
+    assert!(output == input && exit.success());
+
+    let in_process = choose_transport(&command, TransportPreference::InProcess).unwrap();
+    assert_eq!(in_process.kind(), TransportKind::Libssh2);
+    let missing_ssh = command.replacen("ssh ", "/nonexistent/ssh ", 1);
+    let fallback = choose_transport(&missing_ssh, TransportPreference::Auto).unwrap();
+    assert_eq!(
+        fallback.kind(),
+        TransportKind::Libssh2,
+        "no ssh program: in-process"
+    );
+    let (output, _) = run_with_input(fallback.as_ref(), "cat", input.clone());
+    assert!(output == input);
+
+    let jump = command.replacen("ssh ", "ssh -J nowhere ", 1);
+    assert_eq!(
+        choose_transport(&jump, TransportPreference::Auto)
+            .unwrap()
+            .kind(),
+        TransportKind::SshCommand
+    );
+    let error = choose_transport(&jump, TransportPreference::InProcess)
+        .err()
+        .expect("ProxyJump refused in-process");
+    assert!(error.to_string().contains("ProxyJump"), "{error}");
+
+    // A cipher chosen by the user is honoured by libssh2, or refused when it has none of them.
+    let ctr =
+        Libssh2Transport::from_command_string(&command.replacen("ssh ", "ssh -c aes256-ctr ", 1))
+            .unwrap();
+    assert!(ctr.open("true").unwrap().finish().unwrap().success());
+    let exotic = Libssh2Transport::from_command_string(&command.replacen(
+        "ssh ",
+        "ssh -c no-such-cipher ",
+        1,
+    ))
+    .unwrap();
+    let error = open_error(&exotic);
+    assert!(error.to_string().contains("none of the ciphers"), "{error}");
+}

@@ -11,17 +11,35 @@ use super::process::{spawn_child_stream, Status255};
 use super::ssh_command::SshCommand;
 use super::{Peer, RemoteStream, Transport, TransportError, TransportKind};
 
+/// Ciphers that OpenSSH moves fastest on CPUs with AES instructions (measured in
+/// PERFORMANCE.md: aes128-gcm is ~3x faster than OpenSSH's default chacha20-poly1305 on
+/// loopback), then the other modern ciphers every OpenSSH since 6.5 offers.
+pub const FAST_OPENSSH_CIPHERS: &str =
+    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,aes128-ctr,aes256-ctr,chacha20-poly1305@openssh.com";
+
 /// Runs remote commands through the user's ssh program.
 pub struct SshCommandTransport {
     command: SshCommand,
     peer: Peer,
+    cipher_preference: Option<String>,
 }
 
 impl SshCommandTransport {
     /// A transport running `command` (already parsed) for each stream.
     pub fn new(command: SshCommand) -> Result<SshCommandTransport, TransportError> {
         let peer = command.peer();
-        Ok(SshCommandTransport { command, peer })
+        Ok(SshCommandTransport {
+            command,
+            peer,
+            cipher_preference: None,
+        })
+    }
+
+    /// Passes `-c CIPHERS` to ssh (before the user's own options). Use it only when the user
+    /// chose no ciphers: a `-c` given earlier on the command line wins over a later one.
+    pub fn with_cipher_preference(mut self, ciphers: &str) -> SshCommandTransport {
+        self.cipher_preference = Some(ciphers.to_string());
+        self
     }
 
     /// Parses `ssh_command` and builds the transport.
@@ -32,6 +50,9 @@ impl SshCommandTransport {
     /// The argument vector used for `remote_command` (program first).
     pub fn argv(&self, remote_command: &str) -> Vec<String> {
         let mut argv = self.command.words().to_vec();
+        if let Some(ciphers) = &self.cipher_preference {
+            argv.splice(1..1, ["-c".to_string(), ciphers.clone()]);
+        }
         argv.push(remote_command.to_string());
         argv
     }
@@ -91,6 +112,11 @@ mod tests {
             ]
         );
         assert_eq!(transport.peer().to_string(), "bob@host:2222");
+        let transport = transport.with_cipher_preference("aes128-gcm@openssh.com");
+        assert_eq!(
+            transport.argv("x")[..3],
+            ["ssh", "-c", "aes128-gcm@openssh.com"]
+        );
     }
 
     #[test]

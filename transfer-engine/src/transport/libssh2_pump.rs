@@ -29,6 +29,9 @@ use super::{
 /// Chunks in flight between the pump and the user, per direction.
 const PIPE_CHUNKS: usize = 8;
 
+/// While stdout keeps flowing, stderr is read on every this many pump iterations.
+const STDERR_POLL_EVERY: u32 = 16;
+
 /// Settings of one pump.
 #[derive(Clone, Debug)]
 pub(crate) struct PumpSettings {
@@ -187,12 +190,20 @@ impl Pump {
         let mut read_buffer = vec![0u8; self.settings.read_size];
         let mut last_heard = Instant::now();
         let mut next_keepalive = Instant::now();
+        let mut stderr_countdown = STDERR_POLL_EVERY;
         loop {
             let mut progressed = false;
             let mut would_block = false;
             progressed |= self.send_input(&mut flow, &mut would_block)?;
             progressed |= self.deliver_output(&mut flow, &mut read_buffer, &mut would_block)?;
-            progressed |= self.collect_stderr(&mut flow, &mut read_buffer, &mut would_block)?;
+            // Reading stderr makes libssh2 walk its whole queue of incoming packets, so it is
+            // done when stdout has nothing queued (or now and then), not after every stdout read.
+            stderr_countdown = stderr_countdown.saturating_sub(1);
+            let stdout_idle = flow.stdout_done || flow.undelivered.is_some() || would_block;
+            if stdout_idle || stderr_countdown == 0 {
+                stderr_countdown = STDERR_POLL_EVERY;
+                progressed |= self.collect_stderr(&mut flow, &mut read_buffer, &mut would_block)?;
+            }
             if flow.stdout_done && flow.stderr_done {
                 match self.channel.wait_close() {
                     Ok(()) => return Ok(self.exit(flow.stderr)),

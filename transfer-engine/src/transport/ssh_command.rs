@@ -62,6 +62,7 @@ struct Settings {
     identities_only: Option<bool>,
     hash_known_hosts: Option<bool>,
     host_key_alias: Option<String>,
+    ciphers: Option<String>,
     blockers: Vec<String>,
 }
 
@@ -94,7 +95,6 @@ const HARMLESS_OPTIONS: &[&str] = &[
     "setenv",
     "numberofpasswordprompts",
     "usekeychain",
-    "ciphers",
     "macs",
     "kexalgorithms",
     "hostkeyalgorithms",
@@ -159,6 +159,7 @@ impl Settings {
             "identitiesonly" => first(&mut self.identities_only, yes_no(value)?),
             "hashknownhosts" => first(&mut self.hash_known_hosts, yes_no(value)?),
             "hostkeyalias" => first(&mut self.host_key_alias, value.to_string()),
+            "ciphers" => first(&mut self.ciphers, value.to_string()),
             "proxycommand" | "proxyjump" if value.eq_ignore_ascii_case("none") => {}
             "controlmaster" if value.eq_ignore_ascii_case("no") => {}
             "controlpath" | "controlpersist" => {}
@@ -458,7 +459,12 @@ fn apply_flag_with_argument(
                 .ok_or_else(|| format!("-o `{argument}` is not `Option=value`"))?;
             settings.apply(&keyword, &value, &format!("-o {argument}"))?;
         }
-        'E' | 'e' | 'c' | 'm' => {}
+        'c' => {
+            if settings.ciphers.is_none() {
+                settings.ciphers = Some(argument.to_string());
+            }
+        }
+        'E' | 'e' | 'm' => {}
         'J' => settings
             .blockers
             .push(format!("-J {argument} (ProxyJump) needs the ssh client")),
@@ -558,6 +564,8 @@ pub struct SshTarget {
     pub hash_known_hosts: bool,
     /// The name looked up in known_hosts instead of the host name (`HostKeyAlias`).
     pub host_key_alias: Option<String>,
+    /// Cipher list chosen by the user (`-c` or `Ciphers`), if any.
+    pub ciphers: Option<String>,
     /// TCP connect and handshake timeout.
     pub connect_timeout: Option<Duration>,
     /// Keepalive interval (`ServerAliveInterval`); `None` when off.
@@ -628,6 +636,7 @@ impl SshTarget {
                 .unwrap_or(StrictHostKeyChecking::Yes),
             hash_known_hosts: settings.hash_known_hosts.unwrap_or(false),
             host_key_alias: settings.host_key_alias.clone(),
+            ciphers: settings.ciphers.clone(),
             connect_timeout: settings.connect_timeout.filter(|t| !t.is_zero()),
             server_alive_interval: settings.server_alive_interval.filter(|t| !t.is_zero()),
             server_alive_count_max: settings.server_alive_count_max.unwrap_or(3).max(1),
