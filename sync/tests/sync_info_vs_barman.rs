@@ -322,3 +322,60 @@ fn config_object_matches_barman_for_varied_configurations() {
         assert_eq!(our_warnings, barman_warnings, "warnings for {server}");
     }
 }
+
+#[test]
+fn missing_xlogdb_is_rebuilt_like_barman_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CatalogSpec {
+        backups: 3,
+        wals_per_backup: 5,
+        timelines: 2,
+        compression: Some("gzip"),
+        ..CatalogSpec::default()
+    };
+    let catalog = generate_catalog(dir.path(), &spec);
+    let wals = catalog.home.join("pg/wals");
+    // Stray files Barman's rebuild skips, and a legacy xlog.db it deletes.
+    std::fs::write(
+        wals.join("0000000100000000/000000010000000000000099.tmp"),
+        b"x",
+    )
+    .unwrap();
+    std::fs::write(
+        wals.join("0000000100000000/000000010000000000000098.partial"),
+        b"x",
+    )
+    .unwrap();
+    std::fs::write(wals.join("unexpected"), b"x").unwrap();
+    let xlogdb = wals.join("pg-xlog.db");
+
+    std::fs::remove_file(&xlogdb).unwrap();
+    std::fs::write(wals.join("xlog.db"), b"legacy").unwrap();
+    let barman = run_barman(&catalog.config, &["sync-info", "pg"]);
+    assert_eq!(
+        barman.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&barman.stderr)
+    );
+    let rebuilt_by_barman = std::fs::read_to_string(&xlogdb).unwrap();
+    assert!(!wals.join("xlog.db").exists());
+
+    std::fs::remove_file(&xlogdb).unwrap();
+    std::fs::write(wals.join("xlog.db"), b"legacy").unwrap();
+    let ours = run_barsync(&catalog.config, "pg", None, None);
+    assert_eq!(ours.exit_code, 0, "{:?}", ours.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&xlogdb).unwrap(),
+        rebuilt_by_barman,
+        "rebuilt xlog db"
+    );
+    assert!(!wals.join("xlog.db").exists());
+    assert_eq!(
+        String::from_utf8(ours.stdout).unwrap(),
+        String::from_utf8(barman.stdout).unwrap()
+    );
+    assert!(
+        rebuilt_by_barman.contains("\tgzip\tNone\n") && rebuilt_by_barman.contains(".history\t")
+    );
+}
