@@ -1,10 +1,15 @@
 //! The `barsync` binary: turns flags into library calls and results into text.
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod sync_info;
 
 #[derive(Parser)]
-#[command(name = "barsync", version, about = "Barman passive-node sync with an in-process delta-transfer engine")]
+#[command(
+    name = "barsync",
+    version,
+    about = "Barman passive-node sync with an in-process delta-transfer engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,6 +18,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // SUBCOMMANDS: one variant per command, each handled by its own module.
+    /// Sync a sample cluster through the delta engine and verify it (needs nothing installed)
+    Demo(demo::Args),
     /// Print the server's sync-info JSON as `barman sync-info` does (or ask the primary)
     SyncInfo(sync_info::Args),
 }
@@ -20,6 +27,15 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => report(demo::run(&args)),
         Command::SyncInfo(args) => sync_info::run(&args),
     }
+}
+
+/// Prints an error chain the way Barman prints errors, and maps it to exit status 1.
+fn report(result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
+    result.unwrap_or_else(|error| {
+        eprintln!("ERROR: {error:#}");
+        std::process::ExitCode::from(1)
+    })
 }

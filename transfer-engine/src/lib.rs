@@ -31,6 +31,7 @@ pub mod digest;
 pub mod error;
 pub mod fs;
 pub mod index;
+pub mod local;
 pub mod patch;
 pub mod rolling;
 pub mod signature;
