@@ -57,6 +57,14 @@ fn shared_fixture_full_incremental_and_errors() {
         assert_same_sync_info(&config, "pg", extra);
     }
     assert_same_sync_info(&config, "nosuch", &[]);
+    let missing = dir.path().join("missing.conf");
+    let barman = run_barman(&missing, &["sync-info", "pg"]);
+    let ours = run_barsync(&missing, "pg", None, None);
+    assert_eq!((barman.status.code(), ours.exit_code), (Some(1), 1));
+    assert_eq!(
+        ours.stderr.join("\n") + "\n",
+        String::from_utf8_lossy(&barman.stderr)
+    );
 }
 
 #[test]
