@@ -522,3 +522,48 @@ fn compare_request_batch(spec: &CatalogSpec) -> (usize, usize) {
     }
     (compared_ok, compared_errors)
 }
+
+fn tree(root: &std::path::Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            paths.push(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    paths.sort();
+    paths
+}
+
+#[test]
+fn fresh_passive_node_answers_and_creates_what_barman_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    make_fixture(dir.path());
+    let config = dir.path().join("passive.conf");
+    let home = dir.path().join("passive-home");
+    let barman = run_barman(&config, &["sync-info", "pg"]);
+    assert_eq!(
+        barman.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&barman.stderr)
+    );
+    let barman_tree = tree(&home);
+    std::fs::remove_dir_all(&home).unwrap();
+    std::fs::create_dir(&home).unwrap();
+    let ours = run_barsync(&config, "pg", None, None);
+    assert_eq!(ours.exit_code, 0, "{:?}", ours.stderr);
+    assert_eq!(
+        String::from_utf8(ours.stdout).unwrap(),
+        String::from_utf8(barman.stdout).unwrap()
+    );
+    assert_eq!(tree(&home), barman_tree);
+    assert!(
+        barman_tree.contains(&"pg/wals/pg-xlog.db".to_owned()),
+        "{barman_tree:?}"
+    );
+}
