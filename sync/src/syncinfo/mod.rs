@@ -26,12 +26,6 @@ use std::path::PathBuf;
 pub enum SyncInfoError {
     #[error("{0}")]
     Sync(String),
-    #[error("cannot parse line {line_number} of {}: {text:?}", path.display())]
-    BadXlogDbLine {
-        path: PathBuf,
-        line_number: usize,
-        text: String,
-    },
     #[error(transparent)]
     XlogDb(#[from] crate::xlogdb::XlogDbError),
     #[error(transparent)]

@@ -8,7 +8,7 @@ use crate::catalog;
 use crate::config::ServerConfig;
 use crate::python::json::Json;
 use crate::wal::WalName;
-use crate::xlogdb::{lines_with_offsets, LockedXlogDb, WalEntry};
+use crate::xlogdb::{lines_with_offsets, LockedXlogDb, WalEntry, XlogDbError};
 
 use super::SyncInfoError;
 
@@ -102,16 +102,15 @@ pub fn select_wals(
         .and_then(|wal| WalName::parse(wal).ok())
         .map(|wal| format!("{:08X}.history", wal.timeline()));
     let mut wals = Vec::new();
-    let mut last: Option<(u64, usize, String)> = None;
+    let mut last: Option<(u64, String)> = None;
     let body = &content[usize::try_from(start).unwrap_or(0)..];
     for (index, line) in lines_with_offsets(body).enumerate() {
-        let entry =
-            WalEntry::parse_line(line.text).ok_or_else(|| SyncInfoError::BadXlogDbLine {
-                path: path.to_owned(),
-                text: line.text.to_owned(),
-                line_number: index + 1,
-            })?;
-        last = Some((start + line.offset, line.text.len(), entry.name.clone()));
+        let entry = WalEntry::parse_line(line.text).ok_or_else(|| XlogDbError::BadLine {
+            path: path.to_owned(),
+            text: line.text.to_owned(),
+            line_number: index + 1,
+        })?;
+        last = Some((start + line.offset, entry.name.clone()));
         if check_first_wal {
             let last_wal = last_wal.expect("checked when set");
             if last_wal < entry.name.as_str() {
@@ -141,7 +140,7 @@ pub fn select_wals(
         }
         wals.push(entry);
     }
-    let Some((offset, _length, last_name)) = last else {
+    let Some((offset, last_name)) = last else {
         return Ok(WalSelection {
             wals,
             last_position: 0,
