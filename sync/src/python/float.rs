@@ -22,7 +22,8 @@ pub fn repr(value: f64) -> String {
         Some(rest) => ("-", rest),
         None => ("", mantissa),
     };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let shortest: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let digits = closest_digits(value.abs(), &shortest, exponent);
     if (-4..16).contains(&exponent) {
         fixed_notation(sign, &digits, exponent)
     } else {
@@ -36,6 +37,21 @@ pub fn repr(value: f64) -> String {
         out.push_str(&format!("e{exponent_sign}{:02}", exponent.abs()));
         out
     }
+}
+
+/// Among the shortest digit strings that round-trip, Python (David Gay's `dtoa`) takes the one
+/// closest to the exact value, ties to even; Rust's shortest formatting may take the other one.
+/// The correctly rounded string of the same length is the closest; keep it if it round-trips.
+fn closest_digits(magnitude: f64, shortest: &str, exponent: i32) -> String {
+    let precision = shortest.len() - 1;
+    let rounded = format!("{magnitude:.precision$e}");
+    let Some((mantissa, rounded_exponent)) = rounded.split_once('e') else {
+        return shortest.to_owned();
+    };
+    if rounded_exponent.parse::<i32>() != Ok(exponent) || rounded.parse::<f64>() != Ok(magnitude) {
+        return shortest.to_owned();
+    }
+    mantissa.chars().filter(|c| *c != '.').collect()
 }
 
 fn fixed_notation(sign: &str, digits: &str, exponent: i32) -> String {
@@ -136,6 +152,7 @@ mod tests {
             (1.7976931348623157e308, "1.7976931348623157e+308"),
             (f64::INFINITY, "inf"),
             (100.0, "100.0"),
+            (1658206780088562.25, "1658206780088562.2"),
         ];
         for (value, expected) in cases {
             assert_eq!(repr(value), expected, "repr of {value:?}");

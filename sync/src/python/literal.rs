@@ -2,6 +2,7 @@
 //! (`ast.literal_eval`): strings, ints, floats, `None`/`True`/`False`, lists, tuples and dicts.
 
 use super::float;
+use super::printable::is_printable;
 use std::fmt::Write as _;
 
 /// A value that `ast.literal_eval` can produce and `repr()` can print.
@@ -138,18 +139,6 @@ pub fn repr_str(text: &str) -> String {
     }
     out.push(quote);
     out
-}
-
-/// Approximation of Python's `str.isprintable()` for non-ASCII characters: the separators,
-/// format characters, C1 controls, surrogates, private use and noncharacters are not printable.
-fn is_printable(ch: char) -> bool {
-    let code = ch as u32;
-    !matches!(code,
-        0x80..=0xa0 | 0xad | 0x034f | 0x061c | 0x115f..=0x1160 | 0x1680 | 0x180e
-        | 0x2000..=0x200f | 0x2028..=0x202f | 0x205f..=0x206f | 0x3000 | 0x3164
-        | 0xd800..=0xf8ff | 0xfe00..=0xfe0f | 0xfeff | 0xfff0..=0xfffb | 0xfffe..=0xffff
-        | 0xe0000..=0xe0fff | 0xf0000..)
-        && (code & 0xfffe) != 0xfffe
 }
 
 /// Parses `text` as `ast.literal_eval` would (the subset Barman writes).

@@ -5,6 +5,7 @@ pub mod datetime;
 pub mod float;
 pub mod json;
 pub mod literal;
+mod printable;
 
 /// Parses a string as Python's `int()` does (surrounding whitespace, a sign, `_` between
 /// digits). Returns `None` where Python raises `ValueError`.
