@@ -567,3 +567,29 @@ fn fresh_passive_node_answers_and_creates_what_barman_creates() {
         "{barman_tree:?}"
     );
 }
+
+#[test]
+fn shared_directories_and_all_are_errors_as_in_barman() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = generate_catalog(dir.path(), &CatalogSpec::default());
+    let mut text = std::fs::read_to_string(&catalog.config).unwrap();
+    text.push_str(&format!(
+        "\n[copy]\nconninfo = host=x\nssh_command = ssh x\nbackup_directory = {}/pg\n\n[self]\nconninfo = host=x\nssh_command = ssh x\nwals_directory = %(backup_directory)s\nbackup_directory = {}/self\n",
+        catalog.home.display(),
+        catalog.home.display()
+    ));
+    let conflicting = dir.path().join("conflicting.conf");
+    std::fs::write(&conflicting, &text).unwrap();
+    assert_same_sync_info(&conflicting, "pg", &[]);
+    assert_same_sync_info(&conflicting, "all", &[]);
+    // Directories that collide within one server only disable it; sync-info still answers.
+    let only_self = text.replace(
+        &format!("backup_directory = {}/pg\n", catalog.home.display()),
+        "",
+    );
+    let own_conflict = dir.path().join("own-conflict.conf");
+    std::fs::write(&own_conflict, only_self).unwrap();
+    std::fs::create_dir_all(catalog.home.join("self")).unwrap();
+    let document = assert_same_sync_info(&own_conflict, "self", &[]);
+    assert!(document.contains("\"disabled\": true"));
+}

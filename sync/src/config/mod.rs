@@ -2,6 +2,7 @@
 //! `[barman]` globals, `configuration_files_directory` includes, one section per server (model
 //! sections skipped), value quoting and `None`, and the per-server [`ServerConfig`].
 
+mod conflicts;
 mod ini;
 mod keys;
 mod options;
@@ -10,6 +11,7 @@ mod server;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub use conflicts::{realpath, PathConflicts};
 pub use ini::Entry;
 pub use options::{parse_boolean, OptionValue};
 pub use server::{RetentionPolicy, ReuseBackup, ServerConfig, WindowUnit};
@@ -190,13 +192,11 @@ impl Config {
     /// The option warnings of every server, in section order: Barman reads all servers and
     /// prints these whatever server the command is about.
     pub fn all_option_warnings(&self) -> Result<Vec<String>, ConfigError> {
-        let mut warnings = Vec::new();
-        for name in self.server_names() {
-            if name != "all" {
-                warnings.extend(ServerConfig::build(self, &name)?.warnings);
-            }
-        }
-        Ok(warnings)
+        Ok(self
+            .all_servers_unadjusted()?
+            .into_iter()
+            .flat_map(|server| server.warnings)
+            .collect())
     }
 
     /// The configuration of server `name`, adjusted as Barman's `Server` set-up does.
@@ -208,45 +208,43 @@ impl Config {
         if name == "all" {
             return Err(ConfigError::ReservedServerName);
         }
-        let mut server = ServerConfig::build(self, name)?;
-        self.check_conflicting_paths(&mut server)?;
-        server.apply_server_setup();
-        Ok(Some(server))
+        Ok(self
+            .servers()?
+            .into_iter()
+            .find(|server| server.name() == name))
     }
 
-    /// Barman disables a server whose own directories overlap (`Conflicting path: ...`).
-    fn check_conflicting_paths(&self, server: &mut ServerConfig) -> Result<(), ConfigError> {
-        let labels = [
-            "backup_directory",
-            "basebackups_directory",
-            "errors_directory",
-            "incoming_wals_directory",
-            "streaming_wals_directory",
-            "wals_directory",
-        ];
-        let mut seen: Vec<(PathBuf, &str)> = Vec::new();
-        let mut conflicts = Vec::new();
-        for label in labels {
-            let Some(path) = server.text(label).map(str::to_owned) else {
-                continue;
-            };
-            if path.contains("://") {
-                continue;
+    /// Every server, adjusted as Barman's `Server` set-up does, in section order.
+    pub fn servers(&self) -> Result<Vec<ServerConfig>, ConfigError> {
+        let mut servers = self.all_servers_unadjusted()?;
+        let conflicts = conflicts::find_conflicts(&servers);
+        for server in &mut servers {
+            let reasons: Vec<String> = conflicts
+                .within
+                .iter()
+                .filter(|(owner, _)| owner == server.name())
+                .map(|(_, message)| message.clone())
+                .collect();
+            if !reasons.is_empty() {
+                server.disabled_reasons.extend(reasons);
+                server.disable_for_conflicts();
             }
-            let real = std::fs::canonicalize(&path).unwrap_or_else(|_| PathBuf::from(&path));
-            match seen.iter().find(|(p, _)| *p == real) {
-                Some((_, first)) => conflicts.push(format!(
-                    "Conflicting path: {label}={path} conflicts with '{first}' for server '{}'",
-                    server.name()
-                )),
-                None => seen.push((real, label)),
-            }
+            server.apply_server_setup();
         }
-        if !conflicts.is_empty() {
-            server.disabled_reasons.extend(conflicts);
-            server.disable_for_conflicts();
-        }
-        Ok(())
+        Ok(servers)
+    }
+
+    /// Directories shared by two servers: Barman prints each as an error and stops.
+    pub fn global_path_conflicts(&self) -> Result<Vec<String>, ConfigError> {
+        Ok(conflicts::find_conflicts(&self.all_servers_unadjusted()?).between)
+    }
+
+    fn all_servers_unadjusted(&self) -> Result<Vec<ServerConfig>, ConfigError> {
+        self.server_names()
+            .iter()
+            .filter(|name| name.as_str() != "all")
+            .map(|name| ServerConfig::build(self, name))
+            .collect()
     }
 
     /// `Config.get`: a value from `section` (with ConfigParser `vars`), `None` when absent;

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::{fetch_primary_info, sync_info_text, RemoteProgram, SyncPoint};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ServerConfig};
 use crate::python::parse_int;
 
 /// The arguments of `sync-info [-c CONFIG] [--primary] SERVER [LAST_WAL [LAST_POSITION]]`.
@@ -49,6 +49,48 @@ pub fn parse_last_position(text: &str) -> Result<u64, String> {
     u64::try_from(value).map_err(|_| format!("'{text}' is not a valid positive integer"))
 }
 
+/// Reads the configuration and the server as Barman's `get_server` does. On success also
+/// returns the warning lines Barman prints; on failure the lines of the error.
+fn load_server(
+    args: &SyncInfoArgs<'_>,
+) -> Result<(Config, ServerConfig, Vec<String>), Vec<String>> {
+    let error_line = |error: &dyn std::fmt::Display| vec![format!("ERROR: {error}")];
+    if args.server == "all" {
+        return Err(vec![
+            "ERROR: You cannot use 'all' in a single server context".to_owned(),
+        ]);
+    }
+    let config = Config::load(args.config).map_err(|error| match error {
+        ConfigError::Missing(_) => vec![error.to_string()],
+        other => error_line(&other),
+    })?;
+    let mut lines: Vec<String> = config
+        .all_option_warnings()
+        .map_err(|e| error_line(&e))?
+        .iter()
+        .map(|w| format!("WARNING: {w}"))
+        .collect();
+    let global_errors = config.global_path_conflicts().map_err(|e| error_line(&e))?;
+    if !global_errors.is_empty() {
+        lines.extend(global_errors.iter().map(|e| format!("ERROR: {e}")));
+        return Err(lines);
+    }
+    let server = match config.server(args.server).map_err(|e| error_line(&e))? {
+        Some(server) => server,
+        None => {
+            lines.push(format!("ERROR: Unknown server '{}'", args.server));
+            return Err(lines);
+        }
+    };
+    lines.extend(
+        server
+            .setup_warnings
+            .iter()
+            .map(|w| format!("WARNING: {w}")),
+    );
+    Ok((config, server, lines))
+}
+
 /// Runs sync-info and returns what to print.
 pub fn run_sync_info(args: &SyncInfoArgs<'_>) -> CommandOutcome {
     let last_position = match args.last_position.map(parse_last_position).transpose() {
@@ -62,38 +104,10 @@ pub fn run_sync_info(args: &SyncInfoArgs<'_>) -> CommandOutcome {
             )
         }
     };
-    let config = match Config::load(args.config) {
-        Ok(config) => config,
-        Err(error @ crate::config::ConfigError::Missing(_)) => {
-            return CommandOutcome::failure(EXIT_SYNC_ERROR, vec![error.to_string()])
-        }
-        Err(error) => {
-            return CommandOutcome::failure(EXIT_SYNC_ERROR, vec![format!("ERROR: {error}")])
-        }
+    let (config, server, mut stderr) = match load_server(args) {
+        Ok(loaded) => loaded,
+        Err(lines) => return CommandOutcome::failure(EXIT_SYNC_ERROR, lines),
     };
-    let option_warnings = match config.all_option_warnings() {
-        Ok(warnings) => warnings,
-        Err(error) => {
-            return CommandOutcome::failure(EXIT_SYNC_ERROR, vec![format!("ERROR: {error}")])
-        }
-    };
-    let server = match config.server(args.server) {
-        Ok(Some(server)) => server,
-        Ok(None) => {
-            return CommandOutcome::failure(
-                EXIT_SYNC_ERROR,
-                vec![format!("ERROR: Unknown server '{}'", args.server)],
-            )
-        }
-        Err(error) => {
-            return CommandOutcome::failure(EXIT_SYNC_ERROR, vec![format!("ERROR: {error}")])
-        }
-    };
-    let mut stderr: Vec<String> = option_warnings
-        .iter()
-        .chain(&server.setup_warnings)
-        .map(|w| format!("WARNING: {w}"))
-        .collect();
     let point = SyncPoint {
         last_wal: args.last_wal.map(str::to_owned),
         last_position,
