@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod serve;
 mod sync_info;
 
 #[derive(Parser)]
@@ -20,6 +21,8 @@ enum Command {
     // SUBCOMMANDS: one variant per command, each handled by its own module.
     /// Sync a sample cluster through the delta engine and verify it (needs nothing installed)
     Demo(demo::Args),
+    /// Serve files to a barsync client on stdin/stdout (run by the client over SSH)
+    Serve(serve::Args),
     /// Print the server's sync-info JSON as `barman sync-info` does (or ask the primary)
     SyncInfo(sync_info::Args),
 }
@@ -28,6 +31,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(args) => report(demo::run(&args)),
+        Command::Serve(args) => report(serve::run(&args)),
         Command::SyncInfo(args) => sync_info::run(&args),
     }
 }

@@ -25,6 +25,7 @@
 //! size of the files.
 
 pub mod block_size;
+pub mod confine;
 pub mod delta;
 pub mod delta_codec;
 pub mod digest;
@@ -33,6 +34,7 @@ pub mod fs;
 pub mod index;
 pub mod local;
 pub mod patch;
+pub mod protocol;
 pub mod rolling;
 pub mod signature;
 pub mod transport;

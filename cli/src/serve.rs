@@ -1,0 +1,22 @@
+//! `barsync serve --root DIR...`: the far end of a session, speaking the protocol on stdin and
+//! stdout (started over SSH by the other side, as `rsync --server` is).
+
+use std::io::{stdin, stdout};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use transfer_engine::confine::Roots;
+use transfer_engine::protocol::serve;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A directory this side may serve (repeatable); nothing outside these is ever read.
+    #[arg(long = "root", required = true, value_name = "DIR")]
+    roots: Vec<PathBuf>,
+}
+
+pub fn run(args: &Args) -> Result<std::process::ExitCode> {
+    let roots = Roots::new(args.roots.clone()).context("barsync serve")?;
+    serve(stdin().lock(), stdout().lock(), &roots).context("barsync serve")?;
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -1,0 +1,283 @@
+//! Frames: `kind (u8) | payload length (u32 LE) | payload`, and the payload field encodings.
+//!
+//! The reader never trusts a length: payloads above [`MAX_PAYLOAD`] are refused before anything
+//! is allocated, unknown kinds are refused, and [`Fields`] refuses truncated or trailing bytes.
+
+use std::io::{self, Read, Write};
+
+use super::ProtocolError;
+
+/// Largest payload of one frame.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+/// The frame kinds. Client → server: `Hello`, `List`, `FileRequest`, `SignatureChunk`,
+/// `RequestsDone`. Server → client: `Hello`, `ListEntry`, `ListEnd`, `FileBegin`, `Copy`,
+/// `Literal`, `FileEnd`, `RequestError`, `ServerDone`. Either way: `Fatal`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Hello = 1,
+    Fatal = 2,
+    List = 10,
+    FileRequest = 11,
+    SignatureChunk = 12,
+    RequestsDone = 13,
+    ListEntry = 20,
+    ListEnd = 21,
+    FileBegin = 22,
+    Copy = 23,
+    Literal = 24,
+    FileEnd = 25,
+    RequestError = 26,
+    ServerDone = 27,
+}
+
+impl Kind {
+    fn from_byte(byte: u8) -> Option<Kind> {
+        use Kind::*;
+        Some(match byte {
+            1 => Hello,
+            2 => Fatal,
+            10 => List,
+            11 => FileRequest,
+            12 => SignatureChunk,
+            13 => RequestsDone,
+            20 => ListEntry,
+            21 => ListEnd,
+            22 => FileBegin,
+            23 => Copy,
+            24 => Literal,
+            25 => FileEnd,
+            26 => RequestError,
+            27 => ServerDone,
+            _ => return None,
+        })
+    }
+}
+
+/// Reads frames into a reused buffer.
+pub struct FrameReader<R: Read> {
+    input: R,
+    buffer: Vec<u8>,
+    /// Bytes read so far, headers included.
+    pub bytes: u64,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Wraps a byte stream.
+    pub fn new(input: R) -> Self {
+        FrameReader {
+            input,
+            buffer: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The next frame; `Ok(None)` at a clean end of stream (between frames).
+    pub fn read_frame(&mut self) -> Result<Option<(Kind, &[u8])>, ProtocolError> {
+        let mut header = [0u8; 5];
+        let mut got = 0;
+        while got < header.len() {
+            match self.input.read(&mut header[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => return Err(ProtocolError::Truncated),
+                Ok(n) => got += n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(ProtocolError::Io(error)),
+            }
+        }
+        let kind = Kind::from_byte(header[0]).ok_or(ProtocolError::Malformed(format!(
+            "unknown frame kind {}",
+            header[0]
+        )))?;
+        let len = u32::from_le_bytes(header[1..].try_into().expect("4 bytes")) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(ProtocolError::Malformed(format!(
+                "{kind:?} frame of {len} bytes (limit {MAX_PAYLOAD})"
+            )));
+        }
+        self.buffer.resize(len, 0);
+        self.input
+            .read_exact(&mut self.buffer)
+            .map_err(|error| match error.kind() {
+                io::ErrorKind::UnexpectedEof => ProtocolError::Truncated,
+                _ => ProtocolError::Io(error),
+            })?;
+        self.bytes += 5 + len as u64;
+        Ok(Some((kind, &self.buffer)))
+    }
+
+    /// The underlying stream.
+    pub fn inner(&self) -> &R {
+        &self.input
+    }
+
+    /// The next frame, which must exist.
+    pub fn expect_frame(&mut self) -> Result<(Kind, &[u8]), ProtocolError> {
+        self.read_frame()?.ok_or(ProtocolError::Truncated)
+    }
+}
+
+/// Writes frames.
+pub struct FrameWriter<W: Write> {
+    output: W,
+    payload: Vec<u8>,
+    /// Bytes written so far, headers included.
+    pub bytes: u64,
+}
+
+impl<W: Write> FrameWriter<W> {
+    /// Wraps a byte stream (callers should give a buffered one).
+    pub fn new(output: W) -> Self {
+        FrameWriter {
+            output,
+            payload: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Starts a frame payload; fill it with [`Payload`] methods, then [`FrameWriter::send`].
+    pub fn start(&mut self) -> Payload<'_> {
+        self.payload.clear();
+        Payload(&mut self.payload)
+    }
+
+    /// Sends the payload built since [`FrameWriter::start`] as a frame of `kind`.
+    pub fn send(&mut self, kind: Kind) -> io::Result<()> {
+        assert!(
+            self.payload.len() <= MAX_PAYLOAD,
+            "payload of {} bytes",
+            self.payload.len()
+        );
+        let mut header = [0u8; 5];
+        header[0] = kind as u8;
+        header[1..].copy_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        self.output.write_all(&header)?;
+        self.output.write_all(&self.payload)?;
+        self.bytes += 5 + self.payload.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes the underlying stream.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.output.flush()
+    }
+
+    /// The underlying stream.
+    pub fn into_inner(self) -> W {
+        self.output
+    }
+}
+
+/// Builder of a frame payload.
+pub struct Payload<'a>(&'a mut Vec<u8>);
+
+impl Payload<'_> {
+    pub fn u8(self, value: u8) -> Self {
+        self.0.push(value);
+        self
+    }
+    pub fn u32(self, value: u32) -> Self {
+        self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+    pub fn u64(self, value: u64) -> Self {
+        self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+    pub fn i64(self, value: i64) -> Self {
+        self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+    /// A string: u32 length, then UTF-8 bytes.
+    pub fn str(self, value: &str) -> Self {
+        self.bytes(value.as_bytes())
+    }
+    /// Bytes with a u32 length.
+    pub fn bytes(self, value: &[u8]) -> Self {
+        self.0
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(value);
+        self
+    }
+    /// Bytes to the end of the payload (no length).
+    pub fn rest(self, value: &[u8]) -> Self {
+        self.0.extend_from_slice(value);
+        self
+    }
+    /// Direct access, for encoders that write in place (compression).
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        self.0
+    }
+}
+
+/// Reader of a frame payload's fields.
+pub struct Fields<'a> {
+    data: &'a [u8],
+    kind: Kind,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(kind: Kind, data: &'a [u8]) -> Self {
+        Fields { data, kind }
+    }
+
+    fn take(&mut self, len: usize) -> Result<&'a [u8], ProtocolError> {
+        if self.data.len() < len {
+            return Err(ProtocolError::Malformed(format!(
+                "{:?} frame is truncated",
+                self.kind
+            )));
+        }
+        let (head, tail) = self.data.split_at(len);
+        self.data = tail;
+        Ok(head)
+    }
+    pub fn u8(&mut self) -> Result<u8, ProtocolError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u32(&mut self) -> Result<u32, ProtocolError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    pub fn u64(&mut self) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    pub fn i64(&mut self) -> Result<i64, ProtocolError> {
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+    pub fn str(&mut self) -> Result<&'a str, ProtocolError> {
+        let kind = self.kind;
+        std::str::from_utf8(self.bytes()?).map_err(|_| {
+            ProtocolError::Malformed(format!("{kind:?} frame has a string that is not UTF-8"))
+        })
+    }
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], ProtocolError> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+    /// Everything left.
+    pub fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.data)
+    }
+    /// Fails if bytes are left over.
+    pub fn end(self) -> Result<(), ProtocolError> {
+        if self.data.is_empty() {
+            Ok(())
+        } else {
+            Err(ProtocolError::Malformed(format!(
+                "{:?} frame has {} trailing bytes",
+                self.kind,
+                self.data.len()
+            )))
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The wire protocol: many files delta-transferred over one byte stream, pipelined.
+//!
+//! A session (after [`handshake`]) is a stream of [`frame`]s. The client (the side that wants
+//! files: the receiver) sends requests without waiting for answers, each file request carrying
+//! the signature of the client's basis for that file; the server (`barsync serve`, the sender)
+//! answers each request in order, in full, before the next:
+//!
+//! ```text
+//! client                                         server
+//! Hello ───────────────────────────────────────► Hello (versions compared on both sides)
+//! List(req, path, recursive) ──────────────────► ListEntry(req, …)… ListEnd(req) | RequestError
+//! FileRequest(req, path, sig_len, level)
+//!   SignatureChunk(req, bytes)… ───────────────► FileBegin(req, len, mtime, mode, digest block)
+//!                                                Copy(req, first, count) | Literal(req, zstd|raw, …)…
+//!                                                FileEnd(req, len, digest) | RequestError(req, …)
+//! RequestsDone ────────────────────────────────► ServerDone
+//! ```
+//! Because the client never waits per file, latency is paid once per batch, not once per file;
+//! the client bounds how many requests are in flight ([`client::MAX_IN_FLIGHT`]), so memory stays
+//! bounded however many files are queued. Literals are zstd-compressed when that pays
+//! ([`literal`]). Every file ends with its digest, which the client verifies before publishing.
+//! Errors about one file (missing, permission denied, refused path) travel as `RequestError`
+//! naming the remote path and do not stop the others; `Fatal` ends the session.
+
+pub mod client;
+pub mod frame;
+pub mod handshake;
+pub mod literal;
+pub mod server;
+
+use std::io;
+
+pub use client::{Client, FetchOutcome, FetchReport, FetchRequest};
+pub use handshake::{AGENT, PROTOCOL_VERSION};
+pub use server::serve;
+
+use crate::confine::RelativePath;
+
+/// What can end a session.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The byte stream failed.
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    /// The stream ended in the middle of a frame or a session.
+    #[error("connection closed in the middle of the session (peer exited or the link was cut)")]
+    Truncated,
+    /// A frame broke the protocol.
+    #[error("protocol violation: {0}")]
+    Malformed(String),
+    /// The two sides speak different protocol versions.
+    #[error("protocol version mismatch: this side ({ours_agent}) speaks version {ours}, the peer ({theirs_agent}) speaks version {theirs}")]
+    Version {
+        ours: u32,
+        ours_agent: String,
+        theirs: u32,
+        theirs_agent: String,
+    },
+    /// The peer ended the session with an error.
+    #[error("peer reported a fatal error: {0}")]
+    Fatal(String),
+}
+
+/// Type of a listed file system entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    File = 0,
+    Directory = 1,
+    Symlink = 2,
+}
+
+/// One entry of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Path relative to the listed directory.
+    pub path: RelativePath,
+    pub kind: EntryKind,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Modification time: seconds since the epoch and nanoseconds.
+    pub mtime: (i64, u32),
+    /// Permission bits.
+    pub mode: u32,
+    /// Target of a symlink.
+    pub target: Option<String>,
+}

@@ -1,0 +1,332 @@
+//! The sending side of a session, as run by `barsync serve` on the far end of a transport.
+//!
+//! It answers requests in order, reading only below its [`Roots`]: request paths are resolved
+//! and opened through [`crate::confine`], never through a shell and never across a symlink.
+//! Output is flushed whenever no further request is already buffered, so a pipelined client
+//! gets answers as soon as it waits for them.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::MetadataExt;
+
+use super::frame::{Fields, FrameReader, FrameWriter, Kind};
+use super::handshake::handshake;
+use super::literal::LiteralEncoder;
+use super::{Entry, EntryKind, ProtocolError};
+use crate::confine::{open_below, open_file_below, RelativePath, Roots};
+use crate::delta::{delta, digest_block_size, DeltaSink, MAX_LITERAL_RUN};
+use crate::fs::MappedFile;
+use crate::signature::Signature;
+
+/// Largest signature a client may send for one file (a 1 TiB basis needs about 130 MiB).
+pub const MAX_SIGNATURE_BYTES: u64 = 256 << 20;
+
+/// What a session served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServeSummary {
+    pub files: u64,
+    pub failed: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Serves one session on `input`/`output` until the client says it is done.
+pub fn serve<R: Read, W: Write>(
+    input: R,
+    output: W,
+    roots: &Roots,
+) -> Result<ServeSummary, ProtocolError> {
+    let mut reader = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
+    let mut writer = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
+    handshake(&mut reader, &mut writer)?;
+    let mut summary = ServeSummary::default();
+    loop {
+        if reader_buffer_empty(&reader) {
+            writer.flush()?;
+        }
+        let (kind, payload) = reader.read_frame()?.ok_or(ProtocolError::Truncated)?;
+        let mut fields = Fields::new(kind, payload);
+        match kind {
+            Kind::List => {
+                let request = fields.u32()?;
+                let path = fields.str()?.to_string();
+                let recursive = fields.u8()? != 0;
+                fields.end()?;
+                if let Err(message) = send_listing(&mut writer, roots, request, &path, recursive)? {
+                    send_request_error(&mut writer, request, &message)?;
+                }
+            }
+            Kind::FileRequest => {
+                let request = fields.u32()?;
+                let path = fields.str()?.to_string();
+                let signature_len = fields.u64()?;
+                let level = fields.u8()? as i8;
+                fields.end()?;
+                let signature = read_signature(&mut reader, request, signature_len)?;
+                summary.files += 1;
+                let outcome = match signature {
+                    Ok(signature) => {
+                        send_file(&mut writer, roots, request, &path, &signature, level)?
+                    }
+                    Err(message) => Err(message),
+                };
+                if let Err(message) = outcome {
+                    summary.failed += 1;
+                    send_request_error(&mut writer, request, &message)?;
+                }
+            }
+            Kind::RequestsDone => {
+                fields.end()?;
+                writer.start();
+                writer.send(Kind::ServerDone)?;
+                writer.flush()?;
+                summary.bytes_in = reader.bytes;
+                summary.bytes_out = writer.bytes;
+                return Ok(summary);
+            }
+            Kind::Fatal => return Err(ProtocolError::Fatal(fields.str()?.to_string())),
+            other => {
+                return Err(ProtocolError::Malformed(format!(
+                    "unexpected {other:?} frame from the client"
+                )))
+            }
+        }
+    }
+}
+
+fn reader_buffer_empty<R: Read>(reader: &FrameReader<BufReader<R>>) -> bool {
+    reader.buffered().is_empty()
+}
+
+impl<R: Read> FrameReader<BufReader<R>> {
+    fn buffered(&self) -> &[u8] {
+        self.inner().buffer()
+    }
+}
+
+fn read_signature<R: Read>(
+    reader: &mut FrameReader<R>,
+    request: u32,
+    len: u64,
+) -> Result<Result<Signature, String>, ProtocolError> {
+    if len > MAX_SIGNATURE_BYTES {
+        return Err(ProtocolError::Malformed(format!(
+            "signature of {len} bytes (limit {MAX_SIGNATURE_BYTES})"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(len.min(MAX_SIGNATURE_BYTES) as usize);
+    while (bytes.len() as u64) < len {
+        let (kind, payload) = reader.expect_frame()?;
+        let mut fields = Fields::new(kind, payload);
+        if kind != Kind::SignatureChunk || fields.u32()? != request {
+            return Err(ProtocolError::Malformed(format!(
+                "expected the signature of request {request}, got {kind:?}"
+            )));
+        }
+        let chunk = fields.rest();
+        if bytes.len() as u64 + chunk.len() as u64 > len {
+            return Err(ProtocolError::Malformed(
+                "signature longer than announced".into(),
+            ));
+        }
+        bytes.extend_from_slice(chunk);
+    }
+    Ok(Signature::decode(&bytes).map_err(|e| e.to_string()))
+}
+
+fn send_request_error<W: Write>(
+    writer: &mut FrameWriter<W>,
+    request: u32,
+    message: &str,
+) -> Result<(), ProtocolError> {
+    writer.start().u32(request).str(message);
+    writer.send(Kind::RequestError)?;
+    Ok(())
+}
+
+/// Streams one file's delta. `Ok(Err(message))`: a per-file failure to report to the client.
+fn send_file<W: Write>(
+    writer: &mut FrameWriter<W>,
+    roots: &Roots,
+    request: u32,
+    path: &str,
+    signature: &Signature,
+    level: i8,
+) -> Result<Result<(), String>, ProtocolError> {
+    let opened = roots
+        .resolve(path)
+        .map_err(|e| e.to_string())
+        .and_then(|(root, relative)| {
+            open_file_below(root, &relative).map_err(|e| format!("{path}: {e}"))
+        });
+    let file = match opened {
+        Ok(file) => file,
+        Err(message) => return Ok(Err(message)),
+    };
+    let metadata = match file.metadata() {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Ok(Err(format!("{path}: not a regular file"))),
+        Err(e) => return Ok(Err(format!("{path}: {e}"))),
+    };
+    let map = match MappedFile::from_file(&file) {
+        Ok(map) => map,
+        Err(e) => return Ok(Err(format!("{path}: {e}"))),
+    };
+    let digest_block = digest_block_size(signature, map.len() as u64);
+    writer
+        .start()
+        .u32(request)
+        .u64(map.len() as u64)
+        .i64(metadata.mtime())
+        .u32(metadata.mtime_nsec() as u32)
+        .u32(metadata.mode() & 0o7777)
+        .u8(digest_block.trailing_zeros() as u8);
+    writer.send(Kind::FileBegin)?;
+    let level = (level > 0).then_some(level as i32);
+    let mut sink = FrameSink {
+        writer,
+        request,
+        literals: LiteralEncoder::new(level),
+    };
+    let summary = delta(&map, signature, &mut sink)?;
+    writer
+        .start()
+        .u32(request)
+        .u64(summary.new_len)
+        .rest(&summary.digest.0);
+    writer.send(Kind::FileEnd)?;
+    Ok(Ok(()))
+}
+
+struct FrameSink<'a, W: Write> {
+    writer: &'a mut FrameWriter<W>,
+    request: u32,
+    literals: LiteralEncoder,
+}
+
+impl<W: Write> DeltaSink for FrameSink<'_, W> {
+    type Error = ProtocolError;
+    fn copy(&mut self, first: u64, count: u64) -> Result<(), ProtocolError> {
+        self.writer.start().u32(self.request).u64(first).u64(count);
+        Ok(self.writer.send(Kind::Copy)?)
+    }
+    fn literal(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        debug_assert!(data.len() <= MAX_LITERAL_RUN);
+        let mut payload = self
+            .writer
+            .start()
+            .u32(self.request)
+            .u8(0)
+            .u32(data.len() as u32);
+        let encoding = self.literals.encode(data, payload.buffer());
+        let position = 4; // the encoding byte follows the request id
+        payload.buffer()[position] = encoding;
+        Ok(self.writer.send(Kind::Literal)?)
+    }
+}
+
+/// Lists `path` (recursively or one level). `Ok(Err(message))`: a per-request failure.
+fn send_listing<W: Write>(
+    writer: &mut FrameWriter<W>,
+    roots: &Roots,
+    request: u32,
+    path: &str,
+    recursive: bool,
+) -> Result<Result<(), String>, ProtocolError> {
+    let (root, relative) = match roots.resolve(path) {
+        Ok(resolved) => resolved,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let mut entries = Vec::new();
+    if let Err(e) = walk(
+        root,
+        &relative,
+        &RelativePath::new("").expect("empty is valid"),
+        recursive,
+        &mut entries,
+    ) {
+        return Ok(Err(format!("{path}: {e}")));
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    for entry in entries {
+        let mut payload = writer
+            .start()
+            .u32(request)
+            .str(entry.path.as_str())
+            .u8(entry.kind as u8)
+            .u64(entry.size)
+            .i64(entry.mtime.0)
+            .u32(entry.mtime.1)
+            .u32(entry.mode);
+        if let Some(target) = &entry.target {
+            payload = payload.str(target);
+        }
+        let _ = payload;
+        writer.send(Kind::ListEntry)?;
+    }
+    writer.start().u32(request);
+    writer.send(Kind::ListEnd)?;
+    Ok(Ok(()))
+}
+
+fn walk(
+    root: &std::path::Path,
+    base: &RelativePath,
+    below: &RelativePath,
+    recursive: bool,
+    out: &mut Vec<Entry>,
+) -> std::io::Result<()> {
+    let full = if below.as_str().is_empty() {
+        base.clone()
+    } else if base.as_str().is_empty() {
+        below.clone()
+    } else {
+        RelativePath::new(&format!("{}/{}", base.as_str(), below.as_str()))
+            .map_err(std::io::Error::other)?
+    };
+    let dir = open_below(root, &full, true)?;
+    let listing = rustix::fs::Dir::read_from(&dir).map_err(std::io::Error::from)?;
+    for item in listing {
+        let item = item.map_err(std::io::Error::from)?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let stat = rustix::fs::statat(
+            &dir,
+            item.file_name(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)?;
+        let file_type = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        let (kind, target) = match file_type {
+            rustix::fs::FileType::RegularFile => (EntryKind::File, None),
+            rustix::fs::FileType::Directory => (EntryKind::Directory, None),
+            rustix::fs::FileType::Symlink => {
+                let target = rustix::fs::readlinkat(&dir, item.file_name(), Vec::new())
+                    .map_err(std::io::Error::from)?;
+                (
+                    EntryKind::Symlink,
+                    Some(target.to_string_lossy().into_owned()),
+                )
+            }
+            _ => continue, // sockets, fifos, devices: never part of a backup
+        };
+        let path = below.join(&name).map_err(std::io::Error::other)?;
+        out.push(Entry {
+            path: path.clone(),
+            kind,
+            size: if kind == EntryKind::File {
+                stat.st_size as u64
+            } else {
+                0
+            },
+            mtime: (stat.st_mtime, stat.st_mtime_nsec as u32),
+            mode: stat.st_mode & 0o7777,
+            target,
+        });
+        if recursive && kind == EntryKind::Directory {
+            walk(root, base, &path, recursive, out)?;
+        }
+    }
+    Ok(())
+}
