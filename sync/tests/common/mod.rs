@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use barsync_sync::python::json::{self, Json};
 use barsync_sync::syncinfo::{run_sync_info, CommandOutcome, SyncInfoArgs};
 
 /// The real Barman: `$BARSYNC_TEST_BARMAN`, else `../.venv/bin/barman` next to the workspace.
@@ -374,5 +375,28 @@ pub fn generate_catalog(base: &Path, spec: &CatalogSpec) -> GeneratedCatalog {
         home,
         wal_names,
         backup_ids,
+    }
+}
+
+/// The WAL names of a sync-info document, in order.
+pub fn wal_names_of(document: &str) -> Vec<String> {
+    let parsed = json::parse(document).unwrap();
+    match parsed.get("wals") {
+        Some(Json::Array(items)) => items
+            .iter()
+            .map(|item| match item.get("name") {
+                Some(Json::Str(name)) => name.clone(),
+                other => panic!("bad wal entry {other:?}"),
+            })
+            .collect(),
+        other => panic!("no wals: {other:?}"),
+    }
+}
+
+/// The `last_position` of a sync-info document.
+pub fn last_position_of(document: &str) -> String {
+    match json::parse(document).unwrap().get("last_position") {
+        Some(Json::Int(position)) => position.to_string(),
+        other => panic!("no last_position: {other:?}"),
     }
 }
