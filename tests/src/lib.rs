@@ -1,3 +1,4 @@
 //! Helpers for the end-to-end tests.
 
+pub mod binaries;
 pub mod sshd;

@@ -1,0 +1,118 @@
+//! `barsync serve` on the far side of a real sshd, reached through each SSH transport.
+
+use std::fs;
+use std::path::Path;
+
+use barsync_tests::{binaries, sshd::TestSshd};
+use transfer_engine::protocol::client::ClientOptions;
+use transfer_engine::protocol::{Client, EntryKind, FetchRequest};
+use transfer_engine::transport::{choose_transport, TransportPreference};
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn fetch_tree(
+    client: &mut Client<impl std::io::Read, impl std::io::Write + Send>,
+    remote: &Path,
+    local: &Path,
+) -> Vec<u64> {
+    let listing = client
+        .list(&remote.display().to_string(), true)
+        .unwrap()
+        .unwrap();
+    for dir in listing.iter().filter(|e| e.kind == EntryKind::Directory) {
+        fs::create_dir_all(local.join(dir.path.as_str())).unwrap();
+    }
+    let requests: Vec<FetchRequest> = listing
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .map(|e| FetchRequest {
+            remote_path: format!("{}/{}", remote.display(), e.path.as_str()),
+            destination: local.join(e.path.as_str()),
+            basis: Some(local.join(e.path.as_str())),
+            max_len: Some(e.size),
+        })
+        .collect();
+    let outcomes = client.fetch(&requests, |_| {}).unwrap();
+    outcomes
+        .into_iter()
+        .map(|o| o.result.unwrap().received_bytes)
+        .collect()
+}
+
+fn round_trip(preference: TransportPreference) {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    fs::create_dir_all(remote.path().join("base/data")).unwrap();
+    let big = pseudo_random(4 << 20, 7);
+    fs::write(remote.path().join("base/data/16384"), &big).unwrap();
+    for i in 0..50 {
+        fs::write(
+            remote.path().join(format!("base/data/small{i}")),
+            pseudo_random(3000, i),
+        )
+        .unwrap();
+    }
+
+    let transport = choose_transport(&sshd.ssh_command(), preference).unwrap();
+    let command = format!(
+        "{} serve --root {}",
+        binaries::barsync().display(),
+        remote.path().display()
+    );
+    let (reader, writer, exit) = transport.open(&command).unwrap().split();
+    let mut client = Client::connect(
+        reader,
+        writer,
+        ClientOptions {
+            compression: Some(3),
+        },
+    )
+    .unwrap();
+
+    let first = fetch_tree(&mut client, remote.path(), local.path());
+    assert_eq!(first.len(), 51);
+    assert_eq!(fs::read(local.path().join("base/data/16384")).unwrap(), big);
+
+    let mut changed = big.clone();
+    changed[2_000_000..2_000_100].fill(0);
+    fs::write(remote.path().join("base/data/16384"), &changed).unwrap();
+    let second = fetch_tree(&mut client, remote.path(), local.path());
+    assert_eq!(
+        fs::read(local.path().join("base/data/16384")).unwrap(),
+        changed
+    );
+    let total: u64 = second.iter().sum();
+    assert!(
+        total < 200_000,
+        "resync of unchanged files and one changed page sent {total} bytes"
+    );
+
+    client.finish().unwrap();
+    let status = exit.wait().unwrap();
+    assert!(
+        status.success(),
+        "barsync serve exited with {status:?}: {}",
+        status.stderr_text()
+    );
+}
+
+#[test]
+fn protocol_over_libssh2() {
+    round_trip(TransportPreference::InProcess);
+}
+
+#[test]
+fn protocol_over_ssh_subprocess() {
+    round_trip(TransportPreference::Subprocess);
+}
