@@ -196,6 +196,24 @@ impl LockedXlogDb {
     }
 }
 
+/// The xlog db file to read for `server`: `<SERVER>-xlog.db`, or the pre-3.13 `wals/xlog.db`
+/// when only that one exists (Barman itself would rebuild the new file and delete the old).
+pub fn existing_path(server: &ServerConfig) -> Option<PathBuf> {
+    [server.xlogdb_path(), server.legacy_xlogdb_path()]
+        .into_iter()
+        .find(|path| path.is_file())
+}
+
+/// Reads every entry of the server's xlog db (new or legacy name) without locking or
+/// rebuilding; an empty list when there is none.
+pub fn read_entries(server: &ServerConfig) -> Result<Vec<WalEntry>, XlogDbError> {
+    let Some(path) = existing_path(server) else {
+        return Ok(Vec::new());
+    };
+    let content = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+    parse_content(&content, &path)
+}
+
 /// `Server.rebuild_xlogdb`: creates the file if missing, then rewrites it from the archive
 /// (hash directories in name order, history files at the root) under the xlogdb lock.
 pub fn rebuild(server: &ServerConfig) -> Result<(), XlogDbError> {
@@ -337,6 +355,38 @@ mod tests {
             matches!(err, XlogDbError::BadLine { line_number: 2, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn legacy_name_is_read_when_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("barman.conf");
+        let home = dir.path().display();
+        std::fs::write(
+            &config_path,
+            format!("[barman]\nbarman_home = {home}\n[pg]\nprimary_ssh_command = ssh x\n"),
+        )
+        .unwrap();
+        let server = crate::config::Config::load(Some(&config_path))
+            .unwrap()
+            .server("pg")
+            .unwrap()
+            .unwrap();
+        assert!(read_entries(&server).unwrap().is_empty());
+        std::fs::create_dir_all(server.wals_directory()).unwrap();
+        std::fs::write(
+            server.legacy_xlogdb_path(),
+            "000000010000000000000001 16 1.0\n",
+        )
+        .unwrap();
+        assert_eq!(existing_path(&server), Some(server.legacy_xlogdb_path()));
+        assert_eq!(
+            read_entries(&server).unwrap()[0].name,
+            "000000010000000000000001"
+        );
+        std::fs::write(server.xlogdb_path(), "").unwrap();
+        assert_eq!(existing_path(&server), Some(server.xlogdb_path()));
+        assert!(read_entries(&server).unwrap().is_empty());
     }
 
     #[test]
