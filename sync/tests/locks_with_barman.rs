@@ -198,7 +198,7 @@ fn sync_info_waits_for_barmans_xlogdb_lock() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(3000));
     assert!(
         barman.try_wait().unwrap().is_none(),
         "Barman must wait for barsync's xlogdb lock"
