@@ -82,15 +82,6 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn tuning(ciphers: &str, window_size: u32, read_size: usize) -> Libssh2Tuning {
-    Libssh2Tuning {
-        ciphers: ciphers.into(),
-        window_size,
-        read_size,
-        ..Libssh2Tuning::default()
-    }
-}
-
 #[test]
 #[ignore = "takes minutes; run explicitly to measure"]
 fn throughput_of_each_transport_through_cat() {
@@ -118,141 +109,142 @@ fn throughput_of_each_transport_through_cat() {
     assert!(status.success());
     let ssh = sshd.ssh_command();
     let gcm = "aes128-gcm@openssh.com";
-    let libssh2 = |tuning: Libssh2Tuning| -> Box<dyn Transport> {
+    let ctr = "aes128-ctr";
+    let mib_bytes = 1024 * 1024;
+    let libssh2 = |ciphers: &str, window_size: u32, read_size: usize| -> Box<dyn Transport> {
+        let tuning = Libssh2Tuning {
+            ciphers: ciphers.into(),
+            window_size,
+            read_size,
+            ..Libssh2Tuning::default()
+        };
         Box::new(
             Libssh2Transport::from_command_string(&ssh)
                 .unwrap()
                 .with_tuning(tuning),
         )
     };
-    let mw = 1024 * 1024;
+    let default_libssh2 =
+        || -> Box<dyn Transport> { Box::new(Libssh2Transport::from_command_string(&ssh).unwrap()) };
+    let libssh2_macs = |macs: &str| -> Box<dyn Transport> {
+        let tuning = Libssh2Tuning {
+            macs: macs.into(),
+            ..Libssh2Tuning::default()
+        };
+        Box::new(
+            Libssh2Transport::from_command_string(&ssh)
+                .unwrap()
+                .with_tuning(tuning),
+        )
+    };
+    let subprocess = |options: &str| -> Box<dyn Transport> {
+        let command = ssh.replacen("ssh ", &format!("ssh {options} "), 1);
+        Box::new(SshCommandTransport::from_command_string(&command).unwrap())
+    };
+    let gcm_option = "-c aes128-gcm@openssh.com";
     let variants: Vec<(&str, Box<dyn Transport>, usize)> = vec![
         ("local-pipe", Box::new(LocalCommandTransport::new()), 1),
-        (
-            "ssh-default",
-            Box::new(SshCommandTransport::from_command_string(&ssh).unwrap()),
-            1,
-        ),
-        (
-            "ssh-aes128-gcm",
-            Box::new(
-                SshCommandTransport::from_command_string(&ssh.replacen(
-                    "ssh ",
-                    "ssh -c aes128-gcm@openssh.com ",
-                    1,
-                ))
-                .unwrap(),
-            ),
-            1,
-        ),
-        (
-            "ssh-aes128-ctr",
-            Box::new(
-                SshCommandTransport::from_command_string(&ssh.replacen(
-                    "ssh ",
-                    "ssh -c aes128-ctr -m hmac-sha2-256-etm@openssh.com ",
-                    1,
-                ))
-                .unwrap(),
-            ),
-            1,
-        ),
-        (
-            "ssh-aes128-gcm-x2",
-            Box::new(
-                SshCommandTransport::from_command_string(&ssh.replacen(
-                    "ssh ",
-                    "ssh -c aes128-gcm@openssh.com ",
-                    1,
-                ))
-                .unwrap(),
-            ),
-            2,
-        ),
-        ("libssh2-default", libssh2(Libssh2Tuning::default()), 1),
-        (
-            "libssh2-aes128-gcm",
-            libssh2(tuning(gcm, 2 * mw, 256 * 1024)),
-            1,
-        ),
-        (
-            "libssh2-aes256-gcm",
-            libssh2(tuning("aes256-gcm@openssh.com", 2 * mw, 256 * 1024)),
-            1,
-        ),
-        (
-            "libssh2-chacha20",
-            libssh2(tuning("chacha20-poly1305@openssh.com", 2 * mw, 256 * 1024)),
-            1,
-        ),
-        (
-            "libssh2-aes128-ctr",
-            libssh2(tuning("aes128-ctr", 2 * mw, 256 * 1024)),
-            1,
-        ),
-        (
-            "libssh2-gcm-read32k",
-            libssh2(tuning(gcm, 2 * mw, 32 * 1024)),
-            1,
-        ),
-        (
-            "libssh2-gcm-window256k",
-            libssh2(tuning(gcm, 256 * 1024, 256 * 1024)),
-            1,
-        ),
-        (
-            "libssh2-gcm-window16m",
-            libssh2(tuning(gcm, 16 * mw, 256 * 1024)),
-            1,
-        ),
-        (
-            "libssh2-gcm-x2",
-            libssh2(tuning(gcm, 2 * mw, 256 * 1024)),
-            2,
-        ),
-        (
-            "libssh2-gcm-x4",
-            libssh2(tuning(gcm, 2 * mw, 256 * 1024)),
-            4,
-        ),
         (
             "auto",
             choose_transport(&ssh, TransportPreference::Auto).unwrap(),
             1,
         ),
+        ("ssh-default-chacha20", subprocess(""), 1),
+        ("ssh-aes128-gcm", subprocess(gcm_option), 1),
+        (
+            "ssh-aes128-ctr-etm",
+            subprocess("-c aes128-ctr -m hmac-sha2-256-etm@openssh.com"),
+            1,
+        ),
+        ("ssh-aes128-gcm-x2", subprocess(gcm_option), 2),
+        ("libssh2-default", default_libssh2(), 1),
+        (
+            "libssh2-aes128-gcm",
+            libssh2(gcm, 2 * mib_bytes, 256 * 1024),
+            1,
+        ),
+        (
+            "libssh2-chacha20",
+            libssh2("chacha20-poly1305@openssh.com", 2 * mib_bytes, 256 * 1024),
+            1,
+        ),
+        (
+            "libssh2-ctr-read32k",
+            libssh2(ctr, 2 * mib_bytes, 32 * 1024),
+            1,
+        ),
+        (
+            "libssh2-ctr-window256k",
+            libssh2(ctr, 256 * 1024, 256 * 1024),
+            1,
+        ),
+        (
+            "libssh2-ctr-window16m",
+            libssh2(ctr, 16 * mib_bytes, 256 * 1024),
+            1,
+        ),
+        (
+            "libssh2-ctr-hmac-sha2-256",
+            libssh2_macs("hmac-sha2-256"),
+            1,
+        ),
+        (
+            "libssh2-ctr-hmac-sha1-etm",
+            libssh2_macs("hmac-sha1-etm@openssh.com"),
+            1,
+        ),
+        ("libssh2-default-x2", default_libssh2(), 2),
+        ("libssh2-default-x4", default_libssh2(), 4),
     ];
-    println!("\n{mib} MiB through `cat`, median of {runs} runs (CPU = this process + ssh child)\n");
-    println!("| variant | streams | seconds | MB/s | user CPU s | sys CPU s |");
-    println!("|---|---|---|---|---|---|");
-    for (name, transport, streams) in variants {
-        if only
-            .as_ref()
-            .is_some_and(|only| !only.iter().any(|o| o == name))
-        {
-            continue;
+    let variants: Vec<_> = variants
+        .into_iter()
+        .filter(|(name, _, _)| match &only {
+            Some(only) => only.iter().any(|o| o == name),
+            None => true,
+        })
+        .collect();
+    let commands_for = |streams: usize| -> Vec<String> {
+        if streams == 1 {
+            return vec![format!("cat {}", file.display())];
         }
-        let share = bytes / streams as u64;
-        let commands: Vec<String> = (0..streams as u64)
+        let share_mib = mib / streams as u64;
+        (0..streams as u64)
             .map(|i| {
-                let skip_blocks = i * share / (1 << 20);
+                let skip = i * share_mib;
                 format!(
-                    "dd if={} bs=1M skip={skip_blocks} count={} status=none",
-                    file.display(),
-                    share >> 20
+                    "dd if={} bs=1M skip={skip} count={share_mib} status=none",
+                    file.display()
                 )
             })
-            .collect();
-        let commands = if streams == 1 {
-            vec![format!("cat {}", file.display())]
-        } else {
-            commands
-        };
-        let results: Vec<Measurement> = (0..runs)
-            .map(|_| measure(transport.as_ref(), &commands, share * streams as u64))
-            .collect();
-        let seconds = median(results.iter().map(|m| m.seconds).collect());
-        let user = median(results.iter().map(|m| m.user).collect());
-        let system = median(results.iter().map(|m| m.system).collect());
+            .collect()
+    };
+    // Runs are interleaved (variant after variant, then again) so that a burst of load from
+    // elsewhere on the machine does not land on one variant only.
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut results: Vec<Vec<Measurement>> = variants.iter().map(|_| Vec::new()).collect();
+    for _ in 0..runs {
+        for ((_, transport, streams), measurements) in variants.iter().zip(&mut results) {
+            let expected = (mib / *streams as u64) * *streams as u64 * (1 << 20);
+            measurements.push(measure(
+                transport.as_ref(),
+                &commands_for(*streams),
+                expected,
+            ));
+        }
+    }
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\n{mib} MiB through `cat`, median of {runs} interleaved runs");
+    println!(
+        "(CPU = this process + its ssh child; load average before: {} after: {})\n",
+        load_before.trim(),
+        load_after.trim()
+    );
+    println!("| variant | streams | seconds | MB/s | user CPU s | sys CPU s |");
+    println!("|---|---|---|---|---|---|");
+    for ((name, _, streams), measurements) in variants.iter().zip(results) {
+        let seconds = median(measurements.iter().map(|m| m.seconds).collect());
+        let user = median(measurements.iter().map(|m| m.user).collect());
+        let system = median(measurements.iter().map(|m| m.system).collect());
         println!(
             "| {name} | {streams} | {seconds:.2} | {:.0} | {user:.2} | {system:.2} |",
             bytes as f64 / seconds / 1e6
