@@ -192,3 +192,74 @@ fn every_option_parses_like_barman() {
         mismatches.join("\n")
     );
 }
+
+const DUMP_SECTIONS: &str = r#"
+import json, sys
+from barman.config import ConfigMapping
+parser = ConfigMapping(strict=False)
+for path in sys.argv[2:]:
+    parser.read_config(path)
+json.dump([[s, [[k, v] for k, v in parser.items(s, raw=True)]] for s in parser.sections()], open(sys.argv[1], "w"))
+"#;
+
+/// Odd but valid ConfigParser input, read by Barman's `ConfigMapping` and by barsync.
+#[test]
+fn configparser_edge_cases_read_like_barman() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.conf");
+    let second = dir.path().join("second.conf");
+    std::fs::write(
+        &first,
+        "# leading comment\r\n[DEFAULT]\r\nshared = from default\r\nbase = /srv\r\n\r\n[barman]\r\nbarman_home = %(base)s/barman\r\nKey With Spaces = x\r\n\tindented_key = y\r\n[pg]\r\ncolon: value with = sign\r\nempty =\r\nlong = first\r\n   second line\r\n\r\n\r\n   after blank lines\r\n   # not a comment inside? it is\r\n   ; nor this\r\nlast = v ; inline comment kept\r\nrepeated = one\r\nrepeated = two\r\npercent = 100%%%%\r\nchain = %(long)s|%(shared)s\r\n[pg]\r\nreopened = yes\r\n[weird name with spaces]\r\na=b\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &second,
+        "[pg]\nrepeated = three\nlate = %(repeated)s\n[other]\nx = 1\n",
+    )
+    .unwrap();
+    let output_path = dir.path().join("sections.json");
+    let output = std::process::Command::new(barman_python())
+        .arg("-c")
+        .arg(DUMP_SECTIONS)
+        .arg(&output_path)
+        .arg(&first)
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let barman = json::parse(&std::fs::read_to_string(&output_path).unwrap()).unwrap();
+
+    let main = dir.path().join("main.conf");
+    let include_dir = dir.path().join("inc");
+    std::fs::create_dir(&include_dir).unwrap();
+    std::fs::copy(&second, include_dir.join("second.conf")).unwrap();
+    let first_text = std::fs::read_to_string(&first).unwrap();
+    let with_include = first_text.replacen(
+        "[barman]\r\n",
+        &format!(
+            "[barman]\r\nconfiguration_files_directory = {}\r\n",
+            include_dir.display()
+        ),
+        1,
+    );
+    std::fs::write(&main, with_include).unwrap();
+    let ours = Config::load(Some(&main)).unwrap().sections();
+    let ours_json = Json::Array(
+        ours.into_iter()
+            .map(|(section, options)| {
+                let options = options
+                    .into_iter()
+                    .filter(|(key, _)| key != "configuration_files_directory")
+                    .map(|(k, v)| Json::Array(vec![Json::Str(k), Json::Str(v)]))
+                    .collect();
+                Json::Array(vec![Json::Str(section), Json::Array(options)])
+            })
+            .collect(),
+    );
+    assert_eq!(ours_json.dump_indented(), barman.dump_indented());
+}

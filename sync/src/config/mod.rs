@@ -274,6 +274,19 @@ impl Config {
         Ok(Some(strip_quotes(&value).to_owned()))
     }
 
+    /// Every section with its options as stored after reading the files (keys lower-cased,
+    /// values interpolated once, as ConfigParser holds them), unknown options included.
+    pub fn sections(&self) -> Vec<(String, Vec<(String, String)>)> {
+        self.store
+            .section_names()
+            .map(|section| {
+                let options = self.store.options(section).iter();
+                let options = options.map(|(key, entry)| (key.clone(), entry.value.clone()));
+                (section.to_owned(), options.collect())
+            })
+            .collect()
+    }
+
     /// Where an option's effective value was read (file and line), if it was set in a file.
     pub fn source(&self, section: &str, key: &str) -> Option<&Entry> {
         self.store
