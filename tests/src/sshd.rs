@@ -13,7 +13,8 @@
 //!
 //! Helpers: [`TestSshd::ssh_command_with`] for another known_hosts file or
 //! StrictHostKeyChecking value, [`TestSshd::rotate_host_key`] to make the recorded key stale,
-//! [`TestSshd::kill_sessions`] to cut every open connection, [`TestSshd::log`] for diagnostics.
+//! [`TestSshd::kill_sessions`] to cut every open connection, [`TestSshd::pause_sessions`] to
+//! make the server silent (keepalive tests), [`TestSshd::log`] for diagnostics.
 
 use std::fs;
 use std::io::{self, Read};
@@ -151,15 +152,31 @@ impl TestSshd {
     /// Kills (SIGKILL) every process that sshd started for connections (session processes and
     /// the commands they run): every open connection drops at once, the listener keeps running.
     pub fn kill_sessions(&self) -> io::Result<usize> {
+        self.signal_sessions("-KILL")
+    }
+
+    /// Stops (SIGSTOP) every connection's processes: the TCP connections stay open but the
+    /// server goes silent, as behind a dead network path. Undo with [`TestSshd::resume_sessions`].
+    pub fn pause_sessions(&self) -> io::Result<usize> {
+        self.signal_sessions("-STOP")
+    }
+
+    /// Continues (SIGCONT) the processes stopped by [`TestSshd::pause_sessions`].
+    pub fn resume_sessions(&self) -> io::Result<usize> {
+        self.signal_sessions("-CONT")
+    }
+
+    /// Sends `signal` (as `kill` spells it, e.g. `-KILL`) to every connection's processes.
+    fn signal_sessions(&self, signal: &str) -> io::Result<usize> {
         let Some(child) = &self.child else {
             return Ok(0);
         };
         let descendants = descendants_of(child.id());
         for pid in &descendants {
-            let _ = Command::new("kill")
-                .arg("-KILL")
+            Command::new("kill")
+                .arg(signal)
                 .arg(pid.to_string())
-                .status();
+                .status()?;
         }
         Ok(descendants.len())
     }

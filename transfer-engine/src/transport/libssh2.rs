@@ -412,7 +412,9 @@ impl Transport for Libssh2Transport {
         let interval = self
             .target
             .server_alive_interval
-            .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL);
+            .unwrap_or(DEFAULT_KEEPALIVE_INTERVAL)
+            // libssh2 sends keepalives at most every 2 s; the silence limit must follow suit.
+            .max(Duration::from_secs(2));
         session.set_keepalive(true, interval.as_secs().max(2) as u32);
         let settings = PumpSettings {
             read_size: self.tuning.read_size,

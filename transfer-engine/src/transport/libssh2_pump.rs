@@ -143,6 +143,7 @@ struct Pump {
 /// Progress state of one pump.
 #[derive(Default)]
 struct Flow {
+    reader_gone: bool,
     outgoing: Option<(Vec<u8>, usize)>,
     eof_sent: bool,
     undelivered: Option<Vec<u8>>,
@@ -204,7 +205,18 @@ impl Pump {
                 stderr_countdown = STDERR_POLL_EVERY;
                 progressed |= self.collect_stderr(&mut flow, &mut read_buffer, &mut would_block)?;
             }
-            if flow.stdout_done && flow.stderr_done {
+            if flow.reader_gone {
+                // The exit status is unknown then: the command may still have been running.
+                let closed = || RemoteExit {
+                    code: None,
+                    signal: None,
+                    stderr: flow.stderr.clone(),
+                };
+                match self.channel.close() {
+                    Err(error) if is_would_block(&error) => would_block = true,
+                    _ => return Ok(closed()),
+                }
+            } else if flow.stdout_done && flow.stderr_done {
                 match self.channel.wait_close() {
                     Ok(()) => return Ok(self.exit(flow.stderr)),
                     Err(error) if is_would_block(&error) => would_block = true,
@@ -275,7 +287,7 @@ impl Pump {
                     self.input = None;
                     flow.eof_sent = true;
                 }
-                Err(error) => return Err(format!("writing to the channel: {error}")),
+                Err(error) => return Err(describe_failure("writing to the channel", &error)),
             }
         }
         if self.input.is_none() && flow.outgoing.is_none() && !flow.eof_sent {
@@ -318,7 +330,7 @@ impl Pump {
                 *would_block = true;
                 Ok(progressed)
             }
-            Err(error) => Err(format!("reading from the channel: {error}")),
+            Err(error) => Err(describe_failure("reading from the channel", &error)),
         }
     }
 
@@ -334,7 +346,9 @@ impl Pump {
                 false
             }
             TrySend::ReaderGone => {
+                // Like a closed pipe: nobody reads any more, so the channel is closed.
                 self.output = None;
+                flow.reader_gone = true;
                 true
             }
         }
@@ -362,7 +376,7 @@ impl Pump {
                 *would_block = true;
                 Ok(false)
             }
-            Err(error) => Err(format!("reading stderr from the channel: {error}")),
+            Err(error) => Err(describe_failure("reading stderr from the channel", &error)),
         }
     }
 
@@ -428,6 +442,22 @@ impl Pump {
         }
         Ok(fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
     }
+}
+
+/// Explains a libssh2 I/O failure; its own messages ("transport read") say little.
+fn describe_failure(action: &str, error: &io::Error) -> String {
+    let text = error.to_string();
+    let cause = if text.contains("transport read")
+        || text.contains("socket recv")
+        || text.contains("disconnect")
+    {
+        "the server closed or reset the connection"
+    } else if text.contains("socket send") || text.contains("transport write") {
+        "the connection broke while sending"
+    } else {
+        "libssh2 failed"
+    };
+    format!("{cause} ({action}: {text})")
 }
 
 fn is_would_block(error: &ssh2::Error) -> bool {

@@ -277,7 +277,9 @@ pub trait WaitForExit: Send {
     fn wait(self: Box<Self>) -> Result<RemoteExit, TransportError>;
 }
 
-/// The read half of a [`RemoteStream`]: the remote command's stdout.
+/// The read half of a [`RemoteStream`]: the remote command's stdout. Dropping it before EOF acts
+/// like closing a pipe: the remote command is ended (libssh2 closes the channel, and the exit
+/// status is then unknown; a child process gets SIGPIPE on its next write).
 pub struct StreamReader(Box<dyn Read + Send>);
 
 impl StreamReader {
