@@ -1,6 +1,7 @@
 //! The `barsync` binary: turns flags into library calls and results into text.
 use clap::{Parser, Subcommand};
 
+mod copy;
 mod demo;
 mod serve;
 mod sync_info;
@@ -19,6 +20,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     // SUBCOMMANDS: one variant per command, each handled by its own module.
+    /// Copy files and trees, rsync-style, through the barsync protocol
+    Copy(copy::Args),
     /// Sync a sample cluster through the delta engine and verify it (needs nothing installed)
     Demo(demo::Args),
     /// Serve files to a barsync client on stdin/stdout (run by the client over SSH)
@@ -30,6 +33,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Copy(args) => report(copy::run(&args)),
         Command::Demo(args) => report(demo::run(&args)),
         Command::Serve(args) => report(serve::run(&args)),
         Command::SyncInfo(args) => sync_info::run(&args),

@@ -40,6 +40,7 @@ fn fetch_tree(
             destination: local.join(e.path.as_str()),
             basis: Some(local.join(e.path.as_str())),
             max_len: Some(e.size),
+            partial: None,
         })
         .collect();
     let outcomes = client.fetch(&requests, |_| {}).unwrap();

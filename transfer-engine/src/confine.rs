@@ -91,20 +91,23 @@ impl RelativePath {
 pub struct Roots(Vec<PathBuf>);
 
 impl Roots {
-    /// Roots from the command line; they must be absolute.
+    /// Roots from the command line (trusted): relative ones are made absolute against the current
+    /// directory, and symlinks in the roots themselves are resolved once, here.
     pub fn new(roots: Vec<PathBuf>) -> io::Result<Roots> {
-        for root in &roots {
-            if !root.is_absolute() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("root {} is not absolute", root.display()),
-                ));
-            }
+        let mut resolved = Vec::with_capacity(roots.len());
+        for root in roots {
+            let absolute = std::fs::canonicalize(&root)
+                .map_err(|e| io::Error::new(e.kind(), format!("root {}: {e}", root.display())))?;
+            resolved.push(absolute);
         }
-        Ok(Roots(roots))
+        if resolved.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no root given"));
+        }
+        Ok(Roots(resolved))
     }
 
-    /// Splits an absolute path from a peer into its root and the validated rest.
+    /// Splits a path from a peer into its root and the validated rest. An absolute path must lie
+    /// below one of the roots; a relative one names a path below the first root.
     pub fn resolve(&self, path: &str) -> Result<(&Path, RelativePath), PathError> {
         let outside = || PathError::OutsideRoots {
             path: path.to_string(),
@@ -116,10 +119,10 @@ impl Roots {
                 .join(", "),
         };
         if !path.starts_with('/') {
-            return Err(PathError::Invalid {
-                path: path.to_string(),
-                reason: "not absolute",
-            });
+            return Ok((
+                self.0[0].as_path(),
+                RelativePath::new(path.trim_end_matches('/'))?,
+            ));
         }
         for root in &self.0 {
             let root_text = root.to_string_lossy();
@@ -203,18 +206,28 @@ mod tests {
 
     #[test]
     fn roots_resolve_by_component() {
-        let roots = Roots::new(vec!["/srv/barman".into()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(base.join("barman")).unwrap();
+        let root = base.join("barman").display().to_string();
+        let roots = Roots::new(vec![base.join("barman")]).unwrap();
         assert_eq!(
-            roots.resolve("/srv/barman/pg/base").unwrap().1.as_str(),
+            roots
+                .resolve(&format!("{root}/pg/base"))
+                .unwrap()
+                .1
+                .as_str(),
             "pg/base"
         );
-        assert_eq!(roots.resolve("/srv/barman/").unwrap().1.as_str(), "");
+        assert_eq!(roots.resolve(&format!("{root}/")).unwrap().1.as_str(), "");
         assert!(matches!(
-            roots.resolve("/srv/barman2/x"),
+            roots.resolve(&format!("{root}2/x")),
             Err(PathError::OutsideRoots { .. })
         ));
-        assert!(roots.resolve("/srv/barman/../etc/passwd").is_err());
-        assert!(roots.resolve("relative").is_err());
+        assert!(roots.resolve(&format!("{root}/../etc/passwd")).is_err());
+        assert_eq!(roots.resolve("pg/base").unwrap().1.as_str(), "pg/base");
+        assert!(roots.resolve("../x").is_err());
+        assert!(Roots::new(vec![base.join("missing")]).is_err());
     }
 
     #[test]

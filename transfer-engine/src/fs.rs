@@ -53,6 +53,7 @@ impl Deref for MappedFile {
 pub struct TempFile {
     path: PathBuf,
     file: Option<File>,
+    keep_as: Option<PathBuf>,
 }
 
 impl TempFile {
@@ -82,6 +83,7 @@ impl TempFile {
                     return Ok(TempFile {
                         path,
                         file: Some(file),
+                        keep_as: None,
                     })
                 }
                 Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
@@ -103,6 +105,12 @@ impl TempFile {
         self.file.as_mut().expect("file is open until publish")
     }
 
+    /// If this file is dropped unpublished, rename it to `partial` instead of removing it, so a
+    /// later transfer can use what was received as its basis.
+    pub fn keep_unpublished_as(&mut self, partial: PathBuf) {
+        self.keep_as = Some(partial);
+    }
+
     /// fsyncs the data, renames it over `destination`, fsyncs the directory.
     pub fn publish(mut self, destination: &Path) -> io::Result<()> {
         let file = self.file.take().expect("file is open until publish");
@@ -116,7 +124,17 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
+        let kept = match (&self.keep_as, &self.file) {
+            (Some(partial), Some(file)) => {
+                file.metadata().map(|m| m.len() > 0).unwrap_or(false)
+                    && fs::rename(&self.path, partial).is_ok()
+            }
+            _ => false,
+        };
+        if !kept {
             let _ = fs::remove_file(&self.path);
         }
     }

@@ -26,6 +26,7 @@
 
 pub mod block_size;
 pub mod confine;
+pub mod copy;
 pub mod delta;
 pub mod delta_codec;
 pub mod digest;

@@ -69,6 +69,7 @@ fn requests(root: &Path, dest: &Path, paths: &[&str]) -> Vec<FetchRequest> {
             destination: dest.join(path),
             basis: Some(dest.join(path)),
             max_len: None,
+            partial: None,
         })
         .collect()
 }
@@ -176,6 +177,7 @@ fn per_file_errors_name_the_path_and_do_not_stop_the_others() {
         destination: client_dir.path().join(name),
         basis: None,
         max_len: None,
+        partial: None,
     };
     let batch = vec![
         request(format!("{}/missing", root.display()), "a"),

@@ -41,6 +41,9 @@ pub struct FetchRequest {
     pub basis: Option<PathBuf>,
     /// Refuse files larger than this (what the caller was told the file's size is).
     pub max_len: Option<u64>,
+    /// Where to keep what was received if the session breaks in the middle of this file, so the
+    /// next transfer can use it as its basis (`None`: discard it).
+    pub partial: Option<PathBuf>,
 }
 
 /// What a successful fetch did.
@@ -363,7 +366,12 @@ fn receive_file<R: Read>(
         _ => None,
     };
     let mut temp = match TempFile::beside(&request.destination) {
-        Ok(temp) => Some(temp),
+        Ok(mut temp) => {
+            if let Some(partial) = &request.partial {
+                temp.keep_unpublished_as(partial.clone());
+            }
+            Some(temp)
+        }
         Err(e) => {
             local_error.get_or_insert(format!(
                 "{}: creating a temporary file: {e}",

@@ -237,14 +237,20 @@ fn send_listing<W: Write>(
         Err(e) => return Ok(Err(e.to_string())),
     };
     let mut entries = Vec::new();
-    if let Err(e) = walk(
-        root,
-        &relative,
-        &RelativePath::new("").expect("empty is valid"),
-        recursive,
-        &mut entries,
-    ) {
-        return Ok(Err(format!("{path}: {e}")));
+    let here = RelativePath::new("").expect("empty is valid");
+    if let Err(e) = walk(root, &relative, &here, recursive, &mut entries) {
+        // A file is listed as one entry with the empty path.
+        match open_file_below(root, &relative).and_then(|file| file.metadata()) {
+            Ok(meta) if meta.is_file() => entries.push(Entry {
+                path: here,
+                kind: EntryKind::File,
+                size: meta.len(),
+                mtime: (meta.mtime(), meta.mtime_nsec() as u32),
+                mode: meta.mode() & 0o7777,
+                target: None,
+            }),
+            _ => return Ok(Err(format!("{path}: {e}"))),
+        }
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     for entry in entries {

@@ -1,0 +1,255 @@
+//! `barsync copy [-r] [--delete] [--dry-run] [--checksum] [-e SSH] SRC DST`: rsync-style copies
+//! through the barsync protocol. A remote source (`[user@]host:path`) is served by
+//! `barsync serve` started over SSH; a local source is served by a thread of this process.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use transfer_engine::confine::Roots;
+use transfer_engine::copy::{pull, CopyOptions, CopyReport};
+use transfer_engine::protocol::client::ClientOptions;
+use transfer_engine::protocol::{serve, Client};
+use transfer_engine::transport::{choose_transport, memory_pipe, TransportPreference};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Copy directories recursively.
+    #[arg(short, long)]
+    recursive: bool,
+    /// Delete files in DST that are not in SRC.
+    #[arg(long)]
+    delete: bool,
+    /// Show what would be done, change nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// Compare files by content rather than size and modification time.
+    #[arg(short, long)]
+    checksum: bool,
+    /// The ssh command for remote endpoints, as rsync's -e (e.g. "ssh -p 2222").
+    #[arg(short = 'e', long = "rsh", default_value = "ssh")]
+    ssh_command: String,
+    /// zstd level for data on the wire (0: off). Barman's network_compression uses 3.
+    #[arg(long, default_value_t = 3)]
+    compress_level: i32,
+    /// Program to run on the remote side.
+    #[arg(long, default_value = "barsync")]
+    remote_barsync: String,
+    /// Which SSH transport: auto, in-process (libssh2) or subprocess (the ssh command).
+    #[arg(long, default_value = "auto")]
+    transport: String,
+    /// Print each file as it completes.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Source: a local path or [user@]host:path (a trailing slash copies the contents).
+    source: String,
+    /// Destination: a local path.
+    destination: PathBuf,
+}
+
+/// `[user@]host:path` → (`[user@]host`, `path`); a local path → None (as rsync: a colon before
+/// any slash makes it remote).
+fn split_remote(endpoint: &str) -> Option<(&str, &str)> {
+    let colon = endpoint.find(':')?;
+    let slash = endpoint.find('/').unwrap_or(usize::MAX);
+    (colon < slash && colon > 0).then(|| (&endpoint[..colon], &endpoint[colon + 1..]))
+}
+
+/// The directory to serve and the request path below it: a trailing slash serves the directory
+/// itself; otherwise its parent, so that both files and directories can be named.
+fn root_and_request(path: &str) -> (String, String) {
+    if path.ends_with('/') || path.is_empty() || path == "." {
+        let root = if path.is_empty() {
+            ".".to_string()
+        } else {
+            path.to_string()
+        };
+        return (root, String::new());
+    }
+    let as_path = Path::new(path);
+    let parent = as_path
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| ".".into());
+    let name = as_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (parent, name)
+}
+
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+pub fn run(args: &Args) -> Result<std::process::ExitCode> {
+    if split_remote(&args.destination.to_string_lossy()).is_some() {
+        bail!("pushing to a remote destination is not supported yet: run `barsync copy` on the destination host with a remote source");
+    }
+    let options = CopyOptions {
+        recursive: args.recursive,
+        delete: args.delete,
+        dry_run: args.dry_run,
+        checksum: args.checksum,
+    };
+    let client_options = ClientOptions {
+        compression: (args.compress_level > 0).then_some(args.compress_level),
+    };
+    let contents = args.source.ends_with('/');
+    let start = Instant::now();
+    let verbose = args.verbose;
+    let progress = move |outcome: &transfer_engine::protocol::FetchOutcome| {
+        if verbose {
+            match &outcome.result {
+                Ok(report) => eprintln!(
+                    "{} ({} bytes, {} received)",
+                    outcome.remote_path, report.len, report.received_bytes
+                ),
+                Err(message) => eprintln!("ERROR: {message}"),
+            }
+        }
+    };
+    let report = match split_remote(&args.source) {
+        Some((host, path)) => {
+            let (root, request) = root_and_request(path);
+            let preference = match args.transport.as_str() {
+                "auto" => TransportPreference::Auto,
+                "in-process" => TransportPreference::InProcess,
+                "subprocess" => TransportPreference::Subprocess,
+                other => bail!("unknown transport {other:?} (auto, in-process, subprocess)"),
+            };
+            let transport = choose_transport(&format!("{} {host}", args.ssh_command), preference)?;
+            let command = format!(
+                "{} serve --root {}",
+                shell_quote(&args.remote_barsync),
+                shell_quote(&root)
+            );
+            let stream = transport.open(&command)?;
+            let peer = stream.peer().clone();
+            let (reader, writer, exit) = stream.split();
+            let session = Client::connect(reader, writer, client_options).and_then(|mut client| {
+                let report = pull(
+                    &mut client,
+                    &request,
+                    contents,
+                    &args.destination,
+                    &options,
+                    progress,
+                );
+                let finished = client.finish();
+                Ok((report, finished))
+            });
+            let status = exit.wait();
+            let (report, finished) = match session {
+                Ok(parts) => parts,
+                Err(error) => {
+                    let detail = status.map(|s| s.stderr_text()).unwrap_or_default();
+                    bail!(
+                        "{peer}: {error}{}",
+                        if detail.trim().is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (remote said: {})", detail.trim())
+                        }
+                    );
+                }
+            };
+            let report = report.with_context(|| format!("copying from {peer}"))?;
+            finished.with_context(|| format!("closing the session with {peer}"))?;
+            report
+        }
+        None => copy_locally(
+            &args.source,
+            contents,
+            &args.destination,
+            &options,
+            client_options,
+            progress,
+        )?,
+    };
+    print_report(&report, start.elapsed().as_secs_f64(), args.dry_run);
+    Ok(if report.errors.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
+
+fn copy_locally(
+    source: &str,
+    contents: bool,
+    destination: &Path,
+    options: &CopyOptions,
+    client_options: ClientOptions,
+    progress: impl FnMut(&transfer_engine::protocol::FetchOutcome),
+) -> Result<CopyReport> {
+    let (root, request) = root_and_request(source);
+    let roots =
+        Roots::new(vec![PathBuf::from(&root)]).with_context(|| format!("source {source}"))?;
+    let (to_server, server_in) = memory_pipe(1 << 20);
+    let (server_out, from_server) = memory_pipe(1 << 20);
+    let server = std::thread::spawn(move || serve(server_in, server_out, &roots));
+    let mut client = Client::connect(from_server, to_server, client_options)?;
+    let report = pull(
+        &mut client,
+        &request,
+        contents,
+        destination,
+        options,
+        progress,
+    );
+    client.finish()?;
+    server.join().expect("server thread")?;
+    Ok(report?)
+}
+
+fn print_report(report: &CopyReport, seconds: f64, dry_run: bool) {
+    for line in &report.plan {
+        println!("{line}");
+    }
+    for error in &report.errors {
+        eprintln!("ERROR: {error}");
+    }
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    println!(
+        "{}{} files: {} transferred, {} up to date{}{}; {:.1} MiB synced, {:.2} MiB received, {:.2} MiB sent, {:.1} MiB reused; {:.2} s",
+        if dry_run { "dry run: " } else { "" },
+        report.files,
+        report.transferred,
+        report.skipped,
+        if report.symlinks > 0 { format!(", {} symlinks", report.symlinks) } else { String::new() },
+        if report.deleted > 0 { format!(", {} deleted", report.deleted) } else { String::new() },
+        mib(report.bytes),
+        mib(report.received_bytes),
+        mib(report.sent_bytes),
+        mib(report.reused_bytes),
+        seconds
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_like_rsync() {
+        assert_eq!(split_remote("host:/x"), Some(("host", "/x")));
+        assert_eq!(split_remote("u@h:rel/p"), Some(("u@h", "rel/p")));
+        assert_eq!(split_remote("/local/a:b"), None);
+        assert_eq!(split_remote("./a:b"), None);
+        assert_eq!(split_remote("plain"), None);
+        assert_eq!(root_and_request("/a/b/"), ("/a/b/".into(), String::new()));
+        assert_eq!(root_and_request("/a/b"), ("/a".into(), "b".into()));
+        assert_eq!(root_and_request("b"), (".".into(), "b".into()));
+        assert_eq!(shell_quote("/a b"), "'/a b'");
+    }
+}
