@@ -136,7 +136,7 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
             let stream = transport.open(&command)?;
             let peer = stream.peer().clone();
             let (reader, writer, exit) = stream.split();
-            let session = Client::connect(reader, writer, client_options).and_then(|mut client| {
+            let session = Client::connect(reader, writer, client_options).map(|mut client| {
                 let report = pull(
                     &mut client,
                     &request,
@@ -146,7 +146,7 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
                     progress,
                 );
                 let finished = client.finish();
-                Ok((report, finished))
+                (report, finished)
             });
             let status = exit.wait();
             let (report, finished) = match session {
