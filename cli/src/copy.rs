@@ -152,15 +152,15 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
             let (report, finished) = match session {
                 Ok(parts) => parts,
                 Err(error) => {
-                    let detail = status.map(|s| s.stderr_text()).unwrap_or_default();
-                    bail!(
-                        "{peer}: {error}{}",
-                        if detail.trim().is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (remote said: {})", detail.trim())
-                        }
-                    );
+                    let detail = match status {
+                        Ok(status) => status.stderr_text(),
+                        Err(exit_error) => exit_error.to_string(),
+                    };
+                    let detail = detail.trim();
+                    if detail.is_empty() {
+                        bail!("{peer}: {error}");
+                    }
+                    bail!("{peer}: {error}; the remote side said: {detail}");
                 }
             };
             let report = report.with_context(|| format!("copying from {peer}"))?;

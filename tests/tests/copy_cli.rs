@@ -1,0 +1,107 @@
+//! `barsync copy` run as a user runs it, from a real sshd, with each SSH transport.
+
+use std::fs;
+use std::process::Command;
+
+use barsync_tests::{binaries, sshd::TestSshd};
+
+/// Splits the harness's ssh command into (`-e` value, `user@host`).
+fn rsh_and_host(sshd: &TestSshd) -> (String, String) {
+    let command = sshd.ssh_command();
+    let (rsh, host) = command
+        .rsplit_once(' ')
+        .expect("command ends with user@host");
+    (rsh.to_string(), host.to_string())
+}
+
+fn barsync_copy(
+    sshd: &TestSshd,
+    transport: &str,
+    source: &str,
+    destination: &std::path::Path,
+) -> std::process::Output {
+    let (rsh, host) = rsh_and_host(sshd);
+    Command::new(binaries::barsync())
+        .args([
+            "copy",
+            "-r",
+            "--transport",
+            transport,
+            "-e",
+            &rsh,
+            "--remote-barsync",
+        ])
+        .arg(binaries::barsync())
+        .arg(format!("{host}:{source}"))
+        .arg(destination)
+        .output()
+        .expect("barsync runs")
+}
+
+fn copy_and_update(transport: &str) {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    fs::create_dir_all(remote.path().join("tree/sub")).unwrap();
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    fs::write(remote.path().join("tree/sub/file"), &data).unwrap();
+    let source = format!("{}/tree/", remote.path().display());
+    let dest = local.path().join("copy");
+
+    let first = barsync_copy(&sshd, transport, &source, &dest);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(fs::read(dest.join("sub/file")).unwrap(), data);
+
+    let mut changed = data.clone();
+    changed[1_500_000] ^= 0xff;
+    fs::write(remote.path().join("tree/sub/file"), &changed).unwrap();
+    let second = barsync_copy(&sshd, transport, &source, &dest);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(stdout.contains("1 transferred"), "{stdout}");
+    assert_eq!(fs::read(dest.join("sub/file")).unwrap(), changed);
+}
+
+#[test]
+fn copy_over_libssh2() {
+    copy_and_update("in-process");
+}
+
+#[test]
+fn copy_over_ssh_subprocess() {
+    copy_and_update("subprocess");
+}
+
+#[test]
+fn a_changed_host_key_is_refused() {
+    let mut sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    fs::write(remote.path().join("f"), b"data").unwrap();
+    sshd.rotate_host_key().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    for transport in ["in-process", "subprocess"] {
+        let out = barsync_copy(
+            &sshd,
+            transport,
+            &format!("{}/f", remote.path().display()),
+            &local.path().join("f"),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{transport}: {stderr}");
+        assert!(
+            stderr.to_uppercase().contains("HOST KEY") || stderr.contains("host key"),
+            "{transport}: {stderr}"
+        );
+        assert!(!local.path().join("f").exists());
+    }
+}
