@@ -439,3 +439,41 @@ fn auto_prefers_the_ssh_subprocess_and_in_process_refuses_what_it_cannot_honour(
     let error = open_error(&exotic);
     assert!(error.to_string().contains("none of the ciphers"), "{error}");
 }
+
+#[test]
+fn an_ssh_config_host_alias_supplies_host_port_user_key_and_known_hosts() {
+    let sshd = TestSshd::start().expect("start sshd");
+    let config = sshd.directory().join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host other\n  Port 1\nHost primary-*\n  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  \
+             UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  ConnectTimeout 5\n  \
+             ServerAliveInterval 10\n  IdentitiesOnly yes\n  BatchMode yes\nHost *\n  Port 2\n",
+            sshd.port(),
+            sshd.user(),
+            sshd.client_key().display(),
+            sshd.known_hosts().display()
+        ),
+    )
+    .unwrap();
+    let command = format!("ssh -F {} -q -T primary-db", config.display());
+    let in_process = Libssh2Transport::from_command_string(&command).unwrap();
+    assert_eq!(
+        in_process.peer().to_string(),
+        format!("{}@127.0.0.1:{}", sshd.user(), sshd.port())
+    );
+    for transport in [
+        Box::new(in_process) as Box<dyn Transport>,
+        Box::new(SshCommandTransport::from_command_string(&command).unwrap()),
+    ] {
+        let (output, exit) = run_with_input(transport.as_ref(), "echo via-alias", Vec::new());
+        assert_eq!(
+            String::from_utf8_lossy(&output).trim(),
+            "via-alias",
+            "{:?}",
+            transport.kind()
+        );
+        assert!(exit.success());
+    }
+}

@@ -26,6 +26,7 @@ mod memory_pipe;
 mod process;
 pub mod ssh_command;
 pub mod ssh_config;
+pub mod ssh_target;
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -439,24 +440,28 @@ pub fn choose_transport(
     preference: TransportPreference,
 ) -> Result<Box<dyn Transport>, TransportError> {
     let parsed = ssh_command::SshCommand::parse(ssh_command)?;
-    let target = parsed.resolve_with_default_config()?;
-    let subprocess = |target: &ssh_command::SshTarget| {
-        let transport = command::SshCommandTransport::new(parsed.clone())?;
-        Ok::<_, TransportError>(match target.ciphers {
-            Some(_) => transport,
-            None => transport.with_cipher_preference(command::FAST_OPENSSH_CIPHERS),
-        })
-    };
+    let subprocess = command::SshCommandTransport::new(parsed.clone())?;
     match preference {
-        TransportPreference::InProcess => Ok(Box::new(libssh2::Libssh2Transport::new(target)?)),
-        TransportPreference::Subprocess => Ok(Box::new(command::SshCommandTransport::new(parsed)?)),
-        TransportPreference::Auto => {
-            let must_use_subprocess = !target.in_process_blockers.is_empty();
-            if must_use_subprocess || command::program_exists(parsed.program()) {
-                Ok(Box::new(subprocess(&target)?))
-            } else {
-                Ok(Box::new(libssh2::Libssh2Transport::new(target)?))
-            }
+        TransportPreference::Subprocess => Ok(Box::new(subprocess)),
+        TransportPreference::InProcess => {
+            let target = parsed.resolve_with_default_config()?;
+            Ok(Box::new(libssh2::Libssh2Transport::new(target)?))
         }
+        TransportPreference::Auto => match parsed.resolve_with_default_config() {
+            // An ssh_config we cannot read is ssh's business: run ssh as the user wrote it.
+            Err(_) => Ok(Box::new(subprocess)),
+            Ok(target) => {
+                let must_use_subprocess = !target.in_process_blockers.is_empty();
+                if !must_use_subprocess && !command::program_exists(parsed.program()) {
+                    Ok(Box::new(libssh2::Libssh2Transport::new(target)?))
+                } else if target.ciphers.is_some() {
+                    Ok(Box::new(subprocess))
+                } else {
+                    Ok(Box::new(
+                        subprocess.with_cipher_preference(command::FAST_OPENSSH_CIPHERS),
+                    ))
+                }
+            }
+        },
     }
 }
