@@ -147,8 +147,7 @@ pub fn patch_file<R: Read>(
     let mut patcher = Patcher::new(basis, signature, reader.digest_block_size(), out, max_len)?;
     let end = reader.drive(&mut patcher)?;
     patcher.finish(end.len, &end.digest)?;
-    temp.publish(destination)
-        .map_err(|e| io_error("publishing", e))?;
+    temp.publish().map_err(|e| io_error("publishing", e))?;
     Ok(PatchReport {
         len: end.len,
         digest: end.digest,

@@ -7,12 +7,10 @@
 //! [`MAX_IN_FLIGHT`] requests are outstanding. One file failing (refused, missing, corrupt) is
 //! reported in its [`FetchOutcome`] and does not stop the others.
 
-use std::fs::{File, Permissions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
-use std::time::{Duration, SystemTime};
 
 use super::frame::{Fields, FrameReader, FrameWriter, Kind, MAX_PAYLOAD};
 use super::handshake::handshake;
@@ -368,7 +366,7 @@ fn receive_file<R: Read>(
     let mut temp = match TempFile::beside(&request.destination) {
         Ok(mut temp) => {
             if let Some(partial) = &request.partial {
-                temp.keep_unpublished_as(partial.clone());
+                temp.keep_unpublished_as(partial);
             }
             Some(temp)
         }
@@ -447,8 +445,11 @@ fn receive_file<R: Read>(
     if let Err(e) = verified {
         return Ok(Err(format!("{}: {e}", request.remote_path)));
     }
-    let temp = temp.expect("patcher implies a temporary file");
-    if let Err(e) = publish(temp, request, mode, mtime) {
+    let mut temp = temp.expect("patcher implies a temporary file");
+    if let Err(e) = temp
+        .set_attributes(mode, mtime)
+        .and_then(|()| temp.publish())
+    {
         return Ok(Err(format!(
             "{}: publishing: {e}",
             request.destination.display()
@@ -473,23 +474,6 @@ fn finish_patch<W: Write>(
         Some(Ok(patcher)) => patcher.finish(end.0, &end.1).map(drop),
         _ => unreachable!("no local error means a patcher"),
     }
-}
-
-fn publish(
-    mut temp: TempFile,
-    request: &FetchRequest,
-    mode: u32,
-    mtime: (i64, u32),
-) -> io::Result<()> {
-    let file = temp.file();
-    file.set_permissions(Permissions::from_mode(mode))?;
-    let when = if mtime.0 >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::new(mtime.0 as u64, mtime.1.min(999_999_999))
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::new(mtime.0.unsigned_abs(), 0)
-    };
-    file.set_modified(when)?;
-    temp.publish(&request.destination)
 }
 
 fn check_request(kind: Kind, fields: &mut Fields<'_>, id: u32) -> Result<(), ProtocolError> {
