@@ -1,7 +1,7 @@
 //! In-process SSH with the ssh2 crate (libssh2): connect with a timeout, handshake with tuned
 //! algorithm preferences, verify the host key against known_hosts as strictly as OpenSSH,
 //! authenticate with ssh-agent then key files, and run the remote command on an exec channel
-//! served by a pump thread ([`super::libssh2_pump`]). Each opened stream has its own TCP
+//! served by a pump thread (module `libssh2_pump`). Each opened stream has its own TCP
 //! connection and SSH session, so streams run in parallel without sharing a session lock.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
