@@ -25,9 +25,13 @@ pub struct SshCommandTransport {
 }
 
 impl SshCommandTransport {
-    /// A transport running `command` (already parsed) for each stream.
+    /// A transport running `command` (already parsed) for each stream. Its peer, shown in
+    /// errors, is resolved through ssh_config when that can be read (ssh itself still reads it).
     pub fn new(command: SshCommand) -> Result<SshCommandTransport, TransportError> {
-        let peer = command.peer();
+        let peer = match command.resolve_with_default_config() {
+            Ok(target) => target.peer(),
+            Err(_) => command.peer(),
+        };
         Ok(SshCommandTransport {
             command,
             peer,
