@@ -7,22 +7,18 @@
 //! [`MAX_IN_FLIGHT`] requests are outstanding. One file failing (refused, missing, corrupt) is
 //! reported in its [`FetchOutcome`] and does not stop the others.
 
-use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 
-use super::frame::{Fields, FrameReader, FrameWriter, Kind, MAX_PAYLOAD};
+use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::handshake::handshake;
 use super::literal::LiteralDecoder;
+use super::receiver::{receive_file, send_signature, Incoming};
 use super::{Entry, EntryKind, ProtocolError};
-use crate::block_size::is_valid_block_size;
 use crate::confine::RelativePath;
-use crate::delta::{DeltaSink, MAX_LITERAL_RUN};
 use crate::digest::FileDigest;
-use crate::error::PatchError;
 use crate::fs::{MappedFile, TempFile};
-use crate::patch::Patcher;
 use crate::signature::{signature, Signature, SignatureOptions};
 
 /// Requests sent ahead of the answers being read.
@@ -269,10 +265,7 @@ fn send_requests<W: Write>(
             .u64(encoded.len() as u64)
             .u8(level);
         writer.send(Kind::FileRequest)?;
-        for chunk in encoded.chunks(MAX_PAYLOAD - 4) {
-            writer.start().u32(id).rest(chunk);
-            writer.send(Kind::SignatureChunk)?;
-        }
+        send_signature(writer, id, &encoded)?;
         let entry = Pending {
             basis,
             signature,
@@ -309,10 +302,30 @@ fn receive_answers<R: Read>(
         let id = first_request + index as u32;
         let entry = pending.recv().map_err(|_| ProtocolError::Truncated)?;
         let start_bytes = reader.bytes;
-        let result = receive_file(reader, request, id, &entry, &mut literals)?.map(|mut report| {
-            report.received_bytes = reader.bytes - start_bytes;
-            report.signature_bytes = entry.signature_bytes;
-            report
+        let incoming = Incoming {
+            id,
+            label: &request.remote_path,
+            peer: "remote",
+            basis: entry.basis.as_deref().unwrap_or(&[]),
+            signature: &entry.signature,
+            max_len: request.max_len,
+        };
+        let make_temp = || {
+            let mut temp = TempFile::beside(&request.destination)?;
+            if let Some(partial) = &request.partial {
+                temp.keep_unpublished_as(partial);
+            }
+            Ok(temp)
+        };
+        let result = receive_file(reader, &incoming, make_temp, &mut literals)?.map(|received| {
+            FetchReport {
+                len: received.len,
+                digest: received.digest,
+                received_bytes: reader.bytes - start_bytes,
+                signature_bytes: entry.signature_bytes,
+                reused_bytes: received.reused_bytes,
+                basis_problem: entry.problem.clone(),
+            }
         });
         let outcome = FetchOutcome {
             index,
@@ -323,168 +336,4 @@ fn receive_answers<R: Read>(
         outcomes.push(outcome);
     }
     Ok(outcomes)
-}
-
-/// Reads one file's answer. `Ok(Err(message))` is a failure of this file only.
-fn receive_file<R: Read>(
-    reader: &mut FrameReader<R>,
-    request: &FetchRequest,
-    id: u32,
-    entry: &Pending,
-    literals: &mut LiteralDecoder,
-) -> Result<Result<FetchReport, String>, ProtocolError> {
-    let (kind, payload) = reader.expect_frame()?;
-    let mut fields = Fields::new(kind, payload);
-    check_request(kind, &mut fields, id)?;
-    match kind {
-        Kind::RequestError => return Ok(Err(format!("remote: {}", fields.str()?))),
-        Kind::FileBegin => {}
-        other => {
-            return Err(ProtocolError::Malformed(format!(
-                "expected FileBegin, got {other:?}"
-            )))
-        }
-    }
-    let len = fields.u64()?;
-    let mtime = (fields.i64()?, fields.u32()?);
-    let mode = fields.u32()? & 0o7777;
-    let digest_block = 1usize.checked_shl(fields.u8()? as u32).unwrap_or(0);
-    fields.end()?;
-    if !is_valid_block_size(digest_block) {
-        return Err(ProtocolError::Malformed(format!(
-            "digest block size {digest_block}"
-        )));
-    }
-    // Local failures (no room, bad destination, wrong data) fail this file; the stream goes on.
-    let mut local_error: Option<String> = match request.max_len {
-        Some(max) if len > max => Some(format!(
-            "{} has {len} bytes, more than the {max} expected",
-            request.remote_path
-        )),
-        _ => None,
-    };
-    let mut temp = match TempFile::beside(&request.destination) {
-        Ok(mut temp) => {
-            if let Some(partial) = &request.partial {
-                temp.keep_unpublished_as(partial);
-            }
-            Some(temp)
-        }
-        Err(e) => {
-            local_error.get_or_insert(format!(
-                "{}: creating a temporary file: {e}",
-                request.destination.display()
-            ));
-            None
-        }
-    };
-    let basis: &[u8] = entry.basis.as_deref().unwrap_or(&[]);
-    let mut patcher = match temp.as_mut() {
-        Some(temp) if local_error.is_none() => {
-            let file: &mut File = temp.file();
-            Some(
-                Patcher::new(
-                    basis,
-                    &entry.signature,
-                    digest_block,
-                    BufWriter::with_capacity(256 * 1024, file),
-                    Some(len),
-                )
-                .map_err(|e| e.to_string()),
-            )
-        }
-        _ => None,
-    };
-    if let Some(Err(message)) = &patcher {
-        local_error.get_or_insert(message.clone());
-    }
-    let mut reused = 0u64;
-    let end = loop {
-        let (kind, payload) = reader.expect_frame()?;
-        let mut fields = Fields::new(kind, payload);
-        check_request(kind, &mut fields, id)?;
-        let step: Result<(), PatchError> = match kind {
-            Kind::Copy => {
-                let (first, count) = (fields.u64()?, fields.u64()?);
-                fields.end()?;
-                reused += count.saturating_mul(entry.signature.block_size() as u64);
-                match patcher.as_mut() {
-                    Some(Ok(p)) if local_error.is_none() => p.copy(first, count),
-                    _ => Ok(()),
-                }
-            }
-            Kind::Literal => {
-                let encoding = fields.u8()?;
-                let raw_len = fields.u32()? as usize;
-                let data = literals.decode(encoding, raw_len, fields.rest(), MAX_LITERAL_RUN)?;
-                match patcher.as_mut() {
-                    Some(Ok(p)) if local_error.is_none() => p.literal(data),
-                    _ => Ok(()),
-                }
-            }
-            Kind::FileEnd => {
-                let end_len = fields.u64()?;
-                let digest = FileDigest(fields.array::<32>()?);
-                fields.end()?;
-                break (end_len, digest);
-            }
-            other => {
-                return Err(ProtocolError::Malformed(format!(
-                    "unexpected {other:?} inside a file"
-                )))
-            }
-        };
-        if let Err(e) = step {
-            local_error.get_or_insert(format!("{}: {e}", request.remote_path));
-        }
-    };
-    if let Some(message) = local_error {
-        return Ok(Err(message));
-    }
-    let verified = finish_patch(patcher, &end);
-    if let Err(e) = verified {
-        return Ok(Err(format!("{}: {e}", request.remote_path)));
-    }
-    let mut temp = temp.expect("patcher implies a temporary file");
-    if let Err(e) = temp
-        .set_attributes(mode, mtime)
-        .and_then(|()| temp.publish())
-    {
-        return Ok(Err(format!(
-            "{}: publishing: {e}",
-            request.destination.display()
-        )));
-    }
-    Ok(Ok(FetchReport {
-        len: end.0,
-        digest: end.1,
-        received_bytes: 0,
-        signature_bytes: 0,
-        reused_bytes: reused.min(end.0),
-        basis_problem: entry.problem.clone(),
-    }))
-}
-
-/// Verifies a patch that received every operation (consuming it releases the temporary file).
-fn finish_patch<W: Write>(
-    patcher: Option<Result<Patcher<'_, W>, String>>,
-    end: &(u64, FileDigest),
-) -> Result<(), PatchError> {
-    match patcher {
-        Some(Ok(patcher)) => patcher.finish(end.0, &end.1).map(drop),
-        _ => unreachable!("no local error means a patcher"),
-    }
-}
-
-fn check_request(kind: Kind, fields: &mut Fields<'_>, id: u32) -> Result<(), ProtocolError> {
-    if kind == Kind::Fatal {
-        return Err(ProtocolError::Fatal(fields.str()?.to_string()));
-    }
-    let answered = fields.u32()?;
-    if answered != id {
-        return Err(ProtocolError::Malformed(format!(
-            "answer to request {answered} while waiting for {id}"
-        )));
-    }
-    Ok(())
 }

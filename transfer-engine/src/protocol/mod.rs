@@ -26,12 +26,15 @@ pub mod client;
 pub mod frame;
 pub mod handshake;
 pub mod literal;
+mod receiver;
+mod sender;
 pub mod server;
 
 use std::io;
 
 pub use client::{Client, FetchOutcome, FetchReport, FetchRequest};
 pub use handshake::{AGENT, PROTOCOL_VERSION};
+pub use sender::MAX_SIGNATURE_BYTES;
 pub use server::serve;
 
 use crate::confine::RelativePath;

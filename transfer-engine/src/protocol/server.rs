@@ -10,15 +10,10 @@ use std::os::unix::fs::MetadataExt;
 
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::handshake::handshake;
-use super::literal::LiteralEncoder;
+use super::sender::{read_signature, send_file, send_request_error};
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::{open_below, open_file_below, RelativePath, Roots};
-use crate::delta::{delta, digest_block_size, DeltaSink, MAX_LITERAL_RUN};
-use crate::fs::MappedFile;
 use crate::signature::Signature;
-
-/// Largest signature a client may send for one file (a 1 TiB basis needs about 130 MiB).
-pub const MAX_SIGNATURE_BYTES: u64 = 256 << 20;
 
 /// What a session served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,7 +60,8 @@ pub fn serve<R: Read, W: Write>(
                 summary.files += 1;
                 let outcome = match signature {
                     Ok(signature) => {
-                        send_file(&mut writer, roots, request, &path, &signature, level)?
+                        send_requested_file(&mut writer, roots, request, &path, &signature, level)?
+                            .map(drop)
                     }
                     Err(message) => Err(message),
                 };
@@ -103,124 +99,31 @@ impl<R: Read> FrameReader<BufReader<R>> {
     }
 }
 
-fn read_signature<R: Read>(
-    reader: &mut FrameReader<R>,
-    request: u32,
-    len: u64,
-) -> Result<Result<Signature, String>, ProtocolError> {
-    if len > MAX_SIGNATURE_BYTES {
-        return Err(ProtocolError::Malformed(format!(
-            "signature of {len} bytes (limit {MAX_SIGNATURE_BYTES})"
-        )));
-    }
-    let mut bytes = Vec::with_capacity(len.min(MAX_SIGNATURE_BYTES) as usize);
-    while (bytes.len() as u64) < len {
-        let (kind, payload) = reader.expect_frame()?;
-        let mut fields = Fields::new(kind, payload);
-        if kind != Kind::SignatureChunk || fields.u32()? != request {
-            return Err(ProtocolError::Malformed(format!(
-                "expected the signature of request {request}, got {kind:?}"
-            )));
-        }
-        let chunk = fields.rest();
-        if bytes.len() as u64 + chunk.len() as u64 > len {
-            return Err(ProtocolError::Malformed(
-                "signature longer than announced".into(),
-            ));
-        }
-        bytes.extend_from_slice(chunk);
-    }
-    Ok(Signature::decode(&bytes).map_err(|e| e.to_string()))
-}
-
-fn send_request_error<W: Write>(
-    writer: &mut FrameWriter<W>,
-    request: u32,
-    message: &str,
-) -> Result<(), ProtocolError> {
-    writer.start().u32(request).str(message);
-    writer.send(Kind::RequestError)?;
-    Ok(())
-}
-
-/// Streams one file's delta. `Ok(Err(message))`: a per-file failure to report to the client.
-fn send_file<W: Write>(
+/// Resolves, opens and sends one requested file. `Ok(Err(message))`: a per-file failure.
+fn send_requested_file<W: Write>(
     writer: &mut FrameWriter<W>,
     roots: &Roots,
     request: u32,
     path: &str,
     signature: &Signature,
     level: i8,
-) -> Result<Result<(), String>, ProtocolError> {
+) -> Result<Result<u64, String>, ProtocolError> {
     let opened = roots
         .resolve(path)
         .map_err(|e| e.to_string())
         .and_then(|(root, relative)| {
             open_file_below(root, &relative).map_err(|e| format!("{path}: {e}"))
         });
-    let file = match opened {
-        Ok(file) => file,
-        Err(message) => return Ok(Err(message)),
-    };
-    let metadata = match file.metadata() {
-        Ok(m) if m.is_file() => m,
-        Ok(_) => return Ok(Err(format!("{path}: not a regular file"))),
-        Err(e) => return Ok(Err(format!("{path}: {e}"))),
-    };
-    let map = match MappedFile::from_file(&file) {
-        Ok(map) => map,
-        Err(e) => return Ok(Err(format!("{path}: {e}"))),
-    };
-    let digest_block = digest_block_size(signature, map.len() as u64);
-    writer
-        .start()
-        .u32(request)
-        .u64(map.len() as u64)
-        .i64(metadata.mtime())
-        .u32(metadata.mtime_nsec() as u32)
-        .u32(metadata.mode() & 0o7777)
-        .u8(digest_block.trailing_zeros() as u8);
-    writer.send(Kind::FileBegin)?;
-    let level = (level > 0).then_some(level as i32);
-    let mut sink = FrameSink {
-        writer,
-        request,
-        literals: LiteralEncoder::new(level),
-    };
-    let summary = delta(&map, signature, &mut sink)?;
-    writer
-        .start()
-        .u32(request)
-        .u64(summary.new_len)
-        .rest(&summary.digest.0);
-    writer.send(Kind::FileEnd)?;
-    Ok(Ok(()))
-}
-
-struct FrameSink<'a, W: Write> {
-    writer: &'a mut FrameWriter<W>,
-    request: u32,
-    literals: LiteralEncoder,
-}
-
-impl<W: Write> DeltaSink for FrameSink<'_, W> {
-    type Error = ProtocolError;
-    fn copy(&mut self, first: u64, count: u64) -> Result<(), ProtocolError> {
-        self.writer.start().u32(self.request).u64(first).u64(count);
-        Ok(self.writer.send(Kind::Copy)?)
-    }
-    fn literal(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
-        debug_assert!(data.len() <= MAX_LITERAL_RUN);
-        let mut payload = self
-            .writer
-            .start()
-            .u32(self.request)
-            .u8(0)
-            .u32(data.len() as u32);
-        let encoding = self.literals.encode(data, payload.buffer());
-        let position = 4; // the encoding byte follows the request id
-        payload.buffer()[position] = encoding;
-        Ok(self.writer.send(Kind::Literal)?)
+    match opened {
+        Ok(file) => send_file(
+            writer,
+            request,
+            &file,
+            path,
+            signature,
+            (level > 0).then_some(level as i32),
+        ),
+        Err(message) => Ok(Err(message)),
     }
 }
 

@@ -1,0 +1,129 @@
+//! Sending one file's delta (`FileBegin`, operations, `FileEnd`) against a signature the other
+//! side sent. `barsync serve` uses it when a client fetches, the client when it pushes.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+
+use super::frame::{Fields, FrameReader, FrameWriter, Kind};
+use super::literal::LiteralEncoder;
+use super::ProtocolError;
+use crate::delta::{delta, digest_block_size, DeltaSink, MAX_LITERAL_RUN};
+use crate::fs::MappedFile;
+use crate::signature::Signature;
+
+/// Largest signature accepted for one file (a 1 TiB basis needs about 130 MiB).
+pub const MAX_SIGNATURE_BYTES: u64 = 256 << 20;
+
+/// Reads `len` bytes of `SignatureChunk` frames for request `id` and decodes them.
+/// `Ok(Err(message))`: the bytes arrived but are not a valid signature.
+pub(super) fn read_signature<R: Read>(
+    reader: &mut FrameReader<R>,
+    id: u32,
+    len: u64,
+) -> Result<Result<Signature, String>, ProtocolError> {
+    if len > MAX_SIGNATURE_BYTES {
+        return Err(ProtocolError::Malformed(format!(
+            "signature of {len} bytes (limit {MAX_SIGNATURE_BYTES})"
+        )));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    while (bytes.len() as u64) < len {
+        let (kind, payload) = reader.expect_frame()?;
+        let mut fields = Fields::new(kind, payload);
+        if kind != Kind::SignatureChunk || fields.u32()? != id {
+            return Err(ProtocolError::Malformed(format!(
+                "expected the signature of request {id}, got {kind:?}"
+            )));
+        }
+        let chunk = fields.rest();
+        if bytes.len() as u64 + chunk.len() as u64 > len {
+            return Err(ProtocolError::Malformed(
+                "signature longer than announced".into(),
+            ));
+        }
+        bytes.extend_from_slice(chunk);
+    }
+    Ok(Signature::decode(&bytes).map_err(|e| e.to_string()))
+}
+
+/// Sends a per-file failure in place of a file.
+pub(super) fn send_request_error<W: Write>(
+    writer: &mut FrameWriter<W>,
+    id: u32,
+    message: &str,
+) -> Result<(), ProtocolError> {
+    writer.start().u32(id).str(message);
+    Ok(writer.send(Kind::RequestError)?)
+}
+
+/// Streams the delta of the open regular file `file` (named `label` in messages) against
+/// `signature`, with literals compressed at zstd `level` (`None`: raw).
+/// `Ok(Err(message))`: the file could not be read; nothing was sent for it yet.
+pub(super) fn send_file<W: Write>(
+    writer: &mut FrameWriter<W>,
+    id: u32,
+    file: &File,
+    label: &str,
+    signature: &Signature,
+    level: Option<i32>,
+) -> Result<Result<u64, String>, ProtocolError> {
+    let metadata = match file.metadata() {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Ok(Err(format!("{label}: not a regular file"))),
+        Err(e) => return Ok(Err(format!("{label}: {e}"))),
+    };
+    let map = match MappedFile::from_file(file) {
+        Ok(map) => map,
+        Err(e) => return Ok(Err(format!("{label}: {e}"))),
+    };
+    let digest_block = digest_block_size(signature, map.len() as u64);
+    writer
+        .start()
+        .u32(id)
+        .u64(map.len() as u64)
+        .i64(metadata.mtime())
+        .u32(metadata.mtime_nsec() as u32)
+        .u32(metadata.mode() & 0o7777)
+        .u8(digest_block.trailing_zeros() as u8);
+    writer.send(Kind::FileBegin)?;
+    let mut sink = FrameSink {
+        writer,
+        id,
+        literals: LiteralEncoder::new(level),
+    };
+    let summary = delta(&map, signature, &mut sink)?;
+    writer
+        .start()
+        .u32(id)
+        .u64(summary.new_len)
+        .rest(&summary.digest.0);
+    writer.send(Kind::FileEnd)?;
+    Ok(Ok(summary.new_len))
+}
+
+struct FrameSink<'a, W: Write> {
+    writer: &'a mut FrameWriter<W>,
+    id: u32,
+    literals: LiteralEncoder,
+}
+
+impl<W: Write> DeltaSink for FrameSink<'_, W> {
+    type Error = ProtocolError;
+    fn copy(&mut self, first: u64, count: u64) -> Result<(), ProtocolError> {
+        self.writer.start().u32(self.id).u64(first).u64(count);
+        Ok(self.writer.send(Kind::Copy)?)
+    }
+    fn literal(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+        debug_assert!(data.len() <= MAX_LITERAL_RUN);
+        let mut payload = self
+            .writer
+            .start()
+            .u32(self.id)
+            .u8(0)
+            .u32(data.len() as u32);
+        let encoding = self.literals.encode(data, payload.buffer());
+        payload.buffer()[4] = encoding; // the encoding byte follows the request id
+        Ok(self.writer.send(Kind::Literal)?)
+    }
+}
