@@ -1,13 +1,14 @@
 //! `barsync copy [-r] [--delete] [--dry-run] [--checksum] [-e SSH] SRC DST`: rsync-style copies
-//! through the barsync protocol. A remote source (`[user@]host:path`) is served by
-//! `barsync serve` started over SSH; a local source is served by a thread of this process.
+//! through the barsync protocol. The remote end (`[user@]host:path`, source or destination)
+//! runs `barsync serve` started over SSH; a local-to-local copy is served by a thread of this
+//! process.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use transfer_engine::confine::Roots;
-use transfer_engine::copy::{pull, CopyOptions, CopyReport};
+use transfer_engine::copy::{pull, push, CopyOptions, CopyReport};
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client};
 use transfer_engine::transport::{choose_transport, memory_pipe, TransportPreference};
@@ -43,8 +44,8 @@ pub struct Args {
     verbose: bool,
     /// Source: a local path or [user@]host:path (a trailing slash copies the contents).
     source: String,
-    /// Destination: a local path.
-    destination: PathBuf,
+    /// Destination: a local path or [user@]host:path.
+    destination: String,
 }
 
 /// `[user@]host:path` → (`[user@]host`, `path`); a local path → None (as rsync: a colon before
@@ -92,89 +93,68 @@ fn shell_quote(word: &str) -> String {
 }
 
 pub fn run(args: &Args) -> Result<std::process::ExitCode> {
-    if split_remote(&args.destination.to_string_lossy()).is_some() {
-        bail!("pushing to a remote destination is not supported yet: run `barsync copy` on the destination host with a remote source");
-    }
     let options = CopyOptions {
         recursive: args.recursive,
         delete: args.delete,
         dry_run: args.dry_run,
         checksum: args.checksum,
     };
-    let client_options = ClientOptions {
-        compression: (args.compress_level > 0).then_some(args.compress_level),
-    };
     let contents = args.source.ends_with('/');
     let start = Instant::now();
     let verbose = args.verbose;
-    let progress = move |outcome: &transfer_engine::protocol::FetchOutcome| {
-        if verbose {
-            match &outcome.result {
-                Ok(report) => eprintln!(
-                    "{} ({} bytes, {} received)",
-                    outcome.remote_path, report.len, report.received_bytes
-                ),
-                Err(message) => eprintln!("ERROR: {message}"),
-            }
+    let report = match (split_remote(&args.source), split_remote(&args.destination)) {
+        (Some(_), Some(_)) => {
+            bail!("both SRC and DST are remote: run barsync on one of the two hosts")
         }
-    };
-    let report = match split_remote(&args.source) {
-        Some((host, path)) => {
+        (Some((host, path)), None) => {
             let (root, request) = root_and_request(path);
-            let preference = match args.transport.as_str() {
-                "auto" => TransportPreference::Auto,
-                "in-process" => TransportPreference::InProcess,
-                "subprocess" => TransportPreference::Subprocess,
-                other => bail!("unknown transport {other:?} (auto, in-process, subprocess)"),
-            };
-            let transport = choose_transport(&format!("{} {host}", args.ssh_command), preference)?;
-            let command = format!(
-                "{} serve --root {}",
-                shell_quote(&args.remote_barsync),
-                shell_quote(&root)
-            );
-            let stream = transport.open(&command)?;
-            let peer = stream.peer().clone();
-            let (reader, writer, exit) = stream.split();
-            let session = Client::connect(reader, writer, client_options).map(|mut client| {
-                let report = pull(
-                    &mut client,
+            let destination = PathBuf::from(&args.destination);
+            with_session(args, host, &root, |client| {
+                Ok(pull(
+                    client,
                     &request,
                     contents,
-                    &args.destination,
+                    &destination,
                     &options,
-                    progress,
-                );
-                let finished = client.finish();
-                (report, finished)
-            });
-            let status = exit.wait();
-            let (report, finished) = match session {
-                Ok(parts) => parts,
-                Err(error) => {
-                    let detail = match status {
-                        Ok(status) => status.stderr_text(),
-                        Err(exit_error) => exit_error.to_string(),
-                    };
-                    let detail = detail.trim();
-                    if detail.is_empty() {
-                        bail!("{peer}: {error}");
-                    }
-                    bail!("{peer}: {error}; the remote side said: {detail}");
-                }
-            };
-            let report = report.with_context(|| format!("copying from {peer}"))?;
-            finished.with_context(|| format!("closing the session with {peer}"))?;
-            report
+                    |outcome| {
+                        if verbose {
+                            print_outcome(
+                                &outcome.remote_path,
+                                outcome.result.as_ref().map(|r| r.len),
+                            );
+                        }
+                    },
+                )?)
+            })?
         }
-        None => copy_locally(
-            &args.source,
-            contents,
-            &args.destination,
-            &options,
-            client_options,
-            progress,
-        )?,
+        (None, Some((host, path))) => {
+            let (root, request) = root_and_request(path);
+            let source = PathBuf::from(args.source.trim_end_matches('/'));
+            let source = if source.as_os_str().is_empty() {
+                PathBuf::from("/")
+            } else {
+                source
+            };
+            with_session(args, host, &root, |client| {
+                Ok(push(
+                    client,
+                    &source,
+                    contents,
+                    &request,
+                    &options,
+                    |outcome| {
+                        if verbose {
+                            print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|_| 0));
+                        }
+                    },
+                )?)
+            })?
+        }
+        (None, None) => copy_locally(args, contents, &options, |outcome| {
+            if verbose {
+                print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|r| r.len));
+            }
+        })?,
     };
     print_report(&report, start.elapsed().as_secs_f64(), args.dry_run);
     Ok(if report.errors.is_empty() {
@@ -184,26 +164,87 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
     })
 }
 
+fn client_options(args: &Args) -> ClientOptions {
+    ClientOptions {
+        compression: (args.compress_level > 0).then_some(args.compress_level),
+    }
+}
+
+fn print_outcome(path: &str, result: Result<u64, &String>) {
+    match result {
+        Ok(len) => eprintln!("{path} ({len} bytes)"),
+        Err(message) => eprintln!("ERROR: {message}"),
+    }
+}
+
+type RemoteClient =
+    Client<transfer_engine::transport::StreamReader, transfer_engine::transport::StreamWriter>;
+
+/// Starts `barsync serve --root ROOT` on `host` and runs `work` in the session.
+fn with_session(
+    args: &Args,
+    host: &str,
+    root: &str,
+    work: impl FnOnce(&mut RemoteClient) -> Result<CopyReport>,
+) -> Result<CopyReport> {
+    let preference = match args.transport.as_str() {
+        "auto" => TransportPreference::Auto,
+        "in-process" => TransportPreference::InProcess,
+        "subprocess" => TransportPreference::Subprocess,
+        other => bail!("unknown transport {other:?} (auto, in-process, subprocess)"),
+    };
+    let transport = choose_transport(&format!("{} {host}", args.ssh_command), preference)?;
+    let command = format!(
+        "{} serve --root {}",
+        shell_quote(&args.remote_barsync),
+        shell_quote(root)
+    );
+    let stream = transport.open(&command)?;
+    let peer = stream.peer().clone();
+    let (reader, writer, exit) = stream.split();
+    let session = Client::connect(reader, writer, client_options(args)).map(|mut client| {
+        let report = work(&mut client);
+        let finished = client.finish();
+        (report, finished)
+    });
+    let status = exit.wait();
+    let (report, finished) = match session {
+        Ok(parts) => parts,
+        Err(error) => {
+            let detail = match status {
+                Ok(status) => status.stderr_text(),
+                Err(exit_error) => exit_error.to_string(),
+            };
+            let detail = detail.trim();
+            if detail.is_empty() {
+                bail!("{peer}: {error}");
+            }
+            bail!("{peer}: {error}; the remote side said: {detail}");
+        }
+    };
+    let report = report.with_context(|| format!("copying with {peer}"))?;
+    finished.with_context(|| format!("closing the session with {peer}"))?;
+    Ok(report)
+}
+
 fn copy_locally(
-    source: &str,
+    args: &Args,
     contents: bool,
-    destination: &Path,
     options: &CopyOptions,
-    client_options: ClientOptions,
     progress: impl FnMut(&transfer_engine::protocol::FetchOutcome),
 ) -> Result<CopyReport> {
-    let (root, request) = root_and_request(source);
-    let roots =
-        Roots::new(vec![PathBuf::from(&root)]).with_context(|| format!("source {source}"))?;
+    let (root, request) = root_and_request(&args.source);
+    let roots = Roots::new(vec![PathBuf::from(&root)])
+        .with_context(|| format!("source {}", args.source))?;
     let (to_server, server_in) = memory_pipe(1 << 20);
     let (server_out, from_server) = memory_pipe(1 << 20);
     let server = std::thread::spawn(move || serve(server_in, server_out, &roots));
-    let mut client = Client::connect(from_server, to_server, client_options)?;
+    let mut client = Client::connect(from_server, to_server, client_options(args))?;
     let report = pull(
         &mut client,
         &request,
         contents,
-        destination,
+        Path::new(&args.destination),
         options,
         progress,
     );

@@ -105,3 +105,38 @@ fn a_changed_host_key_is_refused() {
         assert!(!local.path().join("f").exists());
     }
 }
+
+#[test]
+fn push_to_a_remote_destination() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    fs::create_dir_all(local.path().join("tree/sub")).unwrap();
+    fs::write(local.path().join("tree/sub/file"), vec![7u8; 1_000_000]).unwrap();
+    let (rsh, host) = rsh_and_host(&sshd);
+    let run = || {
+        Command::new(binaries::barsync())
+            .args(["copy", "-r", "-e", &rsh, "--remote-barsync"])
+            .arg(binaries::barsync())
+            .arg(local.path().join("tree"))
+            .arg(format!("{host}:{}/dest", remote.path().display()))
+            .output()
+            .expect("barsync runs")
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(remote.path().join("dest/tree/sub/file")).unwrap(),
+        vec![7u8; 1_000_000]
+    );
+    let again = run();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 transferred, 1 up to date"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+}

@@ -282,3 +282,125 @@ fn an_interrupted_copy_resumes_from_what_arrived() {
     assert_eq!(fs::read(dest.join("b_big")).unwrap(), big);
     assert!(!partial.exists(), "the partial file is gone once complete");
 }
+
+/// Runs one push session: local `source` to `destination` below the server's `root`.
+fn push_to(
+    root: &Path,
+    source: &Path,
+    contents: bool,
+    destination: &str,
+    options: CopyOptions,
+) -> Result<CopyReport, String> {
+    let (to_server, server_in) = memory_pipe(1 << 20);
+    let (server_out, from_server) = memory_pipe(1 << 20);
+    let roots = Roots::new(vec![root.to_path_buf()]).unwrap();
+    let server = thread::spawn(move || serve(server_in, server_out, &roots));
+    let result = Client::connect(
+        from_server,
+        to_server,
+        ClientOptions {
+            compression: Some(1),
+        },
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|mut client| {
+        let report = transfer_engine::copy::push(
+            &mut client,
+            source,
+            contents,
+            destination,
+            &options,
+            |_| {},
+        )
+        .map_err(|e| e.to_string())?;
+        client.finish().map_err(|e| e.to_string())?;
+        Ok(report)
+    });
+    server.join().unwrap().map_err(|e| e.to_string())?;
+    result
+}
+
+#[test]
+fn push_creates_updates_and_deletes_a_remote_tree() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    source_tree(local.path());
+    let first = push_to(
+        remote.path(),
+        &local.path().join("src"),
+        false,
+        "backup",
+        recursive(),
+    )
+    .unwrap();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert_eq!(first.transferred, 3);
+    assert_same_tree(&local.path().join("src"), &remote.path().join("backup/src"));
+
+    let again = push_to(
+        remote.path(),
+        &local.path().join("src"),
+        false,
+        "backup",
+        recursive(),
+    )
+    .unwrap();
+    assert_eq!((again.transferred, again.skipped), (0, 3));
+
+    let mut a = fs::read(local.path().join("src/a")).unwrap();
+    a[100_000] ^= 1;
+    fs::write(local.path().join("src/a"), &a).unwrap();
+    fs::remove_dir_all(local.path().join("src/sub/deeper")).unwrap();
+    fs::write(remote.path().join("backup/src/stray"), b"x").unwrap();
+    let update = push_to(
+        remote.path(),
+        &local.path().join("src"),
+        false,
+        "backup",
+        CopyOptions {
+            delete: true,
+            ..recursive()
+        },
+    )
+    .unwrap();
+    assert!(update.errors.is_empty(), "{:?}", update.errors);
+    assert_eq!((update.transferred, update.deleted), (1, 2), "{update:?}");
+    assert!(
+        update.sent_bytes < 60_000,
+        "a one-byte change sent {} bytes",
+        update.sent_bytes
+    );
+    assert_same_tree(&local.path().join("src"), &remote.path().join("backup/src"));
+}
+
+#[test]
+fn push_never_writes_through_a_symlink_on_the_server() {
+    let local = tempfile::tempdir().unwrap();
+    let remote = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::create_dir_all(local.path().join("src/evil")).unwrap();
+    fs::write(local.path().join("src/evil/file"), b"payload").unwrap();
+    fs::create_dir_all(remote.path().join("backup/src")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), remote.path().join("backup/src/evil")).unwrap();
+    let report = push_to(
+        remote.path(),
+        &local.path().join("src/"),
+        true,
+        "backup/src",
+        recursive(),
+    )
+    .unwrap();
+    // The symlink is replaced by a real directory, and nothing lands outside the root.
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(
+        fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "nothing written outside the root"
+    );
+    assert!(fs::symlink_metadata(remote.path().join("backup/src/evil"))
+        .unwrap()
+        .is_dir());
+    assert_eq!(
+        fs::read(remote.path().join("backup/src/evil/file")).unwrap(),
+        b"payload"
+    );
+}

@@ -72,10 +72,10 @@ pub struct ClientOptions {
 
 /// A connected, handshaken client.
 pub struct Client<R: Read, W: Write> {
-    reader: FrameReader<BufReader<R>>,
-    writer: Option<FrameWriter<BufWriter<W>>>,
-    options: ClientOptions,
-    next_request: u32,
+    pub(super) reader: FrameReader<BufReader<R>>,
+    pub(super) writer: Option<FrameWriter<BufWriter<W>>>,
+    pub(super) options: ClientOptions,
+    pub(super) next_request: u32,
     peer_agent: String,
 }
 
@@ -92,6 +92,14 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             next_request: 0,
             peer_agent,
         })
+    }
+
+    /// Bytes sent and received in this session so far, frame headers included.
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.writer.as_ref().map_or(0, |w| w.bytes),
+            self.reader.bytes,
+        )
     }
 
     /// The server's agent string (e.g. `barsync 0.1.0`).

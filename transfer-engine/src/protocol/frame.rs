@@ -11,8 +11,10 @@ use super::ProtocolError;
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
 /// The frame kinds. Client → server: `Hello`, `List`, `FileRequest`, `SignatureChunk`,
-/// `RequestsDone`. Server → client: `Hello`, `ListEntry`, `ListEnd`, `FileBegin`, `Copy`,
-/// `Literal`, `FileEnd`, `RequestError`, `ServerDone`. Either way: `Fatal`.
+/// `RequestsDone`, and for pushes `PushFile`, `MakeDirectory`, `MakeSymlink`, `Remove`.
+/// Server → client: `Hello`, `ListEntry`, `ListEnd`, `ServerDone`, and for pushes
+/// `PushSignature`, `PushDone`. Whichever side sends a file: `FileBegin`, `Copy`, `Literal`,
+/// `FileEnd`, `RequestError` (and the receiving side sends `SignatureChunk`). Either way: `Fatal`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
@@ -22,6 +24,10 @@ pub enum Kind {
     FileRequest = 11,
     SignatureChunk = 12,
     RequestsDone = 13,
+    PushFile = 14,
+    MakeDirectory = 15,
+    MakeSymlink = 16,
+    Remove = 17,
     ListEntry = 20,
     ListEnd = 21,
     FileBegin = 22,
@@ -30,6 +36,8 @@ pub enum Kind {
     FileEnd = 25,
     RequestError = 26,
     ServerDone = 27,
+    PushSignature = 28,
+    PushDone = 29,
 }
 
 impl Kind {
@@ -42,6 +50,10 @@ impl Kind {
             11 => FileRequest,
             12 => SignatureChunk,
             13 => RequestsDone,
+            14 => PushFile,
+            15 => MakeDirectory,
+            16 => MakeSymlink,
+            17 => Remove,
             20 => ListEntry,
             21 => ListEnd,
             22 => FileBegin,
@@ -50,6 +62,8 @@ impl Kind {
             25 => FileEnd,
             26 => RequestError,
             27 => ServerDone,
+            28 => PushSignature,
+            29 => PushDone,
             _ => return None,
         })
     }
@@ -59,6 +73,8 @@ impl Kind {
 pub struct FrameReader<R: Read> {
     input: R,
     buffer: Vec<u8>,
+    last_kind: Option<Kind>,
+    replay: bool,
     /// Bytes read so far, headers included.
     pub bytes: u64,
 }
@@ -69,12 +85,19 @@ impl<R: Read> FrameReader<R> {
         FrameReader {
             input,
             buffer: Vec::new(),
+            last_kind: None,
+            replay: false,
             bytes: 0,
         }
     }
 
     /// The next frame; `Ok(None)` at a clean end of stream (between frames).
     pub fn read_frame(&mut self) -> Result<Option<(Kind, &[u8])>, ProtocolError> {
+        if self.replay {
+            self.replay = false;
+            let kind = self.last_kind.expect("replay follows a frame");
+            return Ok(Some((kind, &self.buffer)));
+        }
         let mut header = [0u8; 5];
         let mut got = 0;
         while got < header.len() {
@@ -104,7 +127,15 @@ impl<R: Read> FrameReader<R> {
                 _ => ProtocolError::Io(error),
             })?;
         self.bytes += 5 + len as u64;
+        self.last_kind = Some(kind);
         Ok(Some((kind, &self.buffer)))
+    }
+
+    /// Makes the next read return the frame just read again (for a dispatcher that hands the
+    /// frame to a reader of its own).
+    pub fn replay_last(&mut self) {
+        assert!(self.last_kind.is_some(), "nothing to replay");
+        self.replay = true;
     }
 
     /// The underlying stream.

@@ -26,14 +26,17 @@ pub mod client;
 pub mod frame;
 pub mod handshake;
 pub mod literal;
+pub mod push;
 mod receiver;
 mod sender;
 pub mod server;
+mod server_push;
 
 use std::io;
 
 pub use client::{Client, FetchOutcome, FetchReport, FetchRequest};
 pub use handshake::{AGENT, PROTOCOL_VERSION};
+pub use push::{PushItem, PushOutcome};
 pub use sender::MAX_SIGNATURE_BYTES;
 pub use server::serve;
 

@@ -11,6 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::handshake::handshake;
 use super::sender::{read_signature, send_file, send_request_error};
+use super::server_push::PushReceiver;
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::{open_below, open_file_below, RelativePath, Roots};
 use crate::signature::Signature;
@@ -34,6 +35,7 @@ pub fn serve<R: Read, W: Write>(
     let mut writer = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
     handshake(&mut reader, &mut writer)?;
     let mut summary = ServeSummary::default();
+    let mut pushes = PushReceiver::default();
     loop {
         if reader_buffer_empty(&reader) {
             writer.flush()?;
@@ -69,6 +71,37 @@ pub fn serve<R: Read, W: Write>(
                     summary.failed += 1;
                     send_request_error(&mut writer, request, &message)?;
                 }
+            }
+            Kind::PushFile => {
+                let request = fields.u32()?;
+                let path = fields.str()?.to_string();
+                let size = fields.u64()?;
+                fields.end()?;
+                pushes.file_header(&mut writer, roots, request, &path, size)?;
+            }
+            Kind::FileBegin | Kind::RequestError => {
+                let request = fields.u32()?;
+                pushes.file_data(&mut reader, &mut writer, request)?;
+            }
+            Kind::MakeDirectory => {
+                let request = fields.u32()?;
+                let path = fields.str()?.to_string();
+                let mode = fields.u32()?;
+                fields.end()?;
+                PushReceiver::make_directory(&mut writer, roots, request, &path, mode)?;
+            }
+            Kind::MakeSymlink => {
+                let request = fields.u32()?;
+                let path = fields.str()?.to_string();
+                let target = fields.str()?.to_string();
+                fields.end()?;
+                PushReceiver::make_symlink(&mut writer, roots, request, &path, &target)?;
+            }
+            Kind::Remove => {
+                let request = fields.u32()?;
+                let path = fields.str()?.to_string();
+                fields.end()?;
+                PushReceiver::remove(&mut writer, roots, request, &path)?;
             }
             Kind::RequestsDone => {
                 fields.end()?;

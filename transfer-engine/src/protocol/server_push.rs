@@ -1,0 +1,244 @@
+//! The receiving side of pushes in `barsync serve`: files, directories, symlinks and removals
+//! sent by a client, written only below the server's roots.
+//!
+//! Every write goes through a handle on the parent directory reached with
+//! [`crate::confine::open_below`] (no symlink followed), then `openat`/`mkdirat`/`symlinkat`/
+//! `unlinkat`/`renameat` by name inside it. For a pushed file the server answers the `PushFile`
+//! header at once with the signature of its current copy (the basis), queues it, and receives
+//! its delta when the client sends it; headers may run ahead of deltas (the client bounds how
+//! far), so a batch of small files costs no round trip per file.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use rustix::fs::{mkdirat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode, OFlags};
+
+use super::frame::{FrameReader, FrameWriter, Kind};
+use super::literal::LiteralDecoder;
+use super::receiver::{receive_file, send_signature, Incoming};
+use super::sender::send_request_error;
+use super::ProtocolError;
+use crate::confine::{open_below, RelativePath, Roots};
+use crate::fs::{MappedFile, TempFile};
+use crate::signature::{signature, Signature, SignatureOptions};
+
+/// Pushed files whose signature was sent but whose delta has not arrived yet.
+pub const MAX_QUEUED_PUSHES: usize = 64;
+
+struct QueuedPush {
+    id: u32,
+    label: String,
+    dir: OwnedFd,
+    dir_path: PathBuf,
+    name: String,
+    basis: Option<MappedFile>,
+    signature: Signature,
+    size: u64,
+}
+
+/// Push state of one session.
+#[derive(Default)]
+pub(super) struct PushReceiver {
+    queue: VecDeque<QueuedPush>,
+    literals: LiteralDecoder,
+}
+
+/// The parent directory (as a handle) and the name of a path from the client.
+fn parent_and_name(roots: &Roots, path: &str) -> Result<(OwnedFd, PathBuf, String), String> {
+    let (root, relative) = roots.resolve(path).map_err(|e| e.to_string())?;
+    let components: Vec<&str> = relative.components().collect();
+    let Some((name, parents)) = components.split_last() else {
+        return Err(format!("refused path {path:?}: it names a root itself"));
+    };
+    let parent = RelativePath::new(&parents.join("/")).map_err(|e| e.to_string())?;
+    let dir =
+        open_below(root, &parent, true).map_err(|e| format!("{path}: parent directory: {e}"))?;
+    Ok((dir, root.join(parent.as_str()), name.to_string()))
+}
+
+fn send_done<W: Write>(
+    writer: &mut FrameWriter<W>,
+    id: u32,
+    result: Result<(), String>,
+) -> Result<(), ProtocolError> {
+    let (ok, message) = match result {
+        Ok(()) => (1, String::new()),
+        Err(message) => (0, message),
+    };
+    writer.start().u32(id).u8(ok).str(&message);
+    Ok(writer.send(Kind::PushDone)?)
+}
+
+impl PushReceiver {
+    /// A `PushFile` header: answers with the signature of the current copy, or a refusal.
+    pub fn file_header<W: Write>(
+        &mut self,
+        writer: &mut FrameWriter<W>,
+        roots: &Roots,
+        id: u32,
+        path: &str,
+        size: u64,
+    ) -> Result<(), ProtocolError> {
+        if self.queue.len() >= MAX_QUEUED_PUSHES {
+            return Err(ProtocolError::Malformed(format!(
+                "more than {MAX_QUEUED_PUSHES} pushed files ahead of their data"
+            )));
+        }
+        let (dir, dir_path, name) = match parent_and_name(roots, path) {
+            Ok(found) => found,
+            Err(message) => return send_request_error(writer, id, &message),
+        };
+        let basis = match openat(
+            &dir,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => {
+                let file = std::fs::File::from(fd);
+                match file.metadata() {
+                    Ok(meta) if meta.is_file() => MappedFile::from_file(&file).ok(),
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        let signature = signature(
+            basis.as_deref().unwrap_or(&[]),
+            &SignatureOptions::default(),
+        );
+        let mut encoded = Vec::new();
+        signature.encode(&mut encoded);
+        writer.start().u32(id).u64(encoded.len() as u64);
+        writer.send(Kind::PushSignature)?;
+        send_signature(writer, id, &encoded)?;
+        let label = path.to_string();
+        self.queue.push_back(QueuedPush {
+            id,
+            label,
+            dir,
+            dir_path,
+            name,
+            basis,
+            signature,
+            size,
+        });
+        Ok(())
+    }
+
+    /// The first frame of a pushed file's data (already read): receives the whole file.
+    pub fn file_data<R: Read, W: Write>(
+        &mut self,
+        reader: &mut FrameReader<R>,
+        writer: &mut FrameWriter<W>,
+        id: u32,
+    ) -> Result<(), ProtocolError> {
+        let Some(push) = self.queue.pop_front() else {
+            return Err(ProtocolError::Malformed(format!(
+                "data for request {id}, which was not announced"
+            )));
+        };
+        if push.id != id {
+            return Err(ProtocolError::Malformed(format!(
+                "data for request {id} while request {} was next",
+                push.id
+            )));
+        }
+        reader.replay_last();
+        let incoming = Incoming {
+            id,
+            label: &push.label,
+            peer: "client",
+            basis: push.basis.as_deref().unwrap_or(&[]),
+            signature: &push.signature,
+            max_len: Some(push.size),
+        };
+        let make_temp = || {
+            TempFile::in_directory(
+                push.dir.as_fd().try_clone_to_owned()?,
+                push.dir_path.clone(),
+                &push.name,
+            )
+        };
+        let result = receive_file(reader, &incoming, make_temp, &mut self.literals)?;
+        send_done(writer, id, result.map(drop))
+    }
+
+    /// `MakeDirectory`: creates the directory (replacing a file or symlink of that name).
+    pub fn make_directory<W: Write>(
+        writer: &mut FrameWriter<W>,
+        roots: &Roots,
+        id: u32,
+        path: &str,
+        mode: u32,
+    ) -> Result<(), ProtocolError> {
+        let result = parent_and_name(roots, path).and_then(|(dir, _, name)| {
+            match statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
+                    return Ok(())
+                }
+                Ok(_) => remove_entry(&dir, &name).map_err(|e| format!("{path}: {e}"))?,
+                Err(_) => {}
+            }
+            mkdirat(&dir, name.as_str(), Mode::from_raw_mode(mode & 0o7777))
+                .map_err(|e| format!("{path}: {}", std::io::Error::from(e)))
+        });
+        send_done(writer, id, result)
+    }
+
+    /// `MakeSymlink`: creates the symlink as given (it is never followed by the server).
+    pub fn make_symlink<W: Write>(
+        writer: &mut FrameWriter<W>,
+        roots: &Roots,
+        id: u32,
+        path: &str,
+        target: &str,
+    ) -> Result<(), ProtocolError> {
+        let result = parent_and_name(roots, path).and_then(|(dir, _, name)| {
+            if statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                remove_entry(&dir, &name).map_err(|e| format!("{path}: {e}"))?;
+            }
+            symlinkat(target, &dir, name.as_str())
+                .map_err(|e| format!("{path}: {}", std::io::Error::from(e)))
+        });
+        send_done(writer, id, result)
+    }
+
+    /// `Remove`: removes a file, symlink or whole directory below a root.
+    pub fn remove<W: Write>(
+        writer: &mut FrameWriter<W>,
+        roots: &Roots,
+        id: u32,
+        path: &str,
+    ) -> Result<(), ProtocolError> {
+        let result = parent_and_name(roots, path).and_then(|(dir, _, name)| {
+            remove_entry(&dir, &name).map_err(|e| format!("{path}: {e}"))
+        });
+        send_done(writer, id, result)
+    }
+}
+
+/// Removes `name` in `dir`; a directory is emptied first, without following any symlink.
+fn remove_entry(dir: &OwnedFd, name: &str) -> std::io::Result<()> {
+    let stat = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+        return Ok(unlinkat(dir, name, AtFlags::empty())?);
+    }
+    let child: OwnedFd = openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let names: Vec<String> = rustix::fs::Dir::read_from(&child)?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    for entry in names {
+        remove_entry(&child, &entry)?;
+    }
+    Ok(unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}
