@@ -11,7 +11,9 @@ use transfer_engine::confine::Roots;
 use transfer_engine::copy::{pull, push, CopyOptions, CopyReport};
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client};
-use transfer_engine::transport::{choose_transport, memory_pipe, TransportPreference};
+use transfer_engine::sftp::SftpSource;
+use transfer_engine::transport::libssh2::Libssh2Transport;
+use transfer_engine::transport::{choose_transport, memory_pipe, Transport, TransportPreference};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -109,23 +111,28 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
         (Some((host, path)), None) => {
             let (root, request) = root_and_request(path);
             let destination = PathBuf::from(&args.destination);
-            with_session(args, host, &root, |client| {
+            let progress = |outcome: &transfer_engine::protocol::FetchOutcome| {
+                if verbose {
+                    print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|r| r.len));
+                }
+            };
+            let session = with_session(args, host, &root, |client| {
                 Ok(pull(
                     client,
                     &request,
                     contents,
                     &destination,
                     &options,
-                    |outcome| {
-                        if verbose {
-                            print_outcome(
-                                &outcome.remote_path,
-                                outcome.result.as_ref().map(|r| r.len),
-                            );
-                        }
-                    },
+                    progress,
                 )?)
-            })?
+            });
+            match session {
+                Err(error) if error.downcast_ref::<NoBarsync>().is_some() => {
+                    eprintln!("WARNING: {error}; falling back to SFTP (whole files)");
+                    sftp_pull(args, host, path, contents, &destination, &options, progress)?
+                }
+                other => other?,
+            }
         }
         (None, Some((host, path))) => {
             let (root, request) = root_and_request(path);
@@ -210,6 +217,15 @@ fn with_session(
     let status = exit.wait();
     let (report, finished) = match session {
         Ok(parts) => parts,
+        Err(_) if matches!(&status, Ok(status) if status.code == Some(127)) => {
+            let stderr = status.map(|s| s.stderr_text()).unwrap_or_default();
+            return Err(NoBarsync {
+                peer: peer.to_string(),
+                program: args.remote_barsync.clone(),
+                stderr: stderr.trim().to_string(),
+            }
+            .into());
+        }
         Err(error) => {
             let detail = match status {
                 Ok(status) => status.stderr_text(),
@@ -225,6 +241,52 @@ fn with_session(
     let report = report.with_context(|| format!("copying with {peer}"))?;
     finished.with_context(|| format!("closing the session with {peer}"))?;
     Ok(report)
+}
+
+/// The remote side could not run barsync (exit status 127: command not found).
+#[derive(Debug)]
+struct NoBarsync {
+    peer: String,
+    program: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for NoBarsync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: `{}` cannot run there ({})",
+            self.peer, self.program, self.stderr
+        )
+    }
+}
+
+impl std::error::Error for NoBarsync {}
+
+/// Pull over SFTP, for hosts without barsync.
+fn sftp_pull(
+    args: &Args,
+    host: &str,
+    path: &str,
+    contents: bool,
+    destination: &Path,
+    options: &CopyOptions,
+    progress: impl FnMut(&transfer_engine::protocol::FetchOutcome),
+) -> Result<CopyReport> {
+    let transport = Libssh2Transport::from_command_string(&format!("{} {host}", args.ssh_command))?;
+    let (session, _tcp) = transport.connect()?;
+    let mut source =
+        SftpSource::new(session).with_context(|| format!("{}: starting SFTP", transport.peer()))?;
+    eprintln!("SFTP: files will be verified by {}", source.verification());
+    let source_path = if path.is_empty() { "." } else { path };
+    Ok(pull(
+        &mut source,
+        source_path,
+        contents,
+        destination,
+        options,
+        progress,
+    )?)
 }
 
 fn copy_locally(
@@ -256,6 +318,9 @@ fn copy_locally(
 fn print_report(report: &CopyReport, seconds: f64, dry_run: bool) {
     for line in &report.plan {
         println!("{line}");
+    }
+    for (how, count) in &report.verified_by {
+        println!("verified by {how}: {count} files");
     }
     for error in &report.errors {
         eprintln!("ERROR: {error}");

@@ -140,3 +140,55 @@ fn push_to_a_remote_destination() {
         String::from_utf8_lossy(&again.stdout)
     );
 }
+
+#[test]
+fn a_remote_without_barsync_falls_back_to_sftp_and_resumes() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    fs::create_dir_all(remote.path().join("tree/sub")).unwrap();
+    let data: Vec<u8> = (0..2_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
+        .collect();
+    fs::write(remote.path().join("tree/sub/big"), &data).unwrap();
+    fs::write(remote.path().join("tree/small"), b"small file").unwrap();
+    // A partial copy from an earlier, interrupted run.
+    fs::create_dir_all(local.path().join("copy/sub")).unwrap();
+    fs::write(
+        local.path().join("copy/sub/.big.barsync-partial"),
+        &data[..1_500_000],
+    )
+    .unwrap();
+    let (rsh, host) = rsh_and_host(&sshd);
+    let out = Command::new(binaries::barsync())
+        .args([
+            "copy",
+            "-r",
+            "-e",
+            &rsh,
+            "--remote-barsync",
+            "/nonexistent/barsync",
+        ])
+        .arg(format!("{host}:{}/tree/", remote.path().display()))
+        .arg(local.path().join("copy"))
+        .output()
+        .expect("barsync runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("falling back to SFTP"), "{stderr}");
+    assert!(
+        stdout.contains("verified by SFTP, remote sha256sum: 2 files"),
+        "{stdout}"
+    );
+    assert_eq!(fs::read(local.path().join("copy/sub/big")).unwrap(), data);
+    assert_eq!(
+        fs::read(local.path().join("copy/small")).unwrap(),
+        b"small file"
+    );
+    assert!(!local.path().join("copy/sub/.big.barsync-partial").exists());
+    // Only the missing half (and the small file) crossed.
+    assert!(stdout.contains("0.48 MiB received"), "{stdout}");
+}

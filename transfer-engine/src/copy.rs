@@ -54,6 +54,8 @@ pub struct CopyReport {
     pub symlinks: u64,
     /// Local entries removed by `delete`.
     pub deleted: u64,
+    /// How many files were verified each way (e.g. "barsync digest", "SFTP, remote sha256sum").
+    pub verified_by: std::collections::BTreeMap<&'static str, u64>,
     /// Per-file failures, each naming its file.
     pub errors: Vec<String>,
     /// The actions, one line each (filled in a dry run).
@@ -96,16 +98,103 @@ pub fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.barsync-partial"))
 }
 
-/// Copies `source` (a path the server resolves) to `destination`.
+/// Where [`pull`] reads from: a barsync session, or SFTP on a host without barsync.
+pub trait PullSource {
+    /// Lists `path`; `Ok(Err(message))` when the far side refused or failed.
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError>;
+    /// Fetches each request, reporting each outcome as it completes.
+    fn fetch(
+        &mut self,
+        requests: &[FetchRequest],
+        progress: &mut dyn FnMut(&FetchOutcome),
+    ) -> Result<Vec<FetchOutcome>, CopyError>;
+}
+
+impl<R: Read, W: Write + Send> PullSource for Client<R, W> {
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+        Ok(Client::list(self, path, recursive)?)
+    }
+    fn fetch(
+        &mut self,
+        requests: &[FetchRequest],
+        progress: &mut dyn FnMut(&FetchOutcome),
+    ) -> Result<Vec<FetchOutcome>, CopyError> {
+        Ok(Client::fetch(self, requests, progress)?)
+    }
+}
+
+impl PullSource for crate::sftp::SftpSource {
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+        Ok(
+            crate::sftp::SftpSource::list(self, path, recursive)
+                .map_err(|e| format!("{path}: {e}")),
+        )
+    }
+    fn fetch(
+        &mut self,
+        requests: &[FetchRequest],
+        progress: &mut dyn FnMut(&FetchOutcome),
+    ) -> Result<Vec<FetchOutcome>, CopyError> {
+        let mut outcomes = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            let partial = request
+                .partial
+                .clone()
+                .unwrap_or_else(|| partial_path(&request.destination));
+            let result = crate::sftp::SftpSource::fetch(
+                self,
+                &request.remote_path,
+                &request.destination,
+                &partial,
+            )
+            .map(|fetched| crate::protocol::FetchReport {
+                len: fetched.len,
+                digest: None,
+                verified_by: match fetched.verification {
+                    crate::sftp::Verification::RemoteBlake3 => "SFTP, remote b3sum",
+                    crate::sftp::Verification::RemoteSha256 => "SFTP, remote sha256sum",
+                    crate::sftp::Verification::SizeAndMtime => "SFTP, size and mtime only",
+                },
+                received_bytes: fetched.received_bytes,
+                signature_bytes: 0,
+                reused_bytes: fetched.len - fetched.received_bytes,
+                basis_problem: None,
+            });
+            let outcome = FetchOutcome {
+                index,
+                remote_path: request.remote_path.clone(),
+                result,
+            };
+            progress(&outcome);
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Copies `source` (a path the far side resolves) to `destination`.
 /// `contents`: the source had a trailing slash (copy what is inside it).
-pub fn pull<R: Read, W: Write + Send>(
-    client: &mut Client<R, W>,
+pub fn pull(
+    client: &mut dyn PullSource,
     source: &str,
     contents: bool,
     destination: &Path,
     options: &CopyOptions,
-    progress: impl FnMut(&FetchOutcome),
+    mut progress: impl FnMut(&FetchOutcome),
 ) -> Result<CopyReport, CopyError> {
+    let progress: &mut dyn FnMut(&FetchOutcome) = &mut progress;
     let listing = client
         .list(source, options.recursive)?
         .map_err(CopyError::Remote)?;
@@ -263,12 +352,12 @@ fn plan_files(
     Ok(requests)
 }
 
-fn fetch<R: Read, W: Write + Send>(
-    client: &mut Client<R, W>,
+fn fetch(
+    client: &mut dyn PullSource,
     requests: &[FetchRequest],
     options: &CopyOptions,
     report: &mut CopyReport,
-    progress: impl FnMut(&FetchOutcome),
+    progress: &mut dyn FnMut(&FetchOutcome),
 ) -> Result<(), CopyError> {
     if requests.is_empty() || options.dry_run {
         return Ok(());
@@ -282,6 +371,7 @@ fn fetch<R: Read, W: Write + Send>(
                 report.received_bytes += fetched.received_bytes;
                 report.sent_bytes += fetched.signature_bytes;
                 report.reused_bytes += fetched.reused_bytes;
+                *report.verified_by.entry(fetched.verified_by).or_insert(0) += 1;
                 if let Some(partial) = &request.partial {
                     let _ = fs::remove_file(partial);
                 }

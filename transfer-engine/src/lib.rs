@@ -37,6 +37,7 @@ pub mod local;
 pub mod patch;
 pub mod protocol;
 pub mod rolling;
+pub mod sftp;
 pub mod signature;
 pub mod transport;
 

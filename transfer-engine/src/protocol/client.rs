@@ -44,7 +44,10 @@ pub struct FetchRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchReport {
     pub len: u64,
-    pub digest: FileDigest,
+    /// The barsync digest the file was verified against (`None` for SFTP copies).
+    pub digest: Option<FileDigest>,
+    /// How the file was verified before it was published.
+    pub verified_by: &'static str,
     /// Bytes the sender sent for this file (frames, compressed literals).
     pub received_bytes: u64,
     /// Bytes of the signature this side sent.
@@ -328,7 +331,8 @@ fn receive_answers<R: Read>(
         let result = receive_file(reader, &incoming, make_temp, &mut literals)?.map(|received| {
             FetchReport {
                 len: received.len,
-                digest: received.digest,
+                digest: Some(received.digest),
+                verified_by: "barsync digest",
                 received_bytes: reader.bytes - start_bytes,
                 signature_bytes: entry.signature_bytes,
                 reused_bytes: received.reused_bytes,

@@ -1,0 +1,312 @@
+//! The fallback for hosts without barsync: whole-file copies over SFTP (libssh2).
+//!
+//! When the far side cannot run `barsync serve` (command not found), the same SSH target is used
+//! for an SFTP session: trees are listed with `lstat`/`readdir` (symlinks reported, never
+//! followed), files are copied whole, and a file cut off earlier is resumed from the length of
+//! its `.NAME.barsync-partial` (appending at that offset). Each file is then verified with the
+//! best check the host offers, found once per session: the remote `b3sum`, else `sha256sum`
+//! (compared with the same hash of the local copy), else size and mtime before and after the
+//! copy. [`Verification`] says which was used. Only a verified file is published.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use sha2::Digest;
+use ssh2::{FileStat, Session, Sftp};
+
+use crate::confine::RelativePath;
+use crate::fs::MappedFile;
+use crate::protocol::{Entry, EntryKind};
+
+/// How a file copied over SFTP was verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// The remote `b3sum` agreed with the local copy's blake3.
+    RemoteBlake3,
+    /// The remote `sha256sum` agreed with the local copy's SHA-256.
+    RemoteSha256,
+    /// No checksum tool on the host: size and mtime were unchanged across the copy.
+    SizeAndMtime,
+}
+
+impl std::fmt::Display for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verification::RemoteBlake3 => "remote b3sum",
+            Verification::RemoteSha256 => "remote sha256sum",
+            Verification::SizeAndMtime => "size and mtime only (no checksum tool on the host)",
+        })
+    }
+}
+
+/// An SFTP session plus the host's checksum tool.
+pub struct SftpSource {
+    session: Session,
+    sftp: Sftp,
+    check: Verification,
+}
+
+/// What fetching one file over SFTP did.
+#[derive(Clone, Copy, Debug)]
+pub struct SftpFetch {
+    pub len: u64,
+    /// Bytes read over SFTP (less than `len` when a partial copy was resumed).
+    pub received_bytes: u64,
+    pub verification: Verification,
+}
+
+fn quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', "'\\''"))
+}
+
+impl SftpSource {
+    /// Opens SFTP on an authenticated session and finds the host's checksum tool.
+    pub fn new(session: Session) -> io::Result<SftpSource> {
+        session.set_blocking(true);
+        let sftp = session.sftp().map_err(io::Error::other)?;
+        let mut source = SftpSource {
+            session,
+            sftp,
+            check: Verification::SizeAndMtime,
+        };
+        let found = source
+            .run("command -v b3sum; command -v sha256sum")
+            .unwrap_or_default();
+        source.check = if found.lines().any(|l| l.ends_with("/b3sum")) {
+            Verification::RemoteBlake3
+        } else if found.lines().any(|l| l.ends_with("/sha256sum")) {
+            Verification::RemoteSha256
+        } else {
+            Verification::SizeAndMtime
+        };
+        Ok(source)
+    }
+
+    /// The check this host allows.
+    pub fn verification(&self) -> Verification {
+        self.check
+    }
+
+    fn run(&self, command: &str) -> io::Result<String> {
+        let mut channel = self.session.channel_session().map_err(io::Error::other)?;
+        channel.exec(command).map_err(io::Error::other)?;
+        let mut out = String::new();
+        channel.read_to_string(&mut out)?;
+        channel.wait_close().map_err(io::Error::other)?;
+        Ok(out)
+    }
+
+    fn entry(path: RelativePath, stat: &FileStat, target: Option<String>) -> Option<Entry> {
+        let kind = match stat.perm.unwrap_or(0) & 0o170000 {
+            0o100000 => EntryKind::File,
+            0o040000 => EntryKind::Directory,
+            0o120000 => EntryKind::Symlink,
+            _ => return None,
+        };
+        Some(Entry {
+            path,
+            kind,
+            size: if kind == EntryKind::File {
+                stat.size.unwrap_or(0)
+            } else {
+                0
+            },
+            mtime: (stat.mtime.unwrap_or(0) as i64, 0),
+            mode: stat.perm.unwrap_or(0) & 0o7777,
+            target,
+        })
+    }
+
+    /// Lists `path` as the barsync server would (a file lists as one entry with the empty path).
+    pub fn list(&mut self, path: &str, recursive: bool) -> io::Result<Vec<Entry>> {
+        let root = Path::new(path);
+        let stat = self.sftp.lstat(root).map_err(io::Error::other)?;
+        let here = RelativePath::new("").expect("empty is valid");
+        if stat.is_file() {
+            return Ok(Self::entry(here, &stat, None).into_iter().collect());
+        }
+        let mut out = Vec::new();
+        let mut pending = vec![here];
+        while let Some(dir) = pending.pop() {
+            for (child, _followed) in self
+                .sftp
+                .readdir(root.join(dir.as_str()))
+                .map_err(io::Error::other)?
+            {
+                let name = child
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let Ok(relative) = dir.join(&name) else {
+                    continue;
+                };
+                // readdir follows symlinks; look at the entry itself.
+                let own = self.sftp.lstat(&child).map_err(io::Error::other)?;
+                let target = if own.file_type().is_symlink() {
+                    Some(
+                        self.sftp
+                            .readlink(&child)
+                            .map_err(io::Error::other)?
+                            .to_string_lossy()
+                            .into_owned(),
+                    )
+                } else {
+                    None
+                };
+                if let Some(entry) = Self::entry(relative.clone(), &own, target) {
+                    if recursive && entry.kind == EntryKind::Directory {
+                        pending.push(relative);
+                    }
+                    out.push(entry);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Copies `remote` to `destination` through `partial` (resumed if it exists), verifies it,
+    /// sets mode and mtime and publishes it. On a verification failure the partial copy is
+    /// discarded and the file fetched once more from the start.
+    pub fn fetch(
+        &mut self,
+        remote: &str,
+        destination: &Path,
+        partial: &Path,
+    ) -> Result<SftpFetch, String> {
+        let mut result = self.fetch_once(remote, destination, partial);
+        if let Err(FetchFailure::Mismatch(_)) = &result {
+            let _ = std::fs::remove_file(partial);
+            result = self.fetch_once(remote, destination, partial);
+        }
+        result.map_err(|failure| match failure {
+            FetchFailure::Mismatch(message) | FetchFailure::Other(message) => message,
+        })
+    }
+
+    fn fetch_once(
+        &mut self,
+        remote: &str,
+        destination: &Path,
+        partial: &Path,
+    ) -> Result<SftpFetch, FetchFailure> {
+        let other = |what: &str, e: &dyn std::fmt::Display| {
+            FetchFailure::Other(format!("{remote}: {what}: {e}"))
+        };
+        let before = self
+            .sftp
+            .stat(Path::new(remote))
+            .map_err(|e| other("stat", &e))?;
+        let len = before.size.unwrap_or(0);
+        let mut local = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(partial)
+            .map_err(|e| other("opening the partial copy", &e))?;
+        let mut offset = local
+            .metadata()
+            .map_err(|e| other("partial copy", &e))?
+            .len();
+        if offset > len {
+            local.set_len(0).map_err(|e| other("partial copy", &e))?;
+            offset = 0;
+        }
+        let mut file = self
+            .sftp
+            .open(Path::new(remote))
+            .map_err(|e| other("open", &e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| other("seek", &e))?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut received = 0u64;
+        loop {
+            let n = file.read(&mut buffer).map_err(|e| other("read", &e))?;
+            if n == 0 {
+                break;
+            }
+            local
+                .write_all(&buffer[..n])
+                .map_err(|e| other("writing the partial copy", &e))?;
+            received += n as u64;
+        }
+        local.sync_all().map_err(|e| other("fsync", &e))?;
+        let after = self
+            .sftp
+            .stat(Path::new(remote))
+            .map_err(|e| other("stat", &e))?;
+        let copied = local
+            .metadata()
+            .map_err(|e| other("partial copy", &e))?
+            .len();
+        if copied != after.size.unwrap_or(0)
+            || after.mtime != before.mtime
+            || after.size != before.size
+        {
+            return Err(FetchFailure::Mismatch(format!(
+                "{remote} changed while it was copied"
+            )));
+        }
+        self.verify(remote, partial)?;
+        publish_partial(
+            partial,
+            destination,
+            before.perm.unwrap_or(0o644),
+            before.mtime.unwrap_or(0) as i64,
+        )
+        .map_err(|e| other("publishing", &e))?;
+        Ok(SftpFetch {
+            len: copied,
+            received_bytes: received,
+            verification: self.check,
+        })
+    }
+
+    fn verify(&self, remote: &str, local: &Path) -> Result<(), FetchFailure> {
+        let tool = match self.check {
+            Verification::RemoteBlake3 => "b3sum",
+            Verification::RemoteSha256 => "sha256sum",
+            Verification::SizeAndMtime => return Ok(()),
+        };
+        let output = self
+            .run(&format!("{tool} -- {}", quote(remote)))
+            .map_err(|e| FetchFailure::Other(format!("{remote}: running {tool}: {e}")))?;
+        let theirs = output
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let map = MappedFile::open(local)
+            .map_err(|e| FetchFailure::Other(format!("{}: {e}", local.display())))?;
+        let ours = match self.check {
+            Verification::RemoteBlake3 => blake3::hash(&map).to_hex().to_string(),
+            _ => sha2::Sha256::digest(&*map)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        };
+        if ours == theirs {
+            Ok(())
+        } else {
+            Err(FetchFailure::Mismatch(format!(
+                "{remote}: {tool} on the host says {theirs}, the copy hashes to {ours}"
+            )))
+        }
+    }
+}
+
+enum FetchFailure {
+    /// The copy is wrong (changed under us or corrupted): worth one fresh attempt.
+    Mismatch(String),
+    Other(String),
+}
+
+fn publish_partial(partial: &Path, destination: &Path, mode: u32, mtime: i64) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = File::options().write(true).open(partial)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64))?;
+    file.sync_all()?;
+    std::fs::rename(partial, destination)?;
+    crate::fs::fsync_dir(destination.parent().unwrap_or(Path::new(".")))
+}
