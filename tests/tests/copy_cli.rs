@@ -192,3 +192,111 @@ fn a_remote_without_barsync_falls_back_to_sftp_and_resumes() {
     // Only the missing half (and the small file) crossed.
     assert!(stdout.contains("0.48 MiB received"), "{stdout}");
 }
+
+/// Size of the largest `.NAME.barsync-*` temporary file in `dir`.
+fn largest_temp(dir: &std::path::Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().contains(".barsync-"))
+                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_connection_cut_mid_transfer_fails_cleanly_and_the_next_run_resumes() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    // Incompressible, so the transfer takes long enough to be cut in the middle.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..400_000_000usize / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    fs::write(remote.path().join("big"), &data).unwrap();
+    let (rsh, host) = rsh_and_host(&sshd);
+    let command = || {
+        let mut command = Command::new(binaries::barsync());
+        command
+            .args([
+                "copy",
+                "--transport",
+                "subprocess",
+                "--compress-level",
+                "0",
+                "-e",
+                &rsh,
+                "--remote-barsync",
+            ])
+            .arg(binaries::barsync())
+            .arg(format!("{host}:{}/big", remote.path().display()))
+            .arg(local.path().join("big"));
+        command
+    };
+    let mut child = command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while largest_temp(local.path()) < 50_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfer did not start"
+        );
+        if child.try_wait().unwrap().is_some() {
+            panic!("the copy finished before it could be cut; make the file larger");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    sshd.kill_sessions().unwrap();
+    let cut = child.wait_with_output().unwrap();
+    assert_eq!(
+        cut.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
+    assert!(
+        !local.path().join("big").exists(),
+        "nothing incomplete is published"
+    );
+    let kept = fs::metadata(local.path().join(".big.barsync-partial"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        kept >= 50_000_000,
+        "the received part is kept ({kept} bytes)"
+    );
+
+    let resumed = command().output().unwrap();
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        fs::read(local.path().join("big")).unwrap() == data,
+        "resumed copy is exact"
+    );
+    let received_mib: f64 = stdout
+        .split(" MiB received")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        received_mib * 1048576.0 < (data.len() as u64 - kept + 5_000_000) as f64,
+        "{stdout} (kept {kept})"
+    );
+}
