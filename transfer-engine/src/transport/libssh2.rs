@@ -102,7 +102,8 @@ impl Libssh2Transport {
     }
 
     /// Connects, verifies the host key and authenticates; returns the blocking session and its
-    /// socket. (Also the starting point of SFTP.)
+    /// socket. (Also the starting point of SFTP.) Blocking calls on the session still time out
+    /// after the connect timeout; `session.set_timeout(0)` lifts that.
     pub fn connect(&self) -> Result<(Session, TcpStream), TransportError> {
         let timeout = self
             .target
@@ -127,7 +128,6 @@ impl Libssh2Transport {
         })?;
         self.verify_host_key(&session)?;
         self.authenticate(&session)?;
-        session.set_timeout(0);
         Ok((session, socket))
     }
 
@@ -420,6 +420,7 @@ impl Transport for Libssh2Transport {
             read_size: self.tuning.read_size,
             keepalive: Some((interval, self.target.server_alive_count_max)),
         };
+        session.set_timeout(0);
         start_pump(self.peer.clone(), session, socket, channel, settings)
     }
 }
