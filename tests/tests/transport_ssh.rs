@@ -401,6 +401,22 @@ fn auto_prefers_the_ssh_subprocess_and_in_process_refuses_what_it_cannot_honour(
     let (output, exit) = run_with_input(auto.as_ref(), "cat", input.clone());
     assert!(output == input && exit.success());
 
+    // Auto puts aes128-gcm first unless the user chose ciphers (ssh -v shows the negotiation).
+    for (options, cipher) in [
+        ("-v", "aes128-gcm@openssh.com"),
+        ("-v -c aes256-ctr", "aes256-ctr"),
+    ] {
+        let verbose = command.replacen("ssh ", &format!("ssh {options} "), 1);
+        let transport = choose_transport(&verbose, TransportPreference::Auto).unwrap();
+        let exit = transport.open("true").unwrap().finish().unwrap();
+        let negotiated = format!("server->client cipher: {cipher}");
+        assert!(
+            exit.stderr_text().contains(&negotiated),
+            "{options}: {}",
+            exit.stderr_text()
+        );
+    }
+
     let in_process = choose_transport(&command, TransportPreference::InProcess).unwrap();
     assert_eq!(in_process.kind(), TransportKind::Libssh2);
     let missing_ssh = command.replacen("ssh ", "/nonexistent/ssh ", 1);
