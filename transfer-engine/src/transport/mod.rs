@@ -8,8 +8,9 @@
 //!
 //! Implementations:
 //! - [`libssh2::Libssh2Transport`]: in-process SSH (ssh2 crate), configured from an OpenSSH-style
-//!   command string and `~/.ssh/config` ([`ssh_command`]), with known_hosts checking
-//!   ([`known_hosts`]).
+//!   command string ([`ssh_command`]) and `~/.ssh/config` ([`ssh_config`]) into an
+//!   [`ssh_target::SshTarget`], with known_hosts checking ([`known_hosts`]). Each `open` is a new
+//!   TCP connection and session served by its own I/O thread, so streams run in parallel.
 //! - [`command::SshCommandTransport`]: the user's ssh command run as a subprocess, like `rsync -e`.
 //! - [`local::LocalCommandTransport`] (a local child over pipes) and
 //!   [`local::InProcessTransport`] (a handler running on a thread of this process).
@@ -37,7 +38,7 @@ pub use memory_pipe::{memory_pipe, PipeReader, PipeWriter};
 pub const STDERR_TAIL_LIMIT: usize = 64 * 1024;
 
 /// Who is at the other end of a transport, as shown in every error: `user@host:port` for SSH,
-/// `local:<program>` for a local child, `in-process:<name>` for an in-process handler.
+/// `local` for a local child, `in-process:<name>` for an in-process handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Peer(String);
 
