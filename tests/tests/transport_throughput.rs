@@ -184,6 +184,21 @@ fn throughput_of_each_transport_through_cat() {
             1,
         ),
         (
+            "libssh2-ctr-window1m",
+            libssh2(ctr, mib_bytes, 256 * 1024),
+            1,
+        ),
+        (
+            "libssh2-ctr-window4m",
+            libssh2(ctr, 4 * mib_bytes, 256 * 1024),
+            1,
+        ),
+        (
+            "libssh2-ctr-window1m-read128k",
+            libssh2(ctr, mib_bytes, 128 * 1024),
+            1,
+        ),
+        (
             "libssh2-ctr-hmac-sha2-256",
             libssh2_macs("hmac-sha2-256"),
             1,
