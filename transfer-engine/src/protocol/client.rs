@@ -18,7 +18,7 @@ use super::receiver::{receive_file, send_signature, Incoming};
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::RelativePath;
 use crate::digest::FileDigest;
-use crate::fs::{MappedFile, TempFile};
+use crate::fs::{MappedFile, PublishBatch, TempFile};
 use crate::signature::{signature, Signature, SignatureOptions};
 
 /// Requests sent ahead of the answers being read.
@@ -305,10 +305,29 @@ fn receive_answers<R: Read>(
     requests: &[FetchRequest],
     first_request: u32,
     pending: Receiver<Pending>,
-    progress: &mut impl FnMut(&FetchOutcome),
+    progress: &mut dyn FnMut(&FetchOutcome),
 ) -> Result<Vec<FetchOutcome>, ProtocolError> {
     let mut outcomes = Vec::with_capacity(requests.len());
     let mut literals = LiteralDecoder::default();
+    // Verified files are published in batches (one syncfs, then renames, then one fsync per
+    // directory); their success is reported once their batch is committed.
+    let mut batch = PublishBatch::default();
+    let mut waiting: Vec<FetchOutcome> = Vec::new();
+    let commit = |batch: &mut PublishBatch,
+                  waiting: &mut Vec<FetchOutcome>,
+                  outcomes: &mut Vec<FetchOutcome>,
+                  progress: &mut dyn FnMut(&FetchOutcome)| {
+        for (mut outcome, published) in waiting.drain(..).zip(batch.commit()) {
+            if let Err(e) = published {
+                outcome.result = Err(format!(
+                    "{}: publishing: {e}",
+                    requests[outcome.index].destination.display()
+                ));
+            }
+            progress(&outcome);
+            outcomes.push(outcome);
+        }
+    };
     for (index, request) in requests.iter().enumerate() {
         let id = first_request + index as u32;
         let entry = pending.recv().map_err(|_| ProtocolError::Truncated)?;
@@ -328,24 +347,46 @@ fn receive_answers<R: Read>(
             }
             Ok(temp)
         };
-        let result = receive_file(reader, &incoming, make_temp, &mut literals)?.map(|received| {
-            FetchReport {
-                len: received.len,
-                digest: Some(received.digest),
-                verified_by: "barsync digest",
-                received_bytes: reader.bytes - start_bytes,
-                signature_bytes: entry.signature_bytes,
-                reused_bytes: received.reused_bytes,
-                basis_problem: entry.problem.clone(),
+        let received = match receive_file(
+            reader,
+            &incoming,
+            make_temp,
+            &mut literals,
+            Some(&mut batch),
+        ) {
+            Ok(received) => received,
+            Err(error) => {
+                // The session broke: the files already verified are still published, so the
+                // next run does not fetch them again.
+                commit(&mut batch, &mut waiting, &mut outcomes, progress);
+                return Err(error);
             }
+        };
+        let result = received.map(|received| FetchReport {
+            len: received.len,
+            digest: Some(received.digest),
+            verified_by: "barsync digest",
+            received_bytes: reader.bytes - start_bytes,
+            signature_bytes: entry.signature_bytes,
+            reused_bytes: received.reused_bytes,
+            basis_problem: entry.problem.clone(),
         });
         let outcome = FetchOutcome {
             index,
             remote_path: request.remote_path.clone(),
             result,
         };
-        progress(&outcome);
-        outcomes.push(outcome);
+        if outcome.result.is_ok() {
+            waiting.push(outcome);
+        } else {
+            progress(&outcome);
+            outcomes.push(outcome);
+        }
+        if batch.is_full() {
+            commit(&mut batch, &mut waiting, &mut outcomes, progress);
+        }
     }
+    commit(&mut batch, &mut waiting, &mut outcomes, progress);
+    outcomes.sort_by_key(|outcome| outcome.index);
     Ok(outcomes)
 }

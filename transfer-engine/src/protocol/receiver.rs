@@ -10,7 +10,7 @@ use crate::block_size::is_valid_block_size;
 use crate::delta::{DeltaSink, MAX_LITERAL_RUN};
 use crate::digest::FileDigest;
 use crate::error::PatchError;
-use crate::fs::TempFile;
+use crate::fs::{PublishBatch, TempFile};
 use crate::patch::Patcher;
 use crate::signature::Signature;
 
@@ -50,13 +50,15 @@ pub(super) fn send_signature<W: Write>(
     Ok(())
 }
 
-/// Reads one file's answer and publishes it through `make_temp`'s temporary file.
-/// `Ok(Err(message))` is a failure of this file only; the stream stays usable.
+/// Reads one file's answer into `make_temp`'s temporary file and, once verified, publishes it
+/// (or, with `batch`, queues it there: the caller commits the batch and only then is the file
+/// in place). `Ok(Err(message))` is a failure of this file only; the stream stays usable.
 pub(super) fn receive_file<R: Read>(
     reader: &mut FrameReader<R>,
     incoming: &Incoming<'_>,
     make_temp: impl FnOnce() -> io::Result<TempFile>,
     literals: &mut LiteralDecoder,
+    batch: Option<&mut PublishBatch>,
 ) -> Result<Result<Received, String>, ProtocolError> {
     let label = incoming.label;
     let (kind, payload) = reader.expect_frame()?;
@@ -161,11 +163,16 @@ pub(super) fn receive_file<R: Read>(
         return Ok(Err(format!("{label}: {e}")));
     }
     let mut temp = temp.expect("patcher implies a temporary file");
-    if let Err(e) = temp
-        .set_attributes(mode, mtime)
-        .and_then(|()| temp.publish())
-    {
-        return Ok(Err(format!("{label}: publishing: {e}")));
+    if let Err(e) = temp.set_attributes(mode, mtime) {
+        return Ok(Err(format!("{label}: setting mode and mtime: {e}")));
+    }
+    match batch {
+        Some(batch) => batch.push(temp, end.0),
+        None => {
+            if let Err(e) = temp.publish() {
+                return Ok(Err(format!("{label}: publishing: {e}")));
+            }
+        }
     }
     Ok(Ok(Received {
         len: end.0,

@@ -162,7 +162,7 @@ impl PushReceiver {
                 &push.name,
             )
         };
-        let result = receive_file(reader, &incoming, make_temp, &mut self.literals)?;
+        let result = receive_file(reader, &incoming, make_temp, &mut self.literals, None)?;
         send_done(writer, id, result.map(drop))
     }
 
