@@ -44,9 +44,9 @@ pub struct CopyReport {
     pub skipped: u64,
     /// Size of the transferred files.
     pub bytes: u64,
-    /// Bytes received from the server for them.
+    /// Bytes received on the wire (listings and file data; for SFTP, file data only).
     pub received_bytes: u64,
-    /// Bytes of signatures sent.
+    /// Bytes sent on the wire (requests and signatures; for SFTP, none counted).
     pub sent_bytes: u64,
     /// Bytes rebuilt from local data rather than received.
     pub reused_bytes: u64,
@@ -112,6 +112,10 @@ pub trait PullSource {
         requests: &[FetchRequest],
         progress: &mut dyn FnMut(&FetchOutcome),
     ) -> Result<Vec<FetchOutcome>, CopyError>;
+    /// Bytes sent and received on the wire so far (listings included), when known.
+    fn traffic(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 impl<R: Read, W: Write + Send> PullSource for Client<R, W> {
@@ -128,6 +132,9 @@ impl<R: Read, W: Write + Send> PullSource for Client<R, W> {
         progress: &mut dyn FnMut(&FetchOutcome),
     ) -> Result<Vec<FetchOutcome>, CopyError> {
         Ok(Client::fetch(self, requests, progress)?)
+    }
+    fn traffic(&self) -> Option<(u64, u64)> {
+        Some(Client::traffic(self))
     }
 }
 
@@ -195,6 +202,24 @@ pub fn pull(
     mut progress: impl FnMut(&FetchOutcome),
 ) -> Result<CopyReport, CopyError> {
     let progress: &mut dyn FnMut(&FetchOutcome) = &mut progress;
+    let traffic_before = client.traffic();
+    let mut report = pull_inner(client, source, contents, destination, options, progress)?;
+    if let (Some((sent0, received0)), Some((sent1, received1))) = (traffic_before, client.traffic())
+    {
+        report.sent_bytes = sent1 - sent0;
+        report.received_bytes = received1 - received0;
+    }
+    Ok(report)
+}
+
+fn pull_inner(
+    client: &mut dyn PullSource,
+    source: &str,
+    contents: bool,
+    destination: &Path,
+    options: &CopyOptions,
+    progress: &mut dyn FnMut(&FetchOutcome),
+) -> Result<CopyReport, CopyError> {
     let listing = client
         .list(source, options.recursive)?
         .map_err(CopyError::Remote)?;
