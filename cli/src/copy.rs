@@ -29,6 +29,10 @@ pub struct Args {
     /// Compare files by content rather than size and modification time.
     #[arg(short, long)]
     checksum: bool,
+    /// Update existing files in place, writing only the changed blocks (as rsync --inplace;
+    /// a failed update leaves the file modified until the next run).
+    #[arg(long)]
+    inplace: bool,
     /// The ssh command for remote endpoints, as rsync's -e (e.g. "ssh -p 2222").
     #[arg(short = 'e', long = "rsh", default_value = "ssh")]
     ssh_command: String,
@@ -100,6 +104,7 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
         delete: args.delete,
         dry_run: args.dry_run,
         checksum: args.checksum,
+        in_place: args.inplace,
     };
     let contents = args.source.ends_with('/');
     let start = Instant::now();

@@ -41,6 +41,7 @@ fn fetch_tree(
             basis: Some(local.join(e.path.as_str())),
             max_len: Some(e.size),
             partial: None,
+            in_place: false,
         })
         .collect();
     let outcomes = client.fetch(&requests, |_| {}).unwrap();

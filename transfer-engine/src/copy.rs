@@ -31,6 +31,9 @@ pub struct CopyOptions {
     pub dry_run: bool,
     /// Compare content, not size and mtime.
     pub checksum: bool,
+    /// Update existing files in place, writing only what changed (rsync's `--inplace`). Faster
+    /// for large files that change a little, but a failed update leaves the file modified.
+    pub in_place: bool,
 }
 
 /// What a copy did (or, in a dry run, would do).
@@ -361,6 +364,8 @@ fn plan_files(
             continue;
         }
         let partial = partial_path(&path);
+        let basis_is_destination =
+            !partial.exists() && existing.as_ref().is_some_and(|m| m.is_file());
         let basis = if partial.exists() {
             Some(partial.clone())
         } else {
@@ -372,6 +377,7 @@ fn plan_files(
             basis,
             max_len: Some(entry.size),
             partial: Some(partial),
+            in_place: options.in_place && basis_is_destination,
         });
     }
     Ok(requests)

@@ -92,13 +92,34 @@ pub fn digest_block_size(signature: &Signature, new_len: u64) -> usize {
     }
 }
 
+/// How to compute a delta.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeltaOptions {
+    /// The receiver will rebuild the file in place, over its basis ([`crate::patch::InPlacePatcher`]):
+    /// only basis blocks at or after the current output position may be copied (as rsync's
+    /// `--inplace`), so that writing sequentially never overwrites data still to be read.
+    pub in_place: bool,
+}
+
 /// Computes the delta of `new` against `signature`, sending operations to `sink`.
 pub fn delta<S: DeltaSink>(
     new: &[u8],
     signature: &Signature,
     sink: &mut S,
 ) -> Result<DeltaSummary, S::Error> {
-    Scanner::new(new, signature, sink).run()
+    delta_with(new, signature, sink, &DeltaOptions::default())
+}
+
+/// [`delta`] with options.
+pub fn delta_with<S: DeltaSink>(
+    new: &[u8],
+    signature: &Signature,
+    sink: &mut S,
+    options: &DeltaOptions,
+) -> Result<DeltaSummary, S::Error> {
+    let mut scanner = Scanner::new(new, signature, sink);
+    scanner.in_place = options.in_place;
+    scanner.run()
 }
 
 /// Rolls the window from `pos` until its weak checksum passes the index's filter, or to `stop`.
@@ -195,6 +216,7 @@ struct Scanner<'a, S: DeltaSink> {
     digest_block_size: usize,
     stats: DeltaStats,
     search_miss_bytes: u64,
+    in_place: bool,
 }
 
 impl<'a, S: DeltaSink> Scanner<'a, S> {
@@ -210,6 +232,16 @@ impl<'a, S: DeltaSink> Scanner<'a, S> {
             digest_block_size,
             stats: DeltaStats::default(),
             search_miss_bytes: 0,
+            in_place: false,
+        }
+    }
+
+    /// The first basis block an in-place receiver can still read when writing at `pos`.
+    fn first_usable_block(&self, pos: usize) -> usize {
+        if self.in_place {
+            pos.div_ceil(self.signature.block_size())
+        } else {
+            0
         }
     }
 
@@ -282,6 +314,9 @@ impl<'a, S: DeltaSink> Scanner<'a, S> {
 
     /// Whether basis block `block` sits at `pos` of the new file (weak checksum, then hash).
     fn try_block(&mut self, pos: usize, block: usize) -> bool {
+        if block < self.first_usable_block(pos) {
+            return false;
+        }
         let block_len = self.signature.block_len(block);
         let full_or_final =
             block_len == self.signature.block_size() || pos + block_len == self.new.len();
@@ -301,7 +336,11 @@ impl<'a, S: DeltaSink> Scanner<'a, S> {
         self.stats.lookups += 1;
         let block_size = self.signature.block_size();
         let mut hash: Option<[u8; 32]> = None;
-        for candidate in index.candidates(weak) {
+        let first_usable = self.first_usable_block(pos);
+        for candidate in index
+            .candidates(weak)
+            .filter(|&block| block >= first_usable)
+        {
             let hash = match hash {
                 Some(hash) => hash,
                 None => {

@@ -35,6 +35,9 @@ pub enum PatchError {
     /// The delta refers to basis blocks that do not exist.
     #[error("corrupt delta: copy of blocks {first}..{end} but the basis has {blocks} blocks", end = first.saturating_add(*count))]
     BlockOutOfRange { first: u64, count: u64, blocks: u64 },
+    /// An in-place delta copies from before the position being written.
+    #[error("corrupt delta: in-place copy of block {block} from before position {position}")]
+    NotInPlace { block: u64, position: u64 },
     /// The delta would produce more bytes than allowed.
     #[error("delta produces more than the {limit} bytes allowed for this file")]
     TooLong { limit: u64 },

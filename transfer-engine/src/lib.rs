@@ -41,10 +41,10 @@ pub mod sftp;
 pub mod signature;
 pub mod transport;
 
-pub use delta::{delta, DeltaSink, DeltaStats, DeltaSummary};
+pub use delta::{delta, delta_with, DeltaOptions, DeltaSink, DeltaStats, DeltaSummary};
 pub use delta_codec::{DeltaEncoder, DeltaReader};
 pub use digest::{FileDigest, HashKey};
 pub use error::{FormatError, PatchError};
 pub use fs::MappedFile;
-pub use patch::{patch_file, PatchReport, Patcher};
+pub use patch::{patch_file, InPlacePatcher, PatchReport, Patcher};
 pub use signature::{signature, Signature, SignatureOptions};

@@ -153,3 +153,149 @@ pub fn patch_file<R: Read>(
         digest: end.digest,
     })
 }
+
+/// Rebuilds a file over its own basis, writing only what changed (rsync's `--inplace`).
+///
+/// The delta must have been made with [`crate::delta::DeltaOptions::in_place`], so every copy
+/// reads from at or after the position being written. Copies of a block onto itself write
+/// nothing; moved blocks and literals are written with `pwrite`. The digest is computed over the
+/// resulting content as it goes (unchanged blocks are hashed from the memory map), and
+/// [`InPlacePatcher::finish`] truncates, fsyncs and verifies. An interrupted or failed in-place
+/// patch leaves the file modified but unverified, so callers use it only where that is
+/// acceptable (a file that is itself being synced, never a published copy).
+pub struct InPlacePatcher<'b> {
+    file: &'b std::fs::File,
+    basis: &'b [u8],
+    block_size: u64,
+    blocks: u64,
+    position: u64,
+    verifier: DigestWriter,
+    max_len: u64,
+    written: u64,
+}
+
+impl<'b> InPlacePatcher<'b> {
+    /// A patcher writing into `file`, whose content when the signature was made is `basis`
+    /// (a memory map of the same file).
+    pub fn new(
+        file: &'b std::fs::File,
+        basis: &'b [u8],
+        signature: &Signature,
+        digest_block_size: usize,
+        max_len: Option<u64>,
+    ) -> Result<Self, PatchError> {
+        if basis.len() as u64 != signature.basis_len() {
+            return Err(PatchError::BasisChanged {
+                expected: signature.basis_len(),
+                actual: basis.len() as u64,
+            });
+        }
+        Ok(InPlacePatcher {
+            file,
+            basis,
+            block_size: signature.block_size() as u64,
+            blocks: signature.blocks() as u64,
+            position: 0,
+            verifier: DigestWriter::new(signature.key(), digest_block_size),
+            max_len: max_len.unwrap_or(u64::MAX),
+            written: 0,
+        })
+    }
+
+    fn write_at(&mut self, data: &[u8], offset: u64) -> Result<(), PatchError> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(data, offset)
+            .map_err(PatchError::Write)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes actually written (the rest was already in place).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Sets the final length, fsyncs, and checks length and digest against the sender's.
+    pub fn finish(self, expected_len: u64, expected: &FileDigest) -> Result<u64, PatchError> {
+        if self.position != expected_len {
+            return Err(PatchError::LengthMismatch {
+                expected: expected_len,
+                actual: self.position,
+            });
+        }
+        self.file
+            .set_len(self.position)
+            .map_err(PatchError::Write)?;
+        self.file.sync_data().map_err(PatchError::Write)?;
+        let actual = self.verifier.finish();
+        if actual != *expected {
+            return Err(PatchError::DigestMismatch {
+                expected: *expected,
+                actual,
+            });
+        }
+        Ok(self.written)
+    }
+}
+
+impl DeltaSink for InPlacePatcher<'_> {
+    type Error = PatchError;
+
+    fn copy(&mut self, first: u64, count: u64) -> Result<(), PatchError> {
+        let end = first
+            .checked_add(count)
+            .filter(|&end| count > 0 && end <= self.blocks);
+        let Some(end) = end else {
+            return Err(PatchError::BlockOutOfRange {
+                first,
+                count,
+                blocks: self.blocks,
+            });
+        };
+        let source = first * self.block_size;
+        let stop = (end * self.block_size).min(self.basis.len() as u64);
+        if source < self.position {
+            return Err(PatchError::NotInPlace {
+                block: first,
+                position: self.position,
+            });
+        }
+        let len = stop - source;
+        if self.position + len > self.max_len {
+            return Err(PatchError::TooLong {
+                limit: self.max_len,
+            });
+        }
+        let basis = self.basis;
+        let data = &basis[source as usize..stop as usize];
+        if source == self.position {
+            self.verifier.update(data);
+        } else {
+            // Moved blocks: copy forward in pieces no longer than the gap, so no piece overlaps
+            // the bytes it is read from; each piece is hashed before its write can change the
+            // bytes that follow it in the map.
+            let gap = (source - self.position) as usize;
+            let mut offset = 0;
+            for piece in data.chunks(gap.min(1 << 20)) {
+                self.verifier.update(piece);
+                self.write_at(piece, self.position + offset)?;
+                offset += piece.len() as u64;
+            }
+        }
+        self.position += len;
+        Ok(())
+    }
+
+    fn literal(&mut self, data: &[u8]) -> Result<(), PatchError> {
+        if self.position + data.len() as u64 > self.max_len {
+            return Err(PatchError::TooLong {
+                limit: self.max_len,
+            });
+        }
+        self.write_at(data, self.position)?;
+        self.verifier.update(data);
+        self.position += data.len() as u64;
+        Ok(())
+    }
+}

@@ -404,3 +404,42 @@ fn push_never_writes_through_a_symlink_on_the_server() {
         b"payload"
     );
 }
+
+#[test]
+fn in_place_updates_rewrite_only_what_changed() {
+    use std::os::unix::fs::MetadataExt;
+    let server = tempfile::tempdir().unwrap();
+    let client = tempfile::tempdir().unwrap();
+    fs::create_dir_all(server.path().join("src")).unwrap();
+    let data = random_bytes(6 << 20, 8);
+    fs::write(server.path().join("src/rel"), &data).unwrap();
+    let dest = client.path().join("dst");
+    let options = CopyOptions {
+        recursive: true,
+        in_place: true,
+        ..Default::default()
+    };
+    copy(server.path(), "src/", &dest, options, None).unwrap();
+    let inode = fs::metadata(dest.join("rel")).unwrap().ino();
+
+    let mut changed = data.clone();
+    changed[3_000_000..3_000_010].fill(7);
+    fs::write(server.path().join("src/rel"), &changed).unwrap();
+    // A distinct mtime (two writes can share one coarse file-system timestamp tick).
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    fs::File::options()
+        .write(true)
+        .open(server.path().join("src/rel"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let report = copy(server.path(), "src/", &dest, options, None).unwrap();
+    assert_eq!(report.transferred, 1);
+    assert_eq!(fs::read(dest.join("rel")).unwrap(), changed);
+    assert_eq!(
+        fs::metadata(dest.join("rel")).unwrap().ino(),
+        inode,
+        "updated in place, not replaced"
+    );
+    assert!(report.received_bytes < 60_000, "{report:?}");
+}

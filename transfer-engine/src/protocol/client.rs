@@ -14,12 +14,27 @@ use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::handshake::handshake;
 use super::literal::LiteralDecoder;
-use super::receiver::{receive_file, send_signature, Incoming};
+use super::receiver::{receive_file, receive_file_in_place, send_signature, Incoming};
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::RelativePath;
 use crate::digest::FileDigest;
 use crate::fs::{MappedFile, PublishBatch, TempFile};
 use crate::signature::{signature, Signature, SignatureOptions};
+
+/// `FileRequest` flag: the client rebuilds the file in place (the delta must allow it).
+pub const FLAG_IN_PLACE: u8 = 1;
+
+/// Opens an existing regular file for reading and writing, never through a symlink.
+fn open_for_in_place(path: &std::path::Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .ok()?;
+    file.metadata().ok().filter(|m| m.is_file()).map(|_| file)
+}
 
 /// Requests sent ahead of the answers being read.
 pub const MAX_IN_FLIGHT: usize = 16;
@@ -38,6 +53,9 @@ pub struct FetchRequest {
     /// Where to keep what was received if the session breaks in the middle of this file, so the
     /// next transfer can use it as its basis (`None`: discard it).
     pub partial: Option<PathBuf>,
+    /// Rebuild the file over the destination itself, writing only what changed (rsync's
+    /// `--inplace`); applies when `basis` is the destination. A failure leaves it modified.
+    pub in_place: bool,
 }
 
 /// What a successful fetch did.
@@ -234,6 +252,8 @@ fn read_entry(fields: &mut Fields<'_>) -> Result<Entry, ProtocolError> {
 /// What the answer reader needs of a request the writer sent: its basis and signature.
 struct Pending {
     basis: Option<MappedFile>,
+    /// For an in-place request: the destination, open for writing (the basis maps it).
+    in_place: Option<std::fs::File>,
     signature: Signature,
     signature_bytes: u64,
     problem: Option<String>,
@@ -249,8 +269,24 @@ fn send_requests<W: Write>(
     let mut encoded = Vec::new();
     for (index, request) in requests.iter().enumerate() {
         // A basis that cannot be read is not fatal: the file is fetched whole.
-        let (basis, problem) = match &request.basis {
-            Some(path) if path.exists() => match MappedFile::open(path) {
+        let in_place_file =
+            if request.in_place && request.basis.as_ref() == Some(&request.destination) {
+                open_for_in_place(&request.destination)
+            } else {
+                None
+            };
+        let (basis, problem) = match (&in_place_file, &request.basis) {
+            (Some(file), _) => match MappedFile::from_file(file) {
+                Ok(map) => (Some(map), None),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "basis {} unreadable ({e}); fetched whole",
+                        request.destination.display()
+                    )),
+                ),
+            },
+            (None, Some(path)) if path.exists() => match MappedFile::open(path) {
                 Ok(map) => (Some(map), None),
                 Err(e) => (
                     None,
@@ -262,6 +298,7 @@ fn send_requests<W: Write>(
             },
             _ => (None, None),
         };
+        let in_place_file = in_place_file.filter(|_| basis.is_some());
         let signature = signature(
             basis.as_deref().unwrap_or(&[]),
             &SignatureOptions::default(),
@@ -274,11 +311,17 @@ fn send_requests<W: Write>(
             .u32(id)
             .str(&request.remote_path)
             .u64(encoded.len() as u64)
-            .u8(level);
+            .u8(level)
+            .u8(if in_place_file.is_some() {
+                FLAG_IN_PLACE
+            } else {
+                0
+            });
         writer.send(Kind::FileRequest)?;
         send_signature(writer, id, &encoded)?;
         let entry = Pending {
             basis,
+            in_place: in_place_file,
             signature,
             signature_bytes: encoded.len() as u64,
             problem,
@@ -317,6 +360,11 @@ fn receive_answers<R: Read>(
                   waiting: &mut Vec<FetchOutcome>,
                   outcomes: &mut Vec<FetchOutcome>,
                   progress: &mut dyn FnMut(&FetchOutcome)| {
+        debug_assert_eq!(
+            waiting.len(),
+            batch.len(),
+            "every waiting outcome has its file in the batch"
+        );
         for (mut outcome, published) in waiting.drain(..).zip(batch.commit()) {
             if let Err(e) = published {
                 outcome.result = Err(format!(
@@ -347,13 +395,17 @@ fn receive_answers<R: Read>(
             }
             Ok(temp)
         };
-        let received = match receive_file(
-            reader,
-            &incoming,
-            make_temp,
-            &mut literals,
-            Some(&mut batch),
-        ) {
+        let received = match &entry.in_place {
+            Some(file) => receive_file_in_place(reader, &incoming, file, &mut literals),
+            None => receive_file(
+                reader,
+                &incoming,
+                make_temp,
+                &mut literals,
+                Some(&mut batch),
+            ),
+        };
+        let received = match received {
             Ok(received) => received,
             Err(error) => {
                 // The session broke: the files already verified are still published, so the
@@ -376,7 +428,8 @@ fn receive_answers<R: Read>(
             remote_path: request.remote_path.clone(),
             result,
         };
-        if outcome.result.is_ok() {
+        // In-place files are durable when they finish; the others wait for their batch.
+        if outcome.result.is_ok() && entry.in_place.is_none() {
             waiting.push(outcome);
         } else {
             progress(&outcome);

@@ -15,6 +15,7 @@ use super::client::{Client, MAX_IN_FLIGHT};
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::sender::{read_signature, send_file, send_request_error};
 use super::ProtocolError;
+use crate::delta::DeltaOptions;
 use crate::signature::Signature;
 
 /// One change to make on the server.
@@ -131,7 +132,15 @@ fn send_items<W: Write>(
         let id = first + index as u32;
         let label = local.display().to_string();
         let sent = match File::open(local) {
-            Ok(file) => send_file(writer, id, &file, &label, &signature, level)?,
+            Ok(file) => send_file(
+                writer,
+                id,
+                &file,
+                &label,
+                &signature,
+                level,
+                &DeltaOptions::default(),
+            )?,
             Err(e) => Err(format!("{label}: {e}")),
         };
         if let Err(message) = sent {

@@ -1,6 +1,7 @@
 //! Receiving one file's delta (`FileBegin`, operations, `FileEnd`) into a verified, published
 //! file. The client uses it when fetching, `barsync serve` when a client pushes.
 
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
 use super::frame::{Fields, FrameReader, FrameWriter, Kind, MAX_PAYLOAD};
@@ -11,7 +12,7 @@ use crate::delta::{DeltaSink, MAX_LITERAL_RUN};
 use crate::digest::FileDigest;
 use crate::error::PatchError;
 use crate::fs::{PublishBatch, TempFile};
-use crate::patch::Patcher;
+use crate::patch::{InPlacePatcher, Patcher};
 use crate::signature::Signature;
 
 /// What the receiver knows about a file it is about to receive.
@@ -50,17 +51,19 @@ pub(super) fn send_signature<W: Write>(
     Ok(())
 }
 
-/// Reads one file's answer into `make_temp`'s temporary file and, once verified, publishes it
-/// (or, with `batch`, queues it there: the caller commits the batch and only then is the file
-/// in place). `Ok(Err(message))` is a failure of this file only; the stream stays usable.
-pub(super) fn receive_file<R: Read>(
+/// What `FileBegin` announced.
+struct FileHeader {
+    len: u64,
+    mtime: (i64, u32),
+    mode: u32,
+    digest_block: usize,
+}
+
+/// Reads `FileBegin` (or the sender's `RequestError`) for `incoming`.
+fn read_file_begin<R: Read>(
     reader: &mut FrameReader<R>,
     incoming: &Incoming<'_>,
-    make_temp: impl FnOnce() -> io::Result<TempFile>,
-    literals: &mut LiteralDecoder,
-    batch: Option<&mut PublishBatch>,
-) -> Result<Result<Received, String>, ProtocolError> {
-    let label = incoming.label;
+) -> Result<Result<FileHeader, String>, ProtocolError> {
     let (kind, payload) = reader.expect_frame()?;
     let mut fields = Fields::new(kind, payload);
     check_request(kind, &mut fields, incoming.id)?;
@@ -83,10 +86,98 @@ pub(super) fn receive_file<R: Read>(
             "digest block size {digest_block}"
         )));
     }
+    Ok(Ok(FileHeader {
+        len,
+        mtime,
+        mode,
+        digest_block,
+    }))
+}
+
+/// What [`apply_operations`] found: the sender's end record (length, digest), the bytes copied
+/// from the basis, and the first failure applying the operations.
+struct OperationsEnd {
+    end: (u64, FileDigest),
+    reused: u64,
+    failure: Option<String>,
+}
+
+/// Reads operations up to `FileEnd`, applying them to `sink` until it fails (then the rest is
+/// read and dropped, so the stream stays usable). Returns the end record, the bytes copied from
+/// the basis, and the first failure.
+fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
+    reader: &mut FrameReader<R>,
+    incoming: &Incoming<'_>,
+    mut sink: Option<&mut S>,
+    literals: &mut LiteralDecoder,
+) -> Result<OperationsEnd, ProtocolError> {
+    let mut failure: Option<String> = None;
+    let mut reused = 0u64;
+    loop {
+        let (kind, payload) = reader.expect_frame()?;
+        let mut fields = Fields::new(kind, payload);
+        check_request(kind, &mut fields, incoming.id)?;
+        let step: Result<(), PatchError> = match kind {
+            Kind::Copy => {
+                let (first, count) = (fields.u64()?, fields.u64()?);
+                fields.end()?;
+                reused += count.saturating_mul(incoming.signature.block_size() as u64);
+                match sink.as_mut() {
+                    Some(sink) if failure.is_none() => sink.copy(first, count),
+                    _ => Ok(()),
+                }
+            }
+            Kind::Literal => {
+                let encoding = fields.u8()?;
+                let raw_len = fields.u32()? as usize;
+                let data = literals.decode(encoding, raw_len, fields.rest(), MAX_LITERAL_RUN)?;
+                match sink.as_mut() {
+                    Some(sink) if failure.is_none() => sink.literal(data),
+                    _ => Ok(()),
+                }
+            }
+            Kind::FileEnd => {
+                let end_len = fields.u64()?;
+                let digest = FileDigest(fields.array::<32>()?);
+                fields.end()?;
+                return Ok(OperationsEnd {
+                    end: (end_len, digest),
+                    reused,
+                    failure,
+                });
+            }
+            other => {
+                return Err(ProtocolError::Malformed(format!(
+                    "unexpected {other:?} inside a file"
+                )))
+            }
+        };
+        if let Err(e) = step {
+            failure.get_or_insert(format!("{}: {e}", incoming.label));
+        }
+    }
+}
+
+/// Reads one file's answer into `make_temp`'s temporary file and, once verified, publishes it
+/// (or, with `batch`, queues it there: the caller commits the batch and only then is the file
+/// in place). `Ok(Err(message))` is a failure of this file only; the stream stays usable.
+pub(super) fn receive_file<R: Read>(
+    reader: &mut FrameReader<R>,
+    incoming: &Incoming<'_>,
+    make_temp: impl FnOnce() -> io::Result<TempFile>,
+    literals: &mut LiteralDecoder,
+    batch: Option<&mut PublishBatch>,
+) -> Result<Result<Received, String>, ProtocolError> {
+    let label = incoming.label;
+    let header = match read_file_begin(reader, incoming)? {
+        Ok(header) => header,
+        Err(message) => return Ok(Err(message)),
+    };
     // Local failures (no room, bad destination, wrong data) fail this file; the stream goes on.
     let mut local_error: Option<String> = match incoming.max_len {
-        Some(max) if len > max => Some(format!(
-            "{label} has {len} bytes, more than the {max} expected"
+        Some(max) if header.len > max => Some(format!(
+            "{label} has {} bytes, more than the {max} expected",
+            header.len
         )),
         _ => None,
     };
@@ -100,70 +191,35 @@ pub(super) fn receive_file<R: Read>(
     let mut patcher = match temp.as_mut() {
         Some(temp) if local_error.is_none() => {
             let out = BufWriter::with_capacity(256 * 1024, temp.file());
-            Some(
-                Patcher::new(
-                    incoming.basis,
-                    incoming.signature,
-                    digest_block,
-                    out,
-                    Some(len),
-                )
-                .map_err(|e| e.to_string()),
-            )
+            match Patcher::new(
+                incoming.basis,
+                incoming.signature,
+                header.digest_block,
+                out,
+                Some(header.len),
+            ) {
+                Ok(patcher) => Some(patcher),
+                Err(e) => {
+                    local_error = Some(e.to_string());
+                    None
+                }
+            }
         }
         _ => None,
     };
-    if let Some(Err(message)) = &patcher {
-        local_error.get_or_insert(message.clone());
-    }
-    let mut reused = 0u64;
-    let end = loop {
-        let (kind, payload) = reader.expect_frame()?;
-        let mut fields = Fields::new(kind, payload);
-        check_request(kind, &mut fields, incoming.id)?;
-        let step: Result<(), PatchError> = match kind {
-            Kind::Copy => {
-                let (first, count) = (fields.u64()?, fields.u64()?);
-                fields.end()?;
-                reused += count.saturating_mul(incoming.signature.block_size() as u64);
-                match patcher.as_mut() {
-                    Some(Ok(p)) if local_error.is_none() => p.copy(first, count),
-                    _ => Ok(()),
-                }
-            }
-            Kind::Literal => {
-                let encoding = fields.u8()?;
-                let raw_len = fields.u32()? as usize;
-                let data = literals.decode(encoding, raw_len, fields.rest(), MAX_LITERAL_RUN)?;
-                match patcher.as_mut() {
-                    Some(Ok(p)) if local_error.is_none() => p.literal(data),
-                    _ => Ok(()),
-                }
-            }
-            Kind::FileEnd => {
-                let end_len = fields.u64()?;
-                let digest = FileDigest(fields.array::<32>()?);
-                fields.end()?;
-                break (end_len, digest);
-            }
-            other => {
-                return Err(ProtocolError::Malformed(format!(
-                    "unexpected {other:?} inside a file"
-                )))
-            }
-        };
-        if let Err(e) = step {
-            local_error.get_or_insert(format!("{label}: {e}"));
-        }
-    };
-    if let Some(message) = local_error {
+    let OperationsEnd {
+        end,
+        reused,
+        failure,
+    } = apply_operations(reader, incoming, patcher.as_mut(), literals)?;
+    if let Some(message) = local_error.or(failure) {
         return Ok(Err(message));
     }
     if let Err(e) = finish_patch(patcher, &end) {
         return Ok(Err(format!("{label}: {e}")));
     }
     let mut temp = temp.expect("patcher implies a temporary file");
-    if let Err(e) = temp.set_attributes(mode, mtime) {
+    if let Err(e) = temp.set_attributes(header.mode, header.mtime) {
         return Ok(Err(format!("{label}: setting mode and mtime: {e}")));
     }
     match batch {
@@ -181,14 +237,79 @@ pub(super) fn receive_file<R: Read>(
     }))
 }
 
+/// Reads one file's answer (a delta made with `in_place`) and applies it over `file`, the basis
+/// itself; `incoming.basis` must be a map of that same file. The file is verified and fsynced
+/// when this returns `Ok(Ok(_))`; on any failure it is left modified and unverified.
+pub(super) fn receive_file_in_place<R: Read>(
+    reader: &mut FrameReader<R>,
+    incoming: &Incoming<'_>,
+    file: &File,
+    literals: &mut LiteralDecoder,
+) -> Result<Result<Received, String>, ProtocolError> {
+    let label = incoming.label;
+    let header = match read_file_begin(reader, incoming)? {
+        Ok(header) => header,
+        Err(message) => return Ok(Err(message)),
+    };
+    let mut local_error: Option<String> = match incoming.max_len {
+        Some(max) if header.len > max => Some(format!(
+            "{label} has {} bytes, more than the {max} expected",
+            header.len
+        )),
+        _ => None,
+    };
+    let mut patcher = match InPlacePatcher::new(
+        file,
+        incoming.basis,
+        incoming.signature,
+        header.digest_block,
+        Some(header.len),
+    ) {
+        Ok(patcher) if local_error.is_none() => Some(patcher),
+        Ok(_) => None,
+        Err(e) => {
+            local_error = Some(e.to_string());
+            None
+        }
+    };
+    let OperationsEnd {
+        end,
+        reused,
+        failure,
+    } = apply_operations(reader, incoming, patcher.as_mut(), literals)?;
+    if let Some(message) = local_error.or(failure) {
+        return Ok(Err(message));
+    }
+    let patcher = patcher.expect("no failure means a patcher");
+    if let Err(e) = patcher.finish(end.0, &end.1) {
+        return Ok(Err(format!("{label}: {e}")));
+    }
+    if let Err(e) = set_attributes(file, header.mode, header.mtime) {
+        return Ok(Err(format!("{label}: setting mode and mtime: {e}")));
+    }
+    Ok(Ok(Received {
+        len: end.0,
+        digest: end.1,
+        reused_bytes: reused.min(end.0),
+    }))
+}
+
+fn set_attributes(file: &File, mode: u32, mtime: (i64, u32)) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    let when = std::time::UNIX_EPOCH
+        + std::time::Duration::new(mtime.0.max(0) as u64, mtime.1.min(999_999_999));
+    file.set_modified(when)
+}
+
 /// Verifies a patch that received every operation (consuming it releases the temporary file).
 fn finish_patch<W: Write>(
-    patcher: Option<Result<Patcher<'_, W>, String>>,
+    patcher: Option<Patcher<'_, W>>,
     end: &(u64, FileDigest),
 ) -> Result<(), PatchError> {
     match patcher {
-        Some(Ok(patcher)) => patcher.finish(end.0, &end.1).map(drop),
-        _ => unreachable!("no local error means a patcher"),
+        Some(patcher) => patcher.finish(end.0, &end.1).map(drop),
+        None => unreachable!("no local error means a patcher"),
     }
 }
 

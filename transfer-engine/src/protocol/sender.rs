@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::literal::LiteralEncoder;
 use super::ProtocolError;
-use crate::delta::{delta, digest_block_size, DeltaSink, MAX_LITERAL_RUN};
+use crate::delta::{delta_with, digest_block_size, DeltaOptions, DeltaSink, MAX_LITERAL_RUN};
 use crate::fs::MappedFile;
 use crate::signature::Signature;
 
@@ -67,6 +67,7 @@ pub(super) fn send_file<W: Write>(
     label: &str,
     signature: &Signature,
     level: Option<i32>,
+    options: &DeltaOptions,
 ) -> Result<Result<u64, String>, ProtocolError> {
     let metadata = match file.metadata() {
         Ok(m) if m.is_file() => m,
@@ -92,7 +93,7 @@ pub(super) fn send_file<W: Write>(
         id,
         literals: LiteralEncoder::new(level),
     };
-    let summary = delta(&map, signature, &mut sink)?;
+    let summary = delta_with(&map, signature, &mut sink, options)?;
     writer
         .start()
         .u32(id)

@@ -8,12 +8,14 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 
+use super::client::FLAG_IN_PLACE;
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::handshake::handshake;
 use super::sender::{read_signature, send_file, send_request_error};
 use super::server_push::PushReceiver;
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::{open_below, open_file_below, RelativePath, Roots};
+use crate::delta::DeltaOptions;
 use crate::signature::Signature;
 
 /// What a session served.
@@ -57,14 +59,24 @@ pub fn serve<R: Read, W: Write>(
                 let path = fields.str()?.to_string();
                 let signature_len = fields.u64()?;
                 let level = fields.u8()? as i8;
+                let flags = fields.u8()?;
                 fields.end()?;
+                let options = DeltaOptions {
+                    in_place: flags & FLAG_IN_PLACE != 0,
+                };
                 let signature = read_signature(&mut reader, request, signature_len)?;
                 summary.files += 1;
                 let outcome = match signature {
-                    Ok(signature) => {
-                        send_requested_file(&mut writer, roots, request, &path, &signature, level)?
-                            .map(drop)
-                    }
+                    Ok(signature) => send_requested_file(
+                        &mut writer,
+                        roots,
+                        request,
+                        &path,
+                        &signature,
+                        level,
+                        &options,
+                    )?
+                    .map(drop),
                     Err(message) => Err(message),
                 };
                 if let Err(message) = outcome {
@@ -140,6 +152,7 @@ fn send_requested_file<W: Write>(
     path: &str,
     signature: &Signature,
     level: i8,
+    options: &DeltaOptions,
 ) -> Result<Result<u64, String>, ProtocolError> {
     let opened = roots
         .resolve(path)
@@ -155,6 +168,7 @@ fn send_requested_file<W: Write>(
             path,
             signature,
             (level > 0).then_some(level as i32),
+            options,
         ),
         Err(message) => Ok(Err(message)),
     }
