@@ -3,7 +3,8 @@
 # medians of N (default 3). Prints a table with same-run ratios and bytes on the wire.
 #   benches/side-by-side.sh [N]
 # Workloads (issue 6): W1 one new 1 GiB incompressible file; W2 the same file after 100 scattered
-# 100 KiB rewrites; W5 10,000 files of 2 KiB, initial copy and resync with nothing changed.
+# 100 KiB rewrites (also with --inplace on both sides, as Barman runs rsync for sync-backup);
+# W5 10,000 files of 2 KiB, initial copy and resync with nothing changed.
 # Needs: openssh-server, rsync, and barsync built with `cargo build --release -p barsync`.
 set -euo pipefail
 runs=${1:-3}
@@ -95,6 +96,8 @@ run_workload "W1 new 1 GiB file" "rm -rf $work/dst; mkdir -p $work/dst" \
     "$B $host:$work/src/big $work/dst/big" "$R $host:$work/src/big $work/dst/big"
 run_workload "W2 1 GiB, 1% scattered" "rm -rf $work/dst; mkdir -p $work/dst; cp $work/big.v1 $work/dst/big; touch -d 2020-01-01 $work/dst/big; cp $work/big.v2 $work/src/big" \
     "$B $host:$work/src/big $work/dst/big" "$R -t $host:$work/src/big $work/dst/big"
+run_workload "W2 same, both --inplace" "rm -rf $work/dst; mkdir -p $work/dst; cp $work/big.v1 $work/dst/big; touch -d 2020-01-01 $work/dst/big; cp $work/big.v2 $work/src/big" \
+    "$B --inplace $host:$work/src/big $work/dst/big" "$R -t --inplace $host:$work/src/big $work/dst/big"
 run_workload "W5 10,000 x 2 KiB initial" "rm -rf $work/dst; mkdir -p $work/dst" \
     "$B -r $host:$work/small/ $work/dst/" "$R -rt $host:$work/small/ $work/dst/"
 run_workload "W5 10,000 x 2 KiB resync" "rm -rf $work/dst; cp -a $work/small $work/dst" \

@@ -11,7 +11,7 @@ use crate::block_size::is_valid_block_size;
 use crate::delta::{DeltaSink, MAX_LITERAL_RUN};
 use crate::digest::FileDigest;
 use crate::error::PatchError;
-use crate::fs::{PublishBatch, TempFile};
+use crate::fs::{PublishBatch, TempFile, WritebackWriter};
 use crate::patch::{InPlacePatcher, Patcher};
 use crate::signature::Signature;
 
@@ -190,7 +190,7 @@ pub(super) fn receive_file<R: Read>(
     };
     let mut patcher = match temp.as_mut() {
         Some(temp) if local_error.is_none() => {
-            let out = BufWriter::with_capacity(256 * 1024, temp.file());
+            let out = BufWriter::with_capacity(256 * 1024, WritebackWriter::new(temp.file()));
             match Patcher::new(
                 incoming.basis,
                 incoming.signature,
