@@ -300,3 +300,93 @@ fn a_connection_cut_mid_transfer_fails_cleanly_and_the_next_run_resumes() {
         "{stdout} (kept {kept})"
     );
 }
+
+#[test]
+fn tree_changes_appends_truncations_renames_and_deletions_are_mirrored() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let tree = remote.path().join("tree");
+    fs::create_dir_all(tree.join("a/b")).unwrap();
+    let random = |len: usize, seed: u64| -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    };
+    for i in 0..20u64 {
+        fs::write(
+            tree.join(format!("a/b/f{i}")),
+            random(10_000 + i as usize * 7_000, i),
+        )
+        .unwrap();
+    }
+    let (rsh, host) = rsh_and_host(&sshd);
+    let sync = || {
+        let out = Command::new(binaries::barsync())
+            .args(["copy", "-r", "--delete", "-e", &rsh, "--remote-barsync"])
+            .arg(binaries::barsync())
+            .arg(format!("{host}:{}/", tree.display()))
+            .arg(local.path().join("mirror"))
+            .output()
+            .expect("barsync runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let same = || {
+        for entry in fs::read_dir(tree.join("a/b")).unwrap() {
+            let path = entry.unwrap().path();
+            let copy = local
+                .path()
+                .join("mirror/a/b")
+                .join(path.file_name().unwrap());
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                fs::read(&copy).unwrap(),
+                "{}",
+                copy.display()
+            );
+        }
+        let count = |dir: std::path::PathBuf| fs::read_dir(dir).unwrap().count();
+        assert_eq!(
+            count(tree.join("a/b")),
+            count(local.path().join("mirror/a/b"))
+        );
+    };
+    sync();
+    same();
+    let touch_later = |path: &std::path::Path| {
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+    };
+    let mut changed = fs::read(tree.join("a/b/f1")).unwrap();
+    changed[500] ^= 0xff;
+    fs::write(tree.join("a/b/f1"), &changed).unwrap();
+    touch_later(&tree.join("a/b/f1"));
+    let mut appended = fs::read(tree.join("a/b/f2")).unwrap();
+    appended.extend(random(30_000, 99));
+    fs::write(tree.join("a/b/f2"), &appended).unwrap();
+    let truncated = fs::read(tree.join("a/b/f3")).unwrap();
+    fs::write(tree.join("a/b/f3"), &truncated[..truncated.len() / 3]).unwrap();
+    fs::rename(tree.join("a/b/f4"), tree.join("a/b/renamed")).unwrap();
+    fs::remove_file(tree.join("a/b/f5")).unwrap();
+    sync();
+    same();
+    assert!(
+        !local.path().join("mirror/a/b/f4").exists()
+            && !local.path().join("mirror/a/b/f5").exists()
+    );
+}
