@@ -17,6 +17,9 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<std::process::ExitCode> {
     let roots = Roots::new(args.roots.clone()).context("barsync serve")?;
+    // Larger pipe buffers towards sshd (a hint; ignored when stdin/stdout are not pipes).
+    transfer_engine::transport::enlarge_pipe(&std::io::stdin());
+    transfer_engine::transport::enlarge_pipe(&std::io::stdout());
     serve(stdin().lock(), stdout().lock(), &roots).context("barsync serve")?;
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -33,6 +33,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 
 pub use memory_pipe::{memory_pipe, PipeReader, PipeWriter};
+pub use process::enlarge_pipe;
 
 /// How much of a remote command's stderr is kept for error messages (the tail is kept).
 pub const STDERR_TAIL_LIMIT: usize = 64 * 1024;
