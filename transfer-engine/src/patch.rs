@@ -38,12 +38,7 @@ impl<'b, W: Write> Patcher<'b, W> {
         out: W,
         max_len: Option<u64>,
     ) -> Result<Self, PatchError> {
-        if basis.len() as u64 != signature.basis_len() {
-            return Err(PatchError::BasisChanged {
-                expected: signature.basis_len(),
-                actual: basis.len() as u64,
-            });
-        }
+        check_basis(basis, signature)?;
         Ok(Patcher {
             basis,
             block_size: signature.block_size() as u64,
@@ -116,6 +111,19 @@ impl<W: Write> DeltaSink for Patcher<'_, W> {
     }
 }
 
+/// Refuses a basis that is not the one the signature was made from (by length; the digest
+/// catches a change of content).
+fn check_basis(basis: &[u8], signature: &Signature) -> Result<(), PatchError> {
+    if basis.len() as u64 == signature.basis_len() {
+        Ok(())
+    } else {
+        Err(PatchError::BasisChanged {
+            expected: signature.basis_len(),
+            actual: basis.len() as u64,
+        })
+    }
+}
+
 /// What [`patch_file`] produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PatchReport {
@@ -184,12 +192,7 @@ impl<'b> InPlacePatcher<'b> {
         digest_block_size: usize,
         max_len: Option<u64>,
     ) -> Result<Self, PatchError> {
-        if basis.len() as u64 != signature.basis_len() {
-            return Err(PatchError::BasisChanged {
-                expected: signature.basis_len(),
-                actual: basis.len() as u64,
-            });
-        }
+        check_basis(basis, signature)?;
         Ok(InPlacePatcher {
             file,
             basis,

@@ -59,6 +59,17 @@ struct FileHeader {
     digest_block: usize,
 }
 
+/// The failure to report when the sender announces more bytes than the receiver allows.
+fn too_long(incoming: &Incoming<'_>, header: &FileHeader) -> Option<String> {
+    match incoming.max_len {
+        Some(max) if header.len > max => Some(format!(
+            "{} has {} bytes, more than the {max} expected",
+            incoming.label, header.len
+        )),
+        _ => None,
+    }
+}
+
 /// Reads `FileBegin` (or the sender's `RequestError`) for `incoming`.
 fn read_file_begin<R: Read>(
     reader: &mut FrameReader<R>,
@@ -174,13 +185,7 @@ pub(super) fn receive_file<R: Read>(
         Err(message) => return Ok(Err(message)),
     };
     // Local failures (no room, bad destination, wrong data) fail this file; the stream goes on.
-    let mut local_error: Option<String> = match incoming.max_len {
-        Some(max) if header.len > max => Some(format!(
-            "{label} has {} bytes, more than the {max} expected",
-            header.len
-        )),
-        _ => None,
-    };
+    let mut local_error = too_long(incoming, &header);
     let mut temp = match make_temp() {
         Ok(temp) => Some(temp),
         Err(e) => {
@@ -251,13 +256,7 @@ pub(super) fn receive_file_in_place<R: Read>(
         Ok(header) => header,
         Err(message) => return Ok(Err(message)),
     };
-    let mut local_error: Option<String> = match incoming.max_len {
-        Some(max) if header.len > max => Some(format!(
-            "{label} has {} bytes, more than the {max} expected",
-            header.len
-        )),
-        _ => None,
-    };
+    let mut local_error = too_long(incoming, &header);
     let mut patcher = match InPlacePatcher::new(
         file,
         incoming.basis,
