@@ -36,8 +36,11 @@ fn open_for_in_place(path: &std::path::Path) -> Option<std::fs::File> {
     file.metadata().ok().filter(|m| m.is_file()).map(|_| file)
 }
 
-/// Requests sent ahead of the answers being read.
-pub const MAX_IN_FLIGHT: usize = 16;
+/// Requests sent ahead of the answers being read. Over a link with round-trip time `t`, small
+/// files cost about `t / MAX_IN_FLIGHT` each (10,000 files over 50 ms: about 2 s). Each pending
+/// request holds its basis map and signature (and, in place, an open file), which bounds memory
+/// and descriptors.
+pub const MAX_IN_FLIGHT: usize = 256;
 
 /// One file to fetch.
 #[derive(Clone, Debug)]

@@ -16,7 +16,7 @@
 //! RequestsDone ────────────────────────────────► ServerDone
 //! ```
 //! Because the client never waits per file, latency is paid once per batch, not once per file;
-//! the client bounds how many requests are in flight ([`client::MAX_IN_FLIGHT`]), so memory stays
+//! the client bounds how many requests are in flight ([`client::MAX_IN_FLIGHT`], 256), so memory stays
 //! bounded however many files are queued. Literals are zstd-compressed when that pays
 //! ([`literal`]). Every file ends with its digest, which the client verifies before publishing.
 //! Errors about one file (missing, permission denied, refused path) travel as `RequestError`

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use rustix::fs::{mkdirat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode, OFlags};
 
+use super::client::MAX_IN_FLIGHT;
 use super::frame::{FrameReader, FrameWriter, Kind};
 use super::literal::LiteralDecoder;
 use super::receiver::{receive_file, send_signature, Incoming};
@@ -24,8 +25,13 @@ use crate::confine::{open_below, RelativePath, Roots};
 use crate::fs::{MappedFile, TempFile};
 use crate::signature::{signature, Signature, SignatureOptions};
 
-/// Pushed files whose signature was sent but whose delta has not arrived yet.
-pub const MAX_QUEUED_PUSHES: usize = 64;
+/// Pushed files whose signature was sent but whose delta has not arrived yet (each holds a
+/// directory handle and a basis map). A client pushes at most [`MAX_IN_FLIGHT`] ahead.
+pub const MAX_QUEUED_PUSHES: usize = 256;
+const _: () = assert!(
+    MAX_IN_FLIGHT <= MAX_QUEUED_PUSHES,
+    "a client's push window fits the server's queue"
+);
 
 struct QueuedPush {
     id: u32,
