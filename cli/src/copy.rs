@@ -147,20 +147,29 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
             } else {
                 source
             };
-            with_session(args, host, &root, |client| {
+            let progress = |outcome: &transfer_engine::protocol::PushOutcome| {
+                if verbose {
+                    print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|_| 0));
+                }
+            };
+            let session = with_session(args, host, &root, |client| {
                 Ok(push(
-                    client,
-                    &source,
-                    contents,
-                    &request,
-                    &options,
-                    |outcome| {
-                        if verbose {
-                            print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|_| 0));
-                        }
-                    },
+                    client, &source, contents, &request, &options, progress,
                 )?)
-            })?
+            });
+            match session {
+                Err(error) if error.downcast_ref::<NoBarsync>().is_some() => {
+                    eprintln!("WARNING: {error}; falling back to SFTP (whole files)");
+                    let mut target = open_sftp(args, host)?;
+                    let remote = if path.is_empty() {
+                        "."
+                    } else {
+                        path.trim_end_matches('/')
+                    };
+                    push(&mut target, &source, contents, remote, &options, progress)?
+                }
+                other => other?,
+            }
         }
         (None, None) => copy_locally(args, contents, &options, |outcome| {
             if verbose {
@@ -268,6 +277,16 @@ impl std::fmt::Display for NoBarsync {
 
 impl std::error::Error for NoBarsync {}
 
+/// An SFTP session on `host` (same ssh options), for hosts without barsync.
+fn open_sftp(args: &Args, host: &str) -> Result<SftpSource> {
+    let transport = Libssh2Transport::from_command_string(&format!("{} {host}", args.ssh_command))?;
+    let (session, _tcp) = transport.connect()?;
+    let source =
+        SftpSource::new(session).with_context(|| format!("{}: starting SFTP", transport.peer()))?;
+    eprintln!("SFTP: files will be verified by {}", source.verification());
+    Ok(source)
+}
+
 /// Pull over SFTP, for hosts without barsync.
 fn sftp_pull(
     args: &Args,
@@ -278,11 +297,7 @@ fn sftp_pull(
     options: &CopyOptions,
     progress: impl FnMut(&transfer_engine::protocol::FetchOutcome),
 ) -> Result<CopyReport> {
-    let transport = Libssh2Transport::from_command_string(&format!("{} {host}", args.ssh_command))?;
-    let (session, _tcp) = transport.connect()?;
-    let mut source =
-        SftpSource::new(session).with_context(|| format!("{}: starting SFTP", transport.peer()))?;
-    eprintln!("SFTP: files will be verified by {}", source.verification());
+    let mut source = open_sftp(args, host)?;
     let source_path = if path.is_empty() { "." } else { path };
     Ok(pull(
         &mut source,

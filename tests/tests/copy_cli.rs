@@ -390,3 +390,76 @@ fn tree_changes_appends_truncations_renames_and_deletions_are_mirrored() {
             && !local.path().join("mirror/a/b/f5").exists()
     );
 }
+
+#[test]
+fn pushing_to_a_remote_without_barsync_falls_back_to_sftp() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    fs::create_dir_all(local.path().join("tree/sub")).unwrap();
+    let data: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    fs::write(local.path().join("tree/sub/big"), &data).unwrap();
+    std::os::unix::fs::symlink("sub/big", local.path().join("tree/link")).unwrap();
+    let (rsh, host) = rsh_and_host(&sshd);
+    let run = || {
+        Command::new(binaries::barsync())
+            .args([
+                "copy",
+                "-r",
+                "-e",
+                &rsh,
+                "--remote-barsync",
+                "/nonexistent/barsync",
+            ])
+            .arg(local.path().join("tree"))
+            .arg(format!("{host}:{}/", remote.path().display()))
+            .output()
+            .expect("barsync runs")
+    };
+    let out = run();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("falling back to SFTP"), "{stderr}");
+    assert!(
+        stdout.contains("verified by SFTP, remote sha256sum: 1 files"),
+        "{stdout}"
+    );
+    assert_eq!(fs::read(remote.path().join("tree/sub/big")).unwrap(), data);
+    assert_eq!(
+        fs::read_link(remote.path().join("tree/link")).unwrap(),
+        std::path::Path::new("sub/big")
+    );
+    let again = run();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 transferred, 1 up to date"),
+        "{} {}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // An update replaces the existing remote file (SFTP v3 cannot rename over it directly).
+    let mut changed = data.clone();
+    changed[700_000] ^= 1;
+    fs::write(local.path().join("tree/sub/big"), &changed).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+    fs::File::options()
+        .write(true)
+        .open(local.path().join("tree/sub/big"))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let update = run();
+    assert!(
+        update.status.success(),
+        "{}",
+        String::from_utf8_lossy(&update.stderr)
+    );
+    assert_eq!(
+        fs::read(remote.path().join("tree/sub/big")).unwrap(),
+        changed
+    );
+}

@@ -101,6 +101,97 @@ pub fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.barsync-partial"))
 }
 
+/// Where [`push`] writes to: a barsync session, or SFTP on a host without barsync.
+pub trait PushTarget {
+    /// Lists `path`; `Ok(Err(message))` when the far side refused or failed (or it is missing).
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError>;
+    /// Applies each item, reporting each outcome as it completes.
+    fn apply(
+        &mut self,
+        items: &[PushItem],
+        progress: &mut dyn FnMut(&PushOutcome),
+    ) -> Result<Vec<PushOutcome>, CopyError>;
+    /// How pushed files are verified, for the report.
+    fn verified_by(&self) -> &'static str;
+    /// Bytes sent and received on the wire so far, when known.
+    fn traffic(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+impl<R: Read, W: Write + Send> PushTarget for Client<R, W> {
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+        Ok(Client::list(self, path, recursive)?)
+    }
+    fn apply(
+        &mut self,
+        items: &[PushItem],
+        progress: &mut dyn FnMut(&PushOutcome),
+    ) -> Result<Vec<PushOutcome>, CopyError> {
+        Ok(Client::push(self, items, progress)?)
+    }
+    fn verified_by(&self) -> &'static str {
+        "barsync digest"
+    }
+    fn traffic(&self) -> Option<(u64, u64)> {
+        Some(Client::traffic(self))
+    }
+}
+
+impl PushTarget for crate::sftp::SftpSource {
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+        Ok(
+            crate::sftp::SftpSource::list(self, path, recursive)
+                .map_err(|e| format!("{path}: {e}")),
+        )
+    }
+    fn apply(
+        &mut self,
+        items: &[PushItem],
+        progress: &mut dyn FnMut(&PushOutcome),
+    ) -> Result<Vec<PushOutcome>, CopyError> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let result = match item {
+                PushItem::Directory { remote_path, mode } => {
+                    self.make_directory(remote_path, *mode)
+                }
+                PushItem::Symlink {
+                    remote_path,
+                    target,
+                } => self.make_symlink(remote_path, target),
+                PushItem::File { local, remote_path } => {
+                    self.push_file(local, remote_path).map(drop)
+                }
+                PushItem::Remove { remote_path } => self.remove(remote_path),
+            };
+            let outcome = PushOutcome {
+                index,
+                remote_path: item.remote_path().to_string(),
+                result,
+            };
+            progress(&outcome);
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+    fn verified_by(&self) -> &'static str {
+        self.verification().label()
+    }
+}
+
 /// Where [`pull`] reads from: a barsync session, or SFTP on a host without barsync.
 pub trait PullSource {
     /// Lists `path`; `Ok(Err(message))` when the far side refused or failed.
@@ -172,11 +263,7 @@ impl PullSource for crate::sftp::SftpSource {
             .map(|fetched| crate::protocol::FetchReport {
                 len: fetched.len,
                 digest: None,
-                verified_by: match fetched.verification {
-                    crate::sftp::Verification::RemoteBlake3 => "SFTP, remote b3sum",
-                    crate::sftp::Verification::RemoteSha256 => "SFTP, remote sha256sum",
-                    crate::sftp::Verification::SizeAndMtime => "SFTP, size and mtime only",
-                },
+                verified_by: fetched.verification.label(),
                 received_bytes: fetched.received_bytes,
                 signature_bytes: 0,
                 reused_bytes: fetched.len - fetched.received_bytes,
@@ -351,7 +438,7 @@ fn plan_files(
                 use std::os::unix::fs::MetadataExt;
                 meta.is_file()
                     && meta.len() == entry.size
-                    && (meta.mtime(), meta.mtime_nsec() as u32) == entry.mtime
+                    && mtimes_match((meta.mtime(), meta.mtime_nsec() as u32), entry.mtime)
             });
         if up_to_date {
             report.skipped += 1;
@@ -448,6 +535,12 @@ fn delete_extraneous(
     Ok(())
 }
 
+/// Whether two modification times are the same file version: equal seconds, and equal
+/// nanoseconds unless one side keeps only seconds (SFTP, some file systems), as rsync compares.
+fn mtimes_match(a: (i64, u32), b: (i64, u32)) -> bool {
+    a.0 == b.0 && (a.1 == b.1 || a.1 == 0 || b.1 == 0)
+}
+
 fn join_remote(base: &str, relative: &str) -> String {
     match (base.trim_end_matches('/'), relative) {
         (base, "") => base.to_string(),
@@ -459,7 +552,7 @@ fn join_remote(base: &str, relative: &str) -> String {
 fn same_file(local: &Entry, remote: Option<&Entry>, options: &CopyOptions) -> bool {
     !options.checksum
         && remote.is_some_and(|r| {
-            r.kind == EntryKind::File && r.size == local.size && r.mtime == local.mtime
+            r.kind == EntryKind::File && r.size == local.size && mtimes_match(r.mtime, local.mtime)
         })
 }
 
@@ -521,13 +614,13 @@ pub fn local_entries(root: &Path) -> Result<Vec<Entry>, CopyError> {
 
 /// Copies the local `source` to `destination` on the server.
 /// `contents`: the source had a trailing slash (copy what is inside it).
-pub fn push<R: Read, W: Write + Send>(
-    client: &mut Client<R, W>,
+pub fn push(
+    client: &mut dyn PushTarget,
     source: &Path,
     contents: bool,
     destination: &str,
     options: &CopyOptions,
-    progress: impl FnMut(&PushOutcome),
+    mut progress: impl FnMut(&PushOutcome),
 ) -> Result<CopyReport, CopyError> {
     use std::collections::BTreeMap;
     use std::os::unix::fs::MetadataExt;
@@ -537,7 +630,7 @@ pub fn push<R: Read, W: Write + Send>(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (traffic_sent, traffic_received) = client.traffic();
+    let traffic_before = client.traffic();
     let mut items = Vec::new();
     if meta.is_file() {
         let listed = client.list(destination, false)?;
@@ -664,11 +757,13 @@ pub fn push<R: Read, W: Write + Send>(
         }
         return Ok(report);
     }
-    for outcome in client.push(&items, progress)? {
+    let verified_by = client.verified_by();
+    for outcome in client.apply(&items, &mut progress)? {
         match (&items[outcome.index], outcome.result) {
             (PushItem::File { local, .. }, Ok(())) => {
                 report.transferred += 1;
                 report.bytes += fs::metadata(local).map(|m| m.len()).unwrap_or(0);
+                *report.verified_by.entry(verified_by).or_insert(0) += 1;
             }
             (_, Ok(())) => {}
             (_, Err(message)) => report
@@ -676,8 +771,10 @@ pub fn push<R: Read, W: Write + Send>(
                 .push(format!("{}: {message}", outcome.remote_path)),
         }
     }
-    let (sent, received) = client.traffic();
-    report.sent_bytes = sent - traffic_sent;
-    report.received_bytes = received - traffic_received;
+    if let (Some((sent0, received0)), Some((sent1, received1))) = (traffic_before, client.traffic())
+    {
+        report.sent_bytes = sent1 - sent0;
+        report.received_bytes = received1 - received0;
+    }
     Ok(report)
 }
