@@ -101,6 +101,16 @@ pub fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.barsync-partial"))
 }
 
+/// Lists over SFTP; a failure is the far side's answer for that path, not a session error.
+fn list_over_sftp(
+    sftp: &mut crate::sftp::SftpSource,
+    path: &str,
+    recursive: bool,
+) -> Result<Vec<Entry>, String> {
+    sftp.list(path, recursive)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
 /// Where [`push`] writes to: a barsync session, or SFTP on a host without barsync.
 pub trait PushTarget {
     /// Lists `path`; `Ok(Err(message))` when the far side refused or failed (or it is missing).
@@ -152,10 +162,7 @@ impl PushTarget for crate::sftp::SftpSource {
         path: &str,
         recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, CopyError> {
-        Ok(
-            crate::sftp::SftpSource::list(self, path, recursive)
-                .map_err(|e| format!("{path}: {e}")),
-        )
+        Ok(list_over_sftp(self, path, recursive))
     }
     fn apply(
         &mut self,
@@ -238,10 +245,7 @@ impl PullSource for crate::sftp::SftpSource {
         path: &str,
         recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, CopyError> {
-        Ok(
-            crate::sftp::SftpSource::list(self, path, recursive)
-                .map_err(|e| format!("{path}: {e}")),
-        )
+        Ok(list_over_sftp(self, path, recursive))
     }
     fn fetch(
         &mut self,
@@ -451,12 +455,13 @@ fn plan_files(
             continue;
         }
         let partial = partial_path(&path);
+        // A partial copy from an interrupted run is the better basis; else the current file.
         let basis_is_destination =
             !partial.exists() && existing.as_ref().is_some_and(|m| m.is_file());
-        let basis = if partial.exists() {
-            Some(partial.clone())
+        let basis = if basis_is_destination {
+            Some(path.clone())
         } else {
-            existing.filter(|m| m.is_file()).map(|_| path.clone())
+            Some(partial.clone()).filter(|p| p.exists())
         };
         requests.push(FetchRequest {
             remote_path: remote(entry),

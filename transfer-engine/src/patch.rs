@@ -90,18 +90,8 @@ impl<W: Write> DeltaSink for Patcher<'_, W> {
     type Error = PatchError;
 
     fn copy(&mut self, first: u64, count: u64) -> Result<(), PatchError> {
-        let end = first
-            .checked_add(count)
-            .filter(|&end| count > 0 && end <= self.blocks);
-        let Some(end) = end else {
-            return Err(PatchError::BlockOutOfRange {
-                first,
-                count,
-                blocks: self.blocks,
-            });
-        };
-        let start = (first * self.block_size) as usize;
-        let stop = (end * self.block_size).min(self.basis.len() as u64) as usize;
+        let (start, stop) = block_range(first, count, self.block_size, self.blocks, self.basis)?;
+        let (start, stop) = (start as usize, stop as usize);
         let basis = self.basis;
         self.write(&basis[start..stop])
     }
@@ -121,6 +111,28 @@ fn check_basis(basis: &[u8], signature: &Signature) -> Result<(), PatchError> {
             expected: signature.basis_len(),
             actual: basis.len() as u64,
         })
+    }
+}
+
+/// The byte range of basis blocks `first .. first + count`, refusing empty and out-of-range
+/// copies (the last block may be short).
+fn block_range(
+    first: u64,
+    count: u64,
+    block_size: u64,
+    blocks: u64,
+    basis: &[u8],
+) -> Result<(u64, u64), PatchError> {
+    match first.checked_add(count) {
+        Some(end) if count > 0 && end <= blocks => Ok((
+            first * block_size,
+            (end * block_size).min(basis.len() as u64),
+        )),
+        _ => Err(PatchError::BlockOutOfRange {
+            first,
+            count,
+            blocks,
+        }),
     }
 }
 
@@ -246,18 +258,7 @@ impl DeltaSink for InPlacePatcher<'_> {
     type Error = PatchError;
 
     fn copy(&mut self, first: u64, count: u64) -> Result<(), PatchError> {
-        let end = first
-            .checked_add(count)
-            .filter(|&end| count > 0 && end <= self.blocks);
-        let Some(end) = end else {
-            return Err(PatchError::BlockOutOfRange {
-                first,
-                count,
-                blocks: self.blocks,
-            });
-        };
-        let source = first * self.block_size;
-        let stop = (end * self.block_size).min(self.basis.len() as u64);
+        let (source, stop) = block_range(first, count, self.block_size, self.blocks, self.basis)?;
         if source < self.position {
             return Err(PatchError::NotInPlace {
                 block: first,

@@ -9,19 +9,18 @@ use std::thread;
 
 use common::random_bytes;
 use transfer_engine::confine::Roots;
-use transfer_engine::copy::{partial_path, pull, CopyOptions, CopyReport};
+use transfer_engine::copy::{partial_path, pull, CopyError, CopyOptions, CopyReport};
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client};
-use transfer_engine::transport::memory_pipe;
+use transfer_engine::transport::{memory_pipe, PipeReader, PipeWriter};
 
-/// Runs one copy session; `cut_after`: the server's output breaks after that many bytes.
-fn copy(
+/// Runs `work` in a session with a server on `root`; `cut_after`: the server's output breaks
+/// after that many bytes. Returns the client's result and the server's.
+fn session(
     root: &Path,
-    source: &str,
-    destination: &Path,
-    options: CopyOptions,
     cut_after: Option<usize>,
-) -> Result<CopyReport, String> {
+    work: impl FnOnce(&mut Client<PipeReader, PipeWriter>) -> Result<CopyReport, CopyError>,
+) -> (Result<CopyReport, String>, Result<(), String>) {
     let (to_server, server_in) = memory_pipe(1 << 20);
     let (server_out, from_server) = memory_pipe(1 << 20);
     let roots = Roots::new(vec![root.to_path_buf()]).unwrap();
@@ -41,14 +40,27 @@ fn copy(
     )
     .map_err(|e| e.to_string())
     .and_then(|mut client| {
-        let contents = source.ends_with('/');
-        let report = pull(&mut client, source, contents, destination, &options, |_| {})
-            .map_err(|e| e.to_string())?;
+        let report = work(&mut client).map_err(|e| e.to_string())?;
         client.finish().map_err(|e| e.to_string())?;
         Ok(report)
     });
-    let _ = server.join();
-    result
+    let served = server.join().unwrap().map(drop).map_err(|e| e.to_string());
+    (result, served)
+}
+
+/// Runs one pull session; `cut_after`: the server's output breaks after that many bytes.
+fn copy(
+    root: &Path,
+    source: &str,
+    destination: &Path,
+    options: CopyOptions,
+    cut_after: Option<usize>,
+) -> Result<CopyReport, String> {
+    let contents = source.ends_with('/');
+    session(root, cut_after, |client| {
+        pull(client, source, contents, destination, &options, |_| {})
+    })
+    .0
 }
 
 struct Cut<W: Write> {
@@ -291,32 +303,10 @@ fn push_to(
     destination: &str,
     options: CopyOptions,
 ) -> Result<CopyReport, String> {
-    let (to_server, server_in) = memory_pipe(1 << 20);
-    let (server_out, from_server) = memory_pipe(1 << 20);
-    let roots = Roots::new(vec![root.to_path_buf()]).unwrap();
-    let server = thread::spawn(move || serve(server_in, server_out, &roots));
-    let result = Client::connect(
-        from_server,
-        to_server,
-        ClientOptions {
-            compression: Some(1),
-        },
-    )
-    .map_err(|e| e.to_string())
-    .and_then(|mut client| {
-        let report = transfer_engine::copy::push(
-            &mut client,
-            source,
-            contents,
-            destination,
-            &options,
-            |_| {},
-        )
-        .map_err(|e| e.to_string())?;
-        client.finish().map_err(|e| e.to_string())?;
-        Ok(report)
+    let (result, served) = session(root, None, |client| {
+        transfer_engine::copy::push(client, source, contents, destination, &options, |_| {})
     });
-    server.join().unwrap().map_err(|e| e.to_string())?;
+    served?;
     result
 }
 

@@ -39,7 +39,8 @@ pub fn serve<R: Read, W: Write>(
     let mut summary = ServeSummary::default();
     let mut pushes = PushReceiver::default();
     loop {
-        if reader_buffer_empty(&reader) {
+        // Flush answers before waiting for more requests, never while requests are queued.
+        if reader.inner().buffer().is_empty() {
             writer.flush()?;
         }
         let (kind, payload) = reader.read_frame()?.ok_or(ProtocolError::Truncated)?;
@@ -131,16 +132,6 @@ pub fn serve<R: Read, W: Write>(
                 )))
             }
         }
-    }
-}
-
-fn reader_buffer_empty<R: Read>(reader: &FrameReader<BufReader<R>>) -> bool {
-    reader.buffered().is_empty()
-}
-
-impl<R: Read> FrameReader<BufReader<R>> {
-    fn buffered(&self) -> &[u8] {
-        self.inner().buffer()
     }
 }
 
