@@ -42,6 +42,7 @@ fn fetch_tree(
             max_len: Some(e.size),
             partial: None,
             in_place: false,
+            link_identical: false,
         })
         .collect();
     let outcomes = client.fetch(&requests, |_| {}).unwrap();

@@ -272,6 +272,7 @@ impl PullSource for crate::sftp::SftpSource {
                 signature_bytes: 0,
                 reused_bytes: fetched.len - fetched.received_bytes,
                 basis_problem: None,
+                linked: false,
             });
             let outcome = FetchOutcome {
                 index,
@@ -470,6 +471,7 @@ fn plan_files(
             max_len: Some(entry.size),
             partial: Some(partial),
             in_place: options.in_place && basis_is_destination,
+            link_identical: false,
         });
     }
     Ok(requests)

@@ -89,33 +89,44 @@ impl TempFile {
                 format!("invalid file name {target:?}"),
             ));
         }
-        let mut last_error = None;
-        for _ in 0..8 {
-            let mut nonce = [0u8; 6];
-            getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
-            let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-            let name = format!(".{target}.barsync-{suffix}");
-            let flags =
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            match openat(&dir, name.as_str(), flags, Mode::from_raw_mode(0o600)) {
-                Ok(fd) => {
-                    let file = Some(File::from(fd));
-                    return Ok(TempFile {
-                        dir,
-                        dir_path,
-                        name,
-                        target: target.to_string(),
-                        file,
-                        keep_as: None,
-                    });
-                }
-                Err(errno) if errno == rustix::io::Errno::EXIST => {
-                    last_error = Some(io::Error::from(errno))
-                }
-                Err(errno) => return Err(errno.into()),
-            }
-        }
-        Err(last_error.expect("loop ran"))
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let (name, fd) = with_fresh_name(target, |name| {
+            openat(&dir, name, flags, Mode::from_raw_mode(0o600))
+        })?;
+        Ok(TempFile {
+            dir,
+            dir_path,
+            name,
+            target: target.to_string(),
+            file: Some(File::from(fd)),
+            keep_as: None,
+        })
+    }
+
+    /// A hard link to `existing` under a temporary name beside `destination`: publishing it
+    /// puts `existing`'s inode at `destination` (how identical files of a backup share the
+    /// previous backup's copy). Nothing is written, and attributes are the existing file's.
+    pub fn link_beside(existing: &Path, destination: &Path) -> io::Result<TempFile> {
+        let dir_path = parent_dir(destination).to_path_buf();
+        let target = file_name(destination)?;
+        let dir = openat(
+            CWD,
+            &dir_path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let (name, ()) = with_fresh_name(&target, |name| {
+            rustix::fs::linkat(CWD, existing, &dir, name, AtFlags::empty())
+        })?;
+        Ok(TempFile {
+            dir,
+            dir_path,
+            name,
+            target,
+            file: None,
+            keep_as: None,
+        })
     }
 
     /// Path of the temporary file (for messages).
@@ -152,9 +163,9 @@ impl TempFile {
 
     /// fsyncs the data, renames it over its destination, fsyncs the directory.
     pub fn publish(mut self) -> io::Result<()> {
-        let file = self.file.take().expect("file is open until publish");
-        file.sync_all()?;
-        drop(file);
+        if let Some(file) = self.file.take() {
+            file.sync_all()?;
+        }
         renameat(
             &self.dir,
             self.name.as_str(),
@@ -183,6 +194,28 @@ impl Drop for TempFile {
             let _ = unlinkat(&self.dir, self.name.as_str(), AtFlags::empty());
         }
     }
+}
+
+/// Runs `create` with `.<target>.barsync-<random>` names until one does not exist yet.
+fn with_fresh_name<T>(
+    target: &str,
+    mut create: impl FnMut(&str) -> rustix::io::Result<T>,
+) -> io::Result<(String, T)> {
+    let mut last_error = None;
+    for _ in 0..8 {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+        let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!(".{target}.barsync-{suffix}");
+        match create(name.as_str()) {
+            Ok(value) => return Ok((name, value)),
+            Err(errno) if errno == rustix::io::Errno::EXIST => {
+                last_error = Some(io::Error::from(errno))
+            }
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Err(last_error.expect("loop ran"))
 }
 
 fn file_name(path: &Path) -> io::Result<String> {

@@ -71,6 +71,7 @@ fn requests(root: &Path, dest: &Path, paths: &[&str]) -> Vec<FetchRequest> {
             max_len: None,
             partial: None,
             in_place: false,
+            link_identical: false,
         })
         .collect()
 }
@@ -180,6 +181,7 @@ fn per_file_errors_name_the_path_and_do_not_stop_the_others() {
         max_len: None,
         partial: None,
         in_place: false,
+        link_identical: false,
     };
     let batch = vec![
         request(format!("{}/missing", root.display()), "a"),

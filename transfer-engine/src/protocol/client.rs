@@ -13,6 +13,7 @@ use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::handshake::handshake;
+use super::link::receive_file_or_link;
 use super::literal::LiteralDecoder;
 use super::receiver::{receive_file, receive_file_in_place, send_signature, Incoming};
 use super::{Entry, EntryKind, ProtocolError};
@@ -59,6 +60,10 @@ pub struct FetchRequest {
     /// Rebuild the file over the destination itself, writing only what changed (rsync's
     /// `--inplace`); applies when `basis` is the destination. A failure leaves it modified.
     pub in_place: bool,
+    /// When the file turns out identical to `basis` (every block copied in order, the same
+    /// length, the sender's digest matching the basis), hard-link the basis as the destination
+    /// instead of writing a copy (Barman's `reuse_backup = link`).
+    pub link_identical: bool,
 }
 
 /// What a successful fetch did.
@@ -77,6 +82,8 @@ pub struct FetchReport {
     pub reused_bytes: u64,
     /// Set when the basis could not be used and the file was fetched whole.
     pub basis_problem: Option<String>,
+    /// The destination is a hard link to the (identical) basis.
+    pub linked: bool,
 }
 
 /// The result for one request, in request order.
@@ -398,15 +405,32 @@ fn receive_answers<R: Read>(
             }
             Ok(temp)
         };
-        let received = match &entry.in_place {
-            Some(file) => receive_file_in_place(reader, &incoming, file, &mut literals),
-            None => receive_file(
+        let queued_before = batch.len();
+        let link_basis = request
+            .basis
+            .as_deref()
+            .filter(|_| request.link_identical && entry.basis.is_some());
+        let received = match (&entry.in_place, link_basis) {
+            (Some(file), _) => receive_file_in_place(reader, &incoming, file, &mut literals)
+                .map(|r| r.map(|received| (received, false))),
+            (None, Some(basis_path)) => receive_file_or_link(
+                reader,
+                &incoming,
+                basis_path,
+                &request.destination,
+                make_temp,
+                &mut literals,
+                &mut batch,
+            )
+            .map(|r| r.map(|done| (done.received, done.linked))),
+            (None, None) => receive_file(
                 reader,
                 &incoming,
                 make_temp,
                 &mut literals,
                 Some(&mut batch),
-            ),
+            )
+            .map(|r| r.map(|received| (received, false))),
         };
         let received = match received {
             Ok(received) => received,
@@ -417,7 +441,7 @@ fn receive_answers<R: Read>(
                 return Err(error);
             }
         };
-        let result = received.map(|received| FetchReport {
+        let result = received.map(|(received, linked)| FetchReport {
             len: received.len,
             digest: Some(received.digest),
             verified_by: "barsync digest",
@@ -425,14 +449,16 @@ fn receive_answers<R: Read>(
             signature_bytes: entry.signature_bytes,
             reused_bytes: received.reused_bytes,
             basis_problem: entry.problem.clone(),
+            linked,
         });
         let outcome = FetchOutcome {
             index,
             remote_path: request.remote_path.clone(),
             result,
         };
-        // In-place files are durable when they finish; the others wait for their batch.
-        if outcome.result.is_ok() && entry.in_place.is_none() {
+        // Files queued in the batch wait for it; the others (in place, or verified where they
+        // already were) are durable now.
+        if outcome.result.is_ok() && batch.len() > queued_before {
             waiting.push(outcome);
         } else {
             progress(&outcome);

@@ -25,6 +25,7 @@
 pub mod client;
 pub mod frame;
 pub mod handshake;
+mod link;
 pub mod literal;
 pub mod push;
 mod receiver;

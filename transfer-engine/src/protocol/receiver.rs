@@ -52,15 +52,15 @@ pub(super) fn send_signature<W: Write>(
 }
 
 /// What `FileBegin` announced.
-struct FileHeader {
-    len: u64,
-    mtime: (i64, u32),
-    mode: u32,
-    digest_block: usize,
+pub(super) struct FileHeader {
+    pub len: u64,
+    pub mtime: (i64, u32),
+    pub mode: u32,
+    pub digest_block: usize,
 }
 
 /// The failure to report when the sender announces more bytes than the receiver allows.
-fn too_long(incoming: &Incoming<'_>, header: &FileHeader) -> Option<String> {
+pub(super) fn too_long(incoming: &Incoming<'_>, header: &FileHeader) -> Option<String> {
     match incoming.max_len {
         Some(max) if header.len > max => Some(format!(
             "{} has {} bytes, more than the {max} expected",
@@ -71,7 +71,7 @@ fn too_long(incoming: &Incoming<'_>, header: &FileHeader) -> Option<String> {
 }
 
 /// Reads `FileBegin` (or the sender's `RequestError`) for `incoming`.
-fn read_file_begin<R: Read>(
+pub(super) fn read_file_begin<R: Read>(
     reader: &mut FrameReader<R>,
     incoming: &Incoming<'_>,
 ) -> Result<Result<FileHeader, String>, ProtocolError> {
@@ -107,16 +107,16 @@ fn read_file_begin<R: Read>(
 
 /// What [`apply_operations`] found: the sender's end record (length, digest), the bytes copied
 /// from the basis, and the first failure applying the operations.
-struct OperationsEnd {
-    end: (u64, FileDigest),
-    reused: u64,
-    failure: Option<String>,
+pub(super) struct OperationsEnd {
+    pub end: (u64, FileDigest),
+    pub reused: u64,
+    pub failure: Option<String>,
 }
 
 /// Reads operations up to `FileEnd`, applying them to `sink` until it fails (then the rest is
 /// read and dropped, so the stream stays usable). Returns the end record, the bytes copied from
 /// the basis, and the first failure.
-fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
+pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
     reader: &mut FrameReader<R>,
     incoming: &Incoming<'_>,
     mut sink: Option<&mut S>,

@@ -1,0 +1,186 @@
+//! Receiving a file that may be identical to its basis, for callers that would rather share the
+//! basis than write a copy (Barman's `reuse_backup = link`).
+//!
+//! The operations are watched before anything is written: as long as they copy the basis's
+//! blocks in order, nothing is written at all. If the file ends as exactly the basis (same
+//! length, every block copied in order) and the sender's digest matches the digest of the
+//! basis, the basis is hard-linked into place under a temporary name and published like any
+//! other file. At the first operation that differs, a temporary file is created, the identical
+//! prefix is copied into it, and the file is patched and verified as usual.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read};
+use std::path::Path;
+
+use super::frame::FrameReader;
+use super::literal::LiteralDecoder;
+use super::receiver::{apply_operations, read_file_begin, too_long, Incoming, OperationsEnd};
+use super::ProtocolError;
+use crate::delta::DeltaSink;
+use crate::digest::file_digest;
+use crate::error::PatchError;
+use crate::fs::{PublishBatch, TempFile};
+use crate::patch::Patcher;
+
+/// What [`receive_file_or_link`] did with a verified file.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct LinkedOrWritten {
+    pub received: super::receiver::Received,
+    /// The basis was hard-linked (nothing written).
+    pub linked: bool,
+}
+
+/// A sink that writes nothing while the operations reproduce the basis block by block.
+struct LinkOrPatch<'b, F: FnMut() -> io::Result<TempFile>> {
+    incoming: &'b Incoming<'b>,
+    digest_block: usize,
+    len: u64,
+    /// Leading basis blocks the operations copied in order, before anything differed.
+    identical_blocks: u64,
+    writing: Option<(TempFile, Patcher<'b, BufWriter<File>>)>,
+    make_temp: F,
+}
+
+impl<'b, F: FnMut() -> io::Result<TempFile>> LinkOrPatch<'b, F> {
+    /// The patcher, created (with the identical prefix written) at the first difference.
+    fn patcher(&mut self) -> Result<&mut Patcher<'b, BufWriter<File>>, PatchError> {
+        if self.writing.is_none() {
+            let mut temp = (self.make_temp)().map_err(PatchError::Write)?;
+            let file = temp.file().try_clone().map_err(PatchError::Write)?;
+            let mut patcher = Patcher::new(
+                self.incoming.basis,
+                self.incoming.signature,
+                self.digest_block,
+                BufWriter::with_capacity(256 * 1024, file),
+                Some(self.len),
+            )?;
+            if self.identical_blocks > 0 {
+                patcher.copy(0, self.identical_blocks)?;
+            }
+            self.writing = Some((temp, patcher));
+        }
+        Ok(&mut self.writing.as_mut().expect("just created").1)
+    }
+
+    /// Whether the operations so far are the whole basis, in order.
+    fn is_whole_basis(&self) -> bool {
+        self.writing.is_none()
+            && self.identical_blocks == self.incoming.signature.blocks() as u64
+            && self.len == self.incoming.basis.len() as u64
+    }
+}
+
+impl<F: FnMut() -> io::Result<TempFile>> DeltaSink for LinkOrPatch<'_, F> {
+    type Error = PatchError;
+
+    fn copy(&mut self, first: u64, count: u64) -> Result<(), PatchError> {
+        let blocks = self.incoming.signature.blocks() as u64;
+        if self.writing.is_none()
+            && first == self.identical_blocks
+            && count <= blocks.saturating_sub(first)
+        {
+            self.identical_blocks += count;
+            return Ok(());
+        }
+        self.patcher()?.copy(first, count)
+    }
+
+    fn literal(&mut self, data: &[u8]) -> Result<(), PatchError> {
+        self.patcher()?.literal(data)
+    }
+}
+
+/// Reads one file's answer; publishes a hard link to `basis_path` (through `batch`) when the
+/// file is identical to it, else a verified copy. `Ok(Err(message))` fails this file only.
+pub(super) fn receive_file_or_link<'b, R: Read>(
+    reader: &mut FrameReader<R>,
+    incoming: &'b Incoming<'b>,
+    basis_path: &Path,
+    destination: &Path,
+    make_temp: impl FnMut() -> io::Result<TempFile>,
+    literals: &mut LiteralDecoder,
+    batch: &mut PublishBatch,
+) -> Result<Result<LinkedOrWritten, String>, ProtocolError> {
+    let label = incoming.label;
+    let header = match read_file_begin(reader, incoming)? {
+        Ok(header) => header,
+        Err(message) => return Ok(Err(message)),
+    };
+    let local_error = too_long(incoming, &header);
+    let mut sink = LinkOrPatch {
+        incoming,
+        digest_block: header.digest_block,
+        len: header.len,
+        identical_blocks: 0,
+        writing: None,
+        make_temp,
+    };
+    let active = if local_error.is_none() {
+        Some(&mut sink)
+    } else {
+        None
+    };
+    let OperationsEnd {
+        end,
+        reused,
+        failure,
+    } = apply_operations(reader, incoming, active, literals)?;
+    if let Some(message) = local_error.or(failure) {
+        return Ok(Err(message));
+    }
+    let received = super::receiver::Received {
+        len: end.0,
+        digest: end.1,
+        reused_bytes: reused.min(end.0),
+    };
+    if sink.is_whole_basis() && end.0 == header.len {
+        let digest = file_digest(
+            incoming.signature.key(),
+            header.digest_block,
+            incoming.basis,
+        );
+        if digest != end.1 {
+            return Ok(Err(format!(
+                "{label}: the sender's digest does not match {} although every block did",
+                basis_path.display()
+            )));
+        }
+        if basis_path == destination {
+            // Already in place and verified: nothing to publish.
+            return Ok(Ok(LinkedOrWritten {
+                received,
+                linked: true,
+            }));
+        }
+        return match TempFile::link_beside(basis_path, destination) {
+            Ok(link) => {
+                batch.push(link, 0);
+                Ok(Ok(LinkedOrWritten {
+                    received,
+                    linked: true,
+                }))
+            }
+            Err(e) => Ok(Err(format!(
+                "{label}: linking {} to {}: {e}",
+                basis_path.display(),
+                destination.display()
+            ))),
+        };
+    }
+    // Not the whole basis: whatever was identical so far is written now, then verified.
+    if let Err(e) = sink.patcher() {
+        return Ok(Err(format!("{label}: {e}")));
+    }
+    let (mut temp, patcher) = sink.writing.take().expect("patcher created");
+    if let Err(e) = patcher.finish(end.0, &end.1) {
+        return Ok(Err(format!("{label}: {e}")));
+    }
+    if let Err(e) = temp.set_attributes(header.mode, header.mtime) {
+        return Ok(Err(format!("{label}: setting mode and mtime: {e}")));
+    }
+    batch.push(temp, end.0);
+    Ok(Ok(LinkedOrWritten {
+        received,
+        linked: false,
+    }))
+}
