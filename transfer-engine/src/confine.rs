@@ -88,7 +88,14 @@ impl RelativePath {
 
 /// The directories a side agrees to serve.
 #[derive(Clone, Debug)]
-pub struct Roots(Vec<PathBuf>);
+pub struct Roots(Vec<Root>);
+
+/// A root as given (peers may name it so) and as resolved (where it is opened).
+#[derive(Clone, Debug)]
+struct Root {
+    given: PathBuf,
+    resolved: PathBuf,
+}
 
 impl Roots {
     /// Roots from the command line (trusted): relative ones are made absolute against the current
@@ -98,7 +105,15 @@ impl Roots {
         for root in roots {
             let absolute = std::fs::canonicalize(&root)
                 .map_err(|e| io::Error::new(e.kind(), format!("root {}: {e}", root.display())))?;
-            resolved.push(absolute);
+            let given = if root.is_absolute() {
+                root
+            } else {
+                absolute.clone()
+            };
+            resolved.push(Root {
+                given,
+                resolved: absolute,
+            });
         }
         if resolved.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no root given"));
@@ -107,30 +122,33 @@ impl Roots {
     }
 
     /// Splits a path from a peer into its root and the validated rest. An absolute path must lie
-    /// below one of the roots; a relative one names a path below the first root.
+    /// below one of the roots (spelled as given or as resolved); a relative one names a path
+    /// below the first root.
     pub fn resolve(&self, path: &str) -> Result<(&Path, RelativePath), PathError> {
         let outside = || PathError::OutsideRoots {
             path: path.to_string(),
             roots: self
                 .0
                 .iter()
-                .map(|r| r.display().to_string())
+                .map(|r| r.resolved.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
         };
         if !path.starts_with('/') {
             return Ok((
-                self.0[0].as_path(),
+                self.0[0].resolved.as_path(),
                 RelativePath::new(path.trim_end_matches('/'))?,
             ));
         }
         for root in &self.0 {
-            let root_text = root.to_string_lossy();
-            let root_text = root_text.trim_end_matches('/');
-            if let Some(rest) = path.strip_prefix(root_text) {
-                if rest.is_empty() || rest.starts_with('/') {
-                    let rest = rest.trim_start_matches('/').trim_end_matches('/');
-                    return Ok((root.as_path(), RelativePath::new(rest)?));
+            for spelling in [&root.resolved, &root.given] {
+                let root_text = spelling.to_string_lossy();
+                let root_text = root_text.trim_end_matches('/');
+                if let Some(rest) = path.strip_prefix(root_text) {
+                    if rest.is_empty() || rest.starts_with('/') {
+                        let rest = rest.trim_start_matches('/').trim_end_matches('/');
+                        return Ok((root.resolved.as_path(), RelativePath::new(rest)?));
+                    }
                 }
             }
         }

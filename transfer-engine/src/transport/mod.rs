@@ -426,6 +426,13 @@ pub enum TransportPreference {
     Subprocess,
 }
 
+/// Whether `program` is the OpenSSH client itself (not a wrapper script around it).
+fn is_openssh_client(program: &str) -> bool {
+    std::path::Path::new(program)
+        .file_name()
+        .is_some_and(|name| name == "ssh")
+}
+
 /// Builds the transport for a user's ssh command (e.g. Barman's `primary_ssh_command`).
 ///
 /// `Auto` picks, from the measurements in `PERFORMANCE.md`:
@@ -456,7 +463,8 @@ pub fn choose_transport(
                 let must_use_subprocess = !target.in_process_blockers.is_empty();
                 if !must_use_subprocess && !command::program_exists(parsed.program()) {
                     Ok(Box::new(libssh2::Libssh2Transport::new(target)?))
-                } else if target.ciphers.is_some() {
+                } else if target.ciphers.is_some() || !is_openssh_client(parsed.program()) {
+                    // The user's ciphers, or a wrapper script that may not take `-c`.
                     Ok(Box::new(subprocess))
                 } else {
                     Ok(Box::new(
