@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 
 mod copy;
 mod demo;
+mod passive;
 mod serve;
 mod sync_info;
 
@@ -28,6 +29,12 @@ enum Command {
     Serve(serve::Args),
     /// Print the server's sync-info JSON as `barman sync-info` does (or ask the primary)
     SyncInfo(sync_info::Args),
+    /// Copy one backup of the primary to this passive node (as `barman sync-backup`)
+    SyncBackup(passive::SyncBackupArgs),
+    /// Copy the primary's new WAL files to this passive node (as `barman sync-wals`)
+    SyncWals(passive::SyncWalsArgs),
+    /// Sync every passive server: sync-info, all missing backups, WALs (as `barman cron`)
+    Cron(passive::CronArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +44,9 @@ fn main() -> std::process::ExitCode {
         Command::Demo(args) => report(demo::run(&args)),
         Command::Serve(args) => report(serve::run(&args)),
         Command::SyncInfo(args) => sync_info::run(&args),
+        Command::SyncBackup(args) => report(passive::run_sync_backup(&args)),
+        Command::SyncWals(args) => report(passive::run_sync_wals(&args)),
+        Command::Cron(args) => report(passive::run_cron_command(&args)),
     }
 }
 

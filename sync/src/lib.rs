@@ -27,6 +27,7 @@ pub mod catalog;
 pub mod config;
 pub mod fsutil;
 pub mod lock;
+pub mod passive;
 pub mod python;
 pub mod syncinfo;
 pub mod wal;

@@ -196,6 +196,42 @@ impl LockedXlogDb {
     }
 }
 
+impl LockedXlogDb {
+    /// Appends the entries whose names the file does not list yet (each once, in the given
+    /// order) and fsyncs; returns how many were appended. An unfinished last line (a crash in
+    /// the middle of an earlier append) is cut off first, so the new lines start on a line of
+    /// their own. This makes a repeated WAL sync harmless: no line is ever listed twice.
+    pub fn append_missing(&self, entries: &[WalEntry]) -> Result<usize, XlogDbError> {
+        let content = self.read_to_string()?;
+        let complete = match content.rfind('\n') {
+            Some(end) => end + 1,
+            None => 0,
+        };
+        if complete < content.len() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(io_error(&self.path))?;
+            file.set_len(complete as u64)
+                .and_then(|_| file.sync_all())
+                .map_err(io_error(&self.path))?;
+        }
+        let mut listed: std::collections::HashSet<&str> = content[..complete]
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        let missing: Vec<WalEntry> = entries
+            .iter()
+            .filter(|entry| listed.insert(entry.name.as_str()))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            self.append(&missing)?;
+        }
+        Ok(missing.len())
+    }
+}
+
 /// The xlog db file to read for `server`: `<SERVER>-xlog.db`, or the pre-3.13 `wals/xlog.db`
 /// when only that one exists (Barman itself would rebuild the new file and delete the old).
 pub fn existing_path(server: &ServerConfig) -> Option<PathBuf> {

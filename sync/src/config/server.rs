@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub setup_warnings: Vec<String>,
     /// Why the server is disabled, if it is.
     pub disabled_reasons: Vec<String>,
+    /// Options set in the server's section or in `[barman]` (not left to their default).
+    explicit: Vec<&'static str>,
 }
 
 impl ServerConfig {
@@ -58,6 +60,7 @@ impl ServerConfig {
             warnings: Vec::new(),
             setup_warnings: Vec::new(),
             disabled_reasons: Vec::new(),
+            explicit: Vec::new(),
         };
         // ConfigParser sees the ServerConfig attributes as interpolation variables.
         let mut vars: HashMap<String, String> = HashMap::new();
@@ -84,6 +87,9 @@ impl ServerConfig {
                     let global_value = config.get_value("barman", key, &vars)?;
                     value = server.invoke_parser(key, "[barman] section", value, global_value);
                 }
+            }
+            if value.is_some() {
+                server.explicit.push(key);
             }
             if value.is_none() {
                 if let Some((_, template)) = DEFAULTS.iter().find(|(k, _)| *k == key) {
@@ -432,6 +438,11 @@ impl ServerConfig {
     /// WAL compression, `None` when WALs are stored uncompressed.
     pub fn compression(&self) -> Option<&str> {
         self.text("compression")
+    }
+
+    /// Whether `key` was set in the configuration rather than left to Barman's default.
+    pub fn is_explicit(&self, key: &str) -> bool {
+        self.explicit.contains(&key)
     }
 
     pub fn parallel_jobs(&self) -> u32 {

@@ -1,0 +1,183 @@
+//! `cron` for passive servers: for each one, in name order and under its cron lock, ask the
+//! primary for its sync-info, purge the local FAILED backups it no longer has, copy every
+//! missing backup (oldest first, all of them: Barman starts one per run) and then the WALs.
+//!
+//! It runs in the foreground to completion and reports per server, so a scheduler sees a
+//! failure in the exit status. A sync already running elsewhere (barsync or Barman, same lock
+//! files) is skipped, not waited for, except the WAL sync, whose lock Barman also waits for.
+
+use super::sync_backup::{delete_backup, sync_backup_with, BackupOutcome};
+use super::sync_wals::{read_sync_wals_info, sync_wals_locked, WalsOutcome};
+use super::{Events, PassiveError, PassiveOptions};
+use crate::catalog::{available_backups, load_backups};
+use crate::config::{Config, ServerConfig};
+use crate::lock::{self, LockError, LockKind};
+use crate::syncinfo::{fetch_primary_info, SyncPoint};
+
+/// What cron did for one server.
+#[derive(Debug, Default)]
+pub struct ServerCron {
+    pub server: String,
+    /// Why the server was skipped (another cron holds its lock).
+    pub skipped: Option<String>,
+    /// A failure that stopped this server's sync (sync-info, locks, the catalog).
+    pub error: Option<String>,
+    /// Local FAILED backups purged because the primary no longer has them.
+    pub purged: Vec<String>,
+    /// Each backup attempted, with its outcome.
+    pub backups: Vec<(String, Result<BackupOutcome, String>)>,
+    /// The WAL sync, when there were WALs to consider.
+    pub wals: Option<Result<WalsOutcome, String>>,
+}
+
+impl ServerCron {
+    /// Whether something failed.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
+            || self.backups.iter().any(|(_, r)| r.is_err())
+            || matches!(self.wals, Some(Err(_)))
+    }
+}
+
+/// What cron did.
+#[derive(Debug, Default)]
+pub struct CronReport {
+    pub servers: Vec<ServerCron>,
+}
+
+impl CronReport {
+    pub fn failed(&self) -> bool {
+        self.servers.iter().any(ServerCron::failed)
+    }
+}
+
+/// Runs cron for every passive server of `config` (or only `only`, when given).
+pub fn run_cron(
+    config: &Config,
+    only: Option<&str>,
+    options: &PassiveOptions,
+    events: &dyn Events,
+) -> Result<CronReport, PassiveError> {
+    let mut servers = config.servers()?;
+    servers.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut report = CronReport::default();
+    for server in servers {
+        if only.is_some_and(|name| name != server.name()) {
+            continue;
+        }
+        if !server.is_passive() || server.is_disabled() {
+            continue;
+        }
+        report.servers.push(cron_server(&server, options, events));
+    }
+    if let Some(name) = only {
+        if report.servers.is_empty() {
+            return Err(PassiveError::Sync(format!(
+                "server {name} is not passive (or does not exist, or is disabled)"
+            )));
+        }
+    }
+    Ok(report)
+}
+
+fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Events) -> ServerCron {
+    let name = server.name();
+    let mut result = ServerCron {
+        server: name.to_owned(),
+        ..ServerCron::default()
+    };
+    let _cron_lock = match lock::acquire(&server.lock_directory(), name, &LockKind::Cron, false) {
+        Ok(guard) => guard,
+        Err(LockError::Busy(_)) => {
+            let message = format!(
+                "Another cron process is already running on server {name}. Skipping to the next server"
+            );
+            events.info(&message);
+            result.skipped = Some(message);
+            return result;
+        }
+        Err(error) => {
+            result.error = Some(error.to_string());
+            return result;
+        }
+    };
+    if let Err(error) = sync_server(server, options, events, &mut result) {
+        result.error = Some(error.to_string());
+    }
+    result
+}
+
+fn sync_server(
+    server: &ServerConfig,
+    options: &PassiveOptions,
+    events: &dyn Events,
+    result: &mut ServerCron,
+) -> Result<(), PassiveError> {
+    let name = server.name();
+    // The primary's coordinates from the last WAL sync. Position 0 (a one-line xlog db) is
+    // sent as a full request: a Barman primary rejects 0 and would wedge the sync.
+    let point = match read_sync_wals_info(server, events) {
+        Some((last_wal, position)) if position > 0 => SyncPoint {
+            last_wal: Some(last_wal),
+            last_position: Some(position),
+        },
+        _ => SyncPoint::default(),
+    };
+    let mut warn = |message: String| events.warning(&message);
+    let answer = fetch_primary_info(
+        server,
+        &options.config_file,
+        options.remote_program,
+        &point,
+        &mut warn,
+    )
+    .map_err(|e| PassiveError::Sync(format!("Failed to retrieve the primary node status: {e}")))?;
+    let primary = answer.info;
+    for entry in load_backups(server)? {
+        let id = entry.info.backup_id().to_owned();
+        if entry.info.raw("status") == Some("FAILED") && !primary.backup_ids().any(|b| b == id) {
+            events.warning(&format!(
+                "Backup {id} is absent on {name} server and is incomplete locally, purging local backup"
+            ));
+            delete_backup(server, &entry, events)?;
+            result.purged.push(id);
+        }
+    }
+    let local: Vec<String> = available_backups(server)?
+        .iter()
+        .map(|e| e.info.backup_id().to_owned())
+        .collect();
+    let mut missing: Vec<String> = primary
+        .backup_ids()
+        .filter(|id| !local.iter().any(|l| l == id))
+        .map(str::to_owned)
+        .collect();
+    missing.sort_unstable();
+    if primary.backups.is_empty() {
+        events.info(&format!(
+            "No backup synchronisation required for server {name}"
+        ));
+    }
+    for id in missing {
+        match sync_backup_with(server, &primary, &id, options, events) {
+            Err(PassiveError::Busy(_)) => {
+                events.info(&format!(
+                    "A synchronisation process for backup {id} on server {name} is already in progress"
+                ));
+            }
+            outcome => result
+                .backups
+                .push((id, outcome.map_err(|e| e.to_string()))),
+        }
+    }
+    if primary.wals.is_empty() {
+        events.info(&format!(
+            "No WAL synchronisation required for server {name}"
+        ));
+        return Ok(());
+    }
+    let _wal_lock = lock::acquire(&server.lock_directory(), name, &LockKind::SyncWal, true)?;
+    result.wals =
+        Some(sync_wals_locked(server, &primary, options, events).map_err(|e| e.to_string()));
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The passive node: `sync-backup`, `sync-wals` and `cron`, copying a primary Barman's backups
+//! and WALs into this node's catalog through the barsync delta engine.
+//!
+//! Data flow (file names follow it):
+//! - [`primary_link`] reaches the primary through `primary_ssh_command`: a `barsync serve`
+//!   session confined to the primary's backup and WAL directories, or SFTP when barsync is not
+//!   installed there;
+//! - [`sync_backup`] decides as Barman does whether a backup needs copying, plans its files
+//!   ([`backup_plan`]: a basis for each from the local backups, following `reuse_backup`),
+//!   and moves it SYNCING → DONE or FAILED;
+//! - [`sync_wals`] copies new WALs and appends them to the xlog db, exactly once;
+//! - [`pool`] runs the file copies of either on `parallel_jobs` sessions, largest first, under
+//!   one [`throttle`] for `bandwidth_limit`;
+//! - [`cron`] runs sync-info, every missing backup and the WALs for each passive server.
+//!
+//! Every file is verified against the sender's blake3 digest before it is published (temp
+//! file, fsync, rename, directory fsync); a backup is DONE only once all of its files are.
+
+pub mod backup_plan;
+pub mod cron;
+pub mod pool;
+pub mod primary_link;
+pub mod sync_backup;
+pub mod sync_wals;
+pub mod throttle;
+
+use std::path::PathBuf;
+
+use transfer_engine::protocol::FetchReport;
+use transfer_engine::transport::TransportPreference;
+
+use crate::syncinfo::RemoteProgram;
+
+pub use cron::{run_cron, CronReport};
+pub use sync_backup::{sync_backup, BackupOutcome};
+pub use sync_wals::{sync_wals, WalsOutcome};
+
+/// Failures of the passive commands. `Sync` carries Barman's own messages.
+#[derive(Debug, thiserror::Error)]
+pub enum PassiveError {
+    #[error("{0}")]
+    Sync(String),
+    /// Another process holds the lock of this operation (Barman's message).
+    #[error("{0}")]
+    Busy(String),
+    #[error(transparent)]
+    SyncInfo(#[from] crate::syncinfo::SyncInfoError),
+    #[error(transparent)]
+    BackupInfo(#[from] crate::backup_info::BackupInfoError),
+    #[error(transparent)]
+    XlogDb(#[from] crate::xlogdb::XlogDbError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl PassiveError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> PassiveError {
+        let path = path.into();
+        move |source| PassiveError::Io { path, source }
+    }
+}
+
+/// How the passive commands reach the primary and how hard they work.
+#[derive(Debug, Clone)]
+pub struct PassiveOptions {
+    /// The barsync program on the primary (`barsync serve` is started with it).
+    pub remote_barsync: String,
+    /// Which SSH transport runs `primary_ssh_command`.
+    pub transport: TransportPreference,
+    /// Sessions per copy; `None`: the server's `parallel_jobs` when set, else [`default_jobs`].
+    pub jobs: Option<usize>,
+    /// The configuration file (forwarded with `forward_config_path`).
+    pub config_file: PathBuf,
+    /// What answers sync-info on the primary.
+    pub remote_program: RemoteProgram,
+    /// Never start `barsync serve`: copy whole files over SFTP.
+    pub force_sftp: bool,
+}
+
+impl Default for PassiveOptions {
+    fn default() -> Self {
+        PassiveOptions {
+            remote_barsync: "barsync".into(),
+            transport: TransportPreference::Auto,
+            jobs: None,
+            config_file: PathBuf::new(),
+            remote_program: RemoteProgram::Barman,
+            force_sftp: false,
+        }
+    }
+}
+
+/// Sessions per copy when `parallel_jobs` is not set: one per core, at least 2 (a session
+/// waiting on the network leaves the CPU to another), at most 8.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+/// What the passive commands tell their caller as they go (the CLI prints it).
+pub trait Events: Sync {
+    /// A Barman-style informational line (stdout).
+    fn info(&self, message: &str);
+    /// A warning (stderr, `WARNING: ...`).
+    fn warning(&self, message: &str);
+    /// One file copied (or failed); `path` is the primary's path.
+    fn file_done(&self, _path: &str, _result: &Result<FetchReport, String>) {}
+}
+
+/// Events that go nowhere (for callers that only want the returned reports).
+pub struct Quiet;
+
+impl Events for Quiet {
+    fn info(&self, _message: &str) {}
+    fn warning(&self, _message: &str) {}
+}
+
+/// Bytes and files moved by one copy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferTotals {
+    /// Files in the copy.
+    pub files: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Files hard-linked to an identical file of another backup (`reuse_backup = link`).
+    pub linked: u64,
+    /// Bytes rebuilt from local data instead of received.
+    pub reused_bytes: u64,
+    /// Bytes received from the primary (file data, listings, protocol).
+    pub received_bytes: u64,
+    /// Bytes sent to the primary (requests, signatures).
+    pub sent_bytes: u64,
+    /// Sessions opened.
+    pub sessions: u64,
+    /// How files were verified, with counts ("barsync digest", "SFTP, remote sha256sum").
+    pub verified_by: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl TransferTotals {
+    pub fn add(&mut self, other: &TransferTotals) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.linked += other.linked;
+        self.reused_bytes += other.reused_bytes;
+        self.received_bytes += other.received_bytes;
+        self.sent_bytes += other.sent_bytes;
+        self.sessions += other.sessions;
+        for (how, count) in &other.verified_by {
+            *self.verified_by.entry(how).or_default() += count;
+        }
+    }
+}
+
+/// The number of sessions for `server`.
+pub(crate) fn jobs_for(server: &crate::config::ServerConfig, options: &PassiveOptions) -> usize {
+    options
+        .jobs
+        .or_else(|| {
+            server
+                .is_explicit("parallel_jobs")
+                .then(|| server.parallel_jobs() as usize)
+        })
+        .unwrap_or_else(default_jobs)
+        .max(1)
+}
+
+/// Barman's refusal of passive commands on a server that is not passive.
+pub(crate) fn require_passive(server: &crate::config::ServerConfig) -> Result<(), PassiveError> {
+    if server.is_passive() {
+        Ok(())
+    } else {
+        Err(PassiveError::Sync(format!(
+            "server {} is not passive",
+            server.name()
+        )))
+    }
+}
+
+/// Creates `path` (and its parents) as a real directory; an existing symlink or file there is
+/// an error, so a link planted on the passive never redirects a copy.
+pub(crate) fn create_real_directory(path: &std::path::Path) -> Result<(), String> {
+    match path.symlink_metadata() {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "{} exists and is not a directory (a symlink is never followed)",
+            path.display()
+        )),
+        Err(_) => {
+            std::fs::create_dir_all(path).map_err(|e| format!("creating {}: {e}", path.display()))
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The copy scheduler: many file jobs run on `parallel_jobs` sessions with the primary.
+//!
+//! Jobs are sorted largest first and cut into chunks: a large file is a chunk of its own, small
+//! files travel in groups (so each session pipelines many requests). Workers take the next
+//! chunk from one queue as they finish the last, so none idles while work remains. A session
+//! that breaks fails the rest of its chunk only; the worker opens a new one for its next chunk,
+//! and the files that failed are left for the next run, which resumes from what was received.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use transfer_engine::protocol::{FetchOutcome, FetchReport, FetchRequest};
+
+use super::primary_link::{PrimaryLink, Session};
+use super::{Events, TransferTotals};
+
+/// Files at least this large are a chunk of their own.
+const LARGE_FILE: u64 = 16 << 20;
+/// Limits of a chunk of small files.
+const CHUNK_FILES: usize = 256;
+const CHUNK_BYTES: u64 = 64 << 20;
+
+/// One file to copy.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub request: FetchRequest,
+    /// The size the primary declared.
+    pub size: u64,
+}
+
+/// What running the jobs did.
+#[derive(Debug, Default)]
+pub struct PoolReport {
+    /// One result per job, in job order.
+    pub results: Vec<Result<FetchReport, String>>,
+    pub totals: TransferTotals,
+    /// Sessions that could not be opened or closed cleanly.
+    pub session_errors: Vec<String>,
+}
+
+impl PoolReport {
+    /// The failures, each naming its file.
+    pub fn failures(&self) -> impl Iterator<Item = &String> {
+        self.results.iter().filter_map(|r| r.as_ref().err())
+    }
+}
+
+/// Splits job indices (largest first) into chunks.
+fn chunks(jobs: &[Job]) -> VecDeque<Vec<usize>> {
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by(|&a, &b| jobs[b].size.cmp(&jobs[a].size).then(a.cmp(&b)));
+    let mut chunks = VecDeque::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut current_bytes = 0u64;
+    for index in order {
+        let size = jobs[index].size;
+        if size >= LARGE_FILE {
+            chunks.push_back(vec![index]);
+            continue;
+        }
+        if current.len() >= CHUNK_FILES || current_bytes + size > CHUNK_BYTES {
+            chunks.push_back(std::mem::take(&mut current));
+            current_bytes = 0;
+        }
+        current.push(index);
+        current_bytes += size;
+    }
+    if !current.is_empty() {
+        chunks.push_back(current);
+    }
+    chunks
+}
+
+/// Runs `jobs` on up to `workers` sessions of `link`; `first` is a session already open (used
+/// by the first worker).
+pub fn run_jobs(
+    link: &PrimaryLink,
+    first: Option<Session>,
+    jobs: &[Job],
+    workers: usize,
+    events: &dyn Events,
+) -> PoolReport {
+    let queue = Mutex::new(chunks(jobs));
+    let workers = workers.max(1).min(queue.lock().unwrap().len().max(1));
+    let results: Mutex<Vec<Option<Result<FetchReport, String>>>> =
+        Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let totals = Mutex::new(TransferTotals::default());
+    let session_errors = Mutex::new(Vec::new());
+    let mut first = first;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let session = first.take();
+            let opened_before = u64::from(session.is_some());
+            let (queue, results, totals, session_errors) =
+                (&queue, &results, &totals, &session_errors);
+            scope.spawn(move || {
+                let mut worker = Worker {
+                    link,
+                    jobs,
+                    events,
+                    session,
+                    totals: TransferTotals {
+                        sessions: opened_before,
+                        ..TransferTotals::default()
+                    },
+                    errors: Vec::new(),
+                };
+                loop {
+                    let Some(chunk) = queue.lock().unwrap().pop_front() else {
+                        break;
+                    };
+                    let outcomes = worker.run_chunk(&chunk);
+                    let mut results = results.lock().unwrap();
+                    for (index, result) in chunk.iter().zip(outcomes) {
+                        results[*index] = Some(result);
+                    }
+                }
+                worker.close_session();
+                totals.lock().unwrap().add(&worker.totals);
+                session_errors.lock().unwrap().extend(worker.errors);
+            });
+        }
+    });
+    if let Some(unused) = first {
+        let _ = unused.close();
+    }
+    let results = results
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("not copied".to_owned())))
+        .collect();
+    PoolReport {
+        results,
+        totals: totals.into_inner().unwrap(),
+        session_errors: session_errors.into_inner().unwrap(),
+    }
+}
+
+struct Worker<'a> {
+    link: &'a PrimaryLink,
+    jobs: &'a [Job],
+    events: &'a dyn Events,
+    session: Option<Session>,
+    totals: TransferTotals,
+    errors: Vec<String>,
+}
+
+impl Worker<'_> {
+    /// Copies one chunk; one result per job of the chunk.
+    fn run_chunk(&mut self, chunk: &[usize]) -> Vec<Result<FetchReport, String>> {
+        if self.session.is_none() {
+            match self.link.open(self.events) {
+                Ok(session) => {
+                    self.totals.sessions += 1;
+                    self.session = Some(session);
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    return chunk.iter().map(|_| Err(message.clone())).collect();
+                }
+            }
+        }
+        let requests: Vec<FetchRequest> = chunk
+            .iter()
+            .map(|&i| self.jobs[i].request.clone())
+            .collect();
+        let session = self.session.as_mut().expect("opened above");
+        let events = self.events;
+        let mut progress =
+            |outcome: &FetchOutcome| events.file_done(&outcome.remote_path, &outcome.result);
+        match session.source().fetch(&requests, &mut progress) {
+            Ok(outcomes) => {
+                let mut results: Vec<Result<FetchReport, String>> =
+                    chunk.iter().map(|_| Err("no answer".to_owned())).collect();
+                for outcome in outcomes {
+                    if let Ok(report) = &outcome.result {
+                        self.count(report);
+                    }
+                    results[outcome.index] = outcome.result;
+                }
+                results
+            }
+            Err(error) => {
+                // The session broke: files already verified were published (the next run
+                // skips them); the rest of this chunk failed. The next chunk reconnects.
+                let peer = session.peer().to_owned();
+                if let Some(broken) = self.session.take() {
+                    self.add_traffic(&broken);
+                }
+                let message = format!("{peer}: {error}");
+                chunk.iter().map(|_| Err(message.clone())).collect()
+            }
+        }
+    }
+
+    fn count(&mut self, report: &FetchReport) {
+        self.totals.files += 1;
+        self.totals.bytes += report.len;
+        self.totals.reused_bytes += report.reused_bytes;
+        if report.linked {
+            self.totals.linked += 1;
+        }
+        *self
+            .totals
+            .verified_by
+            .entry(report.verified_by)
+            .or_default() += 1;
+        if report.signature_bytes == 0 && report.digest.is_none() {
+            // SFTP: no traffic counter; what was received is the file data.
+            self.totals.received_bytes += report.received_bytes;
+        }
+    }
+
+    fn add_traffic(&mut self, session: &Session) {
+        if let Some((sent, received)) = session.traffic() {
+            self.totals.sent_bytes += sent;
+            self.totals.received_bytes += received;
+        }
+    }
+
+    fn close_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.add_traffic(&session);
+            if let Err(error) = session.close() {
+                self.errors.push(error);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(size: u64) -> Job {
+        Job {
+            request: FetchRequest {
+                remote_path: String::new(),
+                destination: Default::default(),
+                basis: None,
+                max_len: None,
+                partial: None,
+                in_place: false,
+                link_identical: false,
+            },
+            size,
+        }
+    }
+
+    #[test]
+    fn large_files_first_and_alone_small_ones_grouped() {
+        let jobs: Vec<Job> = [1 << 30, 10, 20 << 20, 30, 8192]
+            .into_iter()
+            .map(job)
+            .collect();
+        let planned: Vec<Vec<usize>> = chunks(&jobs).into_iter().collect();
+        assert_eq!(planned, vec![vec![0], vec![2], vec![4, 3, 1]]);
+        let many: Vec<Job> = (0..600).map(|_| job(1)).collect();
+        let sizes: Vec<usize> = chunks(&many).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![256, 256, 88]);
+    }
+}

@@ -1,0 +1,322 @@
+//! `sync-backup SERVER BACKUP_ID`: copies one backup of the primary, as Barman's passive does,
+//! through the delta engine.
+//!
+//! The decisions are Barman's (`check_sync_required`, from the saved `primary.info`): a backup
+//! absent on the primary is an error, or purged when it is FAILED locally, or kept when it is
+//! complete locally; a backup DONE locally is already synced. Otherwise, under Barman's
+//! `.<S>-<ID>-sync-backup.lock`, the backup.info is written SYNCING (`mode=passive`), every file
+//! is copied and verified, the directories are fsynced, and only then is it saved DONE (with
+//! any earlier error cleared). Any failure saves it FAILED with Barman's error text; the next
+//! run resumes from what was published.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::backup_plan::{plan_backup, BackupPlan};
+use super::pool::{run_jobs, PoolReport};
+use super::primary_link::PrimaryLink;
+use super::{
+    create_real_directory, jobs_for, require_passive, Events, PassiveError, PassiveOptions,
+    TransferTotals,
+};
+use crate::backup_info::{BackupInfo, BackupStatus};
+use crate::catalog::{load_backups, CatalogEntry};
+use crate::config::{ReuseBackup, ServerConfig};
+use crate::lock::{self, LockError, LockKind};
+use crate::syncinfo::{load_primary_info, PrimaryInfo};
+use crate::wal::BackupId;
+
+/// What sync-backup did.
+#[derive(Debug)]
+pub enum BackupOutcome {
+    /// The backup was copied and is DONE.
+    Synced {
+        backup_id: String,
+        totals: TransferTotals,
+        seconds: f64,
+    },
+    /// Nothing to do; Barman's message says why.
+    NothingToDo(String),
+    /// A local FAILED backup the primary no longer has was deleted.
+    Purged(String),
+}
+
+/// Runs sync-backup for `requested` (an ID or a shortcut: latest, last, oldest, first,
+/// last-failed) from the saved `primary.info`.
+pub fn sync_backup(
+    server: &ServerConfig,
+    requested: &str,
+    options: &PassiveOptions,
+    events: &dyn Events,
+) -> Result<BackupOutcome, PassiveError> {
+    require_passive(server)?;
+    let primary = load_primary_info(server)?;
+    sync_backup_with(server, &primary, requested, options, events)
+}
+
+/// [`sync_backup`] with the primary's sync-info already loaded (cron).
+pub fn sync_backup_with(
+    server: &ServerConfig,
+    primary: &PrimaryInfo,
+    requested: &str,
+    options: &PassiveOptions,
+    events: &dyn Events,
+) -> Result<BackupOutcome, PassiveError> {
+    require_passive(server)?;
+    let local = load_backups(server)?;
+    let id = resolve_backup_id(requested, primary, &local)?;
+    let local_entry = local.iter().find(|e| e.info.backup_id() == id);
+    let on_primary = primary.backup_ids().any(|b| b == id);
+    let name = server.name();
+    match (on_primary, local_entry) {
+        (false, None) => {
+            return Err(PassiveError::Sync(format!(
+                "Backup {id} is absent on {name} server"
+            )))
+        }
+        (false, Some(entry)) if entry.info.status()? == BackupStatus::Failed => {
+            let message = format!(
+                "Backup {id} is absent on {name} server and is incomplete locally, purging local backup"
+            );
+            events.warning(&message);
+            delete_backup(server, entry, events)?;
+            return Ok(BackupOutcome::Purged(message));
+        }
+        (false, Some(_)) => {
+            return Ok(BackupOutcome::NothingToDo(format!(
+                "Backup {id} is absent on {name} server, but present locally (local copy only)"
+            )))
+        }
+        (true, Some(entry)) if entry.info.status()? == BackupStatus::Done => {
+            return Ok(BackupOutcome::NothingToDo(format!(
+                "Backup {id} is already synced with {name} server"
+            )))
+        }
+        (true, _) => {}
+    }
+    let _lock = lock::acquire(
+        &server.lock_directory(),
+        name,
+        &LockKind::SyncBackup(&id),
+        false,
+    )
+    .map_err(|error| match error {
+        LockError::Busy(_) => PassiveError::Busy(format!(
+            "Another synchronisation process for backup {id} of server {name} is already running."
+        )),
+        other => other.into(),
+    })?;
+    let (mut info, _unknown_keys) = primary
+        .backup(name, &id)
+        .map_err(crate::syncinfo::SyncInfoError::from)?
+        .expect("the backup is listed by the primary");
+    info.set_text("server_name", Some(name));
+    info.set_text("mode", Some("passive"));
+    info.set_text("error", None);
+    info.set_status(BackupStatus::Syncing);
+    let meta = server.meta_directory();
+    std::fs::create_dir_all(&meta).map_err(PassiveError::io(&meta))?;
+    info.save(&meta)?;
+    events.info(&format!("Starting copy of backup {id} for server {name}"));
+    let start = Instant::now();
+    match copy_backup(server, primary, &info, &local, options, events) {
+        Ok(totals) => {
+            info.set_status(BackupStatus::Done);
+            info.set_text("error", None);
+            info.save(&meta)?;
+            Ok(BackupOutcome::Synced {
+                backup_id: id,
+                totals,
+                seconds: start.elapsed().as_secs_f64(),
+            })
+        }
+        Err(reason) => {
+            let error = format!("failure syncing server {name} backup {id}: {reason}");
+            info.set_status(BackupStatus::Failed);
+            info.set_text("error", Some(&error));
+            info.save(&meta)?;
+            Err(PassiveError::Sync(error))
+        }
+    }
+}
+
+/// The backup ID a request names: an ID, or a shortcut resolved against the primary's list
+/// (`last-failed` against the local FAILED backups, the only place those exist).
+fn resolve_backup_id(
+    requested: &str,
+    primary: &PrimaryInfo,
+    local: &[CatalogEntry],
+) -> Result<String, PassiveError> {
+    let mut remote: Vec<&str> = primary.backup_ids().collect();
+    remote.sort_unstable();
+    let resolved = match requested {
+        "latest" | "last" => remote.last().map(|s| s.to_string()),
+        "oldest" | "first" => remote.first().map(|s| s.to_string()),
+        "last-failed" => local
+            .iter()
+            .filter(|e| e.info.raw("status") == Some("FAILED"))
+            .map(|e| e.info.backup_id().to_owned())
+            .max(),
+        other => Some(other.to_owned()),
+    };
+    let resolved = resolved.ok_or_else(|| {
+        PassiveError::Sync(format!("No backup matches '{requested}' on the primary"))
+    })?;
+    BackupId::parse(&resolved).map_err(|e| PassiveError::Sync(e.to_string()))?;
+    Ok(resolved)
+}
+
+/// Copies the files of the backup `info` describes; the reason of a failure.
+fn copy_backup(
+    server: &ServerConfig,
+    primary: &PrimaryInfo,
+    info: &BackupInfo,
+    local: &[CatalogEntry],
+    options: &PassiveOptions,
+    events: &dyn Events,
+) -> Result<TransferTotals, String> {
+    let id = info.backup_id();
+    let link = PrimaryLink::new(server, primary, options).map_err(|e| e.to_string())?;
+    let remote_directory = link.backup_path(id);
+    let mut session = link.open(events).map_err(|e| e.to_string())?;
+    let listing = match session.source().list(&remote_directory, true) {
+        Ok(Ok(listing)) => listing,
+        Ok(Err(message)) => return Err(format!("listing {remote_directory}: {message}")),
+        Err(error) => return Err(format!("{}: {error}", session.peer())),
+    };
+    let oids: Vec<u32> = info
+        .tablespaces()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|t| t.oid)
+        .collect();
+    let base = server.basebackups_directory();
+    let destination = base.join(id);
+    let reference = reference_backup(&base, id, local);
+    let plan = plan_backup(
+        &listing,
+        &remote_directory,
+        &destination,
+        &oids,
+        reference.as_deref(),
+        server.reuse_backup() == ReuseBackup::Link,
+    )?;
+    prepare_destination(&destination, &plan)?;
+    let report = run_jobs(
+        &link,
+        Some(session),
+        &plan.jobs,
+        jobs_for(server, options),
+        events,
+    );
+    check_report(&report)?;
+    finish_destination(&destination, &plan)?;
+    let mut totals = report.totals;
+    totals.files = plan.jobs.len() as u64;
+    totals.bytes = plan.bytes;
+    Ok(totals)
+}
+
+/// The failures of a copy as one reason: the first one, and how many there were.
+fn check_report(report: &PoolReport) -> Result<(), String> {
+    let failures: Vec<&String> = report.failures().collect();
+    match failures.first() {
+        None => Ok(()),
+        Some(first) if failures.len() == 1 => Err(first.to_string()),
+        Some(first) => Err(format!("{first} (and {} more files)", failures.len() - 1)),
+    }
+}
+
+/// The local backup whose files are the best basis: the nearest older DONE backup with a
+/// directory, else the nearest newer one.
+fn reference_backup(base: &Path, id: &str, local: &[CatalogEntry]) -> Option<PathBuf> {
+    let mut done: Vec<&str> = local
+        .iter()
+        .filter(|e| e.info.raw("status") == Some("DONE"))
+        .map(|e| e.info.backup_id())
+        .filter(|other| *other != id && base.join(other).is_dir())
+        .collect();
+    done.sort_unstable();
+    let older = done.iter().rev().find(|other| **other < id);
+    let newer = done.iter().find(|other| **other > id);
+    older.or(newer).map(|other| base.join(other))
+}
+
+/// Removes what the primary does not have, creates the directories (never through a
+/// symlink: a link planted on the passive does not redirect the copy).
+fn prepare_destination(destination: &Path, plan: &BackupPlan) -> Result<(), String> {
+    create_real_directory(destination)?;
+    for stale in &plan.stale {
+        let path = destination.join(stale);
+        let removed = match path.symlink_metadata() {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(_) => Ok(()),
+        };
+        removed.map_err(|e| format!("removing {}: {e}", path.display()))?;
+    }
+    for (relative, _) in &plan.directories {
+        let mut path = destination.to_path_buf();
+        for component in relative.components() {
+            path.push(component);
+            create_real_directory(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// After every file is in place: directory modes as on the primary, partial transfers
+/// removed, and every directory fsynced (so the tree survives a crash once DONE is written).
+fn finish_destination(destination: &Path, plan: &BackupPlan) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    for job in &plan.jobs {
+        if let Some(partial) = &job.request.partial {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+    let mut directories = vec![destination.to_path_buf()];
+    for (relative, mode) in plan.directories.iter().rev() {
+        let path = destination.join(relative.as_str());
+        std::fs::set_permissions(
+            &path,
+            std::fs::Permissions::from_mode(mode & 0o7777 | 0o700),
+        )
+        .map_err(|e| format!("setting the mode of {}: {e}", path.display()))?;
+        directories.push(path);
+    }
+    if let Some(parent) = destination.parent() {
+        directories.push(parent.to_path_buf());
+    }
+    for directory in directories {
+        crate::fsutil::fsync_directory(&directory)
+            .map_err(|e| format!("fsync of {}: {e}", directory.display()))?;
+    }
+    Ok(())
+}
+
+/// Deletes a local backup (its files and its backup.info), as `barman delete` does for a
+/// backup that has no WALs of its own to release (a FAILED one).
+pub(crate) fn delete_backup(
+    server: &ServerConfig,
+    entry: &CatalogEntry,
+    events: &dyn Events,
+) -> Result<(), PassiveError> {
+    let id = entry.info.backup_id();
+    events.info(&format!(
+        "Deleting backup {id} for server {}",
+        server.name()
+    ));
+    let directory = server.basebackups_directory().join(id);
+    if directory.symlink_metadata().is_ok() {
+        std::fs::remove_dir_all(&directory).map_err(PassiveError::io(&directory))?;
+    }
+    let meta = server.meta_directory().join(format!("{id}-backup.info"));
+    if meta.exists() {
+        std::fs::remove_file(&meta).map_err(PassiveError::io(&meta))?;
+    }
+    for directory in [server.basebackups_directory(), server.meta_directory()] {
+        let _ = crate::fsutil::fsync_directory(&directory);
+    }
+    events.info(&format!("Deleted backup {id}"));
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! `sync-wals SERVER`: copies the primary's new WAL files into this node's archive, as Barman's
+//! passive does, and lists each in the xlog db exactly once.
+//!
+//! Order of effects, so that a crash anywhere leaves a consistent catalog: (1) every WAL file
+//! is copied, verified and published in its hash directory; (2) under the xlog db lock, the
+//! lines of the WALs not listed yet are appended and fsynced; (3) `sync-wals.info` is replaced
+//! atomically. A crash before (2) leaves unlisted files that the next run finds identical and
+//! lists; a crash between (2) and (3) makes the next run copy nothing and append nothing. The
+//! WAL names come from the primary and are checked against the WAL grammar before any path is
+//! built from them.
+
+use std::time::Instant;
+
+use transfer_engine::copy::partial_path;
+use transfer_engine::protocol::FetchRequest;
+
+use super::pool::{run_jobs, Job};
+use super::primary_link::PrimaryLink;
+use super::{
+    create_real_directory, jobs_for, require_passive, Events, PassiveError, PassiveOptions,
+    TransferTotals,
+};
+use crate::catalog::available_backups;
+use crate::config::ServerConfig;
+use crate::lock::{self, LockKind};
+use crate::syncinfo::{load_primary_info, PrimaryInfo};
+use crate::wal::WalName;
+use crate::xlogdb::{LockedXlogDb, WalEntry};
+
+/// What sync-wals did.
+#[derive(Debug, Default)]
+pub struct WalsOutcome {
+    /// WAL files copied (or found already complete).
+    pub files: u64,
+    /// Lines appended to the xlog db.
+    pub listed: u64,
+    pub totals: TransferTotals,
+    pub seconds: f64,
+    /// Why nothing was copied, when nothing was (Barman's message).
+    pub skipped: Option<String>,
+}
+
+/// The state file: the primary's xlog db coordinates after the last WAL sync.
+fn sync_wals_info_path(server: &ServerConfig) -> std::path::PathBuf {
+    server.wals_directory().join("sync-wals.info")
+}
+
+/// Reads `sync-wals.info` (`<last_name>\t<last_position>`); `None` when missing or unusable
+/// (Barman stops with "Expected 2 arguments, got 1" on an empty file: barsync warns and
+/// syncs from the start, which costs nothing but time since no line is listed twice).
+pub fn read_sync_wals_info(server: &ServerConfig, events: &dyn Events) -> Option<(String, u64)> {
+    let path = sync_wals_info_path(server);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let parsed = text.split_once('\t').and_then(|(name, position)| {
+        let position = position.trim().parse::<u64>().ok()?;
+        WalName::parse(name).ok()?;
+        Some((name.to_owned(), position))
+    });
+    if parsed.is_none() {
+        events.warning(&format!(
+            "{} is malformed ({text:?}); WALs are synced from the start of the primary's list",
+            path.display()
+        ));
+    }
+    parsed
+}
+
+/// Runs sync-wals from the saved `primary.info`, under Barman's WAL sync lock (waiting for a
+/// running WAL sync as Barman does).
+pub fn sync_wals(
+    server: &ServerConfig,
+    options: &PassiveOptions,
+    events: &dyn Events,
+) -> Result<WalsOutcome, PassiveError> {
+    require_passive(server)?;
+    let _lock = lock::acquire(
+        &server.lock_directory(),
+        server.name(),
+        &LockKind::SyncWal,
+        true,
+    )?;
+    let primary = load_primary_info(server)?;
+    sync_wals_locked(server, &primary, options, events)
+}
+
+/// The body of sync-wals, with the WAL sync lock held by the caller.
+pub(crate) fn sync_wals_locked(
+    server: &ServerConfig,
+    primary: &PrimaryInfo,
+    options: &PassiveOptions,
+    events: &dyn Events,
+) -> Result<WalsOutcome, PassiveError> {
+    let name = server.name();
+    let failed = |reason: String| {
+        PassiveError::Sync(format!(
+            "WAL synchronisation for server {name} failed with: {reason}"
+        ))
+    };
+    let local_compression = server.compression();
+    if primary.config.compression.as_deref() != local_compression {
+        return Err(failed(format!(
+            "Compression method on server {name} ({}) does not match local compression method ({})",
+            primary.config.compression.as_deref().unwrap_or("None"),
+            local_compression.unwrap_or("None")
+        )));
+    }
+    let skip = |message: String, warn: bool| {
+        if warn {
+            events.warning(&message);
+        } else {
+            events.info(&message);
+        }
+        Ok(WalsOutcome {
+            skipped: Some(message),
+            ..WalsOutcome::default()
+        })
+    };
+    let first_remote = primary
+        .wals
+        .iter()
+        .find(|wal| matches!(WalName::parse(&wal.name), Ok(w) if w.is_segment()));
+    let Some(first_remote) = first_remote else {
+        return skip(
+            format!("No WAL synchronisation required for server {name}"),
+            false,
+        );
+    };
+    let mut backups = available_backups(server)?;
+    backups.sort_by(|a, b| a.info.backup_id().cmp(b.info.backup_id()));
+    let Some(first_backup) = backups.first() else {
+        return skip(format!("No base backup for server {name}"), true);
+    };
+    if first_backup
+        .info
+        .begin_wal()
+        .is_some_and(|wal| wal > first_remote.name.as_str())
+    {
+        return skip(
+            format!(
+                "Skipping WAL synchronisation for server {name}: no available local backup for {}",
+                first_remote.name
+            ),
+            true,
+        );
+    }
+    let start = Instant::now();
+    let last = read_sync_wals_info(server, events);
+    let mut seen = std::collections::HashSet::new();
+    let mut to_copy: Vec<(&WalEntry, String)> = Vec::new();
+    for wal in &primary.wals {
+        if last
+            .as_ref()
+            .is_some_and(|(last_name, _)| wal.name <= *last_name)
+        {
+            continue;
+        }
+        let parsed =
+            WalName::parse(&wal.name).map_err(|e| failed(format!("the primary lists {e}")))?;
+        if wal.size < 0 {
+            return Err(failed(format!(
+                "the primary lists {} with size {}",
+                wal.name, wal.size
+            )));
+        }
+        if seen.insert(wal.name.as_str()) {
+            let relative = parsed.relative_path(&wal.name);
+            to_copy.push((wal, relative.to_string_lossy().into_owned()));
+        }
+    }
+    let wals_directory = server.wals_directory();
+    std::fs::create_dir_all(&wals_directory).map_err(PassiveError::io(&wals_directory))?;
+    // A missing xlog db is created (from what the archive holds) before any file arrives, so
+    // the new files are listed once, by the append below (Barman lists them twice).
+    drop(LockedXlogDb::open(server)?);
+    let link = PrimaryLink::new(server, primary, options)?;
+    let mut jobs = Vec::with_capacity(to_copy.len());
+    for (wal, relative) in &to_copy {
+        let destination = wals_directory.join(relative);
+        if let Some(directory) = destination.parent() {
+            create_real_directory(directory).map_err(failed)?;
+        }
+        let exists = destination
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_file());
+        let partial = partial_path(&destination);
+        let basis = if exists {
+            Some(destination.clone())
+        } else {
+            Some(partial.clone()).filter(|p| p.exists())
+        };
+        jobs.push(Job {
+            request: FetchRequest {
+                remote_path: link.wal_path(relative),
+                destination,
+                basis,
+                max_len: Some(wal.size as u64),
+                partial: Some(partial),
+                in_place: false,
+                link_identical: exists,
+            },
+            size: wal.size as u64,
+        });
+    }
+    let report = run_jobs(&link, None, &jobs, jobs_for(server, options), events);
+    let failures: Vec<&String> = report.failures().collect();
+    if let Some(first) = failures.first() {
+        let more = match failures.len() {
+            1 => String::new(),
+            n => format!(" (and {} more files)", n - 1),
+        };
+        return Err(failed(format!("{first}{more}")));
+    }
+    crate::fsutil::fsync_directory(&wals_directory).map_err(PassiveError::io(&wals_directory))?;
+    let entries: Vec<WalEntry> = to_copy.iter().map(|(wal, _)| (*wal).clone()).collect();
+    let listed = LockedXlogDb::open(server)?.append_missing(&entries)?;
+    let state = format!("{}\t{}", primary.last_name, primary.last_position);
+    let state_path = sync_wals_info_path(server);
+    crate::fsutil::atomic_write(&state_path, state.as_bytes())
+        .map_err(PassiveError::io(&state_path))?;
+    let mut totals = report.totals;
+    totals.files = jobs.len() as u64;
+    totals.bytes = jobs.iter().map(|j| j.size).sum();
+    Ok(WalsOutcome {
+        files: jobs.len() as u64,
+        listed: listed as u64,
+        totals,
+        seconds: start.elapsed().as_secs_f64(),
+        skipped: None,
+    })
+}
