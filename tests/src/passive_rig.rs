@@ -1,0 +1,156 @@
+//! A passive node for end-to-end tests: a Barman configuration whose server `pg` has
+//! `primary_ssh_command` pointing at a real sshd on loopback, behind which a wrapper makes
+//! `barman` mean "Barman with the primary's configuration" (and `barsync`, unless left out,
+//! the workspace's binary), so both `barman sync-info` and `barsync serve` run as they would
+//! on a primary host.
+//!
+//! ```no_run
+//! # use std::path::Path;
+//! let rig = barsync_tests::passive_rig::PassiveRig::new(
+//!     Path::new("/tmp/fx/primary.conf"),
+//!     &barsync_tests::passive_rig::RigOptions::default(),
+//! );
+//! let output = rig.barsync(&["cron"]);
+//! let listing = rig.barman(&["list-backups", "pg"]);
+//! ```
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::binaries::barsync;
+use crate::sshd::TestSshd;
+
+/// How to build the rig.
+#[derive(Debug, Clone)]
+pub struct RigOptions {
+    /// Whether `barsync` is installed on the "primary" (else the passive falls back to SFTP).
+    pub barsync_on_primary: bool,
+    /// Extra lines for the passive's `[pg]` section (e.g. `reuse_backup = link`).
+    pub server_lines: Vec<String>,
+}
+
+impl Default for RigOptions {
+    fn default() -> Self {
+        RigOptions {
+            barsync_on_primary: true,
+            server_lines: Vec::new(),
+        }
+    }
+}
+
+/// A passive Barman node reaching a primary through sshd.
+pub struct PassiveRig {
+    pub directory: tempfile::TempDir,
+    pub sshd: TestSshd,
+    /// The passive's Barman configuration file.
+    pub config: PathBuf,
+    /// The passive's `barman_home`.
+    pub home: PathBuf,
+}
+
+/// Real Barman 3.20.1: `$BARSYNC_TEST_BARMAN`, else the workspace's `.venv`.
+pub fn barman_program() -> PathBuf {
+    let path = std::env::var_os("BARSYNC_TEST_BARMAN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/barman"));
+    assert!(
+        path.is_file(),
+        "real Barman 3.20.1 not found at {} (set BARSYNC_TEST_BARMAN or run scripts/test)",
+        path.display()
+    );
+    path
+}
+
+fn write_executable(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+impl PassiveRig {
+    /// A passive for the primary whose Barman configuration is `primary_config`.
+    pub fn new(primary_config: &Path, options: &RigOptions) -> PassiveRig {
+        let directory = tempfile::Builder::new()
+            .prefix("barsync-passive-")
+            .tempdir()
+            .unwrap();
+        let bin = directory.path().join("primary-bin");
+        fs::create_dir_all(&bin).unwrap();
+        write_executable(
+            &bin.join("barman"),
+            &format!(
+                "#!/bin/sh\nexec '{}' -c '{}' \"$@\"\n",
+                barman_program().display(),
+                primary_config.display()
+            ),
+        );
+        if options.barsync_on_primary {
+            std::os::unix::fs::symlink(barsync(), bin.join("barsync")).unwrap();
+        }
+        let sshd = TestSshd::start_with_config_lines(&[format!(
+            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin",
+            bin.display()
+        )])
+        .expect("start sshd");
+        let home = directory.path().join("passive-home");
+        fs::create_dir_all(&home).unwrap();
+        let config = directory.path().join("passive.conf");
+        let mut text = format!(
+            "[barman]\nbarman_home = {home}\nbarman_user = {user}\nlog_file = {log}\nlog_level = INFO\n\n\
+             [pg]\ndescription = passive copy of pg\nprimary_ssh_command = {ssh}\n",
+            home = home.display(),
+            user = sshd.user(),
+            log = directory.path().join("passive.log").display(),
+            ssh = sshd.ssh_command(),
+        );
+        for line in &options.server_lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        fs::write(&config, text).unwrap();
+        PassiveRig {
+            directory,
+            sshd,
+            config,
+            home,
+        }
+    }
+
+    /// Runs `barsync SUBCOMMAND -c <passive config> ARGS...` (the first element of `args` is
+    /// the subcommand).
+    pub fn barsync(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(barsync());
+        command
+            .arg(args[0])
+            .arg("-c")
+            .arg(&self.config)
+            .args(&args[1..]);
+        command.output().expect("run barsync")
+    }
+
+    /// Runs real Barman with the passive's configuration.
+    pub fn barman(&self, args: &[&str]) -> Output {
+        Command::new(barman_program())
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run barman")
+    }
+
+    /// The passive server's backup directory (`<home>/pg`).
+    pub fn server_directory(&self) -> PathBuf {
+        self.home.join("pg")
+    }
+}
+
+/// stdout and stderr of a command, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}

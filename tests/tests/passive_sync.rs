@@ -1,0 +1,496 @@
+//! The passive node against a real Barman catalog behind a real sshd: the hand-made primary of
+//! `make-barman-fixture.sh` (no PostgreSQL), a passive synced by `barsync cron`, `sync-backup`
+//! and `sync-wals`, then read by real Barman. The PostgreSQL end-to-end test lives in
+//! `passive_postgres.rs`.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use barsync_tests::passive_rig::{barman_program, describe, PassiveRig, RigOptions};
+
+/// Builds the shared hand-made primary in a new directory and returns it (with its
+/// `primary.conf`).
+fn fixture_primary() -> tempfile::TempDir {
+    let shared = std::env::var_os("BARSYNC_TEST_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let script = shared.join("tools/make-barman-fixture.sh");
+    assert!(script.is_file(), "{} is missing", script.display());
+    let base = tempfile::Builder::new()
+        .prefix("barsync-primary-")
+        .tempdir()
+        .unwrap();
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(base.path())
+        .env("BARMAN_BIN", barman_program())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "make-barman-fixture.sh failed");
+    base
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn xlogdb_names(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_owned())
+        .collect()
+}
+
+/// Every regular file below `root`, as (relative path, content).
+fn files_below(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                let relative = entry
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .display()
+                    .to_string();
+                found.push((relative, fs::read(entry.path()).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn cron_syncs_every_backup_and_wal_and_barman_reads_them() {
+    let primary = fixture_primary();
+    let primary_conf = primary.path().join("primary.conf");
+    let rig = PassiveRig::new(&primary_conf, &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let text = stdout(&cron);
+    assert!(
+        text.contains("Backup 20240101T120000 of server pg synced"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Backup 20240102T120000 of server pg synced"),
+        "{text}"
+    );
+
+    // Real Barman on the passive: both backups DONE, with the primary's WAL sizes.
+    let passive_list = rig.barman(&["list-backups", "pg"]);
+    let primary_list = Command::new(barman_program())
+        .args(["-c", primary_conf.to_str().unwrap(), "list-backups", "pg"])
+        .output()
+        .unwrap();
+    assert!(passive_list.status.success(), "{}", describe(&passive_list));
+    let strip_type = |text: &str| {
+        text.replace(" - F - ", " - ? - ")
+            .replace(" - R - ", " - ? - ")
+    };
+    assert_eq!(
+        strip_type(&stdout(&passive_list)),
+        strip_type(&stdout(&primary_list)),
+        "list-backups differs from the primary's"
+    );
+    for id in ["20240101T120000", "20240102T120000"] {
+        let show = rig.barman(&["show-backup", "pg", id]);
+        assert!(show.status.success(), "{}", describe(&show));
+        assert!(stdout(&show).contains("Status                 : DONE"));
+        let info = fs::read_to_string(
+            rig.server_directory()
+                .join(format!("meta/{id}-backup.info")),
+        )
+        .unwrap();
+        assert!(
+            info.contains("mode=passive\n")
+                && info.contains("status=DONE\n")
+                && info.contains("error=None\n"),
+            "{info}"
+        );
+        // The copy is the primary's tree minus backup.info: byte for byte.
+        let theirs: Vec<_> =
+            files_below(&primary.path().join(format!("primary-home/pg/base/{id}")))
+                .into_iter()
+                .filter(|(path, _)| path != "backup.info")
+                .collect();
+        let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
+        assert_eq!(ours, theirs, "backup {id} differs from the primary's");
+    }
+
+    // The xlog db lists each WAL the primary offered exactly once, files on disk.
+    let xlogdb = rig.server_directory().join("wals/pg-xlog.db");
+    let names = xlogdb_names(&xlogdb);
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        names.len(),
+        unique.len(),
+        "duplicate xlog db lines: {names:?}"
+    );
+    assert_eq!(names.len(), 9, "{names:?}");
+    assert!(names.contains(&"00000002.history".to_owned()));
+    for name in &names {
+        let relative = if name.ends_with(".history") {
+            name.clone()
+        } else {
+            format!("{}/{name}", &name[..16])
+        };
+        let ours = fs::read(rig.server_directory().join("wals").join(&relative)).unwrap();
+        let theirs = fs::read(primary.path().join("primary-home/pg/wals").join(&relative)).unwrap();
+        assert_eq!(ours, theirs, "{relative}");
+    }
+    assert_eq!(
+        fs::read_to_string(rig.server_directory().join("wals/sync-wals.info")).unwrap(),
+        "000000020000000000000007\t503"
+    );
+
+    // A second cron finds nothing to do and changes nothing.
+    let before = fs::read(&xlogdb).unwrap();
+    let again = rig.barsync(&["cron"]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert!(!stdout(&again).contains("synced:"), "{}", describe(&again));
+    assert_eq!(fs::read(&xlogdb).unwrap(), before);
+    // sync-wals.info removed (Barman's workaround for old WALs): still no duplicate line.
+    fs::remove_file(rig.server_directory().join("wals/sync-wals.info")).unwrap();
+    let resync = rig.barsync(&["cron"]);
+    assert!(resync.status.success(), "{}", describe(&resync));
+    assert_eq!(fs::read(&xlogdb).unwrap(), before, "WALs listed twice");
+}
+
+#[test]
+fn sync_backup_decides_as_barman_does() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    // No primary.info yet: Barman's message.
+    let early = rig.barsync(&["sync-backup", "pg", "20240101T120000"]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&early.stderr)
+            .contains("Cannot open primary.info file for server pg"),
+        "{}",
+        describe(&early)
+    );
+    let info = rig.barsync(&["sync-info", "--primary", "pg"]);
+    assert!(info.status.success(), "{}", describe(&info));
+    // A shortcut Barman ignores: latest is the newest backup of the primary.
+    let latest = rig.barsync(&["sync-backup", "pg", "latest"]);
+    assert!(latest.status.success(), "{}", describe(&latest));
+    assert!(stdout(&latest).contains("Backup 20240102T120000 of server pg synced"));
+    let again = rig.barsync(&["sync-backup", "pg", "20240102T120000"]);
+    assert!(again.status.success());
+    assert!(stdout(&again).contains("Backup 20240102T120000 is already synced with pg server"));
+    let absent = rig.barsync(&["sync-backup", "pg", "20230101T000000"]);
+    assert_eq!(absent.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&absent.stderr)
+        .contains("Backup 20230101T000000 is absent on pg server"));
+    // The per-backup lock held by someone else (Barman or another barsync).
+    let _held = barsync_sync::lock::acquire(
+        &rig.home,
+        "pg",
+        &barsync_sync::lock::LockKind::SyncBackup("20240101T120000"),
+        false,
+    )
+    .unwrap();
+    let busy = rig.barsync(&["sync-backup", "pg", "20240101T120000"]);
+    assert_eq!(busy.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr)
+            .contains("Another synchronisation process for backup 20240101T120000 of server pg is already running."),
+        "{}",
+        describe(&busy)
+    );
+    // sync-wals waits for a base backup that covers the first WAL.
+    let wals = rig.barsync(&["sync-wals", "pg"]);
+    assert!(wals.status.success(), "{}", describe(&wals));
+    assert!(
+        String::from_utf8_lossy(&wals.stderr).contains(
+            "Skipping WAL synchronisation for server pg: no available local backup for 000000010000000000000002"
+        ),
+        "{}",
+        describe(&wals)
+    );
+}
+
+#[test]
+fn a_non_passive_server_is_refused_with_barmans_message() {
+    let primary = fixture_primary();
+    let conf = primary.path().join("primary.conf");
+    for args in [
+        vec![
+            "sync-backup",
+            "-c",
+            conf.to_str().unwrap(),
+            "pg",
+            "20240101T120000",
+        ],
+        vec!["sync-wals", "-c", conf.to_str().unwrap(), "pg"],
+    ] {
+        let output = Command::new(barsync_tests::binaries::barsync())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("ERROR: server pg is not passive"),
+            "{}",
+            describe(&output)
+        );
+    }
+}
+
+#[test]
+fn sftp_when_the_primary_has_no_barsync() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            barsync_on_primary: false,
+            ..RigOptions::default()
+        },
+    );
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert!(
+        String::from_utf8_lossy(&cron.stderr).contains("copying whole files over SFTP"),
+        "{}",
+        describe(&cron)
+    );
+    assert!(
+        stdout(&cron).contains("SFTP, remote"),
+        "{}",
+        describe(&cron)
+    );
+    let list = rig.barman(&["list-backups", "pg"]);
+    assert_eq!(
+        stdout(&list).matches("WAL Size").count(),
+        2,
+        "{}",
+        describe(&list)
+    );
+    let names = xlogdb_names(&rig.server_directory().join("wals/pg-xlog.db"));
+    assert_eq!(names.len(), 9);
+}
+
+#[test]
+fn reuse_backup_link_shares_identical_files_between_backups() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            server_lines: vec!["reuse_backup = link".into()],
+            ..RigOptions::default()
+        },
+    );
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let base = rig.server_directory().join("base");
+    let (first, second) = (base.join("20240101T120000"), base.join("20240102T120000"));
+    let mut linked = 0;
+    for (relative, content) in files_below(&second) {
+        let older = first.join(&relative);
+        let Ok(old_content) = fs::read(&older) else {
+            continue;
+        };
+        let same_inode = fs::metadata(&older).unwrap().ino()
+            == fs::metadata(second.join(&relative)).unwrap().ino();
+        assert_eq!(same_inode, old_content == content, "{relative}");
+        linked += usize::from(same_inode);
+    }
+    assert!(linked > 0, "no identical file was linked");
+    assert!(stdout(&cron).contains("linked"), "{}", describe(&cron));
+}
+
+/// Adds `count` files of `mib` MiB of incompressible data to the primary's newest backup.
+fn grow_primary_backup(primary: &Path, count: usize, mib: usize) -> u64 {
+    let directory = primary.join("primary-home/pg/base/20240102T120000/data/base/1");
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for index in 0..count {
+        let mut data = vec![0u8; mib << 20];
+        for chunk in data.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        fs::write(directory.join(format!("{}", 20000 + index)), &data).unwrap();
+    }
+    (count * (mib << 20)) as u64
+}
+
+/// "X MiB received" from a summary line.
+fn mib_received(text: &str, id: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("Backup {id} of server pg synced")))
+        .unwrap_or_else(|| panic!("no summary for {id} in {text}"));
+    let before = line.split(" MiB received").next().unwrap();
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn backup_status(rig: &PassiveRig, id: &str) -> String {
+    let info = fs::read_to_string(
+        rig.server_directory()
+            .join(format!("meta/{id}-backup.info")),
+    )
+    .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("status="))
+        .unwrap_or("absent")
+        .to_owned()
+}
+
+#[test]
+fn a_cut_connection_fails_the_backup_and_the_next_run_resumes() {
+    let primary = fixture_primary();
+    let added = grow_primary_backup(primary.path(), 4, 16);
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            // 16 MiB/s over every session: the 64 MiB take about 4 s.
+            server_lines: vec!["bandwidth_limit = 16384".into()],
+            ..RigOptions::default()
+        },
+    );
+    let info = rig.barsync(&["sync-info", "--primary", "pg"]);
+    assert!(info.status.success(), "{}", describe(&info));
+    let id = "20240102T120000";
+    let child = Command::new(barsync_tests::binaries::barsync())
+        .args(["sync-backup", "-c", rig.config.to_str().unwrap(), "pg", id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(backup_status(&rig, id), "SYNCING");
+    let killed = rig.sshd.kill_sessions().unwrap();
+    assert!(killed > 0, "no session to cut");
+    let cut = child.wait_with_output().unwrap();
+    assert_eq!(cut.status.code(), Some(1), "{}", describe(&cut));
+    assert!(
+        String::from_utf8_lossy(&cut.stderr)
+            .contains(&format!("failure syncing server pg backup {id}")),
+        "{}",
+        describe(&cut)
+    );
+    assert_eq!(backup_status(&rig, id), "FAILED");
+    let listing = rig.barman(&["list-backups", "pg"]);
+    assert!(
+        stdout(&listing).contains("FAILED"),
+        "{}",
+        describe(&listing)
+    );
+
+    let resumed = rig.barsync(&["sync-backup", "pg", id]);
+    assert!(resumed.status.success(), "{}", describe(&resumed));
+    assert_eq!(backup_status(&rig, id), "DONE");
+    let info = fs::read_to_string(
+        rig.server_directory()
+            .join(format!("meta/{id}-backup.info")),
+    )
+    .unwrap();
+    assert!(
+        info.contains("error=None\n"),
+        "the old error survived: {info}"
+    );
+    let received = mib_received(&stdout(&resumed), id);
+    let total = added as f64 / 1048576.0;
+    assert!(
+        received < total * 0.8,
+        "the resumed run received {received:.1} MiB of {total:.1}: completed files were sent again"
+    );
+    let theirs = files_below(&primary.path().join(format!("primary-home/pg/base/{id}")));
+    let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
+    let theirs: Vec<_> = theirs
+        .into_iter()
+        .filter(|(p, _)| p != "backup.info")
+        .collect();
+    assert_eq!(ours.len(), theirs.len());
+    assert!(
+        ours == theirs,
+        "the resumed backup differs from the primary's"
+    );
+}
+
+#[test]
+fn barsync_killed_at_random_points_never_leaves_a_done_backup_incomplete() {
+    let primary = fixture_primary();
+    grow_primary_backup(primary.path(), 3, 8);
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            server_lines: vec!["bandwidth_limit = 20000".into()],
+            ..RigOptions::default()
+        },
+    );
+    let id = "20240102T120000";
+    let theirs: Vec<_> = files_below(&primary.path().join(format!("primary-home/pg/base/{id}")))
+        .into_iter()
+        .filter(|(p, _)| p != "backup.info")
+        .collect();
+    // Kill `barsync cron` (SIGKILL) after 0.2 .. 1.4 s, six times; check the catalog after each.
+    for round in 0..6u64 {
+        let mut child = Command::new(barsync_tests::binaries::barsync())
+            .args(["cron", "-c", rig.config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200 + round * 240));
+        let _ = child.kill();
+        let _ = child.wait();
+        if backup_status(&rig, id) == "DONE" {
+            let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
+            assert!(ours == theirs, "round {round}: a DONE backup is incomplete");
+        }
+        let xlogdb = rig.server_directory().join("wals/pg-xlog.db");
+        if xlogdb.exists() {
+            let names = xlogdb_names(&xlogdb);
+            let mut unique = names.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                names.len(),
+                unique.len(),
+                "round {round}: duplicate xlog db lines"
+            );
+            for name in &names {
+                let relative = if name.ends_with(".history") {
+                    name.clone()
+                } else {
+                    format!("{}/{name}", &name[..16])
+                };
+                assert!(
+                    rig.server_directory()
+                        .join("wals")
+                        .join(&relative)
+                        .is_file(),
+                    "round {round}: {name} listed but not on disk"
+                );
+            }
+        }
+    }
+    let finish = rig.barsync(&["cron"]);
+    assert!(finish.status.success(), "{}", describe(&finish));
+    assert_eq!(backup_status(&rig, id), "DONE");
+    let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
+    assert!(
+        ours == theirs,
+        "the final backup differs from the primary's"
+    );
+    assert_eq!(
+        xlogdb_names(&rig.server_directory().join("wals/pg-xlog.db")).len(),
+        9
+    );
+}
