@@ -1,4 +1,5 @@
 //! Helpers for the end-to-end tests.
 
+pub mod barman_primary;
 pub mod binaries;
 pub mod sshd;

@@ -15,6 +15,8 @@
 //! StrictHostKeyChecking value, [`TestSshd::rotate_host_key`] to make the recorded key stale,
 //! [`TestSshd::kill_sessions`] to cut every open connection, [`TestSshd::pause_sessions`] to
 //! make the server silent (keepalive tests), [`TestSshd::log`] for diagnostics.
+//! [`TestSshd::start_with_config_lines`] appends lines to the generated `sshd_config` (e.g.
+//! `SetEnv PATH=...` so that sessions find test wrappers first).
 
 use std::fs;
 use std::io::{self, Read};
@@ -32,12 +34,19 @@ pub struct TestSshd {
     sshd_program: PathBuf,
     port: u16,
     user: String,
+    extra_config: Vec<String>,
     child: Option<Child>,
 }
 
 impl TestSshd {
     /// Generates keys and config in a new temporary directory and starts sshd on a free port.
     pub fn start() -> io::Result<TestSshd> {
+        TestSshd::start_with_config_lines(&[])
+    }
+
+    /// Like [`TestSshd::start`], with `lines` appended to the generated `sshd_config` (each one
+    /// an sshd_config directive such as `SetEnv PATH=/some/bin:/usr/bin:/bin`).
+    pub fn start_with_config_lines(lines: &[String]) -> io::Result<TestSshd> {
         let sshd_program = std::env::var_os("BARSYNC_TEST_SSHD")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/sbin/sshd"));
@@ -48,6 +57,7 @@ impl TestSshd {
             sshd_program,
             port: 0,
             user,
+            extra_config: lines.to_vec(),
             child: None,
         };
         sshd.generate_key("host_key")?;
@@ -209,7 +219,7 @@ impl TestSshd {
     }
 
     fn write_config(&self) -> io::Result<()> {
-        let config = format!(
+        let mut config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nPidFile {pid}\n\
              AuthorizedKeysFile {authorized}\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
@@ -219,6 +229,10 @@ impl TestSshd {
             pid = self.path("sshd.pid").display(),
             authorized = self.path("authorized_keys").display(),
         );
+        for line in &self.extra_config {
+            config.push_str(line);
+            config.push('\n');
+        }
         fs::write(self.path("sshd_config"), config)
     }
 
