@@ -54,7 +54,10 @@ impl WalName {
                 .map(|timeline| WalName::History { timeline })
                 .ok_or_else(not_wal);
         }
-        let segment_text = name.get(..24).ok_or_else(not_wal)?;
+        let segment_text = name
+            .get(..24)
+            .filter(|text| text.is_ascii())
+            .ok_or_else(not_wal)?;
         let timeline = hex8(&segment_text[..8]).ok_or_else(not_wal)?;
         let log = hex8(&segment_text[8..16]).ok_or_else(not_wal)?;
         let segment = hex8(&segment_text[16..24]).ok_or_else(not_wal)?;
@@ -177,6 +180,19 @@ mod tests {
             "0000000G.history",
             "000000010000000000000002.0000002.backup",
             "000000010000000000000002x",
+        ] {
+            assert!(WalName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_ascii_names_are_refused_not_a_panic() {
+        // Found by the path_validate fuzz target: byte 8 (or 16) inside a multi-byte character
+        // of a 24-byte prefix made the hex slicing panic.
+        for bad in [
+            "0000000\u{3f1}000000000000002",
+            "000000010000000\u{e9}0000002",
+            "0000000\u{3f1}1200a000000002.partial",
         ] {
             assert!(WalName::parse(bad).is_err(), "{bad}");
         }
