@@ -3,3 +3,4 @@
 pub mod barman_primary;
 pub mod binaries;
 pub mod sshd;
+pub mod passive_rig;
