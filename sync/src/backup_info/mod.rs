@@ -175,7 +175,11 @@ impl BackupInfo {
             if line.trim().is_empty() || line.trim_end().starts_with('#') {
                 continue;
             }
-            let Some((key, value)) = line.split_once('=') else {
+            // A key starting with `#` (after blanks) would be written back as a comment.
+            let Some((key, value)) = line
+                .split_once('=')
+                .filter(|(key, _)| !key.trim().starts_with('#'))
+            else {
                 return Err(BackupInfoError::BadLine {
                     path: path.to_owned(),
                     text: line.trim().to_owned(),
