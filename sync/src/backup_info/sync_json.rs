@@ -229,6 +229,8 @@ fn field_text(field: &str, value: &Json, entry: &Json) -> Result<String, String>
             })
         }
         _ => match value {
+            // backup.info holds one value per line: a line break would inject other fields.
+            Json::Str(text) if text.contains('\n') => Err("contains a line break".to_owned()),
             Json::Str(text) => Ok(text.clone()),
             other => Err(format!("expected a string, found {}", other.type_name())),
         },

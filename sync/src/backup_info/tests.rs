@@ -129,6 +129,23 @@ fn key_that_would_be_written_as_a_comment_is_refused() {
 }
 
 #[test]
+fn from_sync_json_refuses_a_line_break_in_a_plain_field() {
+    // Found by the sync_info_parse fuzz target's round-trip property: the value was stored as
+    // is, so the backup.info written for it read back with other values (here a DONE backup
+    // read back as FAILED).
+    let mut json = sample().to_sync_json().unwrap();
+    if let Json::Object(entries) = &mut json {
+        for (key, value) in entries.iter_mut() {
+            if key == "systemid" {
+                *value = Json::Str("7318000000000000001\nstatus=FAILED".into());
+            }
+        }
+    }
+    let err = BackupInfo::from_sync_json("x", &json).unwrap_err();
+    assert_eq!(err.field, "systemid");
+}
+
+#[test]
 fn new_backup_gets_barman_defaults() {
     let mut info = BackupInfo::new("20240101T000000");
     info.set_status(BackupStatus::Syncing);
