@@ -231,13 +231,29 @@ impl Fields<'_> {
             size: i64::try_from(size)
                 .map_err(|_| self.error(&format!("{path}.size"), "out of range"))?,
             time,
-            compression: self.optional_string(
-                item,
-                "compression",
-                &format!("{path}.compression"),
-            )?,
-            encryption: self.optional_string(item, "encryption", &format!("{path}.encryption"))?,
+            compression: self.xlogdb_column(item, "compression", &format!("{path}.compression"))?,
+            encryption: self.xlogdb_column(item, "encryption", &format!("{path}.encryption"))?,
         })
+    }
+
+    /// An optional string that a passive writes as one column of an xlog db line: it must be
+    /// one non-empty word for Barman's `str.split()` (no whitespace, no control character).
+    fn xlogdb_column(
+        &self,
+        item: &Json,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<String>, PrimaryInfoError> {
+        let value = self.optional_string(item, key, path)?;
+        match &value {
+            Some(text)
+                if text.is_empty()
+                    || text.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+            {
+                Err(self.error(path, "must be one word (it becomes an xlog db column)"))
+            }
+            _ => Ok(value),
+        }
     }
 }
 
@@ -267,6 +283,35 @@ mod tests {
         let (backup, unknown) = info.backup("pg", "20240101T120000").unwrap().unwrap();
         assert_eq!(backup.begin_wal(), Some("000000010000000000000002"));
         assert_eq!(unknown, vec!["future"]);
+    }
+
+    #[test]
+    fn wal_columns_that_would_break_the_xlog_db_are_refused() {
+        // Found by the sync_info_parse fuzz target: a compression of "gzip x" was accepted and
+        // a passive appended "<name>\t16384\t...\tgzip x\tNone" to its xlog db, six columns
+        // that neither barsync nor Barman can read back.
+        for bad in ["gzip x", "", "gzip\\nx", "a\\u001cb"] {
+            let text = MINIMAL.replace(
+                "\"compression\": null, \"name\"",
+                &format!("\"compression\": \"{bad}\", \"name\""),
+            );
+            match PrimaryInfo::parse("pg", &text) {
+                Err(PrimaryInfoError::Field { field, .. }) => {
+                    assert_eq!(field, "wals[0].compression")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let gzip = MINIMAL.replace(
+            "\"compression\": null, \"name\"",
+            "\"compression\": \"gzip\", \"name\"",
+        );
+        assert_eq!(
+            PrimaryInfo::parse("pg", &gzip).unwrap().wals[0]
+                .compression
+                .as_deref(),
+            Some("gzip")
+        );
     }
 
     #[test]
