@@ -252,36 +252,44 @@ impl PullSource for crate::sftp::SftpSource {
         requests: &[FetchRequest],
         progress: &mut dyn FnMut(&FetchOutcome),
     ) -> Result<Vec<FetchOutcome>, CopyError> {
+        let partials: Vec<PathBuf> = requests
+            .iter()
+            .map(|r| {
+                r.partial
+                    .clone()
+                    .unwrap_or_else(|| partial_path(&r.destination))
+            })
+            .collect();
+        let files: Vec<(&str, &Path, &Path)> = requests
+            .iter()
+            .zip(&partials)
+            .map(|(r, partial)| {
+                (
+                    r.remote_path.as_str(),
+                    r.destination.as_path(),
+                    partial.as_path(),
+                )
+            })
+            .collect();
         let mut outcomes = Vec::with_capacity(requests.len());
-        for (index, request) in requests.iter().enumerate() {
-            let partial = request
-                .partial
-                .clone()
-                .unwrap_or_else(|| partial_path(&request.destination));
-            let result = crate::sftp::SftpSource::fetch(
-                self,
-                &request.remote_path,
-                &request.destination,
-                &partial,
-            )
-            .map(|fetched| crate::protocol::FetchReport {
-                len: fetched.len,
-                digest: None,
-                verified_by: fetched.verification.label(),
-                received_bytes: fetched.received_bytes,
-                signature_bytes: 0,
-                reused_bytes: fetched.len - fetched.received_bytes,
-                basis_problem: None,
-                linked: false,
-            });
+        self.fetch_many(&files, &mut |index, result| {
             let outcome = FetchOutcome {
                 index,
-                remote_path: request.remote_path.clone(),
-                result,
+                remote_path: requests[index].remote_path.clone(),
+                result: result.map(|fetched| crate::protocol::FetchReport {
+                    len: fetched.len,
+                    digest: None,
+                    verified_by: fetched.verification.label(),
+                    received_bytes: fetched.received_bytes,
+                    signature_bytes: 0,
+                    reused_bytes: fetched.len - fetched.received_bytes,
+                    basis_problem: None,
+                    linked: false,
+                }),
             };
             progress(&outcome);
             outcomes.push(outcome);
-        }
+        });
         Ok(outcomes)
     }
 }

@@ -202,6 +202,129 @@ impl SftpSource {
         destination: &Path,
         partial: &Path,
     ) -> Result<SftpFetch, FetchFailure> {
+        let downloaded = self.download(remote, partial)?;
+        self.verify(remote, partial)?;
+        self.publish(remote, destination, partial, &downloaded)
+            .map_err(FetchFailure::Other)
+    }
+
+    fn publish(
+        &self,
+        remote: &str,
+        destination: &Path,
+        partial: &Path,
+        downloaded: &Downloaded,
+    ) -> Result<SftpFetch, String> {
+        publish_partial(partial, destination, downloaded.mode, downloaded.mtime)
+            .map_err(|e| format!("{remote}: publishing: {e}"))?;
+        Ok(SftpFetch {
+            len: downloaded.len,
+            received_bytes: downloaded.received,
+            verification: self.check,
+        })
+    }
+
+    /// Fetches many files: each is downloaded into its partial copy, then the host's checksum
+    /// tool runs once per batch of files (not once per file: each command is a round trip and a
+    /// process on the host), then each verified file is published. A file whose check fails is
+    /// fetched once more on its own. `done(index, result)` is called for each, in order.
+    pub fn fetch_many(
+        &mut self,
+        files: &[(&str, &Path, &Path)],
+        done: &mut dyn FnMut(usize, Result<SftpFetch, String>),
+    ) {
+        const BATCH_FILES: usize = 256;
+        const BATCH_COMMAND_BYTES: usize = 96 * 1024;
+        let mut start = 0;
+        while start < files.len() {
+            let mut end = start;
+            let mut command_bytes = 0;
+            while end < files.len()
+                && end - start < BATCH_FILES
+                && command_bytes < BATCH_COMMAND_BYTES
+            {
+                command_bytes += files[end].0.len() + 3;
+                end += 1;
+            }
+            let batch = &files[start..end];
+            let downloads: Vec<Result<Downloaded, FetchFailure>> = batch
+                .iter()
+                .map(|(remote, _, partial)| self.download(remote, partial))
+                .collect();
+            let remotes: Vec<&str> = batch
+                .iter()
+                .zip(&downloads)
+                .filter(|(_, d)| d.is_ok())
+                .map(|((remote, _, _), _)| *remote)
+                .collect();
+            let sums = self.remote_sums(&remotes);
+            for (offset, ((remote, destination, partial), download)) in
+                batch.iter().zip(downloads).enumerate()
+            {
+                let result = match download {
+                    Err(FetchFailure::Mismatch(_)) => self.fetch(remote, destination, partial),
+                    Err(FetchFailure::Other(message)) => Err(message),
+                    Ok(downloaded) => match self.compare(remote, partial, &sums) {
+                        Ok(()) => self.publish(remote, destination, partial, &downloaded),
+                        Err(FetchFailure::Mismatch(_)) => {
+                            let _ = std::fs::remove_file(partial);
+                            self.fetch(remote, destination, partial)
+                        }
+                        Err(FetchFailure::Other(message)) => Err(message),
+                    },
+                };
+                done(start + offset, result);
+            }
+            start = end;
+        }
+    }
+
+    /// The checksum tool's output for `remotes`, by path (empty without a tool).
+    fn remote_sums(&self, remotes: &[&str]) -> std::collections::HashMap<String, String> {
+        let mut sums = std::collections::HashMap::new();
+        let tool = match self.check {
+            Verification::RemoteBlake3 => "b3sum",
+            Verification::RemoteSha256 => "sha256sum",
+            Verification::SizeAndMtime => return sums,
+        };
+        if remotes.is_empty() {
+            return sums;
+        }
+        let mut command = format!("{tool} --");
+        for remote in remotes {
+            command.push(' ');
+            command.push_str(&quote(remote));
+        }
+        let Ok(output) = self.run(&command) else {
+            return sums;
+        };
+        for line in output.lines() {
+            // `HASH  PATH`; a name with a backslash or newline is escaped and the line starts
+            // with `\` (such a file finds no sum here and is checked on its own).
+            if let Some((hash, path)) = line.split_once("  ") {
+                sums.insert(path.to_owned(), hash.to_ascii_lowercase());
+            }
+        }
+        sums
+    }
+
+    /// Compares the local copy with the host's sum from `sums`, or asks the host for this one
+    /// file when the batch has no sum for it.
+    fn compare(
+        &self,
+        remote: &str,
+        local: &Path,
+        sums: &std::collections::HashMap<String, String>,
+    ) -> Result<(), FetchFailure> {
+        match sums.get(remote) {
+            Some(theirs) => self.compare_with(remote, local, theirs),
+            None => self.verify(remote, local),
+        }
+    }
+
+    /// Downloads `remote` into `partial` (appending to what an earlier attempt kept), checking
+    /// that the file did not change meanwhile.
+    fn download(&mut self, remote: &str, partial: &Path) -> Result<Downloaded, FetchFailure> {
         let other = |what: &str, e: &dyn std::fmt::Display| {
             FetchFailure::Other(format!("{remote}: {what}: {e}"))
         };
@@ -258,18 +381,11 @@ impl SftpSource {
                 "{remote} changed while it was copied"
             )));
         }
-        self.verify(remote, partial)?;
-        publish_partial(
-            partial,
-            destination,
-            before.perm.unwrap_or(0o644),
-            before.mtime.unwrap_or(0) as i64,
-        )
-        .map_err(|e| other("publishing", &e))?;
-        Ok(SftpFetch {
+        Ok(Downloaded {
             len: copied,
-            received_bytes: received,
-            verification: self.check,
+            received,
+            mode: before.perm.unwrap_or(0o644),
+            mtime: before.mtime.unwrap_or(0) as i64,
         })
     }
 
@@ -287,6 +403,16 @@ impl SftpSource {
             .next()
             .unwrap_or("")
             .to_ascii_lowercase();
+        self.compare_with(remote, local, &theirs)
+    }
+
+    /// Compares the local copy's hash with `theirs`, the host tool's hash of `remote`.
+    fn compare_with(&self, remote: &str, local: &Path, theirs: &str) -> Result<(), FetchFailure> {
+        let tool = match self.check {
+            Verification::RemoteBlake3 => "b3sum",
+            Verification::RemoteSha256 => "sha256sum",
+            Verification::SizeAndMtime => return Ok(()),
+        };
         let map = MappedFile::open(local)
             .map_err(|e| FetchFailure::Other(format!("{}: {e}", local.display())))?;
         let ours = match self.check {
@@ -304,6 +430,14 @@ impl SftpSource {
             )))
         }
     }
+}
+
+/// A file downloaded into its partial copy, not verified yet.
+struct Downloaded {
+    len: u64,
+    received: u64,
+    mode: u32,
+    mtime: i64,
 }
 
 enum FetchFailure {
