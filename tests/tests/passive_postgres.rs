@@ -94,17 +94,24 @@ fn wait_for_barman_syncs(rig: &PassiveRig) {
         if !busy {
             return;
         }
-        assert!(Instant::now() < deadline, "Barman's sync processes never finished");
+        assert!(
+            Instant::now() < deadline,
+            "Barman's sync processes never finished"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 #[test]
 fn barsync_passive_of_a_real_barman_primary_restores_the_primarys_data() {
+    let start = Instant::now();
+    let phase = |what: &str| eprintln!("[{:6.1} s] {what}", start.elapsed().as_secs_f64());
     let primary = BarmanPrimary::start(SCALE).expect("start PostgreSQL and the Barman primary");
+    phase("primary started");
     let first = primary.backup();
     primary.pgbench_run(500);
     primary.archive_wals();
+    phase("first backup taken");
 
     // 1. barsync on the primary; reuse_backup = link.
     let rig = PassiveRig::new(
@@ -116,16 +123,20 @@ fn barsync_passive_of_a_real_barman_primary_restores_the_primarys_data() {
     );
     let cron = rig.barsync(&["cron"]);
     assert!(cron.status.success(), "{}", describe(&cron));
+    phase("first cron");
     let expected_first = primary.table_fingerprint();
     check_passive(&primary, &rig, &[first.clone()], &expected_first);
+    phase("first backup recovered on the passive");
 
     primary.pgbench_run(2000);
     let second = primary.backup();
     primary.pgbench_run(200);
     primary.archive_wals();
     let expected = primary.table_fingerprint();
+    phase("second backup taken");
     let cron = rig.barsync(&["cron"]);
     assert!(cron.status.success(), "{}", describe(&cron));
+    phase("second cron");
     let (received, size) = received_and_size(&text(&cron), &second);
     eprintln!(
         "second backup {second}: {received:.1} MiB crossed the network for a {size:.1} MiB backup ({:.1}%)",
@@ -140,6 +151,7 @@ fn barsync_passive_of_a_real_barman_primary_restores_the_primarys_data() {
     assert!(again.status.success(), "{}", describe(&again));
     assert!(!text(&again).contains("synced:"), "{}", describe(&again));
     check_passive(&primary, &rig, &[first.clone(), second.clone()], &expected);
+    phase("second backup recovered on the passive");
 
     // 2. No barsync on the primary: SFTP, whole files.
     let sftp = PassiveRig::new(
@@ -152,7 +164,9 @@ fn barsync_passive_of_a_real_barman_primary_restores_the_primarys_data() {
     let cron = sftp.barsync(&["cron"]);
     assert!(cron.status.success(), "{}", describe(&cron));
     assert!(text(&cron).contains("SFTP, remote"), "{}", describe(&cron));
+    phase("SFTP cron");
     check_passive(&primary, &sftp, &[first.clone(), second.clone()], &expected);
+    phase("SFTP passive recovered");
 
     // 3. barman cron and barsync cron at once on one passive.
     let both = PassiveRig::new(&primary.config_path(), &RigOptions::default());
@@ -161,13 +175,21 @@ fn barsync_passive_of_a_real_barman_primary_restores_the_primarys_data() {
         .output();
     let barsync_cron = both.barsync(&["cron"]);
     let barman_cron = barman_cron.unwrap();
+    phase("barman cron and barsync cron");
     assert!(barman_cron.status.success(), "{}", describe(&barman_cron));
     wait_for_barman_syncs(&both);
     // Whatever each managed, one more barsync cron completes the node.
     let finish = both.barsync(&["cron"]);
-    assert!(finish.status.success(), "{}\n{}", describe(&barsync_cron), describe(&finish));
+    assert!(
+        finish.status.success(),
+        "{}\n{}",
+        describe(&barsync_cron),
+        describe(&finish)
+    );
     wait_for_barman_syncs(&both);
+    phase("finishing cron");
     check_passive(&primary, &both, &[first, second], &expected);
+    phase("concurrent passive recovered");
     assert_wals_on_disk(&both.server_directory());
 }
 
