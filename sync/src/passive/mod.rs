@@ -112,6 +112,9 @@ pub trait Events: Sync {
     fn info(&self, message: &str);
     /// A warning (stderr, `WARNING: ...`).
     fn warning(&self, message: &str);
+    /// A copy is about to start: `label` names it (a backup ID, or `WALs`), with its number of
+    /// files and their total size as the primary declared them (for progress displays).
+    fn plan(&self, _label: &str, _files: u64, _bytes: u64) {}
     /// One file copied (or failed); `path` is the primary's path.
     fn file_done(&self, _path: &str, _result: &Result<FetchReport, String>) {}
 }

@@ -202,6 +202,7 @@ fn copy_backup(
         server.reuse_backup() == ReuseBackup::Link,
     )?;
     prepare_destination(&destination, &plan)?;
+    events.plan(id, plan.jobs.len() as u64, plan.bytes);
     let report = run_jobs(
         &link,
         Some(session),
