@@ -201,11 +201,7 @@ pub(crate) fn sync_wals_locked(
             size: wal.size as u64,
         });
     }
-    events.plan(
-        "WALs",
-        jobs.len() as u64,
-        jobs.iter().map(|j| j.size).sum(),
-    );
+    events.plan("WALs", jobs.len() as u64, jobs.iter().map(|j| j.size).sum());
     let report = run_jobs(&link, None, &jobs, jobs_for(server, options), events);
     let failures: Vec<&String> = report.failures().collect();
     if let Some(first) = failures.first() {
