@@ -128,6 +128,7 @@ fn setup(common: &Common) -> Result<(Config, PassiveOptions, Console)> {
         config_file: config.config_file().to_path_buf(),
         remote_program: RemoteProgram::Barman,
         force_sftp: common.sftp,
+        barman: PathBuf::from("barman"),
     };
     let console = Console {
         verbose: common.verbose,

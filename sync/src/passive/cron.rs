@@ -1,11 +1,13 @@
 //! `cron` for passive servers: for each one, in name order and under its cron lock, ask the
 //! primary for its sync-info, purge the local FAILED backups it no longer has, copy every
-//! missing backup (oldest first, all of them: Barman starts one per run) and then the WALs.
+//! missing backup (oldest first, all of them: Barman starts one per run), then the WALs, then
+//! the passive's own retention policy.
 //!
 //! It runs in the foreground to completion and reports per server, so a scheduler sees a
 //! failure in the exit status. A sync already running elsewhere (barsync or Barman, same lock
 //! files) is skipped, not waited for, except the WAL sync, whose lock Barman also waits for.
 
+use super::retention::{self, Candidate};
 use super::sync_backup::{delete_backup, sync_backup_with, BackupOutcome};
 use super::sync_wals::{read_sync_wals_info, sync_wals_locked, WalsOutcome};
 use super::{Events, PassiveError, PassiveOptions};
@@ -28,6 +30,8 @@ pub struct ServerCron {
     pub backups: Vec<(String, Result<BackupOutcome, String>)>,
     /// The WAL sync, when there were WALs to consider.
     pub wals: Option<Result<WalsOutcome, String>>,
+    /// Local backups deleted by the passive's retention policy.
+    pub retired: Vec<String>,
 }
 
 impl ServerCron {
@@ -176,8 +180,35 @@ fn sync_server(
         ));
         return Ok(());
     }
-    let _wal_lock = lock::acquire(&server.lock_directory(), name, &LockKind::SyncWal, true)?;
-    result.wals =
-        Some(sync_wals_locked(server, &primary, options, events).map_err(|e| e.to_string()));
+    {
+        let _wal_lock = lock::acquire(&server.lock_directory(), name, &LockKind::SyncWal, true)?;
+        result.wals =
+            Some(sync_wals_locked(server, &primary, options, events).map_err(|e| e.to_string()));
+    }
+    apply_retention(server, options, events, result)
+}
+
+/// The passive's own retention policy, applied by Barman's `delete` (see [`retention`]).
+fn apply_retention(
+    server: &ServerConfig,
+    options: &PassiveOptions,
+    events: &dyn Events,
+    result: &mut ServerCron,
+) -> Result<(), PassiveError> {
+    if server.retention_policy().is_none() {
+        return Ok(());
+    }
+    let meta = server.meta_directory();
+    let candidates: Vec<Candidate> = load_backups(server)?
+        .iter()
+        .map(|e| Candidate::from_info(&e.info, &meta))
+        .collect();
+    result.retired = retention::apply(
+        server,
+        &options.config_file,
+        &options.barman,
+        &candidates,
+        events,
+    )?;
     Ok(())
 }

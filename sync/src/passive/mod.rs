@@ -20,6 +20,7 @@ pub mod backup_plan;
 pub mod cron;
 pub mod pool;
 pub mod primary_link;
+pub mod retention;
 pub mod sync_backup;
 pub mod sync_wals;
 pub mod throttle;
@@ -82,6 +83,8 @@ pub struct PassiveOptions {
     pub remote_program: RemoteProgram,
     /// Never start `barsync serve`: copy whole files over SFTP.
     pub force_sftp: bool,
+    /// Barman on this node, which deletes the backups retention reports OBSOLETE.
+    pub barman: PathBuf,
 }
 
 impl Default for PassiveOptions {
@@ -93,6 +96,7 @@ impl Default for PassiveOptions {
             config_file: PathBuf::new(),
             remote_program: RemoteProgram::Barman,
             force_sftp: false,
+            barman: PathBuf::from("barman"),
         }
     }
 }

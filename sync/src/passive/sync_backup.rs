@@ -15,6 +15,7 @@ use std::time::Instant;
 use super::backup_plan::{plan_backup, BackupPlan};
 use super::pool::{run_jobs, PoolReport};
 use super::primary_link::PrimaryLink;
+use super::retention::{self, Candidate};
 use super::{
     create_real_directory, jobs_for, require_passive, Events, PassiveError, PassiveOptions,
     TransferTotals,
@@ -94,6 +95,24 @@ pub fn sync_backup_with(
         }
         (true, _) => {}
     }
+    let (remote_info, _) = primary
+        .backup(name, &id)
+        .map_err(crate::syncinfo::SyncInfoError::from)?
+        .expect("the backup is listed by the primary");
+    let meta = server.meta_directory();
+    let candidates: Vec<Candidate> = local
+        .iter()
+        .map(|e| Candidate::from_info(&e.info, &meta))
+        .collect();
+    if retention::remote_is_obsolete(
+        server,
+        &candidates,
+        Candidate::from_info(&remote_info, &meta),
+    ) {
+        return Ok(BackupOutcome::NothingToDo(format!(
+            "Remote backup {name}/{id} is obsolete for local retention policies."
+        )));
+    }
     let _lock = lock::acquire(
         &server.lock_directory(),
         name,
@@ -106,15 +125,11 @@ pub fn sync_backup_with(
         )),
         other => other.into(),
     })?;
-    let (mut info, _unknown_keys) = primary
-        .backup(name, &id)
-        .map_err(crate::syncinfo::SyncInfoError::from)?
-        .expect("the backup is listed by the primary");
+    let mut info = remote_info;
     info.set_text("server_name", Some(name));
     info.set_text("mode", Some("passive"));
     info.set_text("error", None);
     info.set_status(BackupStatus::Syncing);
-    let meta = server.meta_directory();
     std::fs::create_dir_all(&meta).map_err(PassiveError::io(&meta))?;
     info.save(&meta)?;
     events.info(&format!("Starting copy of backup {id} for server {name}"));
