@@ -120,13 +120,24 @@ impl PassiveRig {
     /// Runs `barsync SUBCOMMAND -c <passive config> ARGS...` (the first element of `args` is
     /// the subcommand).
     pub fn barsync(&self, args: &[&str]) -> Output {
+        self.barsync_command(args).output().expect("run barsync")
+    }
+
+    /// The command [`PassiveRig::barsync`] runs (with Barman on PATH, as on a Barman passive
+    /// node), to spawn it.
+    pub fn barsync_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(barsync());
         command
             .arg(args[0])
             .arg("-c")
             .arg(&self.config)
             .args(&args[1..]);
-        command.output().expect("run barsync")
+        let venv_bin = barman_program().parent().unwrap().to_path_buf();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![venv_bin];
+        paths.extend(std::env::split_paths(&path));
+        command.env("PATH", std::env::join_paths(paths).unwrap());
+        command
     }
 
     /// Runs real Barman with the passive's configuration.

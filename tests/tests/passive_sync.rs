@@ -494,3 +494,66 @@ fn barsync_killed_at_random_points_never_leaves_a_done_backup_incomplete() {
         9
     );
 }
+
+#[test]
+fn the_passives_own_retention_policy_is_applied_by_barman() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            server_lines: vec!["retention_policy = REDUNDANCY 1".into()],
+            ..RigOptions::default()
+        },
+    );
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert!(
+        stdout(&cron).contains("Enforcing retention policy: removing backup 20240101T120000"),
+        "{}",
+        describe(&cron)
+    );
+    let list = rig.barman(&["list-backups", "pg"]);
+    let text = stdout(&list);
+    assert!(
+        text.contains("20240102T120000") && !text.contains("20240101T120000"),
+        "{text}"
+    );
+    // The primary still has the obsolete backup: it is not copied again.
+    let again = rig.barsync(&["cron"]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert!(!stdout(&again).contains("synced:"), "{}", describe(&again));
+    assert!(!rig.server_directory().join("base/20240101T120000").exists());
+}
+
+#[test]
+fn a_barsync_passive_is_the_primary_of_another_passive() {
+    let primary = fixture_primary();
+    let middle = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let first = middle.barsync(&["cron"]);
+    assert!(first.status.success(), "{}", describe(&first));
+    // The second tier asks the middle node (its Barman catalog, written by barsync).
+    let leaf = PassiveRig::new(&middle.config, &RigOptions::default());
+    let second = leaf.barsync(&["cron"]);
+    assert!(second.status.success(), "{}", describe(&second));
+    for id in ["20240101T120000", "20240102T120000"] {
+        let theirs: Vec<_> =
+            files_below(&primary.path().join(format!("primary-home/pg/base/{id}")))
+                .into_iter()
+                .filter(|(p, _)| p != "backup.info")
+                .collect();
+        assert!(
+            files_below(&leaf.server_directory().join(format!("base/{id}"))) == theirs,
+            "backup {id} on the second tier differs from the primary's"
+        );
+    }
+    let leaf_wals = xlogdb_names(&leaf.server_directory().join("wals/pg-xlog.db"));
+    let middle_wals = xlogdb_names(&middle.server_directory().join("wals/pg-xlog.db"));
+    assert_eq!(leaf_wals, middle_wals);
+    let list = leaf.barman(&["list-backups", "pg"]);
+    assert_eq!(
+        stdout(&list).matches("WAL Size").count(),
+        2,
+        "{}",
+        describe(&list)
+    );
+}
