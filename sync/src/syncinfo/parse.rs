@@ -58,6 +58,9 @@ impl PrimaryInfo {
         let backups = match fields.required(&document, "backups", "backups")? {
             Json::Object(entries) => {
                 for (id, entry) in entries {
+                    // The ID becomes a directory name on the passive.
+                    crate::wal::BackupId::parse(id)
+                        .map_err(|e| fields.error(&format!("backups.{id}"), &e.to_string()))?;
                     if !matches!(entry, Json::Object(_)) {
                         return Err(fields.error(
                             &format!("backups.{id}"),
@@ -226,8 +229,15 @@ impl Fields<'_> {
                 ))
             }
         };
+        let name = self.string(item, "name", &format!("{path}.name"))?;
+        // The name becomes a path on the passive: only Barman's WAL grammar is accepted.
+        crate::wal::WalName::parse(&name)
+            .map_err(|e| self.error(&format!("{path}.name"), &e.to_string()))?;
+        if size < 0 {
+            return Err(self.error(&format!("{path}.size"), "negative"));
+        }
         Ok(WalEntry {
-            name: self.string(item, "name", &format!("{path}.name"))?,
+            name,
             size: i64::try_from(size)
                 .map_err(|_| self.error(&format!("{path}.size"), "out of range"))?,
             time,
