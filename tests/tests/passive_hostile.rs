@@ -1,0 +1,240 @@
+//! A hostile or broken primary: forged sync-info (malformed JSON, `..` in backup IDs and WAL
+//! names, sizes that lie), symlinks in a backup, and a symlink planted on the passive. Each is
+//! refused with an error naming what was wrong, exit status 1, and nothing is written outside
+//! the passive's own directories.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use barsync_tests::passive_rig::{barman_program, describe, PassiveRig, RigOptions};
+
+fn fixture_primary() -> tempfile::TempDir {
+    let shared = std::env::var_os("BARSYNC_TEST_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let base = tempfile::Builder::new()
+        .prefix("barsync-hostile-")
+        .tempdir()
+        .unwrap();
+    let status = Command::new("bash")
+        .arg(shared.join("tools/make-barman-fixture.sh"))
+        .arg(base.path())
+        .env("BARMAN_BIN", barman_program())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    base
+}
+
+/// The primary's real sync-info JSON.
+fn real_sync_info(primary: &Path) -> String {
+    let output = Command::new(barman_program())
+        .args([
+            "-c",
+            primary.join("primary.conf").to_str().unwrap(),
+            "sync-info",
+            "pg",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Makes the primary answer sync-info with `json` instead of Barman's answer.
+fn forge_sync_info(rig: &PassiveRig, json: &str) {
+    let answer = rig.directory.path().join("forged.json");
+    fs::write(&answer, json).unwrap();
+    let wrapper = rig.directory.path().join("primary-bin/barman");
+    fs::write(&wrapper, format!("#!/bin/sh\ncat '{}'\n", answer.display())).unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Every path below `root` (files, directories, links).
+fn everything_below(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(listing) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in listing.flatten() {
+            found.push(entry.path());
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn malformed_json_is_refused_and_primary_info_kept() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let good = rig.barsync(&["sync-info", "--primary", "pg"]);
+    assert!(good.status.success(), "{}", describe(&good));
+    let saved = fs::read(rig.server_directory().join("primary.info")).unwrap();
+    for forged in ["{\"backups\": ", "[]", "{\"last_position\": -1}", ""] {
+        forge_sync_info(&rig, forged);
+        let cron = rig.barsync(&["cron"]);
+        assert_eq!(
+            cron.status.code(),
+            Some(1),
+            "{forged:?}: {}",
+            describe(&cron)
+        );
+        assert!(
+            stderr(&cron).contains("sync-info from the primary of server pg"),
+            "{forged:?}: {}",
+            describe(&cron)
+        );
+        assert_eq!(
+            fs::read(rig.server_directory().join("primary.info")).unwrap(),
+            saved,
+            "{forged:?} replaced primary.info"
+        );
+    }
+}
+
+#[test]
+fn traversal_in_backup_ids_and_wal_names_is_refused() {
+    let primary = fixture_primary();
+    let real = real_sync_info(primary.path());
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let outside = rig.directory.path().join("outside");
+    let cases = [
+        (
+            real.replace("\"20240102T120000\": {", "\"../../../outside\": {"),
+            "is not a backup ID",
+        ),
+        (
+            real.replace(
+                "\"name\": \"000000010000000000000003\"",
+                "\"name\": \"../../../outside/x\"",
+            ),
+            "not a WAL file name",
+        ),
+        (
+            real.replace(
+                "\"name\": \"000000010000000000000003\"",
+                "\"name\": \"/etc/passwd\"",
+            ),
+            "not a WAL file name",
+        ),
+    ];
+    for (forged, expected) in cases {
+        assert_ne!(forged, real, "the forgery did not apply");
+        forge_sync_info(&rig, &forged);
+        let cron = rig.barsync(&["cron"]);
+        assert_eq!(cron.status.code(), Some(1), "{}", describe(&cron));
+        assert!(
+            stderr(&cron).contains(expected),
+            "{expected}: {}",
+            describe(&cron)
+        );
+        assert!(
+            !outside.exists(),
+            "something was written outside the passive"
+        );
+        for path in everything_below(rig.directory.path()) {
+            assert!(
+                !path.to_string_lossy().contains("outside"),
+                "{} was created",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_wal_larger_than_declared_is_refused() {
+    let primary = fixture_primary();
+    let real = real_sync_info(primary.path());
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    // Backups first (so the WAL sync is not waiting for one), then WALs with a lying size.
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    fs::remove_file(rig.server_directory().join("wals/sync-wals.info")).unwrap();
+    let wal = rig
+        .server_directory()
+        .join("wals/0000000100000000/000000010000000000000003");
+    fs::remove_file(&wal).unwrap();
+    let forged = real.replace(
+        "\"name\": \"000000010000000000000003\",\n            \"size\": 16384",
+        "\"name\": \"000000010000000000000003\",\n            \"size\": 100",
+    );
+    assert_ne!(forged, real, "the forgery did not apply");
+    forge_sync_info(&rig, &forged);
+    let lying = rig.barsync(&["cron"]);
+    assert_eq!(lying.status.code(), Some(1), "{}", describe(&lying));
+    assert!(
+        stderr(&lying).contains("more than the 100 expected"),
+        "{}",
+        describe(&lying)
+    );
+    assert!(!wal.exists(), "an oversize WAL was published");
+    let leftovers: Vec<_> = everything_below(&rig.server_directory().join("wals"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains("barsync-"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn symlinks_in_a_backup_and_planted_on_the_passive_are_never_followed() {
+    let primary = fixture_primary();
+    let id = "20240102T120000";
+    let evil = primary
+        .path()
+        .join(format!("primary-home/pg/base/{id}/data/evil"));
+    std::os::unix::fs::symlink("/etc", &evil).unwrap();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert_eq!(cron.status.code(), Some(1), "{}", describe(&cron));
+    assert!(
+        stderr(&cron).contains("is a symbolic link"),
+        "{}",
+        describe(&cron)
+    );
+    let info = fs::read_to_string(
+        rig.server_directory()
+            .join(format!("meta/{id}-backup.info")),
+    )
+    .unwrap();
+    assert!(info.contains("status=FAILED"), "{info}");
+    fs::remove_file(&evil).unwrap();
+
+    // A symlink planted on the passive where a directory of the backup goes.
+    let target = rig.directory.path().join("elsewhere");
+    fs::create_dir_all(&target).unwrap();
+    let planted = rig
+        .server_directory()
+        .join(format!("base/{id}/data/global"));
+    fs::remove_dir_all(&planted).ok();
+    fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&target, &planted).unwrap();
+    let again = rig.barsync(&["cron"]);
+    assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    assert!(
+        stderr(&again).contains("a symlink is never followed"),
+        "{}",
+        describe(&again)
+    );
+    assert_eq!(
+        fs::read_dir(&target).unwrap().count(),
+        0,
+        "written through the link"
+    );
+}
