@@ -1,10 +1,13 @@
 //! `barsync copy [-r] [--delete] [--dry-run] [--checksum] [-e SSH] SRC DST`: rsync-style copies
 //! through the barsync protocol. The remote end (`[user@]host:path`, source or destination)
 //! runs `barsync serve` started over SSH; a local-to-local copy is served by a thread of this
-//! process.
+//! process. A progress line (bytes, rate, files) runs on a terminal; `--json` prints the
+//! summary as one JSON document.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use serde_json::json;
 
 use anyhow::{bail, Context, Result};
 use transfer_engine::confine::Roots;
@@ -14,6 +17,22 @@ use transfer_engine::protocol::{serve, Client};
 use transfer_engine::sftp::SftpSource;
 use transfer_engine::transport::libssh2::Libssh2Transport;
 use transfer_engine::transport::{choose_transport, memory_pipe, Transport, TransportPreference};
+
+use crate::output::{ui, Job};
+
+pub const AFTER_HELP: &str = concat!(
+    "Examples:
+  barsync copy -r primary:/var/lib/barman/pg/base/20240101T120000/ /srv/copy/   # pull the contents
+  barsync copy -r --delete /srv/copy backup@dr:/srv/mirror                      # push, mirror deletions
+  barsync copy -e \"ssh -p 2222 -i ~/.ssh/barman\" -r primary:/data/ /data/       # any ssh command
+  barsync copy -r -n /srv/a/ /srv/b/                                            # dry run, local
+  barsync copy -r --json primary:/data/ /data/                                  # JSON summary
+
+The far side needs barsync on its PATH (--remote-barsync otherwise); without it, files are
+copied whole over SFTP and verified by the host's b3sum or sha256sum.
+",
+    exit_codes!()
+);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,9 +64,9 @@ pub struct Args {
     /// Which SSH transport: auto, in-process (libssh2) or subprocess (the ssh command).
     #[arg(long, default_value = "auto")]
     transport: String,
-    /// Print each file as it completes.
-    #[arg(short, long)]
-    verbose: bool,
+    /// Print the summary as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
     /// Source: a local path or [user@]host:path (a trailing slash copies the contents).
     source: String,
     /// Destination: a local path or [user@]host:path.
@@ -108,7 +127,8 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
     };
     let contents = args.source.ends_with('/');
     let start = Instant::now();
-    let verbose = args.verbose;
+    let job = ui().job("copy", None, None);
+    let job = &job;
     let report = match (split_remote(&args.source), split_remote(&args.destination)) {
         (Some(_), Some(_)) => {
             bail!("both SRC and DST are remote: run barsync on one of the two hosts")
@@ -117,9 +137,7 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
             let (root, request) = root_and_request(path);
             let destination = PathBuf::from(&args.destination);
             let progress = |outcome: &transfer_engine::protocol::FetchOutcome| {
-                if verbose {
-                    print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|r| r.len));
-                }
+                fetched(job, outcome);
             };
             let session = with_session(args, host, &root, |client| {
                 Ok(pull(
@@ -133,7 +151,7 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
             });
             match session {
                 Err(error) if error.downcast_ref::<NoBarsync>().is_some() => {
-                    eprintln!("WARNING: {error}; falling back to SFTP (whole files)");
+                    ui().warning(&format!("{error}; falling back to SFTP (whole files)"));
                     sftp_pull(args, host, path, contents, &destination, &options, progress)?
                 }
                 other => other?,
@@ -148,9 +166,8 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
                 source
             };
             let progress = |outcome: &transfer_engine::protocol::PushOutcome| {
-                if verbose {
-                    print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|_| 0));
-                }
+                job.file_done(0, outcome.result.is_ok());
+                print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|_| 0));
             };
             let session = with_session(args, host, &root, |client| {
                 Ok(push(
@@ -159,7 +176,7 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
             });
             match session {
                 Err(error) if error.downcast_ref::<NoBarsync>().is_some() => {
-                    eprintln!("WARNING: {error}; falling back to SFTP (whole files)");
+                    ui().warning(&format!("{error}; falling back to SFTP (whole files)"));
                     let mut target = open_sftp(args, host)?;
                     let remote = if path.is_empty() {
                         "."
@@ -171,13 +188,10 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
                 other => other?,
             }
         }
-        (None, None) => copy_locally(args, contents, &options, |outcome| {
-            if verbose {
-                print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|r| r.len));
-            }
-        })?,
+        (None, None) => copy_locally(args, contents, &options, |outcome| fetched(job, outcome))?,
     };
-    print_report(&report, start.elapsed().as_secs_f64(), args.dry_run);
+    job.finish();
+    print_report(args, &report, start.elapsed().as_secs_f64());
     Ok(if report.errors.is_empty() {
         std::process::ExitCode::SUCCESS
     } else {
@@ -191,10 +205,17 @@ fn client_options(args: &Args) -> ClientOptions {
     }
 }
 
+fn fetched(job: &Job, outcome: &transfer_engine::protocol::FetchOutcome) {
+    let len = outcome.result.as_ref().map(|r| r.len);
+    job.file_done(*len.as_ref().unwrap_or(&0), len.is_ok());
+    print_outcome(&outcome.remote_path, outcome.result.as_ref().map(|r| r.len));
+}
+
+/// One file done, at `-v` (errors are in the summary).
 fn print_outcome(path: &str, result: Result<u64, &String>) {
     match result {
-        Ok(len) => eprintln!("{path} ({len} bytes)"),
-        Err(message) => eprintln!("ERROR: {message}"),
+        Ok(len) => tracing::debug!("{path} ({len} bytes)"),
+        Err(message) => tracing::debug!("failed: {message}"),
     }
 }
 
@@ -283,7 +304,7 @@ fn open_sftp(args: &Args, host: &str) -> Result<SftpSource> {
     let (session, _tcp) = transport.connect()?;
     let source =
         SftpSource::new(session).with_context(|| format!("{}: starting SFTP", transport.peer()))?;
-    eprintln!("SFTP: files will be verified by {}", source.verification());
+    tracing::info!("SFTP: files will be verified by {}", source.verification());
     Ok(source)
 }
 
@@ -335,20 +356,48 @@ fn copy_locally(
     Ok(report?)
 }
 
-fn print_report(report: &CopyReport, seconds: f64, dry_run: bool) {
+fn print_report(args: &Args, report: &CopyReport, seconds: f64) {
+    for error in &report.errors {
+        ui().error(error);
+    }
+    if args.json {
+        let value = json!({
+            "command": "copy",
+            "ok": report.errors.is_empty(),
+            "source": args.source,
+            "destination": args.destination,
+            "dry_run": args.dry_run,
+            "files": report.files,
+            "files_transferred": report.transferred,
+            "files_up_to_date": report.skipped,
+            "symlinks": report.symlinks,
+            "deleted": report.deleted,
+            "bytes_synced": report.bytes,
+            "bytes_on_the_wire": report.received_bytes + report.sent_bytes,
+            "bytes_received": report.received_bytes,
+            "bytes_sent": report.sent_bytes,
+            "bytes_reused": report.reused_bytes,
+            "verified": report.verified_by,
+            "duration_seconds": (seconds * 1000.0).round() / 1000.0,
+            "plan": report.plan,
+            "errors": report.errors,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("JSON values serialize")
+        );
+        return;
+    }
     for line in &report.plan {
-        println!("{line}");
+        ui().result(line);
     }
     for (how, count) in &report.verified_by {
-        println!("verified by {how}: {count} files");
-    }
-    for error in &report.errors {
-        eprintln!("ERROR: {error}");
+        ui().info(&format!("verified by {how}: {count} files"));
     }
     let mib = |bytes: u64| bytes as f64 / 1048576.0;
-    println!(
+    ui().result(&format!(
         "{}{} files: {} transferred, {} up to date{}{}; {:.1} MiB synced, {:.2} MiB received, {:.2} MiB sent, {:.1} MiB reused; {:.2} s",
-        if dry_run { "dry run: " } else { "" },
+        if args.dry_run { "dry run: " } else { "" },
         report.files,
         report.transferred,
         report.skipped,
@@ -359,7 +408,7 @@ fn print_report(report: &CopyReport, seconds: f64, dry_run: bool) {
         mib(report.sent_bytes),
         mib(report.reused_bytes),
         seconds
-    );
+    ));
 }
 
 #[cfg(test)]

@@ -1,19 +1,53 @@
-//! The `barsync` binary: turns flags into library calls and results into text.
+//! The `barsync` binary: turns flags into library calls and results into text, progress and
+//! JSON. Exit codes follow Barman: 0 success, 1 failure, 2 usage error.
 use clap::{Parser, Subcommand};
 
+/// The exit status paragraph of every command's `--help` (a literal, for `concat!`).
+macro_rules! exit_codes {
+    () => {
+        "\nExit status (as Barman's):\n  0  success\n  1  failure: an error, a file that could not be copied, a failed check\n  2  usage error (unknown option, missing argument)"
+    };
+}
+
+mod check;
 mod copy;
 mod demo;
+mod generate;
+mod list_backups;
+mod output;
 mod passive;
 mod serve;
 mod sync_info;
+
+const MAIN_AFTER_HELP: &str = concat!(
+    "Examples:
+  barsync demo                          # a sample primary and passive, synced twice, verified
+  barsync cron -c /etc/barman.conf      # what a passive node runs every minute
+  barsync check pg                      # is the passive node of server pg ready?
+  barsync list-backups pg               # the primary's and the passive's backups side by side
+  barsync sync-backup pg latest --json  # one backup, machine-readable summary
+",
+    exit_codes!()
+);
 
 #[derive(Parser)]
 #[command(
     name = "barsync",
     version,
-    about = "Barman passive-node sync with an in-process delta-transfer engine"
+    about = "Barman passive-node sync with an in-process delta-transfer engine",
+    long_about = "Barman passive-node sync with an in-process delta-transfer engine.\n\n\
+        barsync does the job of a Barman passive node (sync-info, sync-backup, sync-wals, \
+        cron) on the same catalog, locks and formats as Barman 3.20.1, copying files through \
+        its own delta engine (barsync serve on the primary, or SFTP when barsync is not there).",
+    after_help = MAIN_AFTER_HELP
 )]
 struct Cli {
+    /// Print only warnings and errors (no information lines, no progress)
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More detail on stderr: every file as it is copied (-vv: everything)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,38 +56,100 @@ struct Cli {
 enum Command {
     // SUBCOMMANDS: one variant per command, each handled by its own module.
     /// Copy files and trees, rsync-style, through the barsync protocol
+    #[command(after_help = copy::AFTER_HELP)]
     Copy(copy::Args),
-    /// Sync a sample cluster through the delta engine and verify it (needs nothing installed)
+    /// Sync a sample Barman primary to a passive node and verify it (needs nothing installed)
+    #[command(after_help = demo::AFTER_HELP)]
     Demo(demo::Args),
     /// Serve files to a barsync client on stdin/stdout (run by the client over SSH)
+    #[command(after_help = serve::AFTER_HELP)]
     Serve(serve::Args),
     /// Print the server's sync-info JSON as `barman sync-info` does (or ask the primary)
+    #[command(after_help = sync_info::AFTER_HELP)]
     SyncInfo(sync_info::Args),
     /// Copy one backup of the primary to this passive node (as `barman sync-backup`)
+    #[command(after_help = passive::SYNC_BACKUP_HELP)]
     SyncBackup(passive::SyncBackupArgs),
     /// Copy the primary's new WAL files to this passive node (as `barman sync-wals`)
+    #[command(after_help = passive::SYNC_WALS_HELP)]
     SyncWals(passive::SyncWalsArgs),
     /// Sync every passive server: sync-info, all missing backups, WALs (as `barman cron`)
+    #[command(after_help = passive::CRON_HELP)]
     Cron(passive::CronArgs),
+    /// Check a passive node: ssh to the primary, host key, programs, directories, freshness
+    #[command(after_help = check::AFTER_HELP)]
+    Check(check::Args),
+    /// The primary's and this passive node's backups side by side, with sizes
+    #[command(after_help = list_backups::AFTER_HELP)]
+    ListBackups(list_backups::Args),
+    /// Write the man page or shell completions (for packagers)
+    #[command(hide = true)]
+    Generate(generate::Args),
+}
+
+impl Command {
+    /// The configuration file the command reads, for Barman's `log_file`.
+    fn config(&self) -> Option<Option<&std::path::Path>> {
+        match self {
+            Command::SyncBackup(a) => Some(a.common.config.as_deref()),
+            Command::SyncWals(a) => Some(a.common.config.as_deref()),
+            Command::Cron(a) => Some(a.common.config.as_deref()),
+            Command::Check(a) => Some(a.config.as_deref()),
+            Command::ListBackups(a) => Some(a.config.as_deref()),
+            _ => None,
+        }
+    }
+
+    fn json(&self) -> bool {
+        match self {
+            Command::Copy(a) => a.json,
+            Command::SyncBackup(a) => a.common.json,
+            Command::SyncWals(a) => a.common.json,
+            Command::Cron(a) => a.common.json,
+            Command::ListBackups(a) => a.json,
+            _ => false,
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let log_file = cli
+        .command
+        .config()
+        .and_then(|path| barsync_sync::config::Config::load(path).ok())
+        .and_then(|config| output::barman_log_file(&config));
+    output::init(
+        output::Verbosity::from_flags(cli.quiet, cli.verbose),
+        cli.command.json(),
+        log_file,
+    );
     match cli.command {
-        Command::Copy(args) => report(copy::run(&args)),
-        Command::Demo(args) => report(demo::run(&args)),
-        Command::Serve(args) => report(serve::run(&args)),
+        Command::Copy(args) => report("copy", copy::run(&args)),
+        Command::Demo(args) => report("demo", demo::run(&args)),
+        Command::Serve(args) => report("serve", serve::run(&args)),
         Command::SyncInfo(args) => sync_info::run(&args),
-        Command::SyncBackup(args) => report(passive::run_sync_backup(&args)),
-        Command::SyncWals(args) => report(passive::run_sync_wals(&args)),
-        Command::Cron(args) => report(passive::run_cron_command(&args)),
+        Command::SyncBackup(args) => report("sync-backup", passive::run_sync_backup(&args)),
+        Command::SyncWals(args) => report("sync-wals", passive::run_sync_wals(&args)),
+        Command::Cron(args) => report("cron", passive::run_cron_command(&args)),
+        Command::Check(args) => report("check", check::run(&args)),
+        Command::ListBackups(args) => report("list-backups", list_backups::run(&args)),
+        Command::Generate(args) => report("generate", generate::run::<Cli>(&args)),
     }
 }
 
-/// Prints an error chain the way Barman prints errors, and maps it to exit status 1.
-fn report(result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
+/// Prints an error chain the way Barman prints errors (and, under `--json`, a JSON document
+/// naming it), and maps it to exit status 1.
+fn report(command: &str, result: anyhow::Result<std::process::ExitCode>) -> std::process::ExitCode {
     result.unwrap_or_else(|error| {
-        eprintln!("ERROR: {error:#}");
+        let message = format!("{error:#}");
+        output::ui().error(&message);
+        if output::ui().json() {
+            println!(
+                "{}",
+                serde_json::json!({"command": command, "ok": false, "errors": [message]})
+            );
+        }
         std::process::ExitCode::from(1)
     })
 }

@@ -1,27 +1,64 @@
 //! `barsync sync-backup`, `sync-wals` and `cron`: the passive node commands, printed the way
 //! Barman prints them (information on stdout, `WARNING:`/`ERROR:` on stderr, exit status 1 on
-//! failure), with a summary of what crossed the network.
+//! failure), with progress while they copy, a summary of what crossed the network, and the
+//! same summary as one JSON document with `--json`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use barsync_sync::config::Config;
+use barsync_sync::passive::cron::ServerCron;
 use barsync_sync::passive::{
-    run_cron, sync_backup, sync_wals, BackupOutcome, Events, PassiveOptions, TransferTotals,
-    WalsOutcome,
+    run_cron, sync_backup, sync_wals, BackupOutcome, PassiveOptions, TransferTotals, WalsOutcome,
 };
 use barsync_sync::syncinfo::RemoteProgram;
-use transfer_engine::protocol::FetchReport;
+use serde_json::{json, Value};
 use transfer_engine::transport::TransportPreference;
+
+use crate::output::{mib, ui, PassiveEvents};
+
+pub const SYNC_BACKUP_HELP: &str = concat!(
+    "Examples:
+  barsync sync-backup pg 20240101T120000     # one backup, from the saved primary.info
+  barsync sync-backup pg latest              # the primary's newest backup
+  barsync sync-backup -c /etc/barman.conf pg oldest --json
+
+The backup list comes from primary.info, saved by the last `barsync cron` or
+`barsync sync-info --primary` (as Barman's sync-backup, this does not ask the primary).
+",
+    exit_codes!()
+);
+
+pub const SYNC_WALS_HELP: &str = concat!(
+    "Examples:
+  barsync sync-wals pg                       # the WALs listed in the saved primary.info
+  barsync sync-wals -c /etc/barman.conf pg --json
+",
+    exit_codes!()
+);
+
+pub const CRON_HELP: &str = concat!(
+    "Examples:
+  barsync cron                               # every passive server of the configuration
+  barsync cron -c /etc/barman.conf pg        # only server pg
+  barsync cron -q                            # from cron: warnings and errors only
+  barsync cron --remote barsync              # the primary has barsync but not Barman
+
+Runs in the foreground to completion (Barman's cron starts detached processes): sync-info,
+then every missing backup (oldest first), then the WALs. Safe to run next to `barman cron`:
+both take the same lock files.
+",
+    exit_codes!()
+);
 
 /// Options shared by the passive commands.
 #[derive(clap::Args, Debug)]
 pub struct Common {
     /// Barman configuration file (default: ~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf)
     #[arg(short = 'c', long = "config")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Sessions (parallel copies) per sync; default: the server's parallel_jobs when set, else
     /// one per core (2 to 8)
     #[arg(short = 'j', long = "jobs")]
@@ -35,18 +72,15 @@ pub struct Common {
     /// SSH transport for primary_ssh_command: auto, in-process (libssh2) or subprocess (ssh)
     #[arg(long, default_value = "auto")]
     transport: String,
-    /// Print every file as it is copied
-    #[arg(short, long)]
-    verbose: bool,
-    /// Print only warnings and errors
-    #[arg(short, long)]
-    quiet: bool,
+    /// Print the summary as one JSON document on stdout (information goes to stderr)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct SyncBackupArgs {
     #[command(flatten)]
-    common: Common,
+    pub common: Common,
     /// Server name (a passive server section of the configuration)
     server: String,
     /// Backup ID, or latest, last, oldest, first, last-failed
@@ -56,7 +90,7 @@ pub struct SyncBackupArgs {
 #[derive(clap::Args, Debug)]
 pub struct SyncWalsArgs {
     #[command(flatten)]
-    common: Common,
+    pub common: Common,
     /// Server name (a passive server section of the configuration)
     server: String,
 }
@@ -64,7 +98,7 @@ pub struct SyncWalsArgs {
 #[derive(clap::Args, Debug)]
 pub struct CronArgs {
     #[command(flatten)]
-    common: Common,
+    pub common: Common,
     /// Program that answers sync-info on the primary
     #[arg(long, value_enum, default_value = "barman")]
     remote: crate::sync_info::Remote,
@@ -72,80 +106,38 @@ pub struct CronArgs {
     server: Option<String>,
 }
 
-/// Prints what the library reports.
-struct Console {
-    verbose: bool,
-    quiet: bool,
-    files: AtomicU64,
-}
-
-impl Events for Console {
-    fn info(&self, message: &str) {
-        if !self.quiet {
-            println!("{message}");
-        }
-    }
-    fn warning(&self, message: &str) {
-        eprintln!("WARNING: {message}");
-    }
-    fn file_done(&self, path: &str, result: &Result<FetchReport, String>) {
-        self.files.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(report) if self.verbose => {
-                let how = if report.linked {
-                    "linked".to_owned()
-                } else {
-                    format!(
-                        "{} received, {} reused",
-                        mib(report.received_bytes),
-                        mib(report.reused_bytes)
-                    )
-                };
-                eprintln!("{path}: {} ({how})", mib(report.len));
-            }
-            Err(message) if self.verbose => eprintln!("ERROR: {message}"),
-            _ => {}
-        }
-    }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / 1048576.0)
-}
-
-fn setup(common: &Common) -> Result<(Config, PassiveOptions, Console)> {
-    let config = Config::load(common.config.as_deref())?;
-    let transport = match common.transport.as_str() {
+/// The transport named on the command line.
+pub fn transport(name: &str) -> Result<TransportPreference> {
+    Ok(match name {
         "auto" => TransportPreference::Auto,
         "in-process" => TransportPreference::InProcess,
         "subprocess" => TransportPreference::Subprocess,
         other => bail!("unknown transport {other:?} (auto, in-process, subprocess)"),
-    };
+    })
+}
+
+fn setup(common: &Common) -> Result<(Config, PassiveOptions)> {
+    let config = Config::load(common.config.as_deref())?;
     let options = PassiveOptions {
         remote_barsync: common.remote_barsync.clone(),
-        transport,
+        transport: transport(&common.transport)?,
         jobs: common.jobs,
         config_file: config.config_file().to_path_buf(),
         remote_program: RemoteProgram::Barman,
         force_sftp: common.sftp,
-        barman: PathBuf::from("barman"),
+        ..PassiveOptions::default()
     };
-    let console = Console {
-        verbose: common.verbose,
-        quiet: common.quiet,
-        files: AtomicU64::new(0),
-    };
-    Ok((config, options, console))
+    Ok((config, options))
 }
 
-fn server(config: &Config, name: &str) -> Result<barsync_sync::config::ServerConfig> {
+pub fn server(config: &Config, name: &str) -> Result<barsync_sync::config::ServerConfig> {
     config
         .server(name)?
         .with_context(|| format!("Unknown server '{name}'"))
 }
 
 /// One line about a copy: files, sizes, what crossed the network, how it was verified.
-fn totals_line(totals: &TransferTotals, seconds: f64) -> String {
+pub fn totals_line(totals: &TransferTotals, seconds: f64) -> String {
     let verified: Vec<String> = totals
         .verified_by
         .iter()
@@ -168,6 +160,26 @@ fn totals_line(totals: &TransferTotals, seconds: f64) -> String {
     )
 }
 
+/// The totals of a copy as JSON fields.
+pub fn totals_json(totals: &TransferTotals, seconds: f64) -> Value {
+    json!({
+        "files": totals.files,
+        "bytes_synced": totals.bytes,
+        "bytes_on_the_wire": totals.received_bytes + totals.sent_bytes,
+        "bytes_received": totals.received_bytes,
+        "bytes_sent": totals.sent_bytes,
+        "bytes_reused": totals.reused_bytes,
+        "files_linked": totals.linked,
+        "sessions": totals.sessions,
+        "verified": totals.verified_by,
+        "duration_seconds": round(seconds),
+    })
+}
+
+fn round(seconds: f64) -> f64 {
+    (seconds * 1000.0).round() / 1000.0
+}
+
 fn backup_line(server: &str, outcome: &BackupOutcome) -> String {
     match outcome {
         BackupOutcome::Synced {
@@ -182,6 +194,27 @@ fn backup_line(server: &str, outcome: &BackupOutcome) -> String {
     }
 }
 
+fn backup_json(id: &str, outcome: &Result<BackupOutcome, String>) -> Value {
+    match outcome {
+        Ok(BackupOutcome::Synced {
+            backup_id,
+            totals,
+            seconds,
+        }) => {
+            let mut value = json!({"backup_id": backup_id, "outcome": "synced"});
+            merge(&mut value, totals_json(totals, *seconds));
+            value
+        }
+        Ok(BackupOutcome::NothingToDo(message)) => {
+            json!({"backup_id": id, "outcome": "nothing_to_do", "message": message})
+        }
+        Ok(BackupOutcome::Purged(message)) => {
+            json!({"backup_id": id, "outcome": "purged", "message": message})
+        }
+        Err(error) => json!({"backup_id": id, "outcome": "failed", "errors": [error]}),
+    }
+}
+
 fn wals_line(server: &str, outcome: &WalsOutcome) -> Option<String> {
     if outcome.skipped.is_some() {
         return None;
@@ -193,51 +226,174 @@ fn wals_line(server: &str, outcome: &WalsOutcome) -> Option<String> {
     ))
 }
 
+fn wals_json(outcome: &Result<WalsOutcome, String>) -> Value {
+    match outcome {
+        Ok(outcome) => {
+            let mut value = json!({
+                "outcome": if outcome.skipped.is_some() { "skipped" } else { "synced" },
+                "listed_in_xlog_db": outcome.listed,
+                "message": outcome.skipped,
+            });
+            merge(&mut value, totals_json(&outcome.totals, outcome.seconds));
+            value
+        }
+        Err(error) => json!({"outcome": "failed", "errors": [error]}),
+    }
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(into), Value::Object(from)) = (into, from) {
+        into.extend(from);
+    }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("JSON values serialize")
+    );
+}
+
 pub fn run_sync_backup(args: &SyncBackupArgs) -> Result<ExitCode> {
-    let (config, options, console) = setup(&args.common)?;
+    let (config, options) = setup(&args.common)?;
     let server = server(&config, &args.server)?;
-    let outcome = sync_backup(&server, &args.backup_id, &options, &console)?;
-    console.info(&backup_line(server.name(), &outcome));
-    Ok(ExitCode::SUCCESS)
+    let events = PassiveEvents::new();
+    let start = Instant::now();
+    let outcome = sync_backup(&server, &args.backup_id, &options, &events);
+    events.finish();
+    let failed = outcome.is_err();
+    let outcome = outcome.map_err(|e| e.to_string());
+    if args.common.json {
+        let mut value = json!({"command": "sync-backup", "server": server.name(), "ok": !failed});
+        merge(&mut value, backup_json(&args.backup_id, &outcome));
+        merge(
+            &mut value,
+            json!({"total_duration_seconds": round(start.elapsed().as_secs_f64())}),
+        );
+        print_json(&value);
+    }
+    match outcome {
+        Ok(outcome) => {
+            ui().info(&backup_line(server.name(), &outcome));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            ui().error(&error);
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 pub fn run_sync_wals(args: &SyncWalsArgs) -> Result<ExitCode> {
-    let (config, options, console) = setup(&args.common)?;
+    let (config, options) = setup(&args.common)?;
     let server = server(&config, &args.server)?;
-    let outcome = sync_wals(&server, &options, &console)?;
-    if let Some(line) = wals_line(server.name(), &outcome) {
-        console.info(&line);
+    let events = PassiveEvents::new();
+    let outcome = sync_wals(&server, &options, &events).map_err(|e| e.to_string());
+    events.finish();
+    if args.common.json {
+        let mut value =
+            json!({"command": "sync-wals", "server": server.name(), "ok": outcome.is_ok()});
+        merge(&mut value, wals_json(&outcome));
+        print_json(&value);
     }
-    Ok(ExitCode::SUCCESS)
+    match outcome {
+        Ok(outcome) => {
+            if let Some(line) = wals_line(server.name(), &outcome) {
+                ui().info(&line);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            ui().error(&error);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn server_json(server: &ServerCron) -> Value {
+    let mut totals = TransferTotals::default();
+    let mut errors: Vec<String> = server.error.iter().cloned().collect();
+    for (_, outcome) in &server.backups {
+        match outcome {
+            Ok(BackupOutcome::Synced { totals: t, .. }) => totals.add(t),
+            Err(error) => errors.push(error.clone()),
+            _ => {}
+        }
+    }
+    match &server.wals {
+        Some(Ok(outcome)) => totals.add(&outcome.totals),
+        Some(Err(error)) => errors.push(error.clone()),
+        None => {}
+    }
+    json!({
+        "server": server.server,
+        "ok": !server.failed(),
+        "skipped": server.skipped,
+        "purged": server.purged,
+        "backups": server.backups.iter().map(|(id, o)| backup_json(id, o)).collect::<Vec<_>>(),
+        "wals": server.wals.as_ref().map(wals_json),
+        "totals": totals_json(&totals, 0.0),
+        "errors": errors,
+    })
 }
 
 pub fn run_cron_command(args: &CronArgs) -> Result<ExitCode> {
-    let (config, mut options, console) = setup(&args.common)?;
+    let (config, mut options) = setup(&args.common)?;
     options.remote_program = match args.remote {
         crate::sync_info::Remote::Barman => RemoteProgram::Barman,
         crate::sync_info::Remote::Barsync => RemoteProgram::Barsync,
     };
-    let report = run_cron(&config, args.server.as_deref(), &options, &console)?;
+    let events = PassiveEvents::new();
+    let start = Instant::now();
+    let report = run_cron(&config, args.server.as_deref(), &options, &events);
+    events.finish();
+    let report = report?;
     for server in &report.servers {
         let name = &server.server;
         if let Some(error) = &server.error {
-            eprintln!("ERROR: server {name}: {error}");
+            ui().error(&format!("server {name}: {error}"));
         }
         for (id, outcome) in &server.backups {
             match outcome {
-                Ok(outcome) => console.info(&backup_line(name, outcome)),
-                Err(error) => eprintln!("ERROR: server {name} backup {id}: {error}"),
+                Ok(outcome) => ui().info(&backup_line(name, outcome)),
+                Err(error) => ui().error(&format!("server {name} backup {id}: {error}")),
             }
         }
         match &server.wals {
             Some(Ok(outcome)) => {
                 if let Some(line) = wals_line(name, outcome) {
-                    console.info(&line);
+                    ui().info(&line);
                 }
             }
-            Some(Err(error)) => eprintln!("ERROR: {error}"),
+            Some(Err(error)) => ui().error(error),
             None => {}
         }
+    }
+    if args.common.json {
+        let servers: Vec<Value> = report.servers.iter().map(server_json).collect();
+        let errors: Vec<Value> = servers
+            .iter()
+            .flat_map(|s| s["errors"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let mut totals = TransferTotals::default();
+        for server in &report.servers {
+            for (_, outcome) in &server.backups {
+                if let Ok(BackupOutcome::Synced { totals: t, .. }) = outcome {
+                    totals.add(t);
+                }
+            }
+            if let Some(Ok(outcome)) = &server.wals {
+                totals.add(&outcome.totals);
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        print_json(&json!({
+            "command": "cron",
+            "ok": !report.failed(),
+            "servers": servers,
+            "totals": totals_json(&totals, seconds),
+            "errors": errors,
+        }));
     }
     Ok(if report.failed() {
         ExitCode::from(1)

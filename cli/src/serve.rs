@@ -8,6 +8,16 @@ use anyhow::{Context, Result};
 use transfer_engine::confine::Roots;
 use transfer_engine::protocol::serve;
 
+pub const AFTER_HELP: &str = concat!(
+    "Examples (run by barsync itself, over ssh; not by hand):
+  ssh primary barsync serve --root /var/lib/barman/pg/base --root /var/lib/barman/pg/wals
+
+Nothing outside the --root directories is ever read or written; every path component is
+opened with O_NOFOLLOW from a directory handle.
+",
+    exit_codes!()
+);
+
 #[derive(clap::Args)]
 pub struct Args {
     /// A directory this side may serve (repeatable); nothing outside these is ever read.

@@ -7,6 +7,19 @@ use std::process::ExitCode;
 
 use barsync_sync::syncinfo::{run_sync_info, RemoteProgram, SyncInfoArgs};
 
+pub const AFTER_HELP: &str = concat!(
+    "Examples:
+  barsync sync-info pg                                   # this node's catalog, as `barman sync-info pg`
+  barsync sync-info pg 000000010000000000000004 503      # only the WALs after that xlog db line
+  barsync sync-info --primary pg                         # ask the primary, save primary.info
+  barsync sync-info --primary --remote barsync pg        # the primary runs barsync instead of Barman
+
+On a primary, `barsync sync-info` can stand in for `barman sync-info`: a Barman passive
+(or `barsync cron --remote barsync`) reads its output as Barman's.
+",
+    exit_codes!()
+);
+
 /// The program that answers `--primary` requests on the primary node.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Remote {

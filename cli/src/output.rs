@@ -1,0 +1,497 @@
+//! What the operator sees besides the results: verbosity (`-q`, `-v`), logging through
+//! `tracing` to stderr and to Barman's `log_file`, progress bars on a terminal (indicatif) and
+//! plain progress lines everywhere else, and the passive commands' [`Events`] turned into all
+//! of these.
+//!
+//! Streams: Barman-style information (and the summaries) on stdout, unless `-q` or `--json`
+//! (then stdout holds only the JSON document and the information goes to stderr); warnings and
+//! errors on stderr as `WARNING: ...`/`ERROR: ...`; bars on stderr when it is a terminal,
+//! otherwise one line per finished copy and one every ~10 s while one runs. The log file gets
+//! every line with a timestamp, in Barman's layout.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use barsync_sync::passive::Events;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracing::field::{Field, Visit};
+use tracing::{Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use transfer_engine::protocol::FetchReport;
+
+/// tracing targets with a meaning here.
+const TARGET_OUT: &str = "barsync::out";
+const TARGET_PROGRESS: &str = "barsync::progress";
+/// Plain progress lines while a copy runs, when there is no bar.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// How much to say: `-q` (-1), default (0), `-v` (1), `-vv` (2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Verbosity(pub i8);
+
+impl Verbosity {
+    pub fn from_flags(quiet: bool, verbose: u8) -> Verbosity {
+        if quiet {
+            Verbosity(-1)
+        } else {
+            Verbosity(verbose.min(2) as i8)
+        }
+    }
+
+    fn stderr_level(self) -> Level {
+        match self.0 {
+            i8::MIN..=-1 => Level::WARN,
+            0 => Level::INFO,
+            1 => Level::DEBUG,
+            _ => Level::TRACE,
+        }
+    }
+}
+
+/// The process-wide output state.
+pub struct Ui {
+    verbosity: Verbosity,
+    json: bool,
+    bars: bool,
+    multi: MultiProgress,
+}
+
+static UI: OnceLock<Ui> = OnceLock::new();
+
+/// The output state ([`init`] sets it; until then, defaults).
+pub fn ui() -> &'static Ui {
+    UI.get_or_init(|| Ui::new(Verbosity(0), false))
+}
+
+impl Ui {
+    fn new(verbosity: Verbosity, json: bool) -> Ui {
+        let bars = std::io::stderr().is_terminal() && verbosity.0 >= 0;
+        let multi = MultiProgress::with_draw_target(if bars {
+            ProgressDrawTarget::stderr_with_hz(8)
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Ui {
+            verbosity,
+            json,
+            bars,
+            multi,
+        }
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    pub fn quiet(&self) -> bool {
+        self.verbosity.0 < 0
+    }
+
+    /// A Barman-style information line: stdout (and the log file), or stderr under `--json`.
+    pub fn info(&self, message: &str) {
+        if self.json {
+            tracing::info!("{message}");
+            return;
+        }
+        tracing::info!(target: TARGET_OUT, "{message}");
+        if !self.quiet() {
+            self.suspend(|| {
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{message}");
+                let _ = stdout.flush();
+            });
+        }
+    }
+
+    /// A result line (a summary, a table row): stdout even with `-q`, never under `--json`.
+    pub fn result(&self, message: &str) {
+        tracing::info!(target: TARGET_OUT, "{message}");
+        if !self.json {
+            self.suspend(|| println!("{message}"));
+        }
+    }
+
+    pub fn warning(&self, message: &str) {
+        tracing::warn!("{message}");
+    }
+
+    pub fn error(&self, message: &str) {
+        tracing::error!("{message}");
+    }
+
+    /// Runs `f` with the bars hidden (so a printed line does not tear them).
+    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.bars {
+            self.multi.suspend(f)
+        } else {
+            f()
+        }
+    }
+
+    /// A progress display for a copy of `files` files and `bytes` bytes (`None`: not known
+    /// in advance; the bar then shows what is done, with no ETA).
+    pub fn job(&self, label: &str, files: Option<u64>, bytes: Option<u64>) -> Job {
+        let bar = self.bars.then(|| {
+            let bar = match bytes {
+                Some(total) => ProgressBar::new(total).with_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>16} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                ),
+                None => ProgressBar::new_spinner().with_style(
+                    ProgressStyle::with_template(
+                        "{spinner} {prefix:>16} {bytes} {binary_bytes_per_sec} {elapsed} {msg}",
+                    )
+                    .expect("valid template"),
+                ),
+            };
+            let bar = self.multi.add(bar);
+            bar.set_prefix(label.to_owned());
+            bar.enable_steady_tick(Duration::from_millis(250));
+            bar
+        });
+        let job = Job {
+            label: label.to_owned(),
+            files,
+            bytes,
+            state: Mutex::new(JobState {
+                files: 0,
+                bytes: 0,
+                failed: 0,
+                last_line: Instant::now(),
+            }),
+            start: Instant::now(),
+            bar,
+        };
+        job.update_message(0);
+        job
+    }
+}
+
+/// One copy in progress: a bar on a terminal, plain lines otherwise.
+pub struct Job {
+    label: String,
+    files: Option<u64>,
+    bytes: Option<u64>,
+    state: Mutex<JobState>,
+    start: Instant,
+    bar: Option<ProgressBar>,
+}
+
+struct JobState {
+    files: u64,
+    bytes: u64,
+    failed: u64,
+    last_line: Instant,
+}
+
+impl Job {
+    fn update_message(&self, files: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(match self.files {
+                Some(total) => format!("{files}/{total} files"),
+                None => format!("{files} files"),
+            });
+        }
+    }
+
+    /// One file finished (`len` bytes), or failed.
+    pub fn file_done(&self, len: u64, ok: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.files += 1;
+        state.bytes += len;
+        if !ok {
+            state.failed += 1;
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(len);
+            self.update_message(state.files);
+        }
+        if state.last_line.elapsed() >= PROGRESS_EVERY {
+            state.last_line = Instant::now();
+            tracing::info!(target: TARGET_PROGRESS, "{}", self.line(&state, false));
+        }
+    }
+
+    fn line(&self, state: &JobState, finished: bool) -> String {
+        let seconds = self.start.elapsed().as_secs_f64();
+        let mut line = format!("{}: {} files", self.label, state.files);
+        if let (false, Some(total)) = (finished, self.files) {
+            let _ = write!(line, " of {total}");
+        }
+        let _ = write!(line, ", {}", mib(state.bytes));
+        if let (false, Some(total)) = (finished, self.bytes) {
+            let _ = write!(
+                line,
+                " of {} ({:.0}%)",
+                mib(total),
+                100.0 * state.bytes as f64 / total.max(1) as f64
+            );
+        }
+        let _ = write!(
+            line,
+            ", {:.1} s, {}/s",
+            seconds,
+            mib((state.bytes as f64 / seconds.max(1e-3)) as u64)
+        );
+        if state.failed > 0 {
+            let _ = write!(line, ", {} failed", state.failed);
+        }
+        if finished {
+            line.push_str(", done");
+        }
+        line
+    }
+
+    /// The copy is over: the bar goes, one line says what was done.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let state = self.state.lock().unwrap();
+        tracing::info!(target: TARGET_PROGRESS, "{}", self.line(&state, true));
+    }
+}
+
+/// `12.3 MiB`.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
+}
+
+/// The passive commands' events: information through [`Ui`], a [`Job`] per planned copy.
+pub struct PassiveEvents {
+    current: Mutex<Option<Job>>,
+    pub files: std::sync::atomic::AtomicU64,
+}
+
+impl PassiveEvents {
+    pub fn new() -> PassiveEvents {
+        PassiveEvents {
+            current: Mutex::new(None),
+            files: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Ends the current progress display, if any.
+    pub fn finish(&self) {
+        if let Some(job) = self.current.lock().unwrap().take() {
+            job.finish();
+        }
+    }
+}
+
+impl Events for PassiveEvents {
+    fn info(&self, message: &str) {
+        ui().info(message);
+    }
+
+    fn warning(&self, message: &str) {
+        ui().warning(message);
+    }
+
+    fn plan(&self, label: &str, files: u64, bytes: u64) {
+        self.finish();
+        tracing::debug!("{label}: {files} files, {} to sync", mib(bytes));
+        let label = if label == "WALs" {
+            "WALs".to_owned()
+        } else {
+            format!("backup {label}")
+        };
+        *self.current.lock().unwrap() = Some(ui().job(&label, Some(files), Some(bytes)));
+    }
+
+    fn file_done(&self, path: &str, result: &Result<FetchReport, String>) {
+        self.files
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let done = {
+            let current = self.current.lock().unwrap();
+            if let Some(job) = &*current {
+                job.file_done(result.as_ref().map(|r| r.len).unwrap_or(0), result.is_ok());
+                let state = job.state.lock().unwrap();
+                job.files.is_some_and(|total| state.files >= total)
+            } else {
+                false
+            }
+        };
+        if done {
+            self.finish();
+        }
+        match result {
+            Ok(report) => {
+                let how = if report.linked {
+                    "linked".to_owned()
+                } else {
+                    format!(
+                        "{} received, {} reused",
+                        mib(report.received_bytes),
+                        mib(report.reused_bytes)
+                    )
+                };
+                tracing::debug!("{path}: {} ({how})", mib(report.len));
+            }
+            Err(message) => tracing::debug!("failed: {message}"),
+        }
+    }
+}
+
+/// Sets up verbosity, `--json`, and logging (stderr, and `log_file` when given).
+pub fn init(verbosity: Verbosity, json: bool, log_file: Option<(PathBuf, Level)>) {
+    let _ = UI.set(Ui::new(verbosity, json));
+    let ui = ui();
+    let file = log_file.and_then(|(path, level)| match open_log(&path) {
+        Ok(file) => Some(Sink::File {
+            file: Mutex::new(file),
+            level,
+        }),
+        Err(error) => {
+            eprintln!(
+                "WARNING: cannot open log_file {}: {error}; logging to stderr only",
+                path.display()
+            );
+            None
+        }
+    });
+    let subscriber = tracing_subscriber::registry()
+        .with(Sink::Stderr {
+            level: ui.verbosity.stderr_level(),
+            progress_lines: !ui.bars,
+        })
+        .with(file);
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// Barman's `log_level` (a name or a number) as a tracing level.
+pub fn log_level(text: Option<&str>) -> Level {
+    match text.map(|t| t.trim().to_ascii_uppercase()).as_deref() {
+        Some("DEBUG") | Some("10") => Level::DEBUG,
+        Some("WARNING") | Some("WARN") | Some("30") => Level::WARN,
+        Some("ERROR") | Some("CRITICAL") | Some("40") | Some("50") => Level::ERROR,
+        _ => Level::INFO,
+    }
+}
+
+/// Where log events go.
+enum Sink {
+    /// stderr: warnings and errors as Barman prints them, information at the verbosity's
+    /// level (never what is already on stdout), progress lines when there are no bars.
+    Stderr { level: Level, progress_lines: bool },
+    /// Barman's `log_file`: every event at `level` or above, timestamped.
+    File {
+        file: Mutex<std::fs::File>,
+        level: Level,
+    },
+}
+
+#[derive(Default)]
+struct Message(String);
+
+impl Visit for Message {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Sink {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let level = *meta.level();
+        let mut message = Message::default();
+        event.record(&mut message);
+        let message = message.0;
+        match self {
+            Sink::Stderr {
+                level: max,
+                progress_lines,
+            } => {
+                let target = meta.target();
+                if level > *max
+                    || target == TARGET_OUT
+                    || (target == TARGET_PROGRESS && !progress_lines)
+                {
+                    return;
+                }
+                let prefix = match level {
+                    Level::ERROR => "ERROR: ",
+                    Level::WARN => "WARNING: ",
+                    _ => "",
+                };
+                ui().suspend(|| {
+                    let mut stderr = std::io::stderr().lock();
+                    let _ = writeln!(stderr, "{prefix}{message}");
+                });
+            }
+            Sink::File { file, level: max } => {
+                if level > *max {
+                    return;
+                }
+                let name = match level {
+                    Level::ERROR => "ERROR",
+                    Level::WARN => "WARNING",
+                    Level::INFO => "INFO",
+                    _ => "DEBUG",
+                };
+                let line = format!(
+                    "{} [{}] barsync {name}: {message}\n",
+                    timestamp(),
+                    std::process::id()
+                );
+                let _ = file.lock().unwrap().write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
+/// Local time as Barman's log lines show it: `2024-01-01 12:00:00,123`.
+fn timestamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = now.as_secs() as libc::time_t;
+    // SAFETY: localtime_r only writes the struct it is given.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    unsafe { libc::localtime_r(&seconds, &mut tm) };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        now.subsec_millis()
+    )
+}
+
+/// The `log_file` and `log_level` of a Barman configuration's `[barman]` section.
+pub fn barman_log_file(config: &barsync_sync::config::Config) -> Option<(PathBuf, Level)> {
+    let sections = config.sections();
+    let (_, options) = sections.iter().find(|(name, _)| name == "barman")?;
+    let get = |key: &str| {
+        options
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+    };
+    let file = get("log_file").filter(|f| !f.is_empty() && f != "None")?;
+    Some((PathBuf::from(file), log_level(get("log_level").as_deref())))
+}
