@@ -1,0 +1,423 @@
+//! `barsync check SERVER`: `barman check` for a passive node. One line per check, `OK` or
+//! `FAILED (reason)`, exit status 1 when any failed: the ssh connection to the primary (run
+//! as Barman runs it, `<primary_ssh_command> -o BatchMode=yes true`), its host key, clean
+//! output, barsync and barman on the primary, the local directories (created when missing,
+//! as Barman's check does, then written to), WAL compression against the primary's (from
+//! `primary.info`), and how old the last synced backup and WAL are.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use barsync_sync::backup_info::BackupStatus;
+use barsync_sync::catalog::load_backups;
+use barsync_sync::config::{Config, OptionValue, ServerConfig};
+use barsync_sync::syncinfo::{load_primary_info, shell_quote};
+
+use crate::output::ui;
+
+pub const AFTER_HELP: &str = concat!(
+    "Examples:
+  barsync check pg                        # one server
+  barsync check -c /etc/barman.conf all   # every passive server
+
+Checks: ssh (the primary answers `true` in batch mode), ssh host key (a changed key is
+reported as such), ssh output clean, barsync and barman on the primary's PATH, directories
+(created when missing, then written to), compression (the same as the primary's, from
+primary.info), primary.info (present), failed backups, last synced backup and last synced
+WAL (their age; FAILED beyond last_backup_maximum_age / last_wal_maximum_age when set).
+",
+    exit_codes!()
+);
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Barman configuration file (default: ~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf)
+    #[arg(short = 'c', long = "config")]
+    pub config: Option<PathBuf>,
+    /// The barsync program on the primary
+    #[arg(long, default_value = "barsync")]
+    remote_barsync: String,
+    /// Server name (a passive server section), or `all`
+    server: String,
+}
+
+/// The outcome of one check.
+struct Check {
+    name: &'static str,
+    result: Result<String, String>,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let config = Config::load(args.config.as_deref())?;
+    let servers: Vec<ServerConfig> = if args.server == "all" {
+        config
+            .servers()?
+            .into_iter()
+            .filter(|s| s.is_passive() && !s.is_disabled())
+            .collect()
+    } else {
+        vec![crate::passive::server(&config, &args.server)?]
+    };
+    let mut failed = false;
+    for server in &servers {
+        ui().result(&format!("Server {}:", server.name()));
+        for check in check_server(server, &args.remote_barsync) {
+            let line = match &check.result {
+                Ok(detail) if detail.is_empty() => format!("\t{}: OK", check.name),
+                Ok(detail) => format!("\t{}: OK ({detail})", check.name),
+                Err(reason) => {
+                    failed = true;
+                    format!("\t{}: FAILED ({reason})", check.name)
+                }
+            };
+            ui().result(&line);
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let check = |name: &'static str, result: Result<String, String>| Check { name, result };
+    let Some(ssh) = server
+        .primary_ssh_command()
+        .filter(|c| !c.trim().is_empty())
+    else {
+        checks.push(check(
+            "passive node",
+            Err("primary_ssh_command is not set: this server is not a passive node".into()),
+        ));
+        return checks;
+    };
+    checks.extend(ssh_checks(server, ssh, remote_barsync));
+    checks.push(check("directories", directories(server)));
+    let primary = load_primary_info(server);
+    checks.push(check(
+        "primary.info",
+        match &primary {
+            Ok(info) => Ok(format!(
+                "{} backups and {} WALs listed by the primary{}",
+                info.backups.len(),
+                info.wals.len(),
+                age_of(&server.primary_info_path())
+                    .map(|a| format!(", saved {} ago", human(a)))
+                    .unwrap_or_default()
+            )),
+            Err(error) => Err(format!("{error}; run `barsync cron` first")),
+        },
+    ));
+    checks.push(check(
+        "compression",
+        match &primary {
+            Ok(info) => {
+                let theirs = info.config.compression.as_deref();
+                let ours = server.compression();
+                if theirs == ours {
+                    Ok(format!("{} on both nodes", ours.unwrap_or("none")))
+                } else {
+                    Err(format!(
+                        "the primary stores WALs with compression {}, this node is configured with {}: WAL sync stops until they match",
+                        theirs.unwrap_or("None"),
+                        ours.unwrap_or("None")
+                    ))
+                }
+            }
+            Err(_) => Ok("not checked: no primary.info yet".into()),
+        },
+    ));
+    let backups = load_backups(server);
+    checks.push(check(
+        "failed backups",
+        match &backups {
+            Ok(entries) => {
+                let failed: Vec<&str> = entries
+                    .iter()
+                    .filter(|e| e.info.status().ok() == Some(BackupStatus::Failed))
+                    .map(|e| e.info.backup_id())
+                    .collect();
+                if failed.is_empty() {
+                    Ok("there are 0 failed backups".into())
+                } else {
+                    Err(format!(
+                        "there are {} failed backups: {} (the next cron retries them)",
+                        failed.len(),
+                        failed.join(", ")
+                    ))
+                }
+            }
+            Err(error) => Err(error.to_string()),
+        },
+    ));
+    checks.push(check(
+        "last synced backup",
+        match &backups {
+            Ok(entries) => {
+                let last = entries
+                    .iter()
+                    .filter(|e| e.info.status().ok() == Some(BackupStatus::Done))
+                    .max_by(|a, b| a.info.backup_id().cmp(b.info.backup_id()));
+                match last {
+                    None => Err("no backup synced yet".into()),
+                    Some(entry) => {
+                        let id = entry.info.backup_id();
+                        let ended = entry
+                            .info
+                            .time("end_time")
+                            .ok()
+                            .flatten()
+                            .map(|t| now() - t.unix_seconds() as f64);
+                        within(server, "last_backup_maximum_age", id, ended)
+                    }
+                }
+            }
+            Err(error) => Err(error.to_string()),
+        },
+    ));
+    checks.push(check(
+        "last synced WAL",
+        match barsync_sync::xlogdb::read_entries(server) {
+            Ok(entries) => match entries.iter().max_by(|a, b| a.name.cmp(&b.name)) {
+                None => Err("no WAL synced yet".into()),
+                Some(last) => within(
+                    server,
+                    "last_wal_maximum_age",
+                    &last.name,
+                    Some(now() - last.time),
+                ),
+            },
+            Err(error) => Err(error.to_string()),
+        },
+    ));
+    checks
+}
+
+/// OK with the age of `what`, or FAILED when older than the server's `option`.
+fn within(
+    server: &ServerConfig,
+    option: &str,
+    what: &str,
+    age: Option<f64>,
+) -> Result<String, String> {
+    let Some(age) = age else {
+        return Ok(format!("{what}, age unknown"));
+    };
+    let limit = match server.get(option) {
+        OptionValue::Interval { days, seconds } => Some((days * 86_400 + seconds) as f64),
+        _ => None,
+    };
+    match limit {
+        Some(limit) if age > limit => Err(format!(
+            "{what} is {} old, more than {option} ({})",
+            human(age),
+            human(limit)
+        )),
+        _ => Ok(format!("{what}, {} old", human(age))),
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn age_of(path: &Path) -> Option<f64> {
+    let modified = path.metadata().ok()?.modified().ok()?;
+    Some(
+        SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default()
+            .as_secs_f64(),
+    )
+}
+
+/// `3 days 4 hours`, `12 minutes`, `40 seconds`.
+pub fn human(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    let (days, hours, minutes) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{s} seconds"),
+        (0, 0, m) => format!("{m} minutes"),
+        (0, h, m) => format!("{h} hours {m} minutes"),
+        (d, h, _) => format!("{d} days {h} hours"),
+    }
+}
+
+/// The ssh checks, from two commands run through `primary_ssh_command` as Barman runs it.
+fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str) -> Vec<Check> {
+    let is_ssh = ssh
+        .split_whitespace()
+        .next()
+        .and_then(|word| Path::new(word).file_name())
+        .is_some_and(|name| name == "ssh");
+    // Barman adds StrictHostKeyChecking=no; barsync keeps the configured policy, so that a
+    // changed host key is seen here rather than ignored.
+    let options = if is_ssh {
+        " -o BatchMode=yes -o ConnectTimeout=10"
+    } else {
+        ""
+    };
+    let prefix = format!("{ssh}{options}");
+    let mut checks = Vec::new();
+    let probe = run_remote(server, &prefix, "true");
+    let (status, stdout, stderr) = match probe {
+        Ok(output) => output,
+        Err(error) => {
+            checks.push(Check {
+                name: "ssh",
+                result: Err(format!("cannot run /bin/sh: {error}")),
+            });
+            return checks;
+        }
+    };
+    let said = last_lines(&stderr);
+    let changed = stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED");
+    let unverified = stderr.contains("Host key verification failed")
+        || stderr.contains("host key")
+            && (stderr.contains("not known") || stderr.contains("mismatch"));
+    checks.push(Check {
+        name: "ssh host key",
+        result: if changed {
+            Err(format!(
+                "the primary's host key has CHANGED since it was recorded in known_hosts: a new key, or someone in between; check it, then replace the old line (ssh-keygen -R HOST). ssh said: {said}"
+            ))
+        } else if unverified {
+            Err(format!("the primary's host key cannot be verified: {said}"))
+        } else if !is_ssh {
+            Ok("not checked: primary_ssh_command is not ssh".into())
+        } else if status == Some(0) {
+            Ok("known and unchanged".into())
+        } else {
+            Ok("not reached".into())
+        },
+    });
+    let connected = status == Some(0);
+    checks.push(Check {
+        name: "ssh",
+        result: if connected {
+            Ok("Barman primary node".into())
+        } else {
+            Err(format!(
+                "Connection failed using '{prefix}' return code {}{}",
+                status.map_or("none (killed)".to_owned(), |c| c.to_string()),
+                if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {said}")
+                }
+            ))
+        },
+    });
+    if !connected {
+        return checks;
+    }
+    checks.push(Check {
+        name: "ssh output clean",
+        result: if stdout.trim().is_empty() {
+            Ok(String::new())
+        } else {
+            Err(format!(
+                "the primary's shell printed {:?} for `true`: it would corrupt sync-info and sessions",
+                stdout.trim()
+            ))
+        },
+    });
+    let programs = [remote_barsync, "barman"];
+    let script = programs
+        .iter()
+        .map(|p| {
+            format!(
+                "printf '%s\\n' \"$(command -v {} 2>/dev/null)\"",
+                shell_quote(p)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let found: Vec<String> = match run_remote(server, &prefix, &script) {
+        Ok((Some(0), out, _)) => out.lines().map(str::to_owned).collect(),
+        Ok((_, _, err)) => vec![format!("!{}", last_lines(&err))],
+        Err(error) => vec![format!("!{error}")],
+    };
+    for (index, (name, program)) in [
+        ("barsync on the primary", remote_barsync),
+        ("barman on the primary", "barman"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let line = found.get(index).map(String::as_str).unwrap_or("");
+        let result = match line {
+            "" => Err(match index {
+                0 => format!("`{program}` is not on the primary's PATH: files would be copied whole over SFTP (install barsync there, or set --remote-barsync)"),
+                _ => "`barman` is not on the primary's PATH: sync-info cannot run (or use `barsync cron --remote barsync`)".to_owned(),
+            }),
+            error if error.starts_with('!') => Err(format!("cannot look: {}", &error[1..])),
+            path => Ok(path.to_owned()),
+        };
+        checks.push(Check { name, result });
+    }
+    checks
+}
+
+/// Runs `<prefix> '<command>'` through /bin/sh (with the server's `path_prefix`): exit code,
+/// stdout, stderr.
+fn run_remote(
+    server: &ServerConfig,
+    prefix: &str,
+    command: &str,
+) -> std::io::Result<(Option<i32>, String, String)> {
+    let mut shell = Command::new("/bin/sh");
+    shell
+        .arg("-c")
+        .arg(format!("{prefix} {}", shell_quote(command)))
+        .stdin(Stdio::null());
+    if let Some(path_prefix) = server.text("path_prefix").filter(|p| !p.is_empty()) {
+        let path = std::env::var("PATH").unwrap_or_default();
+        shell.env("PATH", format!("{path_prefix}:{path}"));
+    }
+    let output = shell.output()?;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// The meaningful end of an error output, on one line.
+fn last_lines(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '@'))
+        .collect();
+    let start = lines.len().saturating_sub(2);
+    lines[start..].join(" ")
+}
+
+/// The server's directories exist (created when missing, as Barman's check does) and can be
+/// written to.
+fn directories(server: &ServerConfig) -> Result<String, String> {
+    let directories = [
+        server.backup_directory(),
+        server.basebackups_directory(),
+        server.meta_directory(),
+        server.wals_directory(),
+        server.lock_directory(),
+    ];
+    for directory in &directories {
+        std::fs::create_dir_all(directory)
+            .map_err(|e| format!("{}: cannot create: {e}", directory.display()))?;
+        let probe = directory.join(format!(".barsync-check-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .map_err(|e| format!("{}: not writable: {e}", directory.display()))?;
+        let _ = std::fs::remove_file(&probe);
+    }
+    Ok(String::new())
+}

@@ -1,0 +1,122 @@
+//! `barsync check` on a passive node behind a real sshd, against the hand-made Barman primary
+//! of `make-barman-fixture.sh`: before the first sync, after it, and with a changed host key.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use barsync_tests::passive_rig::{barman_program, describe, PassiveRig, RigOptions};
+
+/// Builds the hand-made primary in a new directory (with its `primary.conf`).
+fn fixture_primary() -> tempfile::TempDir {
+    let shared = std::env::var_os("BARSYNC_TEST_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let script = shared.join("tools/make-barman-fixture.sh");
+    assert!(script.is_file(), "{} is missing", script.display());
+    let base = tempfile::Builder::new()
+        .prefix("barsync-primary-")
+        .tempdir()
+        .unwrap();
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(base.path())
+        .env("BARMAN_BIN", barman_program())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "make-barman-fixture.sh failed");
+    base
+}
+
+fn line<'a>(output: &'a str, check: &str) -> &'a str {
+    output
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{check}: ")))
+        .unwrap_or_else(|| panic!("no {check:?} line in:\n{output}"))
+}
+
+#[test]
+fn check_reports_each_check_and_a_changed_host_key() {
+    let primary = fixture_primary();
+    let mut rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+
+    // A fresh passive: the primary is reachable, nothing is synced yet.
+    let fresh = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&fresh.stdout).into_owned();
+    assert_eq!(fresh.status.code(), Some(1), "{}", describe(&fresh));
+    assert!(text.starts_with("Server pg:"), "{text}");
+    for check in [
+        "ssh",
+        "ssh host key",
+        "ssh output clean",
+        "barsync on the primary",
+        "barman on the primary",
+        "directories",
+    ] {
+        assert!(
+            line(&text, check).contains(": OK"),
+            "{check} not OK:\n{}",
+            describe(&fresh)
+        );
+    }
+    assert!(line(&text, "last synced backup").contains("FAILED (no backup synced yet)"));
+    assert!(line(&text, "primary.info").contains("FAILED"));
+
+    // After a sync every check passes, with the newest backup and WAL named.
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let synced = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&synced.stdout).into_owned();
+    assert_eq!(synced.status.code(), Some(0), "{}", describe(&synced));
+    assert!(!text.contains("FAILED"), "{text}");
+    assert!(line(&text, "last synced backup").contains("20240102T120000"));
+    assert!(line(&text, "last synced WAL").contains("000000020000000000000007"));
+    assert!(line(&text, "compression").contains("OK"));
+
+    // A different host key on the same address is reported as a changed host key.
+    rig.sshd.rotate_host_key().unwrap();
+    let changed = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&changed.stdout).into_owned();
+    assert_eq!(changed.status.code(), Some(1), "{}", describe(&changed));
+    assert!(
+        line(&text, "ssh host key").contains("FAILED (the primary's host key has CHANGED"),
+        "{}",
+        describe(&changed)
+    );
+    assert!(line(&text, "ssh").contains("FAILED"), "{text}");
+}
+
+#[test]
+fn check_fails_on_a_compression_mismatch_and_an_old_backup() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            server_lines: vec!["last_backup_maximum_age = 1 day".into()],
+            ..RigOptions::default()
+        },
+    );
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    // The fixture's backups are from 2024: older than a day.
+    let output = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        line(&text, "last synced backup").contains("more than last_backup_maximum_age"),
+        "{text}"
+    );
+    // This node now says gzip; the primary stores WALs uncompressed.
+    let config = std::fs::read_to_string(&rig.config).unwrap();
+    std::fs::write(
+        &rig.config,
+        config.replace("[pg]\n", "[pg]\ncompression = gzip\n"),
+    )
+    .unwrap();
+    let output = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        line(&text, "compression").contains("FAILED (the primary stores WALs with compression None, this node is configured with gzip"),
+        "{text}"
+    );
+}
