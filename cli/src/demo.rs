@@ -226,10 +226,20 @@ fn executable(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The current user's name (Barman refuses to run as another `barman_user`).
 fn user_name() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "barman".into())
+    // SAFETY: getpwuid returns a pointer to static storage or null; it is read at once, on
+    // the main thread, before any other thread exists.
+    let name = unsafe {
+        let entry = libc::getpwuid(libc::getuid());
+        (!entry.is_null() && !(*entry).pw_name.is_null()).then(|| {
+            std::ffi::CStr::from_ptr((*entry).pw_name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    name.or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "barman".into())
 }
 
 /// Runs cron once and prints one line per copy; the sum of the copies, and the totals of the
