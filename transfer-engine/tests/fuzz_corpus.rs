@@ -1,10 +1,14 @@
 //! Replays the committed fuzz corpora (fuzz/corpus/) through the same checks as the fuzz targets,
-//! so every test run re-checks every input the fuzzer found interesting.
+//! so every test run re-checks every input the fuzzer found interesting. The checks of the newer
+//! targets are the fuzz crate's own code (`fuzz/src/engine_checks.rs`), included here.
 
 use std::fs;
 use std::path::PathBuf;
 
 use transfer_engine::{signature, DeltaReader, Patcher, Signature, SignatureOptions};
+
+#[path = "../../fuzz/src/engine_checks.rs"]
+mod engine_checks;
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,6 +20,22 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
         .collect();
     assert!(!inputs.is_empty(), "{} is empty", dir.display());
     inputs
+}
+
+/// Runs `check` on every input of `target`'s corpus, naming the input that fails.
+fn replay(target: &str, check: fn(&[u8])) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut count = 0;
+    for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let input = fs::read(&path).unwrap();
+        let outcome = std::panic::catch_unwind(|| check(&input));
+        assert!(outcome.is_ok(), "{target}: {} fails", path.display());
+        count += 1;
+    }
+    assert!(count > 0, "{} is empty", dir.display());
 }
 
 #[test]
@@ -56,4 +76,20 @@ fn delta_apply_corpus() {
             let _ = patcher.finish(end.len, &end.digest);
         }
     }
+}
+
+#[test]
+fn frame_decode_corpus() {
+    replay("frame_decode", engine_checks::frame_decode);
+}
+
+#[test]
+fn ssh_command_parse_corpus() {
+    replay("ssh_command_parse", engine_checks::ssh_command_parse);
+}
+
+#[test]
+fn path_validate_corpus() {
+    // The WAL name and backup ID half of this target is replayed by sync/tests/fuzz_corpus.rs.
+    replay("path_validate", engine_checks::relative_paths);
 }

@@ -1,0 +1,469 @@
+//! Checks of the transfer engine's decoders of outside input: protocol frames and whole client
+//! sessions (`frame_decode`), ssh command strings and ssh_config text (`ssh_command_parse`), and
+//! paths from a peer (`path_validate`, with [`super::sync_checks::wal_and_backup_names`]).
+//!
+//! Shared by the fuzz targets and `transfer-engine/tests/fuzz_corpus.rs` (included there with
+//! `#[path]`), so only `std` and `transfer_engine` may be used here.
+
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
+
+use transfer_engine::confine::{RelativePath, Roots, MAX_PATH_LEN};
+use transfer_engine::delta::MAX_LITERAL_RUN;
+use transfer_engine::protocol::client::ClientOptions;
+use transfer_engine::protocol::frame::{Fields, FrameReader, FrameWriter, Kind};
+use transfer_engine::protocol::literal::LiteralDecoder;
+use transfer_engine::protocol::{Client, EntryKind, FetchRequest, ProtocolError, PushItem};
+use transfer_engine::transport::ssh_command::{split_shell_words, SshCommand};
+use transfer_engine::transport::ssh_config::SshConfig;
+
+/// `frame_decode`: `data` is what a server sent. Decodes it frame by frame (every field of every
+/// kind, literals decompressed), then runs a whole client session against it.
+pub fn frame_decode(data: &[u8]) {
+    frames(data);
+    client_session(data);
+}
+
+/// Reads frames until the end or an error. Properties: the frames read re-encode to exactly the
+/// bytes consumed, `replay_last` gives the same frame again, and a clean end of stream comes
+/// only after the last byte.
+pub fn frames(data: &[u8]) {
+    let mut reader = FrameReader::new(data);
+    let mut rebuilt = FrameWriter::new(Vec::new());
+    let mut literals = LiteralDecoder::default();
+    loop {
+        let (kind, payload) = match reader.read_frame() {
+            Ok(Some((kind, payload))) => (kind, payload.to_vec()),
+            Ok(None) => {
+                assert_eq!(
+                    reader.bytes,
+                    data.len() as u64,
+                    "clean end before the last byte"
+                );
+                break;
+            }
+            Err(_) => break,
+        };
+        rebuilt.start().rest(&payload);
+        rebuilt.send(kind).expect("writing to a Vec");
+        reader.replay_last();
+        let (again_kind, again_payload) = reader.expect_frame().expect("replayed frame");
+        assert_eq!((again_kind, again_payload), (kind, &payload[..]));
+        let _ = decode_payload(kind, &payload, &mut literals);
+    }
+    let consumed = reader.bytes as usize;
+    assert_eq!(rebuilt.into_inner(), &data[..consumed]);
+}
+
+/// Decodes a payload by the layout of its kind, as the protocol's readers do.
+fn decode_payload(
+    kind: Kind,
+    payload: &[u8],
+    literals: &mut LiteralDecoder,
+) -> Result<(), ProtocolError> {
+    let mut fields = Fields::new(kind, payload);
+    match kind {
+        Kind::Hello => {
+            fields.array::<4>()?;
+            fields.u32()?;
+            fields.u32()?;
+            fields.str()?;
+        }
+        Kind::Fatal => {
+            fields.str()?;
+        }
+        Kind::List => {
+            fields.u32()?;
+            fields.str()?;
+            fields.u8()?;
+        }
+        Kind::FileRequest => {
+            fields.u32()?;
+            fields.str()?;
+            fields.u64()?;
+            fields.u8()?;
+            fields.u8()?;
+        }
+        Kind::SignatureChunk => {
+            fields.u32()?;
+            fields.rest();
+        }
+        Kind::RequestsDone | Kind::ServerDone => {}
+        Kind::PushFile => {
+            fields.u32()?;
+            fields.str()?;
+            fields.u64()?;
+        }
+        Kind::MakeDirectory => {
+            fields.u32()?;
+            fields.str()?;
+            fields.u32()?;
+        }
+        Kind::MakeSymlink => {
+            fields.u32()?;
+            fields.str()?;
+            fields.str()?;
+        }
+        Kind::Remove | Kind::RequestError => {
+            fields.u32()?;
+            fields.str()?;
+        }
+        Kind::ListEntry => {
+            fields.u32()?;
+            let path = fields.str()?;
+            if let Ok(path) = RelativePath::new(path) {
+                relative_path_properties(path.as_str(), &path);
+            }
+            let entry_kind = fields.u8()?;
+            fields.u64()?;
+            fields.i64()?;
+            fields.u32()?;
+            fields.u32()?;
+            if entry_kind == EntryKind::Symlink as u8 {
+                fields.str()?;
+            }
+        }
+        Kind::ListEnd => {
+            fields.u32()?;
+        }
+        Kind::FileBegin => {
+            fields.u32()?;
+            fields.u64()?;
+            fields.i64()?;
+            fields.u32()?;
+            fields.u32()?;
+            fields.u8()?;
+        }
+        Kind::Copy => {
+            fields.u32()?;
+            fields.u64()?;
+            fields.u64()?;
+        }
+        Kind::Literal => {
+            fields.u32()?;
+            let encoding = fields.u8()?;
+            let raw_len = fields.u32()? as usize;
+            let data = literals.decode(encoding, raw_len, fields.rest(), MAX_LITERAL_RUN)?;
+            assert_eq!(data.len(), raw_len, "decoded literal length");
+        }
+        Kind::FileEnd => {
+            fields.u32()?;
+            fields.u64()?;
+            fields.array::<32>()?;
+        }
+        Kind::PushSignature => {
+            fields.u32()?;
+            fields.u64()?;
+        }
+        Kind::PushDone => {
+            fields.u32()?;
+            fields.u8()?;
+            fields.str()?;
+        }
+    }
+    fields.end()
+}
+
+/// Largest file the fuzzed client accepts (keeps files written per input small).
+const SESSION_MAX_LEN: u64 = 256 * 1024;
+
+/// The local basis of the session's fetches (and the in-place destination's content).
+pub fn session_basis() -> Vec<u8> {
+    (0..12_000u32).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// The local file the session pushes.
+pub fn session_push_source() -> Vec<u8> {
+    (0..9_000u32).map(|i| (i * 17 % 253) as u8).collect()
+}
+
+/// The files that may be in the session's directory after a fetch: its inputs, the fetched
+/// files (which never verify under fuzzing: digests are keyed by the client's random signature
+/// key) and the partial files kept when the session breaks in the middle of a file.
+const SESSION_FILES: [&str; 9] = [
+    "basis",
+    "c",
+    "push-source",
+    "a",
+    "b",
+    "d",
+    "a.partial",
+    "b.partial",
+    "d.partial",
+];
+
+/// The directory of the client session's files.
+fn session_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| scratch_dir("session"))
+}
+
+/// This process's scratch directory `barsync-fuzz-{label}-{pid}` (in /dev/shm when there is
+/// one), created once; those left by processes that are gone are removed first (libFuzzer
+/// exits without running destructors).
+fn scratch_dir(label: &str) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let prefix = format!("barsync-fuzz-{label}-");
+    if Path::new("/proc/self").exists() {
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|name| name.strip_prefix(&prefix)) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = base.join(format!("{prefix}{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+    dir
+}
+
+/// The client side of a whole session against server bytes `data`: connect, a recursive
+/// listing, four fetches (new, with a basis, in place, linked if identical), a push of four
+/// items, finish.
+pub fn client_session(data: &[u8]) {
+    run_client_session(data, io::sink(), session_dir(), "/srv/fuzz");
+}
+
+/// Runs the session of [`client_session`] over `input`/`output`, with the local files in `dir`
+/// (reset first) and the remote files under `remote_root`. Used with a real server to make the
+/// seed corpus (`examples/frame_decode_seeds.rs`). Properties: every fetch and push answers
+/// every request in order, a verified file exists with the announced length, no temporary file
+/// is left behind. Returns how many of the eight requests succeeded.
+pub fn run_client_session<R: Read, W: Write + Send>(
+    input: R,
+    output: W,
+    dir: &Path,
+    remote_root: &str,
+) -> usize {
+    let work = dir.join("w");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("creating the work directory");
+    std::fs::write(work.join("basis"), session_basis()).expect("writing the basis");
+    std::fs::write(work.join("c"), session_basis()).expect("writing the in-place file");
+    std::fs::write(work.join("push-source"), session_push_source()).expect("writing");
+
+    let options = ClientOptions {
+        compression: Some(3),
+    };
+    let Ok(mut client) = Client::connect(input, output, options) else {
+        return 0;
+    };
+    match client.list(remote_root, true) {
+        Err(_) => return 0,
+        Ok(Err(_)) => {}
+        Ok(Ok(entries)) => {
+            for entry in entries {
+                relative_path_properties(entry.path.as_str(), &entry.path);
+                assert!(entry.mode <= 0o7777);
+                assert_eq!(entry.target.is_some(), entry.kind == EntryKind::Symlink);
+            }
+        }
+    }
+
+    let remote = |name: &str| format!("{remote_root}/{name}");
+    let request = |remote_name: &str, destination: &str, basis: Option<&str>| FetchRequest {
+        remote_path: remote(remote_name),
+        destination: work.join(destination),
+        basis: basis.map(|name| work.join(name)),
+        max_len: Some(SESSION_MAX_LEN),
+        partial: Some(work.join(format!("{destination}.partial"))),
+        in_place: false,
+        link_identical: false,
+    };
+    let requests = [
+        request("new.bin", "a", None),
+        request("changed.bin", "b", Some("basis")),
+        FetchRequest {
+            in_place: true,
+            ..request("inplace.bin", "c", Some("c"))
+        },
+        FetchRequest {
+            link_identical: true,
+            ..request("same.bin", "d", Some("basis"))
+        },
+    ];
+    let fetched = client.fetch(&requests, |_| {});
+    check_no_temporary_files(&work);
+    let Ok(outcomes) = fetched else { return 0 };
+    assert_eq!(outcomes.len(), requests.len());
+    let fetched = outcomes
+        .iter()
+        .filter(|outcome| outcome.result.is_ok())
+        .count();
+    for (index, outcome) in outcomes.iter().enumerate() {
+        assert_eq!(outcome.index, index);
+        assert_eq!(outcome.remote_path, requests[index].remote_path);
+        if let Ok(report) = &outcome.result {
+            assert!(report.len <= SESSION_MAX_LEN);
+            let written = std::fs::metadata(&requests[index].destination).expect("fetched file");
+            assert_eq!(written.len(), report.len);
+        }
+    }
+
+    let items = [
+        PushItem::Directory {
+            remote_path: remote("pushed-dir"),
+            mode: 0o750,
+        },
+        PushItem::File {
+            local: work.join("push-source"),
+            remote_path: remote("pushed.bin"),
+        },
+        PushItem::Symlink {
+            remote_path: remote("pushed-link"),
+            target: "pushed.bin".into(),
+        },
+        PushItem::Remove {
+            remote_path: remote("old.bin"),
+        },
+    ];
+    let Ok(outcomes) = client.push(&items, |_| {}) else {
+        return fetched;
+    };
+    assert_eq!(outcomes.len(), items.len());
+    for (index, outcome) in outcomes.iter().enumerate() {
+        assert_eq!(outcome.index, index);
+        assert_eq!(outcome.remote_path, items[index].remote_path());
+    }
+    let _ = client.finish();
+    fetched
+        + outcomes
+            .iter()
+            .filter(|outcome| outcome.result.is_ok())
+            .count()
+}
+
+fn check_no_temporary_files(work: &Path) {
+    for entry in std::fs::read_dir(work).expect("listing the work directory") {
+        let name = entry.expect("directory entry").file_name();
+        let name = name.to_string_lossy();
+        assert!(
+            SESSION_FILES.contains(&name.as_ref()),
+            "file {name:?} left in the session directory"
+        );
+    }
+}
+
+/// `ssh_command_parse`: `data` is an ssh command string, optionally followed by a NUL and
+/// ssh_config text. Properties: quoting the words back gives the same words; a parsed command
+/// has the words of its text, a non-empty destination host, and resolves (with and without the
+/// config) to a target with a non-zero port.
+pub fn ssh_command_parse(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (command, config_text) = match text.split_once('\0') {
+        Some((command, config)) => (command, Some(config)),
+        None => (text, None),
+    };
+    if let Ok(words) = split_shell_words(command) {
+        let quoted: Vec<String> = words
+            .iter()
+            .map(|word| format!("'{}'", word.replace('\'', "'\\''")))
+            .collect();
+        assert_eq!(split_shell_words(&quoted.join(" ")).as_ref(), Ok(&words));
+    }
+    let config = config_text.and_then(|text| SshConfig::parse(text, Path::new("fuzz_config")).ok());
+    let Ok(parsed) = SshCommand::parse(command) else {
+        return;
+    };
+    assert_eq!(parsed.text(), command);
+    assert_eq!(Ok(parsed.words()), split_shell_words(command).as_deref());
+    assert_eq!(parsed.program(), parsed.words()[0]);
+    assert!(!parsed.destination_host().is_empty());
+    let _ = parsed.peer();
+    for config in [None, config.as_ref()] {
+        if let Some(config) = config {
+            let _ = config.lines_for_host(parsed.destination_host());
+        }
+        let target = parsed.resolve(config);
+        assert_ne!(target.port, 0);
+        assert_eq!(target.alias, parsed.destination_host());
+        let _ = target.peer();
+        let _ = target.check_in_process_support();
+    }
+}
+
+/// `path_validate` (engine half): each line of `data`, and the whole of it, as a path from a
+/// peer. Properties: an accepted relative path is not absolute, has no empty, `.` or `..`
+/// component, no NUL or control character and at most 4096 bytes, and stays below the
+/// directory it is joined to; `Roots::resolve` gives a root and such a path, and an absolute
+/// path it accepts names that root plus that path.
+pub fn relative_paths(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for candidate in std::iter::once(text).chain(text.split('\n')) {
+        if let Ok(path) = RelativePath::new(candidate) {
+            relative_path_properties(candidate, &path);
+            if let Ok(joined) = path.join("child") {
+                relative_path_properties(joined.as_str(), &joined);
+            }
+        }
+        if !candidate.contains('/') {
+            let root = RelativePath::new("").expect("the empty path is the root");
+            assert_eq!(
+                root.join(candidate).ok(),
+                RelativePath::new(candidate).ok(),
+                "join on the root is new"
+            );
+        }
+        if let Ok((root, relative)) = roots().resolve(candidate) {
+            relative_path_properties(relative.as_str(), &relative);
+            assert_eq!(root, roots_dir());
+            if candidate.starts_with('/') {
+                let mut expected = root.to_path_buf();
+                if !relative.as_str().is_empty() {
+                    expected.push(relative.as_str());
+                }
+                assert_eq!(Path::new(candidate.trim_end_matches('/')), expected);
+            }
+        }
+    }
+}
+
+fn roots_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| std::fs::canonicalize(std::env::temp_dir()).expect("temp dir"))
+}
+
+fn roots() -> &'static Roots {
+    static ROOTS: OnceLock<Roots> = OnceLock::new();
+    ROOTS.get_or_init(|| Roots::new(vec![roots_dir().to_path_buf()]).expect("roots"))
+}
+
+fn relative_path_properties(text: &str, path: &RelativePath) {
+    assert_eq!(path.as_str(), text);
+    assert!(text.len() <= MAX_PATH_LEN);
+    assert!(!text.starts_with('/'), "absolute path accepted: {text:?}");
+    assert!(!text.contains('\0'), "NUL accepted: {text:?}");
+    assert!(
+        !text.chars().any(char::is_control),
+        "control character: {text:?}"
+    );
+    if text.is_empty() {
+        assert_eq!(path.components().count(), 0);
+        return;
+    }
+    for component in text.split('/') {
+        assert!(
+            !matches!(component, "" | "." | ".."),
+            "component {component:?} accepted in {text:?}"
+        );
+    }
+    assert_eq!(path.components().collect::<Vec<_>>().join("/"), text);
+    let below = Path::new("/root-dir").join(text);
+    assert!(below.starts_with("/root-dir"));
+    assert!(Path::new(text)
+        .components()
+        .all(|component| matches!(component, Component::Normal(_))));
+}
