@@ -68,3 +68,16 @@ pub enum PatchError {
     #[error("writing the rebuilt file: {0}")]
     Write(#[source] io::Error),
 }
+
+impl PatchError {
+    /// Whether the file system is full (or the quota reached): what was written so far is
+    /// not worth keeping as a basis for the next attempt.
+    pub fn is_out_of_space(&self) -> bool {
+        match self {
+            PatchError::Write(e) | PatchError::Io { source: e, .. } => {
+                matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            }
+            _ => false,
+        }
+    }
+}

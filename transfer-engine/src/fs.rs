@@ -147,6 +147,12 @@ impl TempFile {
             .map(|n| n.to_string_lossy().into_owned());
     }
 
+    /// Removes the file if it is dropped unpublished, even if [`TempFile::keep_unpublished_as`]
+    /// asked to keep it (the disk is full: keeping it would hold the space).
+    pub fn discard_partial(&mut self) {
+        self.keep_as = None;
+    }
+
     /// Sets permission bits and modification time (seconds, nanoseconds since the epoch).
     pub fn set_attributes(&mut self, mode: u32, mtime: (i64, u32)) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;

@@ -124,8 +124,14 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
         end,
         reused,
         failure,
+        out_of_space,
     } = apply_operations(reader, incoming, active, literals)?;
     if let Some(message) = local_error.or(failure) {
+        if out_of_space {
+            if let Some((temp, _)) = sink.writing.as_mut() {
+                temp.discard_partial();
+            }
+        }
         return Ok(Err(message));
     }
     let received = super::receiver::Received {
@@ -173,6 +179,9 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
     }
     let (mut temp, patcher) = sink.writing.take().expect("patcher created");
     if let Err(e) = patcher.finish(end.0, &end.1) {
+        if e.is_out_of_space() {
+            temp.discard_partial();
+        }
         return Ok(Err(format!("{label}: {e}")));
     }
     if let Err(e) = temp.set_attributes(header.mode, header.mtime) {

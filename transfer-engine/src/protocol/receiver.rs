@@ -111,6 +111,8 @@ pub(super) struct OperationsEnd {
     pub end: (u64, FileDigest),
     pub reused: u64,
     pub failure: Option<String>,
+    /// The failure was a full file system.
+    pub out_of_space: bool,
 }
 
 /// Reads operations up to `FileEnd`, applying them to `sink` until it fails (then the rest is
@@ -123,6 +125,7 @@ pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
     literals: &mut LiteralDecoder,
 ) -> Result<OperationsEnd, ProtocolError> {
     let mut failure: Option<String> = None;
+    let mut out_of_space = false;
     let mut reused = 0u64;
     loop {
         let (kind, payload) = reader.expect_frame()?;
@@ -155,6 +158,7 @@ pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
                     end: (end_len, digest),
                     reused,
                     failure,
+                    out_of_space,
                 });
             }
             other => {
@@ -164,6 +168,7 @@ pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
             }
         };
         if let Err(e) = step {
+            out_of_space |= failure.is_none() && e.is_out_of_space();
             failure.get_or_insert(format!("{}: {e}", incoming.label));
         }
     }
@@ -216,11 +221,19 @@ pub(super) fn receive_file<R: Read>(
         end,
         reused,
         failure,
+        out_of_space,
     } = apply_operations(reader, incoming, patcher.as_mut(), literals)?;
     if let Some(message) = local_error.or(failure) {
+        drop(patcher);
+        if let (true, Some(temp)) = (out_of_space, temp.as_mut()) {
+            temp.discard_partial();
+        }
         return Ok(Err(message));
     }
     if let Err(e) = finish_patch(patcher, &end) {
+        if let (true, Some(temp)) = (e.is_out_of_space(), temp.as_mut()) {
+            temp.discard_partial();
+        }
         return Ok(Err(format!("{label}: {e}")));
     }
     let mut temp = temp.expect("patcher implies a temporary file");
@@ -275,6 +288,7 @@ pub(super) fn receive_file_in_place<R: Read>(
         end,
         reused,
         failure,
+        ..
     } = apply_operations(reader, incoming, patcher.as_mut(), literals)?;
     if let Some(message) = local_error.or(failure) {
         return Ok(Err(message));
