@@ -180,6 +180,24 @@ pub(crate) fn jobs_for(server: &crate::config::ServerConfig, options: &PassiveOp
         .max(1)
 }
 
+/// Rounds of fetching failed files again within one run: `basebackup_retry_times` and
+/// `basebackup_retry_sleep` when set, else one round after one second (Barman's default is
+/// no retry; a file corrupted in flight deserves one).
+pub(crate) fn retry_for(server: &crate::config::ServerConfig) -> pool::Retry {
+    pool::Retry {
+        times: if server.is_explicit("basebackup_retry_times") {
+            server.basebackup_retry_times()
+        } else {
+            1
+        },
+        sleep: std::time::Duration::from_secs(if server.is_explicit("basebackup_retry_sleep") {
+            u64::from(server.basebackup_retry_sleep())
+        } else {
+            1
+        }),
+    }
+}
+
 /// Barman's refusal of passive commands on a server that is not passive.
 pub(crate) fn require_passive(server: &crate::config::ServerConfig) -> Result<(), PassiveError> {
     if server.is_passive() {

@@ -137,6 +137,56 @@ pub fn run_jobs(
     }
 }
 
+/// How often failed files are fetched again within one run, and after what pause.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub times: u32,
+    pub sleep: std::time::Duration,
+}
+
+/// [`run_jobs`], then the failed files again (on new sessions) up to `retry.times` rounds: a
+/// file corrupted in flight or a session cut costs a second fetch, not a failed backup.
+pub fn run_jobs_retrying(
+    link: &PrimaryLink,
+    first: Option<Session>,
+    jobs: &[Job],
+    workers: usize,
+    retry: Retry,
+    events: &dyn Events,
+) -> PoolReport {
+    let mut report = run_jobs(link, first, jobs, workers, events);
+    for _ in 0..retry.times {
+        let failed: Vec<usize> = (0..jobs.len())
+            .filter(|&i| report.results[i].is_err())
+            .collect();
+        let Some(&first_failure) = failed.first() else {
+            break;
+        };
+        events.warning(&format!(
+            "{} files failed (first: {}); fetching them again",
+            failed.len(),
+            report.results[first_failure]
+                .as_ref()
+                .err()
+                .map(String::as_str)
+                .unwrap_or_default()
+        ));
+        std::thread::sleep(retry.sleep);
+        let again: Vec<Job> = failed.iter().map(|&i| jobs[i].clone()).collect();
+        let second = run_jobs(link, None, &again, workers, events);
+        for (&index, result) in failed.iter().zip(second.results) {
+            report.results[index] = result;
+        }
+        let mut totals = second.totals;
+        // Files and bytes are counted by the callers from their plan; traffic adds up.
+        totals.files = 0;
+        totals.bytes = 0;
+        report.totals.add(&totals);
+        report.session_errors.extend(second.session_errors);
+    }
+    report
+}
+
 struct Worker<'a> {
     link: &'a PrimaryLink,
     jobs: &'a [Job],

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::backup_plan::{plan_backup, BackupPlan};
-use super::pool::{run_jobs, PoolReport};
+use super::pool::{run_jobs_retrying, PoolReport};
 use super::primary_link::PrimaryLink;
 use super::retention::{self, Candidate};
 use super::{
-    create_real_directory, jobs_for, require_passive, Events, PassiveError, PassiveOptions,
-    TransferTotals,
+    create_real_directory, jobs_for, require_passive, retry_for, Events, PassiveError,
+    PassiveOptions, TransferTotals,
 };
 use crate::backup_info::{BackupInfo, BackupStatus};
 use crate::catalog::{load_backups, CatalogEntry};
@@ -218,11 +218,12 @@ fn copy_backup(
     )?;
     prepare_destination(&destination, &plan)?;
     events.plan(id, plan.jobs.len() as u64, plan.bytes);
-    let report = run_jobs(
+    let report = run_jobs_retrying(
         &link,
         Some(session),
         &plan.jobs,
         jobs_for(server, options),
+        retry_for(server),
         events,
     );
     check_report(&report)?;

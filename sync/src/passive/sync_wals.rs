@@ -14,11 +14,11 @@ use std::time::Instant;
 use transfer_engine::copy::partial_path;
 use transfer_engine::protocol::FetchRequest;
 
-use super::pool::{run_jobs, Job};
+use super::pool::{run_jobs_retrying, Job};
 use super::primary_link::PrimaryLink;
 use super::{
-    create_real_directory, jobs_for, require_passive, Events, PassiveError, PassiveOptions,
-    TransferTotals,
+    create_real_directory, jobs_for, require_passive, retry_for, Events, PassiveError,
+    PassiveOptions, TransferTotals,
 };
 use crate::catalog::available_backups;
 use crate::config::ServerConfig;
@@ -202,7 +202,14 @@ pub(crate) fn sync_wals_locked(
         });
     }
     events.plan("WALs", jobs.len() as u64, jobs.iter().map(|j| j.size).sum());
-    let report = run_jobs(&link, None, &jobs, jobs_for(server, options), events);
+    let report = run_jobs_retrying(
+        &link,
+        None,
+        &jobs,
+        jobs_for(server, options),
+        retry_for(server),
+        events,
+    );
     let failures: Vec<&String> = report.failures().collect();
     if let Some(first) = failures.first() {
         let more = match failures.len() {
