@@ -358,8 +358,12 @@ fn a_cut_connection_fails_the_backup_and_the_next_run_resumes() {
     let rig = PassiveRig::new(
         &primary.path().join("primary.conf"),
         &RigOptions {
-            // 16 MiB/s over every session: the 64 MiB take about 4 s.
-            server_lines: vec!["bandwidth_limit = 16384".into()],
+            // 16 MiB/s over every session: the 64 MiB take about 4 s. No retry round within
+            // the run, so the cut fails the backup.
+            server_lines: vec![
+                "bandwidth_limit = 16384".into(),
+                "basebackup_retry_times = 0".into(),
+            ],
             ..RigOptions::default()
         },
     );

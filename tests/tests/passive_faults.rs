@@ -1,0 +1,198 @@
+//! Faults during a passive sync: bytes corrupted in flight (a wrapper around the ssh command
+//! flips one byte of the primary's stream) and a full disk on the passive (its barman_home on a
+//! 6 MiB tmpfs). Nothing corrupt or half-written is published, the temporary space is
+//! released, and the next run (or the retry round of the same run) completes.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use barsync_tests::passive_rig::{barman_program, describe, PassiveRig, RigOptions};
+
+fn fixture_primary() -> tempfile::TempDir {
+    let shared = std::env::var_os("BARSYNC_TEST_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let base = tempfile::Builder::new()
+        .prefix("barsync-faults-")
+        .tempdir()
+        .unwrap();
+    let status = Command::new("bash")
+        .arg(shared.join("tools/make-barman-fixture.sh"))
+        .arg(base.path())
+        .env("BARMAN_BIN", barman_program())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    base
+}
+
+/// Adds one file of `mib` MiB of incompressible data to the primary's newest backup.
+fn add_random_file(primary: &Path, name: &str, mib: usize) -> Vec<u8> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut data = vec![0u8; mib << 20];
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    let path = primary.join(format!(
+        "primary-home/pg/base/20240102T120000/data/base/1/{name}"
+    ));
+    fs::write(path, &data).unwrap();
+    data
+}
+
+fn set_primary_ssh_command(rig: &PassiveRig, command: &str) {
+    let text = fs::read_to_string(&rig.config).unwrap();
+    let replaced: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("primary_ssh_command") {
+                format!("primary_ssh_command = {command}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    fs::write(&rig.config, replaced.join("\n") + "\n").unwrap();
+}
+
+fn temporary_files(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(listing) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in listing.flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else if entry.file_name().to_string_lossy().contains(".barsync-") {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_byte_flipped_in_flight_is_caught_and_the_file_fetched_again() {
+    let primary = fixture_primary();
+    let data = add_random_file(primary.path(), "30000", 4);
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    // The first `barsync serve` session that sends 1 MiB gets its 1 MiB-th byte flipped.
+    let marker = rig.directory.path().join("flipped-once");
+    let flipper = rig.directory.path().join("flipssh");
+    fs::write(
+        &flipper,
+        format!(
+            "#!/bin/sh\n\
+             case \"$*\" in\n\
+             *serve*) if [ ! -e '{marker}' ]; then\n\
+               \"$@\" | python3 -c 'import os, sys\n\
+             i, o, seen = sys.stdin.buffer, sys.stdout.buffer, 0\n\
+             while True:\n\
+             \x20   chunk = bytearray(i.read1(65536))\n\
+             \x20   if not chunk: break\n\
+             \x20   at = (1 << 20) - seen\n\
+             \x20   if 0 <= at < len(chunk) and not os.path.exists(\"{marker}\"):\n\
+             \x20       chunk[at] ^= 0x40\n\
+             \x20       os.mkdir(\"{marker}\")\n\
+             \x20   seen += len(chunk)\n\
+             \x20   o.write(chunk); o.flush()'\n\
+               exit $?\n\
+             fi ;;\n\
+             esac\n\
+             exec \"$@\"\n",
+            marker = marker.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&flipper, fs::Permissions::from_mode(0o755)).unwrap();
+    set_primary_ssh_command(
+        &rig,
+        &format!("{} {}", flipper.display(), rig.sshd.ssh_command()),
+    );
+    let cron = rig.barsync(&["cron", "-j", "1"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert!(marker.exists(), "the flipping session never ran");
+    assert!(
+        String::from_utf8_lossy(&cron.stderr).contains("fetching them again"),
+        "the corruption went unnoticed: {}",
+        describe(&cron)
+    );
+    let ours = fs::read(
+        rig.server_directory()
+            .join("base/20240102T120000/data/base/1/30000"),
+    )
+    .unwrap();
+    assert!(ours == data, "a corrupt file was published");
+    assert!(temporary_files(&rig.home).is_empty());
+}
+
+/// A tmpfs of `mib` MiB mounted on `path` (root only), unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, mib: usize) -> Tmpfs {
+        fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs on {} (the disk-full test needs root)",
+            path.display()
+        );
+        Tmpfs(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_releases_the_space() {
+    let primary = fixture_primary();
+    add_random_file(primary.path(), "30001", 8);
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let _tmpfs = Tmpfs::mount(&rig.home, 6);
+    let cron = rig.barsync(&["cron"]);
+    assert_eq!(cron.status.code(), Some(1), "{}", describe(&cron));
+    let stderr = String::from_utf8_lossy(&cron.stderr);
+    assert!(
+        stderr.contains("No space left on device"),
+        "{}",
+        describe(&cron)
+    );
+    let info = fs::read_to_string(
+        rig.server_directory()
+            .join("meta/20240102T120000-backup.info"),
+    )
+    .unwrap();
+    assert!(info.contains("status=FAILED"), "{info}");
+    assert!(
+        temporary_files(&rig.home).is_empty(),
+        "temporary or partial files hold the space: {:?}",
+        temporary_files(&rig.home)
+    );
+    assert!(
+        !rig.server_directory()
+            .join("base/20240102T120000/data/base/1/30001")
+            .exists(),
+        "a half-written file was published"
+    );
+    // The first backup (small) is complete and DONE, the catalog readable by Barman.
+    let list = rig.barman(&["list-backups", "pg"]);
+    assert!(list.status.success(), "{}", describe(&list));
+    assert!(String::from_utf8_lossy(&list.stdout).contains("20240101T120000"));
+}
