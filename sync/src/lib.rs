@@ -3,7 +3,8 @@
 //! barsync shares a `barman_home` with Barman 3.20.1, so everything here reads and writes
 //! Barman's formats exactly ([`config`], [`backup_info`], [`xlogdb`], [`wal`], [`lock`],
 //! [`catalog`]) and speaks its sync-info JSON ([`syncinfo`]), with Python's own formatting
-//! rules reimplemented in [`python`].
+//! rules reimplemented in [`python`]. [`passive`] is the passive node itself: sync-backup,
+//! sync-wals and cron through the `transfer_engine` delta engine.
 //!
 //! # Deliberate differences from Barman 3.20.1
 //! - `sync-info SERVER LAST_WAL 0` is accepted: 0 is the offset of the first xlog db line, and
@@ -18,6 +19,15 @@
 //!   fsync too. Configuration errors name the file and line instead of a Python traceback.
 //! - `backup_options` with several values is joined in parse order, where Barman uses Python's
 //!   per-process set order (random between runs).
+//! - The passive node ([`passive`]): cron copies every missing backup in one run (Barman one
+//!   per run) and waits for it; sync-backup resolves the shortcuts `latest`, `oldest`,
+//!   `last-failed`; a successful retry clears the backup's old `error`; xlog db lines are
+//!   appended only for WALs not listed yet (Barman duplicates them on a fresh passive and after
+//!   `sync-wals.info` is deleted), and a malformed `sync-wals.info` means "from the start" with
+//!   a warning instead of a failure; a `last_position` of 0 is sent as a full request; every
+//!   backup ID and WAL name from a primary is checked against Barman's grammar; every file is
+//!   verified against the sender's digest before it is published, and a backup is DONE only
+//!   after its directories are fsynced; local retention deletes through `barman delete`.
 //! - Not modelled: server models applied by `.active-model.auto`, cloud storage for WALs or
 //!   backups, GPG encryption detection when rebuilding the xlog db, and a `primary_conninfo`
 //!   standby check that needs PostgreSQL.
