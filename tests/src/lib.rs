@@ -2,5 +2,5 @@
 
 pub mod barman_primary;
 pub mod binaries;
-pub mod sshd;
 pub mod passive_rig;
+pub mod sshd;

@@ -125,7 +125,12 @@ fn barsync_passive_of_a_real_barman_primary_restores_the_primarys_data() {
     assert!(cron.status.success(), "{}", describe(&cron));
     phase("first cron");
     let expected_first = primary.table_fingerprint();
-    check_passive(&primary, &rig, std::slice::from_ref(&first), &expected_first);
+    check_passive(
+        &primary,
+        &rig,
+        std::slice::from_ref(&first),
+        &expected_first,
+    );
     phase("first backup recovered on the passive");
 
     primary.pgbench_run(2000);
