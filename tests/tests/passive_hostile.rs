@@ -157,6 +157,15 @@ fn traversal_in_backup_ids_and_wal_names_is_refused() {
 
 #[test]
 fn a_wal_larger_than_declared_is_refused() {
+    wal_larger_than_declared(&["cron"]);
+}
+
+#[test]
+fn a_wal_larger_than_declared_is_refused_over_sftp() {
+    wal_larger_than_declared(&["cron", "--sftp"]);
+}
+
+fn wal_larger_than_declared(cron_args: &[&str]) {
     let primary = fixture_primary();
     let real = real_sync_info(primary.path());
     let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
@@ -174,7 +183,7 @@ fn a_wal_larger_than_declared_is_refused() {
     );
     assert_ne!(forged, real, "the forgery did not apply");
     forge_sync_info(&rig, &forged);
-    let lying = rig.barsync(&["cron"]);
+    let lying = rig.barsync(cron_args);
     assert_eq!(lying.status.code(), Some(1), "{}", describe(&lying));
     assert!(
         stderr(&lying).contains("more than the 100 expected"),

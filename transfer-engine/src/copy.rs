@@ -260,15 +260,14 @@ impl PullSource for crate::sftp::SftpSource {
                     .unwrap_or_else(|| partial_path(&r.destination))
             })
             .collect();
-        let files: Vec<(&str, &Path, &Path)> = requests
+let files: Vec<crate::sftp::SftpFile<'_>> = requests
             .iter()
             .zip(&partials)
-            .map(|(r, partial)| {
-                (
-                    r.remote_path.as_str(),
-                    r.destination.as_path(),
-                    partial.as_path(),
-                )
+            .map(|(r, partial)| crate::sftp::SftpFile {
+                remote: r.remote_path.as_str(),
+                destination: r.destination.as_path(),
+                partial: partial.as_path(),
+                max_len: r.max_len,
             })
             .collect();
         let mut outcomes = Vec::with_capacity(requests.len());

@@ -58,6 +58,18 @@ pub struct SftpSource {
     check: Verification,
 }
 
+/// One file to fetch over SFTP.
+#[derive(Clone, Copy, Debug)]
+pub struct SftpFile<'a> {
+    pub remote: &'a str,
+    /// Where the verified file is published.
+    pub destination: &'a Path,
+    /// Where it is downloaded first (and resumed from, by length).
+    pub partial: &'a Path,
+    /// Refuse a file larger than this (the size the caller was told).
+    pub max_len: Option<u64>,
+}
+
 /// What fetching one file over SFTP did.
 #[derive(Clone, Copy, Debug)]
 pub struct SftpFetch {
@@ -180,31 +192,21 @@ impl SftpSource {
     /// Copies `remote` to `destination` through `partial` (resumed if it exists), verifies it,
     /// sets mode and mtime and publishes it. On a verification failure the partial copy is
     /// discarded and the file fetched once more from the start.
-    pub fn fetch(
-        &mut self,
-        remote: &str,
-        destination: &Path,
-        partial: &Path,
-    ) -> Result<SftpFetch, String> {
-        let mut result = self.fetch_once(remote, destination, partial);
+    pub fn fetch(&mut self, file: &SftpFile<'_>) -> Result<SftpFetch, String> {
+        let mut result = self.fetch_once(file);
         if let Err(FetchFailure::Mismatch(_)) = &result {
-            let _ = std::fs::remove_file(partial);
-            result = self.fetch_once(remote, destination, partial);
+            let _ = std::fs::remove_file(file.partial);
+            result = self.fetch_once(file);
         }
         result.map_err(|failure| match failure {
             FetchFailure::Mismatch(message) | FetchFailure::Other(message) => message,
         })
     }
 
-    fn fetch_once(
-        &mut self,
-        remote: &str,
-        destination: &Path,
-        partial: &Path,
-    ) -> Result<SftpFetch, FetchFailure> {
-        let downloaded = self.download(remote, partial)?;
-        self.verify(remote, partial)?;
-        self.publish(remote, destination, partial, &downloaded)
+    fn fetch_once(&mut self, file: &SftpFile<'_>) -> Result<SftpFetch, FetchFailure> {
+        let downloaded = self.download(file)?;
+        self.verify(file.remote, file.partial)?;
+        self.publish(file.remote, file.destination, file.partial, &downloaded)
             .map_err(FetchFailure::Other)
     }
 
@@ -230,7 +232,7 @@ impl SftpSource {
     /// fetched once more on its own. `done(index, result)` is called for each, in order.
     pub fn fetch_many(
         &mut self,
-        files: &[(&str, &Path, &Path)],
+        files: &[SftpFile<'_>],
         done: &mut dyn FnMut(usize, Result<SftpFetch, String>),
     ) {
         const BATCH_FILES: usize = 256;
@@ -243,32 +245,30 @@ impl SftpSource {
                 && end - start < BATCH_FILES
                 && command_bytes < BATCH_COMMAND_BYTES
             {
-                command_bytes += files[end].0.len() + 3;
+                command_bytes += files[end].remote.len() + 3;
                 end += 1;
             }
             let batch = &files[start..end];
-            let downloads: Vec<Result<Downloaded, FetchFailure>> = batch
-                .iter()
-                .map(|(remote, _, partial)| self.download(remote, partial))
-                .collect();
+            let downloads: Vec<Result<Downloaded, FetchFailure>> =
+                batch.iter().map(|file| self.download(file)).collect();
             let remotes: Vec<&str> = batch
                 .iter()
                 .zip(&downloads)
                 .filter(|(_, d)| d.is_ok())
-                .map(|((remote, _, _), _)| *remote)
+                .map(|(file, _)| file.remote)
                 .collect();
             let sums = self.remote_sums(&remotes);
-            for (offset, ((remote, destination, partial), download)) in
-                batch.iter().zip(downloads).enumerate()
-            {
+            for (offset, (file, download)) in batch.iter().zip(downloads).enumerate() {
                 let result = match download {
-                    Err(FetchFailure::Mismatch(_)) => self.fetch(remote, destination, partial),
+                    Err(FetchFailure::Mismatch(_)) => self.fetch(file),
                     Err(FetchFailure::Other(message)) => Err(message),
-                    Ok(downloaded) => match self.compare(remote, partial, &sums) {
-                        Ok(()) => self.publish(remote, destination, partial, &downloaded),
+                    Ok(downloaded) => match self.compare(file.remote, file.partial, &sums) {
+                        Ok(()) => {
+                            self.publish(file.remote, file.destination, file.partial, &downloaded)
+                        }
                         Err(FetchFailure::Mismatch(_)) => {
-                            let _ = std::fs::remove_file(partial);
-                            self.fetch(remote, destination, partial)
+                            let _ = std::fs::remove_file(file.partial);
+                            self.fetch(file)
                         }
                         Err(FetchFailure::Other(message)) => Err(message),
                     },
@@ -324,7 +324,8 @@ impl SftpSource {
 
     /// Downloads `remote` into `partial` (appending to what an earlier attempt kept), checking
     /// that the file did not change meanwhile.
-    fn download(&mut self, remote: &str, partial: &Path) -> Result<Downloaded, FetchFailure> {
+    fn download(&mut self, file: &SftpFile<'_>) -> Result<Downloaded, FetchFailure> {
+        let (remote, partial) = (file.remote, file.partial);
         let other = |what: &str, e: &dyn std::fmt::Display| {
             FetchFailure::Other(format!("{remote}: {what}: {e}"))
         };
@@ -333,6 +334,12 @@ impl SftpSource {
             .stat(Path::new(remote))
             .map_err(|e| other("stat", &e))?;
         let len = before.size.unwrap_or(0);
+        let limit = file.max_len.unwrap_or(u64::MAX);
+        if len > limit {
+            return Err(FetchFailure::Other(format!(
+                "{remote} has {len} bytes, more than the {limit} expected"
+            )));
+        }
         let mut local = OpenOptions::new()
             .create(true)
             .append(true)
@@ -346,18 +353,28 @@ impl SftpSource {
             local.set_len(0).map_err(|e| other("partial copy", &e))?;
             offset = 0;
         }
-        let mut file = self
+        let mut remote_file = self
             .sftp
             .open(Path::new(remote))
             .map_err(|e| other("open", &e))?;
-        file.seek(SeekFrom::Start(offset))
+        remote_file
+            .seek(SeekFrom::Start(offset))
             .map_err(|e| other("seek", &e))?;
         let mut buffer = vec![0u8; 256 * 1024];
         let mut received = 0u64;
         loop {
-            let n = file.read(&mut buffer).map_err(|e| other("read", &e))?;
+            let n = remote_file
+                .read(&mut buffer)
+                .map_err(|e| other("read", &e))?;
             if n == 0 {
                 break;
+            }
+            if offset + received + n as u64 > limit {
+                drop(local);
+                let _ = std::fs::remove_file(partial);
+                return Err(FetchFailure::Other(format!(
+                    "{remote} grew beyond the {limit} bytes expected while it was copied"
+                )));
             }
             local
                 .write_all(&buffer[..n])
