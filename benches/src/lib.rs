@@ -1,4 +1,10 @@
-//! Workload generators shared by the criterion benches and the side-by-side harness.
+//! Workload generators shared by the criterion benches and the side-by-side harness, and the
+//! harness itself ([`harness`]: `barsync bench`, issue 6).
+//!
+//! The harness depends on the `barsync-tests` crate (a path dependency) to reuse its real-sshd,
+//! Barman-primary and passive-node fixtures rather than rewriting them.
+
+pub mod harness;
 
 /// Deterministic incompressible bytes (xorshift64), fast enough to make GiBs in seconds.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {

@@ -9,6 +9,7 @@ macro_rules! exit_codes {
     };
 }
 
+mod bench;
 mod check;
 mod copy;
 mod demo;
@@ -76,6 +77,8 @@ enum Command {
     /// Sync every passive server: sync-info, all missing backups, WALs (as `barman cron`)
     #[command(after_help = passive::CRON_HELP)]
     Cron(passive::CronArgs),
+    /// barsync against rsync and Barman's passive sync, side by side (issue 6 workloads)
+    Bench(bench::Args),
     /// Check a passive node: ssh to the primary, host key, programs, directories, freshness
     #[command(after_help = check::AFTER_HELP)]
     Check(check::Args),
@@ -132,6 +135,7 @@ fn main() -> std::process::ExitCode {
         Command::SyncBackup(args) => report("sync-backup", passive::run_sync_backup(&args)),
         Command::SyncWals(args) => report("sync-wals", passive::run_sync_wals(&args)),
         Command::Cron(args) => report("cron", passive::run_cron_command(&args)),
+        Command::Bench(args) => report("bench", bench::run(&args)),
         Command::Check(args) => report("check", check::run(&args)),
         Command::ListBackups(args) => report("list-backups", list_backups::run(&args)),
         Command::Generate(args) => report("generate", generate::run::<Cli>(&args)),

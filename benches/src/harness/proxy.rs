@@ -1,0 +1,249 @@
+//! A userspace TCP proxy that shapes a link (W6): the kernel's netem is not available here.
+//! [`ShapingProxy`] listens on 127.0.0.1 and forwards each connection to an upstream address;
+//! each direction of a connection has a reader thread, which timestamps every chunk it reads,
+//! and a writer thread, which holds each chunk until `one_way_delay` after it was read and
+//! paces writes to `rate_bytes_per_second`. Between them sits a bounded queue (4 MiB), so a
+//! fast sender is held back by TCP flow control as it would be by a real bottleneck, instead
+//! of filling the proxy's memory.
+//!
+//! Bytes pass through unchanged and in order; a half-close (EOF) is forwarded as a shutdown of
+//! the write side once the queued bytes are out.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::LinkShape;
+
+/// Largest chunk read at once.
+const CHUNK: usize = 64 * 1024;
+/// Chunks queued per direction (at most 4 MiB in flight inside the proxy).
+const QUEUE_CHUNKS: usize = 64;
+
+/// A running proxy; stops accepting when dropped (open connections finish on their own).
+pub struct ShapingProxy {
+    address: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept_thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ShapingProxy {
+    /// Listens on a free port of 127.0.0.1 and forwards to `upstream` through `shape`.
+    pub fn start(upstream: SocketAddr, shape: LinkShape) -> io::Result<ShapingProxy> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let address = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = Arc::clone(&stop);
+        let accept_thread =
+            thread::Builder::new()
+                .name("proxy-accept".into())
+                .spawn(move || {
+                    for client in listener.incoming() {
+                        if stop_flag.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let Ok(client) = client else { continue };
+                        let Ok(server) = TcpStream::connect(upstream) else {
+                            continue;
+                        };
+                        let _ = forward(client, server, shape);
+                    }
+                })?;
+        Ok(ShapingProxy {
+            address,
+            stop,
+            accept_thread: Some(accept_thread),
+        })
+    }
+
+    /// Where clients connect.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+}
+
+impl Drop for ShapingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.address);
+        if let Some(thread) = self.accept_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the four threads of one connection.
+fn forward(client: TcpStream, server: TcpStream, shape: LinkShape) -> io::Result<()> {
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    for (from, to) in [(client.try_clone()?, server.try_clone()?), (server, client)] {
+        let (sender, receiver) = sync_channel(QUEUE_CHUNKS);
+        thread::Builder::new()
+            .name("proxy-read".into())
+            .spawn(move || read_side(from, sender))?;
+        thread::Builder::new()
+            .name("proxy-write".into())
+            .spawn(move || write_side(to, receiver, shape))?;
+    }
+    Ok(())
+}
+
+/// Reads chunks and queues them with the time they arrived; `None` marks EOF or an error.
+fn read_side(mut from: TcpStream, queue: SyncSender<Option<(Instant, Vec<u8>)>>) {
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        match from.read(&mut buffer) {
+            Ok(0) | Err(_) => {
+                let _ = queue.send(None);
+                return;
+            }
+            Ok(n) => {
+                if queue
+                    .send(Some((Instant::now(), buffer[..n].to_vec())))
+                    .is_err()
+                {
+                    let _ = from.shutdown(Shutdown::Read);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Writes each chunk no earlier than its arrival plus the delay, and no faster than the rate.
+fn write_side(mut to: TcpStream, queue: Receiver<Option<(Instant, Vec<u8>)>>, shape: LinkShape) {
+    let mut next_free = Instant::now();
+    while let Ok(Some((arrived, chunk))) = queue.recv() {
+        let due = (arrived + shape.one_way_delay).max(next_free);
+        sleep_until(due);
+        if to.write_all(&chunk).is_err() {
+            return;
+        }
+        let transmission = if shape.rate_bytes_per_second == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(chunk.len() as f64 / shape.rate_bytes_per_second as f64)
+        };
+        next_free = due + transmission;
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn sleep_until(when: Instant) {
+    let now = Instant::now();
+    if when > now {
+        thread::sleep(when - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream that echoes every byte back until EOF.
+    fn echo_server() -> SocketAddr {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let address = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                thread::spawn(move || {
+                    let mut reader = stream.try_clone().unwrap();
+                    let _ = io::copy(&mut reader, &mut stream);
+                    let _ = stream.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        address
+    }
+
+    #[test]
+    fn bytes_pass_through_unchanged() {
+        let proxy = ShapingProxy::start(
+            echo_server(),
+            LinkShape {
+                one_way_delay: Duration::from_millis(1),
+                rate_bytes_per_second: 0,
+            },
+        )
+        .unwrap();
+        let data = crate::random_bytes(3 * 1024 * 1024 + 17, 7);
+        let mut stream = TcpStream::connect(proxy.address()).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let sent = data.clone();
+        let writer_thread = thread::spawn(move || {
+            writer.write_all(&sent).unwrap();
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut echoed = Vec::new();
+        stream.read_to_end(&mut echoed).unwrap();
+        writer_thread.join().unwrap();
+        assert_eq!(echoed.len(), data.len());
+        assert!(echoed == data, "the proxy changed the bytes");
+    }
+
+    #[test]
+    fn the_delay_is_applied_in_each_direction() {
+        let delay = Duration::from_millis(30);
+        let proxy = ShapingProxy::start(
+            echo_server(),
+            LinkShape {
+                one_way_delay: delay,
+                rate_bytes_per_second: 12_500_000,
+            },
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(proxy.address()).unwrap();
+        for _ in 0..3 {
+            let start = Instant::now();
+            stream.write_all(b"ping").unwrap();
+            let mut answer = [0u8; 4];
+            stream.read_exact(&mut answer).unwrap();
+            assert_eq!(&answer, b"ping");
+            assert!(
+                start.elapsed() >= 2 * delay,
+                "a round trip took {:?}, less than twice the one-way delay",
+                start.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn the_rate_is_at_least_enforced() {
+        // 256 KiB at 2 MB/s take at least ~0.13 s one way: a lower bound only (no upper bound
+        // on a shared machine).
+        let proxy = ShapingProxy::start(
+            echo_server(),
+            LinkShape {
+                one_way_delay: Duration::ZERO,
+                rate_bytes_per_second: 2_000_000,
+            },
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(proxy.address()).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let start = Instant::now();
+        let writer_thread = thread::spawn(move || {
+            writer.write_all(&vec![5u8; 256 * 1024]).unwrap();
+            writer.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut echoed = Vec::new();
+        stream.read_to_end(&mut echoed).unwrap();
+        writer_thread.join().unwrap();
+        assert_eq!(echoed.len(), 256 * 1024);
+        assert!(
+            start.elapsed() >= Duration::from_millis(120),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}

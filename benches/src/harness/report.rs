@@ -1,0 +1,440 @@
+//! What a benchmark run reports and how it is printed: the machine (cores, CPU model, load),
+//! the versions of the tools, one [`Row`] per measured case with both sides' [`SideStats`],
+//! rendered as a Markdown table ([`Report::render_table`]) or JSON ([`Report::to_json`]).
+
+use std::path::Path;
+use std::process::Command;
+
+use serde::Serialize;
+
+use super::{median, Options};
+
+/// The machine the run measured.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Machine {
+    pub cores: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+    pub kernel: String,
+    /// 1-minute load average when the run started (other users of the machine add noise).
+    pub load_before: f64,
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                (key.trim() == "model name").then(|| value.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_kib: f64 = meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            memory_gib: (memory_kib / 1048576.0 * 10.0).round() / 10.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            load_before: Machine::loadavg(),
+        }
+    }
+
+    /// The 1-minute load average.
+    pub fn loadavg() -> f64 {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Versions of the programs involved (`None`: not found).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Versions {
+    pub barsync: Option<String>,
+    pub rsync: Option<String>,
+    pub openssh: Option<String>,
+    pub barman: Option<String>,
+    pub postgresql: Option<String>,
+}
+
+impl Versions {
+    pub fn detect(options: &Options, barman: Option<&Path>) -> Versions {
+        let first_line = |program: &Path, arg: &str| -> Option<String> {
+            let output = Command::new(program).arg(arg).output().ok()?;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let line = text.lines().next()?.split_whitespace().collect::<Vec<_>>();
+            (!line.is_empty()).then(|| line.join(" "))
+        };
+        Versions {
+            barsync: first_line(&options.barsync, "--version"),
+            rsync: first_line(Path::new("rsync"), "--version"),
+            openssh: first_line(Path::new("ssh"), "-V"),
+            barman: barman.and_then(|barman| first_line(barman, "--version")),
+            postgresql: first_line(
+                &super::workloads::pg_bin_dir().join("postgres"),
+                "--version",
+            ),
+        }
+    }
+}
+
+/// One side of a case, over all its runs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SideStats {
+    /// What ran, e.g. `barsync copy`, `rsync -a`, `barman sync-backup`.
+    pub tool: String,
+    /// The command line of the last run (one of several for W4/W7).
+    pub command: String,
+    pub seconds: Vec<f64>,
+    pub median_seconds: f64,
+    /// Median over runs; `None` where the tool does not report it.
+    pub wire_bytes: Option<u64>,
+    /// Largest over runs.
+    pub peak_rss_kib: u64,
+    /// Median over runs.
+    pub cpu_seconds: f64,
+}
+
+impl SideStats {
+    /// Summarises runs: `wire` holds what each run reported.
+    pub fn from_runs(
+        tool: &str,
+        command: &str,
+        runs: &[super::runner::Measurement],
+        wire: &[Option<u64>],
+    ) -> SideStats {
+        let seconds: Vec<f64> = runs.iter().map(|run| run.seconds).collect();
+        let cpu: Vec<f64> = runs.iter().map(|run| run.cpu_seconds).collect();
+        let known: Vec<f64> = wire.iter().flatten().map(|&bytes| bytes as f64).collect();
+        SideStats {
+            tool: tool.to_owned(),
+            command: command.to_owned(),
+            median_seconds: median(&seconds),
+            seconds,
+            wire_bytes: (!known.is_empty() && known.len() == wire.len())
+                .then(|| median(&known).round() as u64),
+            peak_rss_kib: runs.iter().map(|run| run.max_rss_kib).max().unwrap_or(0),
+            cpu_seconds: median(&cpu),
+        }
+    }
+}
+
+/// One measured case: barsync against its anchor.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Row {
+    /// `W1`, `W2-inplace`, `W5-resync`, ...
+    pub id: String,
+    pub workload: String,
+    pub barsync: SideStats,
+    pub anchor: SideStats,
+    /// Anchor median / barsync median: above 1, barsync is faster.
+    pub ratio: f64,
+}
+
+impl Row {
+    pub fn new(id: &str, workload: &str, barsync: SideStats, anchor: SideStats) -> Row {
+        let ratio = if barsync.median_seconds > 0.0 {
+            anchor.median_seconds / barsync.median_seconds
+        } else {
+            0.0
+        };
+        Row {
+            id: id.to_owned(),
+            workload: workload.to_owned(),
+            barsync,
+            anchor,
+            ratio,
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub machine: Machine,
+    pub versions: Versions,
+    pub runs: usize,
+    pub size_mib: u64,
+    pub scale: u32,
+    /// Where the "remote" side was (loopback sshd or the given host).
+    pub target: String,
+    pub notes: Vec<String>,
+    pub rows: Vec<Row>,
+    /// Workloads not run, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// 1-minute load average when the run ended.
+    pub load_after: f64,
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serialises")
+    }
+
+    /// The report as text: machine and versions, a Markdown table, then notes.
+    pub fn render_table(&self) -> String {
+        let mut out = String::new();
+        let m = &self.machine;
+        out.push_str(&format!(
+            "machine: {} cores, {}, {} GiB RAM, Linux {}; load average {:.2} at start, {:.2} at end\n",
+            m.cores, m.cpu_model, m.memory_gib, m.kernel, m.load_before, self.load_after
+        ));
+        let v = &self.versions;
+        let known = |value: &Option<String>| value.clone().unwrap_or_else(|| "not found".into());
+        out.push_str(&format!(
+            "versions: {}; {}; {}; barman {}; {}\n",
+            known(&v.barsync),
+            known(&v.rsync),
+            known(&v.openssh),
+            known(&v.barman),
+            known(&v.postgresql)
+        ));
+        out.push_str(&format!(
+            "target: {}; {} runs per side; W1/W2 file {} MiB; pgbench scale {}\n\n",
+            self.target, self.runs, self.size_mib, self.scale
+        ));
+        let header = [
+            "case",
+            "anchor",
+            "barsync",
+            "anchor time",
+            "ratio",
+            "barsync wire",
+            "anchor wire",
+            "barsync RSS",
+            "anchor RSS",
+            "barsync CPU",
+            "anchor CPU",
+        ];
+        let mut lines: Vec<Vec<String>> = Vec::new();
+        for row in &self.rows {
+            lines.push(vec![
+                format!("{} {}", row.id, row.workload),
+                row.anchor.tool.clone(),
+                format!("{:.2} s", row.barsync.median_seconds),
+                format!("{:.2} s", row.anchor.median_seconds),
+                format!("{:.2}x", row.ratio),
+                bytes(row.barsync.wire_bytes),
+                bytes(row.anchor.wire_bytes),
+                format!("{:.1} MiB", row.barsync.peak_rss_kib as f64 / 1024.0),
+                format!("{:.1} MiB", row.anchor.peak_rss_kib as f64 / 1024.0),
+                format!("{:.2} s", row.barsync.cpu_seconds),
+                format!("{:.2} s", row.anchor.cpu_seconds),
+            ]);
+        }
+        let widths: Vec<usize> = (0..header.len())
+            .map(|column| {
+                lines
+                    .iter()
+                    .map(|line| line[column].chars().count())
+                    .chain([header[column].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let render = |cells: Vec<String>| {
+            let padded: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(column, cell)| {
+                    let pad = widths[column] - cell.chars().count();
+                    if column < 2 {
+                        format!("{cell}{}", " ".repeat(pad))
+                    } else {
+                        format!("{}{cell}", " ".repeat(pad))
+                    }
+                })
+                .collect();
+            format!("| {} |\n", padded.join(" | "))
+        };
+        out.push_str(&render(header.iter().map(|h| h.to_string()).collect()));
+        out.push_str(&format!(
+            "|{}|\n",
+            widths
+                .iter()
+                .enumerate()
+                .map(|(column, width)| if column < 2 {
+                    format!(":{}", "-".repeat(width + 1))
+                } else {
+                    format!("{}:", "-".repeat(width + 1))
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        ));
+        for line in lines {
+            out.push_str(&render(line));
+        }
+        for (id, reason) in &self.skipped {
+            out.push_str(&format!("\nskipped {id}: {reason}"));
+        }
+        if !self.skipped.is_empty() {
+            out.push('\n');
+        }
+        out.push('\n');
+        for note in &self.notes {
+            out.push_str(&format!("- {note}\n"));
+        }
+        out
+    }
+}
+
+/// `1,234,567` or `n/a`.
+fn bytes(value: Option<u64>) -> String {
+    let Some(value) = value else {
+        return "n/a".to_owned();
+    };
+    let digits = value.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::runner::Measurement;
+    use super::*;
+
+    fn run(seconds: f64, rss: u64) -> Measurement {
+        Measurement {
+            seconds,
+            cpu_seconds: seconds / 2.0,
+            max_rss_kib: rss,
+            ..Measurement::default()
+        }
+    }
+
+    fn sample() -> Report {
+        let barsync = SideStats::from_runs(
+            "barsync copy",
+            "barsync copy -e ssh h:/a /b",
+            &[run(1.0, 2048), run(3.0, 4096), run(2.0, 1024)],
+            &[Some(1_000), Some(1_200), Some(1_100)],
+        );
+        let anchor = SideStats::from_runs(
+            "rsync -a",
+            "rsync -a h:/a /b",
+            &[run(6.0, 10240), run(4.0, 10240), run(5.0, 10240)],
+            &[
+                Some(1_073_794_252),
+                Some(1_073_794_252),
+                Some(1_073_794_252),
+            ],
+        );
+        let barman =
+            SideStats::from_runs("barman sync-backup", "barman ...", &[run(8.0, 1)], &[None]);
+        let single = SideStats::from_runs(
+            "barsync sync-backup",
+            "barsync ...",
+            &[run(2.0, 1)],
+            &[Some(5)],
+        );
+        Report {
+            machine: Machine {
+                cores: 2,
+                cpu_model: "Test CPU".into(),
+                memory_gib: 23.4,
+                kernel: "6.1.0".into(),
+                load_before: 1.5,
+            },
+            versions: Versions {
+                barsync: Some("barsync 0.1.0".into()),
+                rsync: Some("rsync version 3.5.0 protocol version 32".into()),
+                ..Versions::default()
+            },
+            runs: 3,
+            size_mib: 1024,
+            scale: 10,
+            target: "loopback sshd".into(),
+            notes: vec!["a note".into()],
+            rows: vec![
+                Row::new("W1", "new 1 GiB file", barsync, anchor),
+                Row::new("W4", "second backup", single, barman),
+            ],
+            skipped: vec![("W6".into(), "no reason".into())],
+            load_after: 2.0,
+        }
+    }
+
+    #[test]
+    fn sides_summarise_their_runs() {
+        let report = sample();
+        let row = &report.rows[0];
+        assert_eq!(row.barsync.median_seconds, 2.0);
+        assert_eq!(row.anchor.median_seconds, 5.0);
+        assert_eq!(row.ratio, 2.5);
+        assert_eq!(row.barsync.peak_rss_kib, 4096);
+        assert_eq!(row.barsync.cpu_seconds, 1.0);
+        assert_eq!(row.barsync.wire_bytes, Some(1_100));
+        assert_eq!(report.rows[1].anchor.wire_bytes, None);
+    }
+
+    #[test]
+    fn the_table_has_one_aligned_line_per_case() {
+        let text = sample().render_table();
+        assert!(text.starts_with("machine: 2 cores, Test CPU, 23.4 GiB RAM, Linux 6.1.0; load average 1.50 at start, 2.00 at end\n"), "{text}");
+        assert!(text.contains("barman not found"), "{text}");
+        let table: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+        assert_eq!(table.len(), 4, "{text}");
+        let width = table[0].chars().count();
+        assert!(table.iter().all(|l| l.chars().count() == width), "{text}");
+        assert!(
+            table[2].contains("W1 new 1 GiB file") && table[2].contains("2.50x"),
+            "{text}"
+        );
+        assert!(
+            table[2].contains("1,073,794,252") && table[2].contains("4.0 MiB"),
+            "{text}"
+        );
+        assert!(
+            table[3].contains("barman sync-backup") && table[3].contains("n/a"),
+            "{text}"
+        );
+        assert!(text.contains("skipped W6: no reason"), "{text}");
+        assert!(text.contains("- a note"), "{text}");
+    }
+
+    #[test]
+    fn json_carries_every_field() {
+        let report = sample();
+        let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(value["machine"]["cores"], 2);
+        assert_eq!(value["rows"][0]["id"], "W1");
+        assert_eq!(value["rows"][0]["ratio"], 2.5);
+        assert_eq!(value["rows"][0]["anchor"]["wire_bytes"], 1_073_794_252u64);
+        assert_eq!(
+            value["rows"][1]["anchor"]["wire_bytes"],
+            serde_json::Value::Null
+        );
+        assert_eq!(
+            value["rows"][0]["barsync"]["seconds"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(value["skipped"][0][0], "W6");
+        assert_eq!(
+            value["versions"]["rsync"],
+            "rsync version 3.5.0 protocol version 32"
+        );
+    }
+}
