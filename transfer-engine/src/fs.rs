@@ -11,12 +11,16 @@
 
 use std::fs::File;
 use std::io;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use rustix::fs::{fsync, openat, renameat, unlinkat, AtFlags, Mode, OFlags, CWD};
+
+/// Bytes read from a map between two [`MappedFile::release`] calls of the engine's long scans
+/// (signature, patch): the mapped part of the resident set stays below about this much.
+pub const RELEASE_EVERY: usize = 32 << 20;
 
 /// A read-only memory map of a whole file (an empty file maps to an empty slice).
 pub struct MappedFile {
@@ -40,6 +44,32 @@ impl MappedFile {
         // Sequential access dominates; read-ahead helps signature and delta scans.
         let _ = map.advise(memmap2::Advice::Sequential);
         Ok(MappedFile { map: Some(map) })
+    }
+}
+
+impl MappedFile {
+    /// Drops this process's mappings of the pages of `range` (`madvise(MADV_DONTNEED)`), so that
+    /// bytes already read stop counting in its resident set, which would otherwise grow to the
+    /// size of the file. The pages stay in the page cache; reading them again faults them back
+    /// in from the file. The map is read-only and shared, and mapped files are not modified
+    /// while mapped (module documentation) or only through this process's own writes (an
+    /// in-place update, which a shared map shows before and after a release alike), so every
+    /// byte reads the same after a release. Failure is ignored: this only saves memory.
+    pub fn release(&self, range: Range<usize>) {
+        let Some(map) = &self.map else { return };
+        let end = range.end.min(map.len());
+        if range.start >= end {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a shared, read-only file mapping only drops page table
+        // entries: later reads repopulate them from the file, with the content explained above.
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start,
+                end - range.start,
+            )
+        };
     }
 }
 

@@ -15,7 +15,7 @@ use crate::delta::DeltaSink;
 use crate::delta_codec::DeltaReader;
 use crate::digest::{DigestWriter, FileDigest};
 use crate::error::PatchError;
-use crate::fs::TempFile;
+use crate::fs::{MappedFile, TempFile, RELEASE_EVERY};
 use crate::signature::Signature;
 
 /// Applies delta operations against a basis, writing the result to `out`.
@@ -26,6 +26,26 @@ pub struct Patcher<'b, W: Write> {
     out: W,
     verifier: DigestWriter,
     max_len: u64,
+    release: Release<'b>,
+}
+
+/// Releases the pages of a memory-mapped basis every [`RELEASE_EVERY`] bytes copied from it, so
+/// that a patch's resident set does not grow with the size of the basis.
+#[derive(Default)]
+struct Release<'b> {
+    map: Option<&'b MappedFile>,
+    copied: usize,
+}
+
+impl Release<'_> {
+    fn copied(&mut self, len: usize) {
+        let Some(map) = self.map else { return };
+        self.copied += len;
+        if self.copied >= RELEASE_EVERY {
+            map.release(0..map.len());
+            self.copied = 0;
+        }
+    }
 }
 
 impl<'b, W: Write> Patcher<'b, W> {
@@ -46,7 +66,18 @@ impl<'b, W: Write> Patcher<'b, W> {
             out,
             verifier: DigestWriter::new(signature.key(), digest_block_size),
             max_len: max_len.unwrap_or(u64::MAX),
+            release: Release::default(),
         })
+    }
+
+    /// Releases the pages of `map` as copies read them ([`MappedFile::release`]); `map` must be
+    /// the basis this patcher was made with.
+    pub fn releasing(mut self, map: Option<&'b MappedFile>) -> Self {
+        if let Some(m) = map {
+            debug_assert!(m.is_empty() || std::ptr::eq(m.as_ptr(), self.basis.as_ptr()));
+        }
+        self.release.map = map;
+        self
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), PatchError> {
@@ -93,7 +124,9 @@ impl<W: Write> DeltaSink for Patcher<'_, W> {
         let (start, stop) = block_range(first, count, self.block_size, self.blocks, self.basis)?;
         let (start, stop) = (start as usize, stop as usize);
         let basis = self.basis;
-        self.write(&basis[start..stop])
+        self.write(&basis[start..stop])?;
+        self.release.copied(stop - start);
+        Ok(())
     }
 
     fn literal(&mut self, data: &[u8]) -> Result<(), PatchError> {
@@ -192,6 +225,7 @@ pub struct InPlacePatcher<'b> {
     verifier: DigestWriter,
     max_len: u64,
     written: u64,
+    release: Release<'b>,
 }
 
 impl<'b> InPlacePatcher<'b> {
@@ -214,7 +248,18 @@ impl<'b> InPlacePatcher<'b> {
             verifier: DigestWriter::new(signature.key(), digest_block_size),
             max_len: max_len.unwrap_or(u64::MAX),
             written: 0,
+            release: Release::default(),
         })
+    }
+
+    /// Releases the pages of `map` as copies read them ([`MappedFile::release`]); `map` must be
+    /// the basis this patcher was made with.
+    pub fn releasing(mut self, map: Option<&'b MappedFile>) -> Self {
+        if let Some(m) = map {
+            debug_assert!(m.is_empty() || std::ptr::eq(m.as_ptr(), self.basis.as_ptr()));
+        }
+        self.release.map = map;
+        self
     }
 
     fn write_at(&mut self, data: &[u8], offset: u64) -> Result<(), PatchError> {
@@ -288,6 +333,7 @@ impl DeltaSink for InPlacePatcher<'_> {
             }
         }
         self.position += len;
+        self.release.copied(len as usize);
         Ok(())
     }
 

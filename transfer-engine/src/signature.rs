@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use crate::block_size::{block_count, block_size_for, is_valid_block_size};
 use crate::digest::{block_hash, random_key, HashKey};
 use crate::error::FormatError;
+use crate::fs::{MappedFile, RELEASE_EVERY};
 use crate::rolling::weak_checksum;
 
 const MAGIC: &[u8; 4] = b"BSIG";
@@ -73,6 +74,24 @@ pub fn strong_len_for(len: u64) -> usize {
 
 /// Computes the signature of `basis`.
 pub fn signature(basis: &[u8], options: &SignatureOptions) -> Signature {
+    signature_in_pieces(basis, options, usize::MAX, &mut |_| {})
+}
+
+/// [`signature`] of a memory-mapped basis, releasing the pages it has read every
+/// [`RELEASE_EVERY`] bytes ([`MappedFile::release`]): the resident set does not grow with the
+/// size of the basis.
+pub fn signature_of_map(map: &MappedFile, options: &SignatureOptions) -> Signature {
+    signature_in_pieces(map, options, RELEASE_EVERY, &mut |range| map.release(range))
+}
+
+/// [`signature`], hashing `piece_len` bytes (whole blocks) at a time and calling `after` with
+/// the byte range of each piece once it is done.
+fn signature_in_pieces(
+    basis: &[u8],
+    options: &SignatureOptions,
+    piece_len: usize,
+    after: &mut dyn FnMut(std::ops::Range<usize>),
+) -> Signature {
     let block_size = options
         .block_size
         .unwrap_or_else(|| block_size_for(basis.len() as u64));
@@ -89,16 +108,27 @@ pub fn signature(basis: &[u8], options: &SignatureOptions) -> Signature {
         *weak = weak_checksum(block);
         strong.copy_from_slice(&block_hash(&key, block)[..strong_len]);
     };
-    if options.parallel {
-        basis
-            .par_chunks(block_size)
-            .zip(weak.par_iter_mut().zip(strong.par_chunks_mut(strong_len)))
-            .for_each(sign);
-    } else {
-        basis
-            .chunks(block_size)
-            .zip(weak.iter_mut().zip(strong.chunks_mut(strong_len)))
-            .for_each(sign);
+    let blocks_per_piece = (piece_len / block_size).clamp(1, blocks.max(1));
+    for (index, (weak, strong)) in weak
+        .chunks_mut(blocks_per_piece)
+        .zip(strong.chunks_mut(blocks_per_piece * strong_len))
+        .enumerate()
+    {
+        let start = index * blocks_per_piece * block_size;
+        let end = (start + blocks_per_piece * block_size).min(basis.len());
+        let piece = &basis[start..end];
+        if options.parallel {
+            piece
+                .par_chunks(block_size)
+                .zip(weak.par_iter_mut().zip(strong.par_chunks_mut(strong_len)))
+                .for_each(sign);
+        } else {
+            piece
+                .chunks(block_size)
+                .zip(weak.iter_mut().zip(strong.chunks_mut(strong_len)))
+                .for_each(sign);
+        }
+        after(start..end);
     }
     Signature {
         block_size,
@@ -248,6 +278,33 @@ mod tests {
         assert_eq!(strong_len_for(1 << 20), 10);
         assert_eq!(strong_len_for(1 << 30), 11);
         assert_eq!(strong_len_for(1 << 40), 12);
+    }
+
+    #[test]
+    fn a_map_signed_in_pieces_and_released_gives_the_same_signature() {
+        let data: Vec<u8> = (0..300_001u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        let options = SignatureOptions {
+            key: Some([3u8; 32]),
+            block_size: Some(8192),
+            ..Default::default()
+        };
+        let whole = signature(&data, &options);
+        let mut pieces = Vec::new();
+        let in_pieces = signature_in_pieces(&data, &options, 3 * 8192 + 5, &mut |range| {
+            pieces.push(range)
+        });
+        assert_eq!(whole, in_pieces);
+        assert_eq!(pieces.first(), Some(&(0..3 * 8192)));
+        assert_eq!(pieces.last().map(|r| r.end), Some(data.len()));
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, &data).unwrap();
+        let map = MappedFile::open(file.path()).unwrap();
+        assert_eq!(signature_of_map(&map, &options), whole);
+        // Released pages read back the file's bytes.
+        map.release(0..map.len());
+        assert!(map[..] == data[..]);
     }
 
     #[test]

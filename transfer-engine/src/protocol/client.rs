@@ -20,7 +20,7 @@ use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::RelativePath;
 use crate::digest::FileDigest;
 use crate::fs::{MappedFile, PublishBatch, TempFile};
-use crate::signature::{signature, Signature, SignatureOptions};
+use crate::signature::{signature, signature_of_map, Signature, SignatureOptions};
 
 /// `FileRequest` flag: the client rebuilds the file in place (the delta must allow it).
 pub const FLAG_IN_PLACE: u8 = 1;
@@ -309,10 +309,10 @@ fn send_requests<W: Write>(
             _ => (None, None),
         };
         let in_place_file = in_place_file.filter(|_| basis.is_some());
-        let signature = signature(
-            basis.as_deref().unwrap_or(&[]),
-            &SignatureOptions::default(),
-        );
+        let signature = match &basis {
+            Some(map) => signature_of_map(map, &SignatureOptions::default()),
+            None => signature(&[], &SignatureOptions::default()),
+        };
         encoded.clear();
         signature.encode(&mut encoded);
         let id = first_request + index as u32;
@@ -395,6 +395,7 @@ fn receive_answers<R: Read>(
             label: &request.remote_path,
             peer: "remote",
             basis: entry.basis.as_deref().unwrap_or(&[]),
+            basis_map: entry.basis.as_ref(),
             signature: &entry.signature,
             max_len: request.max_len,
         };

@@ -11,7 +11,7 @@ use crate::block_size::is_valid_block_size;
 use crate::delta::{DeltaSink, MAX_LITERAL_RUN};
 use crate::digest::FileDigest;
 use crate::error::PatchError;
-use crate::fs::{PublishBatch, TempFile, WritebackWriter};
+use crate::fs::{MappedFile, PublishBatch, TempFile, WritebackWriter};
 use crate::patch::{InPlacePatcher, Patcher};
 use crate::signature::Signature;
 
@@ -25,6 +25,8 @@ pub(super) struct Incoming<'a> {
     pub peer: &'a str,
     /// The basis the signature was made from.
     pub basis: &'a [u8],
+    /// The map `basis` is, if it is one: its pages are released as the patch reads them.
+    pub basis_map: Option<&'a MappedFile>,
     pub signature: &'a Signature,
     /// Refuse more bytes than this.
     pub max_len: Option<u64>,
@@ -208,7 +210,7 @@ pub(super) fn receive_file<R: Read>(
                 out,
                 Some(header.len),
             ) {
-                Ok(patcher) => Some(patcher),
+                Ok(patcher) => Some(patcher.releasing(incoming.basis_map)),
                 Err(e) => {
                     local_error = Some(e.to_string());
                     None
@@ -277,7 +279,7 @@ pub(super) fn receive_file_in_place<R: Read>(
         header.digest_block,
         Some(header.len),
     ) {
-        Ok(patcher) if local_error.is_none() => Some(patcher),
+        Ok(patcher) if local_error.is_none() => Some(patcher.releasing(incoming.basis_map)),
         Ok(_) => None,
         Err(e) => {
             local_error = Some(e.to_string());

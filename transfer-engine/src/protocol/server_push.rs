@@ -23,7 +23,7 @@ use super::sender::send_request_error;
 use super::ProtocolError;
 use crate::confine::{open_below, RelativePath, Roots};
 use crate::fs::{MappedFile, TempFile};
-use crate::signature::{signature, Signature, SignatureOptions};
+use crate::signature::{signature, signature_of_map, Signature, SignatureOptions};
 
 /// Pushed files whose signature was sent but whose delta has not arrived yet (each holds a
 /// directory handle and a basis map). A client pushes at most [`MAX_IN_FLIGHT`] ahead.
@@ -111,10 +111,10 @@ impl PushReceiver {
             }
             Err(_) => None,
         };
-        let signature = signature(
-            basis.as_deref().unwrap_or(&[]),
-            &SignatureOptions::default(),
-        );
+        let signature = match &basis {
+            Some(map) => signature_of_map(map, &SignatureOptions::default()),
+            None => signature(&[], &SignatureOptions::default()),
+        };
         let mut encoded = Vec::new();
         signature.encode(&mut encoded);
         writer.start().u32(id).u64(encoded.len() as u64);
@@ -158,6 +158,7 @@ impl PushReceiver {
             label: &push.label,
             peer: "client",
             basis: push.basis.as_deref().unwrap_or(&[]),
+            basis_map: push.basis.as_ref(),
             signature: &push.signature,
             max_len: Some(push.size),
         };
