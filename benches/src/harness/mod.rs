@@ -175,7 +175,7 @@ pub fn run(options: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
         "times: medians of alternating runs; ratio = anchor median / barsync median (above 1: barsync faster)".to_owned(),
         "rsync runs with the ssh command as given (the operator's default ssh settings); barsync copy picks its own cipher (aes128-gcm when the command names none): that choice is part of what is measured".to_owned(),
         "wire: payload bytes as each tool counts them: barsync's summary (MiB received + sent), rsync's --stats (total bytes sent + received); n/a where the tool does not say".to_owned(),
-        "peak RSS and CPU (user + system, median): the local client process and every child it waited for (ssh included), from wait4".to_owned(),
+        "peak RSS: the largest VmHWM among the local client process and its descendants (ssh included; the remote side not counted), sampled every 5 ms, largest over runs; CPU: user + system of that process tree from wait4, median".to_owned(),
         "page cache warm on both sides (same machine on loopback); every destination reset before each run".to_owned(),
     ];
     notes.extend(context.notes());
