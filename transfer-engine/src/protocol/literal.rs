@@ -5,8 +5,20 @@
 //! the result: a run that does not shrink by at least 1/32 is sent raw, and after
 //! [`GIVE_UP_AFTER`] such runs in a row the encoder only tries one run in [`PROBE_EVERY`], so a
 //! stream of incompressible data costs almost no compression CPU.
+//!
+//! An encoder is made per file, but its zstd context outlives it: each thread keeps the last
+//! one in [`SPARE`] for the next file, since creating a context costs more than compressing a
+//! small file (a profile of 10,000 files of 2 KiB showed 3% of the time in `ZSTD_createCCtx`).
+//! Each literal run is still a frame of its own, so reusing the context changes no byte.
+
+use std::cell::RefCell;
 
 use super::ProtocolError;
+
+thread_local! {
+    /// The zstd compressor of this thread's last finished encoder, and its level.
+    static SPARE: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
 
 /// Encoding byte of a literal frame.
 pub const RAW: u8 = 0;
@@ -17,6 +29,7 @@ const PROBE_EVERY: u32 = 16;
 
 /// Per-file literal encoder.
 pub struct LiteralEncoder {
+    level: Option<i32>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     incompressible_streak: u32,
     skipped: u32,
@@ -26,9 +39,14 @@ pub struct LiteralEncoder {
 impl LiteralEncoder {
     /// `level`: zstd level, or `None` to send everything raw.
     pub fn new(level: Option<i32>) -> Self {
-        let compressor =
-            level.map(|level| zstd::bulk::Compressor::new(level).expect("valid zstd level"));
+        let compressor = level.map(
+            |level| match SPARE.with(|spare| spare.borrow_mut().take()) {
+                Some((spare_level, compressor)) if spare_level == level => compressor,
+                _ => zstd::bulk::Compressor::new(level).expect("valid zstd level"),
+            },
+        );
         LiteralEncoder {
+            level,
             compressor,
             incompressible_streak: 0,
             skipped: 0,
@@ -63,6 +81,15 @@ impl LiteralEncoder {
                 out.extend_from_slice(data);
                 RAW
             }
+        }
+    }
+}
+
+impl Drop for LiteralEncoder {
+    /// Leaves the compressor to the next encoder of this thread.
+    fn drop(&mut self) {
+        if let (Some(level), Some(compressor)) = (self.level, self.compressor.take()) {
+            let _ = SPARE.try_with(|spare| *spare.borrow_mut() = Some((level, compressor)));
         }
     }
 }
