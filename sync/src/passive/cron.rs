@@ -105,8 +105,17 @@ fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Eve
             return result;
         }
     };
-    if let Err(error) = sync_server(server, options, events, &mut result) {
+    // One set of sessions serves every copy of this server's run.
+    let cache = super::primary_link::SessionCache::default();
+    let options = PassiveOptions {
+        session_cache: Some(cache.clone()),
+        ..options.clone()
+    };
+    if let Err(error) = sync_server(server, &options, events, &mut result) {
         result.error = Some(error.to_string());
+    }
+    for error in cache.close_all() {
+        events.warning(&error);
     }
     result
 }

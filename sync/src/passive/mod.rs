@@ -85,6 +85,8 @@ pub struct PassiveOptions {
     pub force_sftp: bool,
     /// Barman on this node, which deletes the backups retention reports OBSOLETE.
     pub barman: PathBuf,
+    /// Keep sessions open between copies (cron sets one per server and closes it at the end).
+    pub session_cache: Option<primary_link::SessionCache>,
 }
 
 impl Default for PassiveOptions {
@@ -97,6 +99,7 @@ impl Default for PassiveOptions {
             remote_program: RemoteProgram::Barman,
             force_sftp: false,
             barman: PathBuf::from("barman"),
+            session_cache: None,
         }
     }
 }

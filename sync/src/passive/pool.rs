@@ -122,7 +122,7 @@ pub fn run_jobs(
         }
     });
     if let Some(unused) = first {
-        let _ = unused.close();
+        let _ = link.release(unused);
     }
     let results = results
         .into_inner()
@@ -200,6 +200,9 @@ impl Worker<'_> {
     /// Copies one chunk; one result per job of the chunk.
     fn run_chunk(&mut self, chunk: &[usize]) -> Vec<Result<FetchReport, String>> {
         if self.session.is_none() {
+            self.session = self.link.reuse();
+        }
+        if self.session.is_none() {
             match self.link.open(self.events) {
                 Ok(session) => {
                     self.totals.sessions += 1;
@@ -235,8 +238,8 @@ impl Worker<'_> {
                 // The session broke: files already verified were published (the next run
                 // skips them); the rest of this chunk failed. The next chunk reconnects.
                 let peer = session.peer().to_owned();
-                if let Some(broken) = self.session.take() {
-                    self.add_traffic(&broken);
+                if let Some(mut broken) = self.session.take() {
+                    self.add_traffic(&mut broken);
                 }
                 let message = format!("{peer}: {error}");
                 chunk.iter().map(|_| Err(message.clone())).collect()
@@ -262,17 +265,17 @@ impl Worker<'_> {
         }
     }
 
-    fn add_traffic(&mut self, session: &Session) {
-        if let Some((sent, received)) = session.traffic() {
+    fn add_traffic(&mut self, session: &mut Session) {
+        if let Some((sent, received)) = session.take_traffic() {
             self.totals.sent_bytes += sent;
             self.totals.received_bytes += received;
         }
     }
 
     fn close_session(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.add_traffic(&session);
-            if let Err(error) = session.close() {
+        if let Some(mut session) = self.session.take() {
+            self.add_traffic(&mut session);
+            if let Err(error) = self.link.release(session) {
                 self.errors.push(error);
             }
         }

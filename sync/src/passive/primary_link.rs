@@ -8,7 +8,7 @@
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use transfer_engine::copy::PullSource;
 use transfer_engine::protocol::client::ClientOptions;
@@ -24,6 +24,42 @@ use crate::syncinfo::PrimaryInfo;
 
 type RemoteClient = Client<Box<dyn Read + Send>, StreamWriter>;
 
+/// Sessions kept open between the copies of one cron run (the backups, then the WALs), so
+/// each costs one SSH handshake per worker rather than one per copy. Keyed by everything a
+/// session was opened with. [`SessionCache::close_all`] ends them cleanly.
+#[derive(Clone, Default)]
+pub struct SessionCache(Arc<Mutex<Vec<(String, Session)>>>);
+
+impl std::fmt::Debug for SessionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.0.lock().map(|idle| idle.len()).unwrap_or(0);
+        write!(f, "SessionCache({idle} idle)")
+    }
+}
+
+impl SessionCache {
+    fn take(&self, key: &str) -> Option<Session> {
+        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let position = idle.iter().position(|(k, _)| k == key)?;
+        Some(idle.swap_remove(position).1)
+    }
+
+    fn park(&self, key: String, session: Session) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((key, session));
+    }
+
+    /// Closes every idle session; the errors of those that did not end cleanly.
+    pub fn close_all(&self) -> Vec<String> {
+        let idle = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        idle.into_iter()
+            .filter_map(|(_, session)| session.close().err())
+            .collect()
+    }
+}
+
 /// How to open sessions to one server's primary.
 pub struct PrimaryLink {
     server: String,
@@ -34,6 +70,7 @@ pub struct PrimaryLink {
     compression: Option<i32>,
     throttle: Option<Arc<Throttle>>,
     use_sftp: AtomicBool,
+    cache: Option<SessionCache>,
 }
 
 /// An open session with the primary.
@@ -42,6 +79,8 @@ pub enum Session {
         client: Box<RemoteClient>,
         exit: ExitWaiter,
         peer: String,
+        /// Traffic already reported by [`Session::take_traffic`].
+        accounted: (u64, u64),
     },
     Sftp {
         source: Box<SftpSource>,
@@ -82,7 +121,35 @@ impl PrimaryLink {
                 .filter(|&limit| limit > 0)
                 .map(Throttle::from_kib_per_second),
             use_sftp: AtomicBool::new(options.force_sftp),
+            cache: options.session_cache.clone(),
         })
+    }
+
+    /// What identifies a session of this link in a [`SessionCache`].
+    fn cache_key(&self) -> String {
+        format!(
+            "{}\0{}\0{:?}\0{}",
+            self.ssh_command,
+            self.roots.join("\0"),
+            self.compression,
+            self.use_sftp.load(Ordering::Relaxed)
+        )
+    }
+
+    /// A session from the cache, if the options gave one and it holds an idle session.
+    pub fn reuse(&self) -> Option<Session> {
+        self.cache.as_ref()?.take(&self.cache_key())
+    }
+
+    /// Ends a session: parked in the cache for the next copy when there is one, else closed.
+    pub fn release(&self, session: Session) -> Result<(), String> {
+        match &self.cache {
+            Some(cache) => {
+                cache.park(self.cache_key(), session);
+                Ok(())
+            }
+            None => session.close(),
+        }
     }
 
     /// The primary's directory holding backup `id`.
@@ -147,6 +214,7 @@ impl PrimaryLink {
                 client: Box::new(client),
                 exit,
                 peer,
+                accounted: (0, 0),
             }),
             Err(error) => {
                 let status = exit.wait();
@@ -208,10 +276,18 @@ impl Session {
         }
     }
 
-    /// Bytes sent and received so far, when known.
-    pub fn traffic(&self) -> Option<(u64, u64)> {
+    /// Bytes sent and received since the last call (the whole session's traffic is reported
+    /// once, however many copies share the session), when known.
+    pub fn take_traffic(&mut self) -> Option<(u64, u64)> {
         match self {
-            Session::Barsync { client, .. } => Some(client.traffic()),
+            Session::Barsync {
+                client, accounted, ..
+            } => {
+                let (sent, received) = client.traffic();
+                let delta = (sent - accounted.0, received - accounted.1);
+                *accounted = (sent, received);
+                Some(delta)
+            }
             Session::Sftp { .. } => None,
         }
     }
@@ -219,7 +295,9 @@ impl Session {
     /// Ends the session cleanly and waits for the remote side to exit.
     pub fn close(self) -> Result<(), String> {
         match self {
-            Session::Barsync { client, exit, peer } => {
+            Session::Barsync {
+                client, exit, peer, ..
+            } => {
                 let finished = client.finish();
                 let status = exit.wait();
                 finished.map_err(|e| format!("{peer}: closing the session: {e}"))?;

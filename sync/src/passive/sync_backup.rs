@@ -193,7 +193,10 @@ fn copy_backup(
     let id = info.backup_id();
     let link = PrimaryLink::new(server, primary, options).map_err(|e| e.to_string())?;
     let remote_directory = link.backup_path(id);
-    let mut session = link.open(events).map_err(|e| e.to_string())?;
+    let mut session = match link.reuse() {
+        Some(session) => session,
+        None => link.open(events).map_err(|e| e.to_string())?,
+    };
     let listing = match session.source().list(&remote_directory, true) {
         Ok(Ok(listing)) => listing,
         Ok(Err(message)) => return Err(format!("listing {remote_directory}: {message}")),
