@@ -260,7 +260,7 @@ impl PullSource for crate::sftp::SftpSource {
                     .unwrap_or_else(|| partial_path(&r.destination))
             })
             .collect();
-let files: Vec<crate::sftp::SftpFile<'_>> = requests
+        let files: Vec<crate::sftp::SftpFile<'_>> = requests
             .iter()
             .zip(&partials)
             .map(|(r, partial)| crate::sftp::SftpFile {
