@@ -165,3 +165,26 @@ pub fn describe(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// Builds the shared hand-made Barman primary of `make-barman-fixture.sh` (no PostgreSQL) in a
+/// new directory and returns it; its configuration is `primary.conf` there.
+pub fn fixture_primary() -> tempfile::TempDir {
+    let shared = std::env::var_os("BARSYNC_TEST_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let script = shared.join("tools/make-barman-fixture.sh");
+    assert!(script.is_file(), "{} is missing", script.display());
+    let base = tempfile::Builder::new()
+        .prefix("barsync-primary-")
+        .tempdir()
+        .unwrap();
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(base.path())
+        .env("BARMAN_BIN", barman_program())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "make-barman-fixture.sh failed");
+    base
+}

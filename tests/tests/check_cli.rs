@@ -1,32 +1,7 @@
 //! `barsync check` on a passive node behind a real sshd, against the hand-made Barman primary
 //! of `make-barman-fixture.sh`: before the first sync, after it, and with a changed host key.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use barsync_tests::passive_rig::{barman_program, describe, PassiveRig, RigOptions};
-
-/// Builds the hand-made primary in a new directory (with its `primary.conf`).
-fn fixture_primary() -> tempfile::TempDir {
-    let shared = std::env::var_os("BARSYNC_TEST_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let script = shared.join("tools/make-barman-fixture.sh");
-    assert!(script.is_file(), "{} is missing", script.display());
-    let base = tempfile::Builder::new()
-        .prefix("barsync-primary-")
-        .tempdir()
-        .unwrap();
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg(base.path())
-        .env("BARMAN_BIN", barman_program())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "make-barman-fixture.sh failed");
-    base
-}
+use barsync_tests::passive_rig::{describe, fixture_primary, PassiveRig, RigOptions};
 
 fn line<'a>(output: &'a str, check: &str) -> &'a str {
     output

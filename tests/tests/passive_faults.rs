@@ -8,26 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use barsync_tests::passive_rig::{barman_program, describe, PassiveRig, RigOptions};
-
-fn fixture_primary() -> tempfile::TempDir {
-    let shared = std::env::var_os("BARSYNC_TEST_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let base = tempfile::Builder::new()
-        .prefix("barsync-faults-")
-        .tempdir()
-        .unwrap();
-    let status = Command::new("bash")
-        .arg(shared.join("tools/make-barman-fixture.sh"))
-        .arg(base.path())
-        .env("BARMAN_BIN", barman_program())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    base
-}
+use barsync_tests::passive_rig::{describe, fixture_primary, PassiveRig, RigOptions};
 
 /// Adds one file of `mib` MiB of incompressible data to the primary's newest backup.
 fn add_random_file(primary: &Path, name: &str, mib: usize) -> Vec<u8> {

@@ -5,33 +5,12 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use barsync_tests::passive_rig::{barman_program, describe, PassiveRig, RigOptions};
-
-/// Builds the shared hand-made primary in a new directory and returns it (with its
-/// `primary.conf`).
-fn fixture_primary() -> tempfile::TempDir {
-    let shared = std::env::var_os("BARSYNC_TEST_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let script = shared.join("tools/make-barman-fixture.sh");
-    assert!(script.is_file(), "{} is missing", script.display());
-    let base = tempfile::Builder::new()
-        .prefix("barsync-primary-")
-        .tempdir()
-        .unwrap();
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg(base.path())
-        .env("BARMAN_BIN", barman_program())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "make-barman-fixture.sh failed");
-    base
-}
+use barsync_tests::passive_rig::{
+    barman_program, describe, fixture_primary, PassiveRig, RigOptions,
+};
 
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
