@@ -540,3 +540,33 @@ fn a_barsync_passive_is_the_primary_of_another_passive() {
         describe(&list)
     );
 }
+
+#[test]
+fn bandwidth_limit_paces_the_barsync_and_the_sftp_paths() {
+    let primary = fixture_primary();
+    grow_primary_backup(primary.path(), 1, 4);
+    for sftp in [false, true] {
+        let rig = PassiveRig::new(
+            &primary.path().join("primary.conf"),
+            &RigOptions {
+                // 1 MiB/s for all sessions together: the 4 MiB of random data take 4 s.
+                server_lines: vec!["bandwidth_limit = 1024".into()],
+                ..RigOptions::default()
+            },
+        );
+        let info = rig.barsync(&["sync-info", "--primary", "pg"]);
+        assert!(info.status.success(), "{}", describe(&info));
+        let mut args = vec!["sync-backup", "pg", "20240102T120000"];
+        if sftp {
+            args.push("--sftp");
+        }
+        let start = std::time::Instant::now();
+        let sync = rig.barsync(&args);
+        let seconds = start.elapsed().as_secs_f64();
+        assert!(sync.status.success(), "{}", describe(&sync));
+        assert!(
+            seconds > 3.0,
+            "sftp={sftp}: 4 MiB at 1 MiB/s took {seconds:.2} s: bandwidth_limit was not applied"
+        );
+    }
+}

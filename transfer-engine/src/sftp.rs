@@ -56,6 +56,8 @@ pub struct SftpSource {
     session: Session,
     sftp: Sftp,
     check: Verification,
+    /// Called with the size of every read of file data (a caller's rate limit).
+    read_hook: Option<Box<dyn FnMut(usize) + Send>>,
 }
 
 /// One file to fetch over SFTP.
@@ -92,6 +94,7 @@ impl SftpSource {
             session,
             sftp,
             check: Verification::SizeAndMtime,
+            read_hook: None,
         };
         let found = source
             .run("command -v b3sum; command -v sha256sum")
@@ -104,6 +107,12 @@ impl SftpSource {
             Verification::SizeAndMtime
         };
         Ok(source)
+    }
+
+    /// Calls `hook` with the size of every read of file data, before the next read (a rate
+    /// limit shared with other sessions, for instance).
+    pub fn set_read_hook(&mut self, hook: Box<dyn FnMut(usize) + Send>) {
+        self.read_hook = Some(hook);
     }
 
     /// The check this host allows.
@@ -380,6 +389,9 @@ impl SftpSource {
                 .write_all(&buffer[..n])
                 .map_err(|e| other("writing the partial copy", &e))?;
             received += n as u64;
+            if let Some(hook) = self.read_hook.as_mut() {
+                hook(n);
+            }
         }
         local.sync_all().map_err(|e| other("fsync", &e))?;
         let after = self

@@ -246,8 +246,12 @@ impl PrimaryLink {
         let (session, _tcp) = transport
             .connect()
             .map_err(|e| self.failure(e.to_string()))?;
-        let source = SftpSource::new(session)
+        let mut source = SftpSource::new(session)
             .map_err(|e| self.failure(format!("{peer}: starting SFTP: {e}")))?;
+        if let Some(throttle) = &self.throttle {
+            let throttle = throttle.clone();
+            source.set_read_hook(Box::new(move |bytes| throttle.consume(bytes)));
+        }
         Ok(Session::Sftp {
             source: Box::new(source),
             peer,
