@@ -1,0 +1,115 @@
+//! Copying trees between this side and a session's server: [`pull`] fetches into a local
+//! directory, [`push`] sends a local tree (the two directions of `barsync copy`).
+//!
+//! The plan follows rsync: a source with a trailing slash copies its contents, without one it
+//! copies the directory itself; files whose size and mtime match are skipped (unless
+//! `checksum`, which delta-transfers every file: unchanged ones cost one signature and a few
+//! copy operations); mode and mtime are preserved; symlinks are copied as symlinks and never
+//! followed; `delete` removes local entries the source no longer has. A file cut off in the
+//! middle is kept as `.<name>.barsync-partial` and used as the basis of the next attempt, and
+//! files already complete are skipped next time, so an interrupted copy resumes.
+//!
+//! Split by stage: `source.rs` holds the far side's traits ([`PullSource`], [`PushTarget`])
+//! and their impls for the protocol client and SFTP; `pull.rs` plans and fetches into a local
+//! tree; `push.rs` lists a local tree and sends it. This module owns what they share: the
+//! options, the report, the error and the name of a partial file.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::protocol::ProtocolError;
+
+mod pull;
+mod push;
+mod source;
+
+pub use pull::pull;
+pub use push::{local_entries, push};
+pub use source::{PullSource, PushTarget};
+
+/// Options of a copy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CopyOptions {
+    /// Copy directories recursively.
+    pub recursive: bool,
+    /// Remove local entries the source does not have.
+    pub delete: bool,
+    /// Only report what would be done.
+    pub dry_run: bool,
+    /// Compare content, not size and mtime.
+    pub checksum: bool,
+    /// Update existing files in place, writing only what changed (rsync's `--inplace`). Faster
+    /// for large files that change a little, but a failed update leaves the file modified.
+    pub in_place: bool,
+}
+
+/// What a copy did (or, in a dry run, would do).
+#[derive(Clone, Debug, Default)]
+pub struct CopyReport {
+    /// Files in the source.
+    pub files: u64,
+    /// Files transferred.
+    pub transferred: u64,
+    /// Files skipped as already up to date.
+    pub skipped: u64,
+    /// Size of the transferred files.
+    pub bytes: u64,
+    /// Bytes received on the wire (listings and file data; for SFTP, file data only).
+    pub received_bytes: u64,
+    /// Bytes sent on the wire (requests and signatures; for SFTP, none counted).
+    pub sent_bytes: u64,
+    /// Bytes rebuilt from local data rather than received.
+    pub reused_bytes: u64,
+    /// Symlinks created or replaced.
+    pub symlinks: u64,
+    /// Local entries removed by `delete`.
+    pub deleted: u64,
+    /// How many files were verified each way (e.g. "barsync digest", "SFTP, remote sha256sum").
+    pub verified_by: std::collections::BTreeMap<&'static str, u64>,
+    /// Per-file failures, each naming its file.
+    pub errors: Vec<String>,
+    /// The actions, one line each (filled in a dry run).
+    pub plan: Vec<String>,
+}
+
+/// Why a copy could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// The server refused or failed to list the source.
+    #[error("remote: {0}")]
+    Remote(String),
+    /// The source is a directory but the copy is not recursive.
+    #[error("{0} is a directory (use -r to copy directories)")]
+    NotRecursive(String),
+    /// A local file system operation failed.
+    #[error("{}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn local_error(path: &Path) -> impl FnOnce(io::Error) -> CopyError + '_ {
+    move |source| CopyError::Local {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The name under which an interrupted transfer of `path` is kept.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.barsync-partial"))
+}
+
+/// Whether two modification times are the same file version: equal seconds, and equal
+/// nanoseconds unless one side keeps only seconds (SFTP, some file systems), as rsync compares.
+fn mtimes_match(a: (i64, u32), b: (i64, u32)) -> bool {
+    a.0 == b.0 && (a.1 == b.1 || a.1 == 0 || b.1 == 0)
+}

@@ -1,0 +1,201 @@
+//! The far side of a copy: [`PullSource`] (what [`pull`](super::pull()) reads from) and
+//! [`PushTarget`] (what [`push`](super::push()) writes to), implemented for a barsync session
+//! ([`Client`]) and for SFTP on a host without barsync ([`SftpSource`](crate::sftp::SftpSource)).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use super::{partial_path, CopyError};
+use crate::protocol::{Client, Entry, FetchOutcome, FetchRequest, PushItem, PushOutcome};
+
+/// Lists over SFTP; a failure is the far side's answer for that path, not a session error.
+fn list_over_sftp(
+    sftp: &mut crate::sftp::SftpSource,
+    path: &str,
+    recursive: bool,
+) -> Result<Vec<Entry>, String> {
+    sftp.list(path, recursive)
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+/// Where [`push`](super::push()) writes to: a barsync session, or SFTP on a host without barsync.
+pub trait PushTarget {
+    /// Lists `path`; `Ok(Err(message))` when the far side refused or failed (or it is missing).
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError>;
+    /// Applies each item, reporting each outcome as it completes.
+    fn apply(
+        &mut self,
+        items: &[PushItem],
+        progress: &mut dyn FnMut(&PushOutcome),
+    ) -> Result<Vec<PushOutcome>, CopyError>;
+    /// How pushed files are verified, for the report.
+    fn verified_by(&self) -> &'static str;
+    /// Bytes sent and received on the wire so far, when known.
+    fn traffic(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+impl<R: Read, W: Write + Send> PushTarget for Client<R, W> {
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+        Ok(Client::list(self, path, recursive)?)
+    }
+    fn apply(
+        &mut self,
+        items: &[PushItem],
+        progress: &mut dyn FnMut(&PushOutcome),
+    ) -> Result<Vec<PushOutcome>, CopyError> {
+        Ok(Client::push(self, items, progress)?)
+    }
+    fn verified_by(&self) -> &'static str {
+        "barsync digest"
+    }
+    fn traffic(&self) -> Option<(u64, u64)> {
+        Some(Client::traffic(self))
+    }
+}
+
+impl PushTarget for crate::sftp::SftpSource {
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+        Ok(list_over_sftp(self, path, recursive))
+    }
+    fn apply(
+        &mut self,
+        items: &[PushItem],
+        progress: &mut dyn FnMut(&PushOutcome),
+    ) -> Result<Vec<PushOutcome>, CopyError> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let result = match item {
+                PushItem::Directory { remote_path, mode } => {
+                    self.make_directory(remote_path, *mode)
+                }
+                PushItem::Symlink {
+                    remote_path,
+                    target,
+                } => self.make_symlink(remote_path, target),
+                PushItem::File { local, remote_path } => {
+                    self.push_file(local, remote_path).map(drop)
+                }
+                PushItem::Remove { remote_path } => self.remove(remote_path),
+            };
+            let outcome = PushOutcome {
+                index,
+                remote_path: item.remote_path().to_string(),
+                result,
+            };
+            progress(&outcome);
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+    fn verified_by(&self) -> &'static str {
+        self.verification().label()
+    }
+}
+
+/// Where [`pull`](super::pull()) reads from: a barsync session, or SFTP on a host without barsync.
+pub trait PullSource {
+    /// Lists `path`; `Ok(Err(message))` when the far side refused or failed.
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError>;
+    /// Fetches each request, reporting each outcome as it completes.
+    fn fetch(
+        &mut self,
+        requests: &[FetchRequest],
+        progress: &mut dyn FnMut(&FetchOutcome),
+    ) -> Result<Vec<FetchOutcome>, CopyError>;
+    /// Bytes sent and received on the wire so far (listings included), when known.
+    fn traffic(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+impl<R: Read, W: Write + Send> PullSource for Client<R, W> {
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+        Ok(Client::list(self, path, recursive)?)
+    }
+    fn fetch(
+        &mut self,
+        requests: &[FetchRequest],
+        progress: &mut dyn FnMut(&FetchOutcome),
+    ) -> Result<Vec<FetchOutcome>, CopyError> {
+        Ok(Client::fetch(self, requests, progress)?)
+    }
+    fn traffic(&self) -> Option<(u64, u64)> {
+        Some(Client::traffic(self))
+    }
+}
+
+impl PullSource for crate::sftp::SftpSource {
+    fn list(
+        &mut self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+        Ok(list_over_sftp(self, path, recursive))
+    }
+    fn fetch(
+        &mut self,
+        requests: &[FetchRequest],
+        progress: &mut dyn FnMut(&FetchOutcome),
+    ) -> Result<Vec<FetchOutcome>, CopyError> {
+        let partials: Vec<PathBuf> = requests
+            .iter()
+            .map(|r| {
+                r.partial
+                    .clone()
+                    .unwrap_or_else(|| partial_path(&r.destination))
+            })
+            .collect();
+        let files: Vec<crate::sftp::SftpFile<'_>> = requests
+            .iter()
+            .zip(&partials)
+            .map(|(r, partial)| crate::sftp::SftpFile {
+                remote: r.remote_path.as_str(),
+                destination: r.destination.as_path(),
+                partial: partial.as_path(),
+                max_len: r.max_len,
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(requests.len());
+        self.fetch_many(&files, &mut |index, result| {
+            let outcome = FetchOutcome {
+                index,
+                remote_path: requests[index].remote_path.clone(),
+                result: result.map(|fetched| crate::protocol::FetchReport {
+                    len: fetched.len,
+                    digest: None,
+                    verified_by: fetched.verification.label(),
+                    received_bytes: fetched.received_bytes,
+                    signature_bytes: 0,
+                    reused_bytes: fetched.len - fetched.received_bytes,
+                    basis_problem: None,
+                    linked: false,
+                }),
+            };
+            progress(&outcome);
+            outcomes.push(outcome);
+        });
+        Ok(outcomes)
+    }
+}
