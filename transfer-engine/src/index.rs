@@ -9,7 +9,7 @@
 //!
 //! Blocks that repeat exactly (same weak checksum and block hash: runs of zero pages, say) are
 //! indexed once, so repetitive data keeps chains short. Only full-size blocks are indexed; a short
-//! last block is matched only at the very end of the new file (see [`crate::delta`]).
+//! last block is matched only at the very end of the new file (see [`mod@crate::delta`]).
 
 use crate::signature::Signature;
 

@@ -5,10 +5,10 @@
 //! - [`primary_link`] reaches the primary through `primary_ssh_command`: a `barsync serve`
 //!   session confined to the primary's backup and WAL directories, or SFTP when barsync is not
 //!   installed there;
-//! - [`sync_backup`] decides as Barman does whether a backup needs copying, plans its files
+//! - [`mod@sync_backup`] decides as Barman does whether a backup needs copying, plans its files
 //!   ([`backup_plan`]: a basis for each from the local backups, following `reuse_backup`),
 //!   and moves it SYNCING → DONE or FAILED;
-//! - [`sync_wals`] copies new WALs and appends them to the xlog db, exactly once;
+//! - [`mod@sync_wals`] copies new WALs and appends them to the xlog db, exactly once;
 //! - [`pool`] runs the file copies of either on `parallel_jobs` sessions, largest first, under
 //!   one [`throttle`] for `bandwidth_limit`;
 //! - [`cron`] runs sync-info, every missing backup and the WALs for each passive server.

@@ -3,11 +3,11 @@
 //! Each literal run is compressed on its own (so the receiver can decode any frame alone and
 //! bound its memory). Incompressible data (already compressed WAL, random bytes) is detected by
 //! the result: a run that does not shrink by at least 1/32 is sent raw, and after
-//! [`GIVE_UP_AFTER`] such runs in a row the encoder only tries one run in [`PROBE_EVERY`], so a
+//! `GIVE_UP_AFTER` such runs in a row the encoder only tries one run in `PROBE_EVERY`, so a
 //! stream of incompressible data costs almost no compression CPU.
 //!
 //! An encoder is made per file, but its zstd context outlives it: each thread keeps the last
-//! one in [`SPARE`] for the next file, since creating a context costs more than compressing a
+//! one in `SPARE` for the next file, since creating a context costs more than compressing a
 //! small file (a profile of 10,000 files of 2 KiB showed 3% of the time in `ZSTD_createCCtx`).
 //! Each literal run is still a frame of its own, so reusing the context changes no byte.
 

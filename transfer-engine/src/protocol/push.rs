@@ -2,7 +2,7 @@
 //!
 //! A writer thread sends up to [`MAX_IN_FLIGHT`] `PushFile` headers ahead; the server answers
 //! each with the signature of its current copy, which the reader (the caller's thread) hands to
-//! the writer, which then streams that file's delta ([`super::sender`]). Answers (`PushDone`)
+//! the writer, which then streams that file's delta (`sender.rs`). Answers (`PushDone`)
 //! arrive per request; one failing does not stop the others.
 
 use std::collections::VecDeque;

@@ -6,7 +6,7 @@
 //! Sliding the window by one byte (drop `out`, take `in`) is `a += in - out; b += a - n·out`.
 //!
 //! Whole-block sums ([`Rolling::of`]) come from a kernel picked at run time: AVX2 where the CPU
-//! has it ([`x86_avx2`]), else the portable one ([`portable`]). Both compute, over chunks of 32
+//! has it (`x86_avx2`), else the portable one (`portable`). Both compute, over chunks of 32
 //! bytes, the chunk sums and their running total, and recombine
 //! `b = 32 · Σ(sums before each chunk) + Σ (32 - t) · x[t]`; the tests hold them to the definition.
 
