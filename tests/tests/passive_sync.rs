@@ -24,6 +24,15 @@ fn xlogdb_names(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The files of backup `id` on the fixture primary, as a passive copies them (all but
+/// `backup.info`).
+fn primary_backup_files(primary: &Path, id: &str) -> Vec<(String, Vec<u8>)> {
+    files_below(&primary.join(format!("primary-home/pg/base/{id}")))
+        .into_iter()
+        .filter(|(path, _)| path != "backup.info")
+        .collect()
+}
+
 /// Every regular file below `root`, as (relative path, content).
 fn files_below(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut found = Vec::new();
@@ -98,11 +107,7 @@ fn cron_syncs_every_backup_and_wal_and_barman_reads_them() {
             "{info}"
         );
         // The copy is the primary's tree minus backup.info: byte for byte.
-        let theirs: Vec<_> =
-            files_below(&primary.path().join(format!("primary-home/pg/base/{id}")))
-                .into_iter()
-                .filter(|(path, _)| path != "backup.info")
-                .collect();
+        let theirs = primary_backup_files(primary.path(), id);
         let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
         assert_eq!(ours, theirs, "backup {id} differs from the primary's");
     }
@@ -393,12 +398,8 @@ fn a_cut_connection_fails_the_backup_and_the_next_run_resumes() {
         received < total * 0.8,
         "the resumed run received {received:.1} MiB of {total:.1}: completed files were sent again"
     );
-    let theirs = files_below(&primary.path().join(format!("primary-home/pg/base/{id}")));
+    let theirs = primary_backup_files(primary.path(), id);
     let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
-    let theirs: Vec<_> = theirs
-        .into_iter()
-        .filter(|(p, _)| p != "backup.info")
-        .collect();
     assert_eq!(ours.len(), theirs.len());
     assert!(
         ours == theirs,
@@ -418,10 +419,7 @@ fn barsync_killed_at_random_points_never_leaves_a_done_backup_incomplete() {
         },
     );
     let id = "20240102T120000";
-    let theirs: Vec<_> = files_below(&primary.path().join(format!("primary-home/pg/base/{id}")))
-        .into_iter()
-        .filter(|(p, _)| p != "backup.info")
-        .collect();
+    let theirs = primary_backup_files(primary.path(), id);
     // Kill `barsync cron` (SIGKILL) after 0.2 .. 1.4 s, six times; check the catalog after each.
     for round in 0..6u64 {
         let mut child = Command::new(barsync_tests::binaries::barsync())
@@ -519,11 +517,7 @@ fn a_barsync_passive_is_the_primary_of_another_passive() {
     let second = leaf.barsync(&["cron"]);
     assert!(second.status.success(), "{}", describe(&second));
     for id in ["20240101T120000", "20240102T120000"] {
-        let theirs: Vec<_> =
-            files_below(&primary.path().join(format!("primary-home/pg/base/{id}")))
-                .into_iter()
-                .filter(|(p, _)| p != "backup.info")
-                .collect();
+        let theirs = primary_backup_files(primary.path(), id);
         assert!(
             files_below(&leaf.server_directory().join(format!("base/{id}"))) == theirs,
             "backup {id} on the second tier differs from the primary's"
