@@ -73,15 +73,12 @@ pub fn plan_backup(
                 wanted.insert(PathBuf::from(path));
                 let target = destination.join(path);
                 let partial = partial_path(&target);
-                let (basis, link) = if is_regular_file(&target) {
-                    (Some(target.clone()), true)
-                } else if is_regular_file(&partial) {
-                    (Some(partial.clone()), false)
-                } else {
-                    match reference.map(|r| r.join(path)).filter(|p| is_regular_file(p)) {
+                let (basis, link) = match local_basis(&target, &partial) {
+                    Some((basis, is_destination)) => (Some(basis), is_destination),
+                    None => match reference.map(|r| r.join(path)).filter(|p| is_regular_file(p)) {
                         Some(other) => (Some(other), link_identical),
                         None => (None, false),
-                    }
+                    },
                 };
                 plan.bytes += entry.size;
                 plan.jobs.push(Job {
@@ -103,6 +100,18 @@ pub fn plan_backup(
         .sort_by_key(|(path, _)| path.components().count());
     plan.stale = stale_entries(destination, &wanted);
     Ok(plan)
+}
+
+/// What this node already has of `target`: the file itself (a resumed copy; `true`), else
+/// what an interrupted transfer kept in `partial` (`false`). Symlinks are never a basis.
+pub(crate) fn local_basis(target: &Path, partial: &Path) -> Option<(PathBuf, bool)> {
+    if is_regular_file(target) {
+        Some((target.to_path_buf(), true))
+    } else if is_regular_file(partial) {
+        Some((partial.to_path_buf(), false))
+    } else {
+        None
+    }
 }
 
 fn is_regular_file(path: &Path) -> bool {

@@ -43,6 +43,16 @@ impl PoolReport {
     pub fn failures(&self) -> impl Iterator<Item = &String> {
         self.results.iter().filter_map(|r| r.as_ref().err())
     }
+
+    /// `Err` with the first failure and how many more there were, `Ok` when every file made it.
+    pub fn check(&self) -> Result<(), String> {
+        let failures: Vec<&String> = self.failures().collect();
+        match failures.first() {
+            None => Ok(()),
+            Some(first) if failures.len() == 1 => Err(first.to_string()),
+            Some(first) => Err(format!("{first} (and {} more files)", failures.len() - 1)),
+        }
+    }
 }
 
 /// Splits job indices (largest first) into chunks.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::backup_plan::{plan_backup, BackupPlan};
-use super::pool::{run_jobs_retrying, PoolReport};
+use super::pool::run_jobs_retrying;
 use super::primary_link::PrimaryLink;
 use super::retention::{self, Candidate};
 use super::{
@@ -229,22 +229,12 @@ fn copy_backup(
         retry_for(server),
         events,
     );
-    check_report(&report)?;
+    report.check()?;
     finish_destination(&destination, &plan)?;
     let mut totals = report.totals;
     totals.files = plan.jobs.len() as u64;
     totals.bytes = plan.bytes;
     Ok(totals)
-}
-
-/// The failures of a copy as one reason: the first one, and how many there were.
-fn check_report(report: &PoolReport) -> Result<(), String> {
-    let failures: Vec<&String> = report.failures().collect();
-    match failures.first() {
-        None => Ok(()),
-        Some(first) if failures.len() == 1 => Err(first.to_string()),
-        Some(first) => Err(format!("{first} (and {} more files)", failures.len() - 1)),
-    }
 }
 
 /// The local backup whose files are the best basis: the nearest older DONE backup with a

@@ -14,6 +14,7 @@ use std::time::Instant;
 use transfer_engine::copy::partial_path;
 use transfer_engine::protocol::FetchRequest;
 
+use super::backup_plan::local_basis;
 use super::pool::{run_jobs_retrying, Job};
 use super::primary_link::PrimaryLink;
 use super::{
@@ -179,14 +180,10 @@ pub(crate) fn sync_wals_locked(
         if let Some(directory) = destination.parent() {
             create_real_directory(directory).map_err(failed)?;
         }
-        let exists = destination
-            .symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_file());
         let partial = partial_path(&destination);
-        let basis = if exists {
-            Some(destination.clone())
-        } else {
-            Some(partial.clone()).filter(|p| p.exists())
+        let (basis, exists) = match local_basis(&destination, &partial) {
+            Some((basis, is_destination)) => (Some(basis), is_destination),
+            None => (None, false),
         };
         jobs.push(Job {
             request: FetchRequest {
@@ -210,14 +207,7 @@ pub(crate) fn sync_wals_locked(
         retry_for(server),
         events,
     );
-    let failures: Vec<&String> = report.failures().collect();
-    if let Some(first) = failures.first() {
-        let more = match failures.len() {
-            1 => String::new(),
-            n => format!(" (and {} more files)", n - 1),
-        };
-        return Err(failed(format!("{first}{more}")));
-    }
+    report.check().map_err(failed)?;
     crate::fsutil::fsync_directory(&wals_directory).map_err(PassiveError::io(&wals_directory))?;
     let entries: Vec<WalEntry> = to_copy.iter().map(|(wal, _)| (*wal).clone()).collect();
     let listed = LockedXlogDb::open(server)?.append_missing(&entries)?;
