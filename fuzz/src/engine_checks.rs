@@ -85,6 +85,15 @@ fn decode_payload(
             fields.u8()?;
             fields.u8()?;
         }
+        Kind::RangeRequest => {
+            fields.u32()?;
+            fields.str()?;
+            fields.u64()?;
+            fields.u64()?;
+            fields.u64()?;
+            fields.u8()?;
+            fields.u8()?;
+        }
         Kind::SignatureChunk => {
             fields.u32()?;
             fields.rest();
@@ -278,6 +287,7 @@ pub fn run_client_session<R: Read, W: Write + Send>(
         partial: Some(work.join(format!("{destination}.partial"))),
         in_place: false,
         link_identical: false,
+        part: None,
     };
     let requests = [
         request("new.bin", "a", None),

@@ -43,6 +43,7 @@ fn fetch_tree(
             partial: None,
             in_place: false,
             link_identical: false,
+            part: None,
         })
         .collect();
     let outcomes = client.fetch(&requests, |_| {}).unwrap();

@@ -9,6 +9,7 @@
 //! sender); a file truncated under a live map would fault, so callers must not map files that
 //! are still being written.
 
+use std::borrow::Borrow;
 use std::fs::File;
 use std::io;
 use std::ops::{Deref, Range};
@@ -265,40 +266,52 @@ fn file_name(path: &Path) -> io::Result<String> {
         })
 }
 
-/// A writer that starts writeback of what it wrote every [`WritebackWriter::INTERVAL`] bytes
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so the disk works while the
-/// rest of the file is still arriving and the final fsync has little left to do.
-pub struct WritebackWriter<'a> {
-    file: &'a mut File,
+/// A writer that writes a file from a given offset on (`pwrite`, so several writers can fill
+/// disjoint ranges of one file at once) and starts writeback of what it wrote every
+/// [`WritebackWriter::INTERVAL`] bytes (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not
+/// wait), so the disk works while the rest of the file is still arriving and the final fsync has
+/// little left to do.
+pub struct WritebackWriter<F: Borrow<File>> {
+    file: F,
+    /// Offset of the first byte this writer writes.
+    offset: u64,
     written: u64,
     started: u64,
 }
 
-impl<'a> WritebackWriter<'a> {
+impl<F: Borrow<File>> WritebackWriter<F> {
     /// Bytes written between two writeback requests.
     pub const INTERVAL: u64 = 32 << 20;
 
     /// Wraps a file written sequentially from offset 0.
-    pub fn new(file: &'a mut File) -> Self {
+    pub fn new(file: F) -> Self {
+        WritebackWriter::at(file, 0)
+    }
+
+    /// Wraps a file written sequentially from `offset`.
+    pub fn at(file: F, offset: u64) -> Self {
         WritebackWriter {
             file,
+            offset,
             written: 0,
             started: 0,
         }
     }
 }
 
-impl io::Write for WritebackWriter<'_> {
+impl<F: Borrow<File>> io::Write for WritebackWriter<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        use std::os::unix::fs::FileExt;
+        let file = self.file.borrow();
+        let n = file.write_at(buf, self.offset + self.written)?;
         self.written += n as u64;
         if self.written - self.started >= Self::INTERVAL {
             use std::os::fd::AsRawFd;
             // SAFETY: a plain syscall on an open descriptor; failure only loses the hint.
             unsafe {
                 libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.started as libc::off64_t,
+                    file.as_raw_fd(),
+                    (self.offset + self.started) as libc::off64_t,
                     (self.written - self.started) as libc::off64_t,
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
@@ -309,7 +322,7 @@ impl io::Write for WritebackWriter<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        Ok(())
     }
 }
 

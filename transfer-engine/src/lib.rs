@@ -39,6 +39,7 @@ pub mod protocol;
 pub mod rolling;
 pub mod sftp;
 pub mod signature;
+pub mod split_file;
 pub mod transport;
 
 pub use delta::{delta, delta_with, DeltaOptions, DeltaSink, DeltaStats, DeltaSummary};

@@ -71,10 +71,13 @@ impl<'b, W: Write> Patcher<'b, W> {
     }
 
     /// Releases the pages of `map` as copies read them ([`MappedFile::release`]); `map` must be
-    /// the basis this patcher was made with.
+    /// the basis this patcher was made with, or contain it.
     pub fn releasing(mut self, map: Option<&'b MappedFile>) -> Self {
         if let Some(m) = map {
-            debug_assert!(m.is_empty() || std::ptr::eq(m.as_ptr(), self.basis.as_ptr()));
+            debug_assert!(
+                self.basis.is_empty() || m.as_ptr_range().contains(&self.basis.as_ptr()),
+                "the basis is (a range of) the map"
+            );
         }
         self.release.map = map;
         self
@@ -253,10 +256,13 @@ impl<'b> InPlacePatcher<'b> {
     }
 
     /// Releases the pages of `map` as copies read them ([`MappedFile::release`]); `map` must be
-    /// the basis this patcher was made with.
+    /// the basis this patcher was made with, or contain it.
     pub fn releasing(mut self, map: Option<&'b MappedFile>) -> Self {
         if let Some(m) = map {
-            debug_assert!(m.is_empty() || std::ptr::eq(m.as_ptr(), self.basis.as_ptr()));
+            debug_assert!(
+                self.basis.is_empty() || m.as_ptr_range().contains(&self.basis.as_ptr()),
+                "the basis is (a range of) the map"
+            );
         }
         self.release.map = map;
         self

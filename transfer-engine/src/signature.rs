@@ -84,6 +84,19 @@ pub fn signature_of_map(map: &MappedFile, options: &SignatureOptions) -> Signatu
     signature_in_pieces(map, options, RELEASE_EVERY, &mut |range| map.release(range))
 }
 
+/// [`signature`] of the bytes `range` of a memory-mapped basis (a part of a split file),
+/// releasing pages as [`signature_of_map`] does.
+pub fn signature_of_map_range(
+    map: &MappedFile,
+    range: std::ops::Range<usize>,
+    options: &SignatureOptions,
+) -> Signature {
+    let start = range.start;
+    signature_in_pieces(&map[range], options, RELEASE_EVERY, &mut |piece| {
+        map.release(piece.start + start..piece.end + start)
+    })
+}
+
 /// [`signature`], hashing `piece_len` bytes (whole blocks) at a time and calling `after` with
 /// the byte range of each piece once it is done.
 fn signature_in_pieces(

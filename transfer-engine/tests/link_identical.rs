@@ -45,6 +45,7 @@ fn fetch_linking(
             partial: None,
             in_place: false,
             link_identical: true,
+            part: None,
         })
         .collect();
     let outcomes = client.fetch(&requests, |_| {}).unwrap();

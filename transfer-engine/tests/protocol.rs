@@ -72,6 +72,7 @@ fn requests(root: &Path, dest: &Path, paths: &[&str]) -> Vec<FetchRequest> {
             partial: None,
             in_place: false,
             link_identical: false,
+            part: None,
         })
         .collect()
 }
@@ -182,6 +183,7 @@ fn per_file_errors_name_the_path_and_do_not_stop_the_others() {
         partial: None,
         in_place: false,
         link_identical: false,
+        part: None,
     };
     let batch = vec![
         request(format!("{}/missing", root.display()), "a"),

@@ -90,6 +90,7 @@ pub fn plan_backup(
                         partial: Some(partial),
                         in_place: false,
                         link_identical: link,
+                        part: None,
                     },
                     size: entry.size,
                 });

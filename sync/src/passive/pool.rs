@@ -306,6 +306,7 @@ mod tests {
                 partial: None,
                 in_place: false,
                 link_identical: false,
+                part: None,
             },
             size,
         }

@@ -194,6 +194,7 @@ pub(crate) fn sync_wals_locked(
                 partial: Some(partial),
                 in_place: false,
                 link_identical: exists,
+                part: None,
             },
             size: wal.size as u64,
         });

@@ -198,6 +198,7 @@ fn plan_files(
             partial: Some(partial),
             in_place: options.in_place && basis_is_destination,
             link_identical: false,
+            part: None,
         });
     }
     Ok(requests)

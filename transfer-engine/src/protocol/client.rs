@@ -12,15 +12,19 @@ use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
-use super::handshake::handshake;
+use super::handshake::{handshake, FEATURE_RANGES};
 use super::link::receive_file_or_link;
 use super::literal::LiteralDecoder;
+use super::part::receive_part;
 use super::receiver::{receive_file, receive_file_in_place, send_signature, Incoming};
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::RelativePath;
 use crate::digest::FileDigest;
 use crate::fs::{MappedFile, PublishBatch, TempFile};
-use crate::signature::{signature, signature_of_map, Signature, SignatureOptions};
+use crate::signature::{
+    signature, signature_of_map, signature_of_map_range, Signature, SignatureOptions,
+};
+use crate::split_file::FilePart;
 
 /// `FileRequest` flag: the client rebuilds the file in place (the delta must allow it).
 pub const FLAG_IN_PLACE: u8 = 1;
@@ -64,6 +68,12 @@ pub struct FetchRequest {
     /// length, the sender's digest matching the basis), hard-link the basis as the destination
     /// instead of writing a copy (Barman's `reuse_backup = link`).
     pub link_identical: bool,
+    /// Fetch only this byte range of the file, into its [`SplitFile`](crate::split_file::SplitFile)
+    /// (which the caller finishes once every part is in). `destination`, `partial` and
+    /// `in_place` are then the split file's business; `basis` is still the file the range is
+    /// delta-transferred against, and `max_len` should be the part's length. Needs a server that
+    /// [supports parts](Client::supports_parts).
+    pub part: Option<FilePart>,
 }
 
 /// What a successful fetch did.
@@ -108,6 +118,7 @@ pub struct Client<R: Read, W: Write> {
     pub(super) options: ClientOptions,
     pub(super) next_request: u32,
     peer_agent: String,
+    peer_features: u32,
 }
 
 impl<R: Read, W: Write + Send> Client<R, W> {
@@ -115,13 +126,14 @@ impl<R: Read, W: Write + Send> Client<R, W> {
     pub fn connect(input: R, output: W, options: ClientOptions) -> Result<Self, ProtocolError> {
         let mut reader = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
         let mut writer = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
-        let (peer_agent, _features) = handshake(&mut reader, &mut writer)?;
+        let (peer_agent, peer_features) = handshake(&mut reader, &mut writer)?;
         Ok(Client {
             reader,
             writer: Some(writer),
             options,
             next_request: 0,
             peer_agent,
+            peer_features,
         })
     }
 
@@ -131,6 +143,11 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             self.writer.as_ref().map_or(0, |w| w.bytes),
             self.reader.bytes,
         )
+    }
+
+    /// Whether the server answers requests for byte ranges of a file ([`FetchRequest::part`]).
+    pub fn supports_parts(&self) -> bool {
+        self.peer_features & FEATURE_RANGES != 0
     }
 
     /// The server's agent string (e.g. `barsync 0.1.0`).
@@ -262,11 +279,18 @@ fn read_entry(fields: &mut Fields<'_>) -> Result<Entry, ProtocolError> {
 /// What the answer reader needs of a request the writer sent: its basis and signature.
 struct Pending {
     basis: Option<MappedFile>,
+    /// The bytes of `basis` the signature covers (all of it, or a part's range).
+    basis_range: std::ops::Range<usize>,
     /// For an in-place request: the destination, open for writing (the basis maps it).
     in_place: Option<std::fs::File>,
     signature: Signature,
     signature_bytes: u64,
     problem: Option<String>,
+}
+
+/// `at` clamped to a basis of `len` bytes.
+fn clamp(at: u64, len: usize) -> usize {
+    usize::try_from(at).map_or(len, |at| at.min(len))
 }
 
 fn send_requests<W: Write>(
@@ -308,29 +332,55 @@ fn send_requests<W: Write>(
             },
             _ => (None, None),
         };
-        let in_place_file = in_place_file.filter(|_| basis.is_some());
+        let in_place_file = in_place_file.filter(|_| basis.is_some() && request.part.is_none());
+        let basis_len = basis.as_ref().map_or(0, |map| map.len());
+        let basis_range = match &request.part {
+            Some(part) => clamp(part.offset, basis_len)..clamp(part.offset + part.len, basis_len),
+            None => 0..basis_len,
+        };
         let signature = match &basis {
+            Some(map) if request.part.is_some() => {
+                signature_of_map_range(map, basis_range.clone(), &SignatureOptions::default())
+            }
             Some(map) => signature_of_map(map, &SignatureOptions::default()),
             None => signature(&[], &SignatureOptions::default()),
         };
         encoded.clear();
         signature.encode(&mut encoded);
         let id = first_request + index as u32;
-        writer
-            .start()
-            .u32(id)
-            .str(&request.remote_path)
-            .u64(encoded.len() as u64)
-            .u8(level)
-            .u8(if in_place_file.is_some() {
-                FLAG_IN_PLACE
-            } else {
-                0
-            });
-        writer.send(Kind::FileRequest)?;
+        let flags = if in_place_file.is_some() {
+            FLAG_IN_PLACE
+        } else {
+            0
+        };
+        match &request.part {
+            Some(part) => {
+                writer
+                    .start()
+                    .u32(id)
+                    .str(&request.remote_path)
+                    .u64(part.offset)
+                    .u64(part.len)
+                    .u64(encoded.len() as u64)
+                    .u8(level)
+                    .u8(flags);
+                writer.send(Kind::RangeRequest)?;
+            }
+            None => {
+                writer
+                    .start()
+                    .u32(id)
+                    .str(&request.remote_path)
+                    .u64(encoded.len() as u64)
+                    .u8(level)
+                    .u8(flags);
+                writer.send(Kind::FileRequest)?;
+            }
+        }
         send_signature(writer, id, &encoded)?;
         let entry = Pending {
             basis,
+            basis_range,
             in_place: in_place_file,
             signature,
             signature_bytes: encoded.len() as u64,
@@ -390,14 +440,19 @@ fn receive_answers<R: Read>(
         let id = first_request + index as u32;
         let entry = pending.recv().map_err(|_| ProtocolError::Truncated)?;
         let start_bytes = reader.bytes;
+        let basis = entry
+            .basis
+            .as_deref()
+            .map_or(&[][..], |map| &map[entry.basis_range.clone()]);
         let incoming = Incoming {
             id,
             label: &request.remote_path,
             peer: "remote",
-            basis: entry.basis.as_deref().unwrap_or(&[]),
+            basis,
             basis_map: entry.basis.as_ref(),
             signature: &entry.signature,
             max_len: request.max_len,
+            part: request.part.is_some(),
         };
         let make_temp = || {
             let mut temp = TempFile::beside(&request.destination)?;
@@ -412,6 +467,11 @@ fn receive_answers<R: Read>(
             .as_deref()
             .filter(|_| request.link_identical && entry.basis.is_some());
         let received = match (&entry.in_place, link_basis) {
+            _ if request.part.is_some() => {
+                let part = request.part.as_ref().expect("checked");
+                receive_part(reader, &incoming, part, &mut literals)
+                    .map(|r| r.map(|received| (received, false)))
+            }
             (Some(file), _) => receive_file_in_place(reader, &incoming, file, &mut literals)
                 .map(|r| r.map(|received| (received, false))),
             (None, Some(basis_path)) => receive_file_or_link(

@@ -12,6 +12,8 @@ pub const AGENT: &str = concat!("barsync ", env!("CARGO_PKG_VERSION"));
 const MAGIC: &[u8; 4] = b"BSYN";
 /// Feature bit: the side decodes zstd literals.
 pub const FEATURE_ZSTD: u32 = 1;
+/// Feature bit: the side answers `RangeRequest` (a byte range of a file, verified on its own).
+pub const FEATURE_RANGES: u32 = 2;
 
 /// Sends our `Hello` and checks the peer's; returns the peer's agent string and features.
 pub fn handshake<R: Read, W: Write>(
@@ -22,7 +24,7 @@ pub fn handshake<R: Read, W: Write>(
         .start()
         .rest(MAGIC)
         .u32(PROTOCOL_VERSION)
-        .u32(FEATURE_ZSTD)
+        .u32(FEATURE_ZSTD | FEATURE_RANGES)
         .str(AGENT);
     writer.send(Kind::Hello)?;
     writer.flush()?;

@@ -8,16 +8,17 @@
 //! other file. At the first operation that differs, a temporary file is created, the identical
 //! prefix is copied into it, and the file is patched and verified as usual.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
 use super::frame::FrameReader;
 use super::literal::LiteralDecoder;
-use super::receiver::{apply_operations, read_file_begin, too_long, Incoming, OperationsEnd};
+use super::receiver::{
+    apply_operations, read_file_begin, too_long, FileHeader, Incoming, OperationsEnd,
+};
 use super::ProtocolError;
 use crate::delta::DeltaSink;
-use crate::digest::file_digest;
+use crate::digest::{file_digest, FileDigest};
 use crate::error::PatchError;
 use crate::fs::{PublishBatch, TempFile};
 use crate::patch::Patcher;
@@ -30,47 +31,80 @@ pub(super) struct LinkedOrWritten {
     pub linked: bool,
 }
 
-/// A sink that writes nothing while the operations reproduce the basis block by block.
-struct LinkOrPatch<'b, F: FnMut() -> io::Result<TempFile>> {
-    incoming: &'b Incoming<'b>,
-    digest_block: usize,
-    len: u64,
+/// A sink that writes nothing while the operations reproduce the basis block by block. At the
+/// first difference it calls `make_output` for somewhere to write (`H` holds what must live as
+/// long as the output, such as its temporary file), writes the identical prefix there, and
+/// patches as usual from then on. [`receive_part`](super::part::receive_part) uses it too.
+pub(super) struct LinkOrPatch<'b, H, W: Write, F: FnMut() -> io::Result<(H, W)>> {
+    pub incoming: &'b Incoming<'b>,
+    pub digest_block: usize,
+    pub len: u64,
     /// Leading basis blocks the operations copied in order, before anything differed.
-    identical_blocks: u64,
-    writing: Option<(TempFile, Patcher<'b, BufWriter<File>>)>,
-    make_temp: F,
+    pub identical_blocks: u64,
+    pub writing: Option<(H, Patcher<'b, W>)>,
+    pub make_output: F,
 }
 
-impl<'b, F: FnMut() -> io::Result<TempFile>> LinkOrPatch<'b, F> {
+impl<'b, H, W: Write, F: FnMut() -> io::Result<(H, W)>> LinkOrPatch<'b, H, W, F> {
+    pub fn new(incoming: &'b Incoming<'b>, header: &FileHeader, make_output: F) -> Self {
+        LinkOrPatch {
+            incoming,
+            digest_block: header.digest_block,
+            len: header.len,
+            identical_blocks: 0,
+            writing: None,
+            make_output,
+        }
+    }
+
     /// The patcher, created (with the identical prefix written) at the first difference.
-    fn patcher(&mut self) -> Result<&mut Patcher<'b, BufWriter<File>>, PatchError> {
+    pub fn patcher(&mut self) -> Result<&mut Patcher<'b, W>, PatchError> {
         if self.writing.is_none() {
-            let mut temp = (self.make_temp)().map_err(PatchError::Write)?;
-            let file = temp.file().try_clone().map_err(PatchError::Write)?;
+            let (holder, out) = (self.make_output)().map_err(PatchError::Write)?;
             let mut patcher = Patcher::new(
                 self.incoming.basis,
                 self.incoming.signature,
                 self.digest_block,
-                BufWriter::with_capacity(256 * 1024, file),
+                out,
                 Some(self.len),
             )?;
             if self.identical_blocks > 0 {
                 patcher.copy(0, self.identical_blocks)?;
             }
-            self.writing = Some((temp, patcher));
+            self.writing = Some((holder, patcher));
         }
         Ok(&mut self.writing.as_mut().expect("just created").1)
     }
 
     /// Whether the operations so far are the whole basis, in order.
-    fn is_whole_basis(&self) -> bool {
+    pub fn is_whole_basis(&self) -> bool {
         self.writing.is_none()
             && self.identical_blocks == self.incoming.signature.blocks() as u64
             && self.len == self.incoming.basis.len() as u64
     }
+
+    /// When the file turned out to be the whole basis (ended with `end`): checks the sender's
+    /// digest against the basis. `Ok(false)`: not the whole basis.
+    pub fn verify_whole_basis(&self, end: &(u64, FileDigest)) -> Result<bool, String> {
+        if !(self.is_whole_basis() && end.0 == self.len) {
+            return Ok(false);
+        }
+        let digest = file_digest(
+            self.incoming.signature.key(),
+            self.digest_block,
+            self.incoming.basis,
+        );
+        if digest != end.1 {
+            return Err(format!(
+                "{}: the sender's digest does not match the basis although every block did",
+                self.incoming.label
+            ));
+        }
+        Ok(true)
+    }
 }
 
-impl<F: FnMut() -> io::Result<TempFile>> DeltaSink for LinkOrPatch<'_, F> {
+impl<H, W: Write, F: FnMut() -> io::Result<(H, W)>> DeltaSink for LinkOrPatch<'_, H, W, F> {
     type Error = PatchError;
 
     fn copy(&mut self, first: u64, count: u64) -> Result<(), PatchError> {
@@ -107,14 +141,12 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
         Err(message) => return Ok(Err(message)),
     };
     let local_error = too_long(incoming, &header);
-    let mut sink = LinkOrPatch {
-        incoming,
-        digest_block: header.digest_block,
-        len: header.len,
-        identical_blocks: 0,
-        writing: None,
-        make_temp,
-    };
+    let mut make_temp = make_temp;
+    let mut sink = LinkOrPatch::new(incoming, &header, || {
+        let mut temp = make_temp()?;
+        let file = temp.file().try_clone()?;
+        Ok((temp, BufWriter::with_capacity(256 * 1024, file)))
+    });
     let active = if local_error.is_none() {
         Some(&mut sink)
     } else {
@@ -139,18 +171,11 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
         digest: end.1,
         reused_bytes: reused.min(end.0),
     };
-    if sink.is_whole_basis() && end.0 == header.len {
-        let digest = file_digest(
-            incoming.signature.key(),
-            header.digest_block,
-            incoming.basis,
-        );
-        if digest != end.1 {
-            return Ok(Err(format!(
-                "{label}: the sender's digest does not match {} although every block did",
-                basis_path.display()
-            )));
-        }
+    let whole_basis = match sink.verify_whole_basis(&end) {
+        Ok(whole) => whole,
+        Err(message) => return Ok(Err(message)),
+    };
+    if whole_basis {
         if basis_path == destination {
             // Already in place and verified: nothing to publish.
             return Ok(Ok(LinkedOrWritten {

@@ -13,12 +13,18 @@
 //!   SignatureChunk(req, bytes)… ───────────────► FileBegin(req, len, mtime, mode, digest block)
 //!                                                Copy(req, first, count) | Literal(req, zstd|raw, …)…
 //!                                                FileEnd(req, len, digest) | RequestError(req, …)
+//! RangeRequest(req, path, offset, len, sig_len, level)
+//!   SignatureChunk(req, bytes)… ───────────────► FileBegin(…, file_len) … FileEnd (the range only)
 //! RequestsDone ────────────────────────────────► ServerDone
 //! ```
 //! Because the client never waits per file, latency is paid once per batch, not once per file;
 //! the client bounds how many requests are in flight ([`client::MAX_IN_FLIGHT`], 256), so memory stays
 //! bounded however many files are queued. Literals are zstd-compressed when that pays
 //! ([`literal`]). Every file ends with its digest, which the client verifies before publishing.
+//! A `RangeRequest` (when the server's `Hello` announces ranges) asks for one byte range of a
+//! file, answered and verified as if the range were a whole file; `FileBegin` then also carries
+//! the whole file's length. Parts of one file fetched over several sessions are assembled by a
+//! [`SplitFile`](crate::split_file::SplitFile).
 //! Errors about one file (missing, permission denied, refused path) travel as `RequestError`
 //! naming the remote path and do not stop the others; `Fatal` ends the session.
 
@@ -27,6 +33,7 @@ pub mod frame;
 pub mod handshake;
 mod link;
 pub mod literal;
+mod part;
 pub mod push;
 mod receiver;
 mod sender;

@@ -140,6 +140,7 @@ fn send_items<W: Write>(
                 &signature,
                 level,
                 &DeltaOptions::default(),
+                None,
             )?,
             Err(e) => Err(format!("{label}: {e}")),
         };

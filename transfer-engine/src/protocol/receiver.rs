@@ -30,6 +30,9 @@ pub(super) struct Incoming<'a> {
     pub signature: &'a Signature,
     /// Refuse more bytes than this.
     pub max_len: Option<u64>,
+    /// The request was for a byte range of the file (`FileBegin` then also carries the whole
+    /// file's length).
+    pub part: bool,
 }
 
 /// A file received, verified and published.
@@ -55,7 +58,10 @@ pub(super) fn send_signature<W: Write>(
 
 /// What `FileBegin` announced.
 pub(super) struct FileHeader {
+    /// Bytes that follow (for a part: the bytes of the range).
     pub len: u64,
+    /// The length of the sender's whole file.
+    pub file_len: u64,
     pub mtime: (i64, u32),
     pub mode: u32,
     pub digest_block: usize,
@@ -93,6 +99,7 @@ pub(super) fn read_file_begin<R: Read>(
     let mtime = (fields.i64()?, fields.u32()?);
     let mode = fields.u32()? & 0o7777;
     let digest_block = 1usize.checked_shl(fields.u8()? as u32).unwrap_or(0);
+    let file_len = if incoming.part { fields.u64()? } else { len };
     fields.end()?;
     if !is_valid_block_size(digest_block) {
         return Err(ProtocolError::Malformed(format!(
@@ -101,6 +108,7 @@ pub(super) fn read_file_begin<R: Read>(
     }
     Ok(Ok(FileHeader {
         len,
+        file_len,
         mtime,
         mode,
         digest_block,

@@ -57,9 +57,19 @@ pub(super) fn send_request_error<W: Write>(
     Ok(writer.send(Kind::RequestError)?)
 }
 
+/// The byte range `[offset, offset + len)` of a file, as a `RangeRequest` asks for it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ByteRange {
+    pub offset: u64,
+    pub len: u64,
+}
+
 /// Streams the delta of the open regular file `file` (named `label` in messages) against
-/// `signature`, with literals compressed at zstd `level` (`None`: raw).
-/// `Ok(Err(message))`: the file could not be read; nothing was sent for it yet.
+/// `signature`, with literals compressed at zstd `level` (`None`: raw). With `range`, only those
+/// bytes (as many as the file has) are sent, as if they were the whole file, and `FileBegin`
+/// also carries the whole file's length. `Ok(Err(message))`: the file could not be read;
+/// nothing was sent for it yet.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn send_file<W: Write>(
     writer: &mut FrameWriter<W>,
     id: u32,
@@ -68,6 +78,7 @@ pub(super) fn send_file<W: Write>(
     signature: &Signature,
     level: Option<i32>,
     options: &DeltaOptions,
+    range: Option<ByteRange>,
 ) -> Result<Result<u64, String>, ProtocolError> {
     let metadata = match file.metadata() {
         Ok(m) if m.is_file() => m,
@@ -78,22 +89,35 @@ pub(super) fn send_file<W: Write>(
         Ok(map) => map,
         Err(e) => return Ok(Err(format!("{label}: {e}"))),
     };
-    let digest_block = digest_block_size(signature, map.len() as u64);
-    writer
+    let file_len = map.len() as u64;
+    let bytes = match range {
+        None => &map[..],
+        Some(ByteRange { offset, len }) => {
+            let start = offset.min(file_len) as usize;
+            let end = offset.saturating_add(len).min(file_len) as usize;
+            &map[start..end]
+        }
+    };
+    let digest_block = digest_block_size(signature, bytes.len() as u64);
+    let mut begin = writer
         .start()
         .u32(id)
-        .u64(map.len() as u64)
+        .u64(bytes.len() as u64)
         .i64(metadata.mtime())
         .u32(metadata.mtime_nsec() as u32)
         .u32(metadata.mode() & 0o7777)
         .u8(digest_block.trailing_zeros() as u8);
+    if range.is_some() {
+        begin = begin.u64(file_len);
+    }
+    let _ = begin;
     writer.send(Kind::FileBegin)?;
     let mut sink = FrameSink {
         writer,
         id,
         literals: LiteralEncoder::new(level),
     };
-    let summary = delta_with(&map, signature, &mut sink, options)?;
+    let summary = delta_with(bytes, signature, &mut sink, options)?;
     writer
         .start()
         .u32(id)

@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use super::client::FLAG_IN_PLACE;
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::handshake::handshake;
-use super::sender::{read_signature, send_file, send_request_error};
+use super::sender::{read_signature, send_file, send_request_error, ByteRange};
 use super::server_push::PushReceiver;
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::{open_below, open_file_below, RelativePath, Roots};
@@ -55,9 +55,17 @@ pub fn serve<R: Read, W: Write>(
                     send_request_error(&mut writer, request, &message)?;
                 }
             }
-            Kind::FileRequest => {
+            Kind::FileRequest | Kind::RangeRequest => {
                 let request = fields.u32()?;
                 let path = fields.str()?.to_string();
+                let range = if kind == Kind::RangeRequest {
+                    Some(ByteRange {
+                        offset: fields.u64()?,
+                        len: fields.u64()?,
+                    })
+                } else {
+                    None
+                };
                 let signature_len = fields.u64()?;
                 let level = fields.u8()? as i8;
                 let flags = fields.u8()?;
@@ -76,6 +84,7 @@ pub fn serve<R: Read, W: Write>(
                         &signature,
                         level,
                         &options,
+                        range,
                     )?
                     .map(drop),
                     Err(message) => Err(message),
@@ -135,7 +144,8 @@ pub fn serve<R: Read, W: Write>(
     }
 }
 
-/// Resolves, opens and sends one requested file. `Ok(Err(message))`: a per-file failure.
+/// Resolves, opens and sends one requested file (or a range of it). `Ok(Err(message))`: a per-file failure.
+#[allow(clippy::too_many_arguments)]
 fn send_requested_file<W: Write>(
     writer: &mut FrameWriter<W>,
     roots: &Roots,
@@ -144,6 +154,7 @@ fn send_requested_file<W: Write>(
     signature: &Signature,
     level: i8,
     options: &DeltaOptions,
+    range: Option<ByteRange>,
 ) -> Result<Result<u64, String>, ProtocolError> {
     let opened = roots
         .resolve(path)
@@ -160,6 +171,7 @@ fn send_requested_file<W: Write>(
             signature,
             (level > 0).then_some(level as i32),
             options,
+            range,
         ),
         Err(message) => Ok(Err(message)),
     }

@@ -161,6 +161,7 @@ impl PushReceiver {
             basis_map: push.basis.as_ref(),
             signature: &push.signature,
             max_len: Some(push.size),
+            part: false,
         };
         let make_temp = || {
             TempFile::in_directory(
