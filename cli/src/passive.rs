@@ -72,6 +72,10 @@ pub struct Common {
     /// SSH transport for primary_ssh_command: auto, in-process (libssh2) or subprocess (ssh)
     #[arg(long, default_value = "auto")]
     transport: String,
+    /// Files of at least twice this size are fetched in parts of this size, shared by the
+    /// sessions (bytes, or with K, M, G: 64M, 1G); 0 never splits
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    part_size: u64,
     /// Print the summary as one JSON document on stdout (information goes to stderr)
     #[arg(long)]
     pub json: bool,
@@ -116,6 +120,26 @@ pub fn transport(name: &str) -> Result<TransportPreference> {
     })
 }
 
+/// A size in bytes, optionally with a binary suffix: `65536`, `64K`, `64M`, `1G` (or `64MiB`).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let shift = match text[digits.len()..].to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KIB" | "KB" => 10,
+        "M" | "MIB" | "MB" => 20,
+        "G" | "GIB" | "GB" => 30,
+        other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
+    };
+    let number: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 0, 65536, 64M, 1G)"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 fn setup(common: &Common) -> Result<(Config, PassiveOptions)> {
     let config = Config::load(common.config.as_deref())?;
     let options = PassiveOptions {
@@ -125,6 +149,7 @@ fn setup(common: &Common) -> Result<(Config, PassiveOptions)> {
         config_file: config.config_file().to_path_buf(),
         remote_program: RemoteProgram::Barman,
         force_sftp: common.sftp,
+        part_size: common.part_size,
         ..PassiveOptions::default()
     };
     Ok((config, options))
@@ -148,8 +173,16 @@ pub fn totals_line(totals: &TransferTotals, seconds: f64) -> String {
     } else {
         String::new()
     };
+    let split = if totals.split_files > 0 {
+        format!(
+            " ({} split into {} parts)",
+            totals.split_files, totals.parts
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{} files, {}{linked}; {} received, {} sent, {} reused; {} sessions; verified: {}; {seconds:.1} s",
+        "{} files{split}, {}{linked}; {} received, {} sent, {} reused; {} sessions; verified: {}; {seconds:.1} s",
         totals.files,
         mib(totals.bytes),
         mib(totals.received_bytes),
@@ -170,10 +203,32 @@ pub fn totals_json(totals: &TransferTotals, seconds: f64) -> Value {
         "bytes_sent": totals.sent_bytes,
         "bytes_reused": totals.reused_bytes,
         "files_linked": totals.linked,
+        "files_split": totals.split_files,
+        "parts": totals.parts,
         "sessions": totals.sessions,
         "verified": totals.verified_by,
         "duration_seconds": round(seconds),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert!(parse_size("12Q").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999G")
+            .unwrap_err()
+            .contains("too large"));
+    }
 }
 
 fn round(seconds: f64) -> f64 {

@@ -21,6 +21,7 @@ pub mod cron;
 pub mod pool;
 pub mod primary_link;
 pub mod retention;
+mod split;
 pub mod sync_backup;
 pub mod sync_wals;
 pub mod throttle;
@@ -87,6 +88,9 @@ pub struct PassiveOptions {
     pub barman: PathBuf,
     /// Keep sessions open between copies (cron sets one per server and closes it at the end).
     pub session_cache: Option<primary_link::SessionCache>,
+    /// Files of at least twice this size are fetched in parts of this size, shared by the
+    /// sessions; 0 never splits.
+    pub part_size: u64,
 }
 
 impl Default for PassiveOptions {
@@ -100,9 +104,13 @@ impl Default for PassiveOptions {
             force_sftp: false,
             barman: PathBuf::from("barman"),
             session_cache: None,
+            part_size: DEFAULT_PART_SIZE,
         }
     }
 }
+
+/// Part size for very large files: a 1 GiB relation segment is 16 parts.
+pub const DEFAULT_PART_SIZE: u64 = 64 << 20;
 
 /// Sessions per copy when `parallel_jobs` is not set: one per core, at least 2 (a session
 /// waiting on the network leaves the CPU to another), at most 8.
@@ -151,6 +159,9 @@ pub struct TransferTotals {
     pub sent_bytes: u64,
     /// Sessions opened.
     pub sessions: u64,
+    /// Files fetched in parts, shared by several sessions, and the number of their parts.
+    pub split_files: u64,
+    pub parts: u64,
     /// How files were verified, with counts ("barsync digest", "SFTP, remote sha256sum").
     pub verified_by: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -164,6 +175,8 @@ impl TransferTotals {
         self.received_bytes += other.received_bytes;
         self.sent_bytes += other.sent_bytes;
         self.sessions += other.sessions;
+        self.split_files += other.split_files;
+        self.parts += other.parts;
         for (how, count) in &other.verified_by {
             *self.verified_by.entry(how).or_default() += count;
         }
@@ -181,6 +194,18 @@ pub(crate) fn jobs_for(server: &crate::config::ServerConfig, options: &PassiveOp
         })
         .unwrap_or_else(default_jobs)
         .max(1)
+}
+
+/// How a copy for `server` uses its sessions.
+pub(crate) fn pool_settings(
+    server: &crate::config::ServerConfig,
+    options: &PassiveOptions,
+) -> pool::PoolSettings {
+    pool::PoolSettings {
+        workers: jobs_for(server, options),
+        retry: retry_for(server),
+        part_size: options.part_size,
+    }
 }
 
 /// Rounds of fetching failed files again within one run: `basebackup_retry_times` and

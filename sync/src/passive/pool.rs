@@ -1,10 +1,12 @@
 //! The copy scheduler: many file jobs run on `parallel_jobs` sessions with the primary.
 //!
-//! Jobs are sorted largest first and cut into chunks: a large file is a chunk of its own, small
-//! files travel in groups (so each session pipelines many requests). Workers take the next
-//! chunk from one queue as they finish the last, so none idles while work remains. A session
-//! that breaks fails the rest of its chunk only; the worker opens a new one for its next chunk,
-//! and the files that failed are left for the next run, which resumes from what was received.
+//! Jobs are sorted largest first and cut into chunks: a large file (or a part of a split file)
+//! is a chunk of its own, small files travel in groups (so each session pipelines many
+//! requests). Workers take the next chunk from one queue as they finish the last, so none
+//! idles while work remains. A session that breaks fails the rest of its chunk only; the
+//! worker opens a new one for its next chunk, and the files that failed are left for the next
+//! run, which resumes from what was received.
+//! Very large files are first split into parts ([`super::split`]), which are jobs like others.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -12,9 +14,10 @@ use std::sync::Mutex;
 use transfer_engine::protocol::{FetchOutcome, FetchReport, FetchRequest};
 
 use super::primary_link::{PrimaryLink, Session};
+use super::split::{split_jobs, worth_splitting};
 use super::{Events, TransferTotals};
 
-/// Files at least this large are a chunk of their own.
+/// Files at least this large are a chunk of their own (so are parts of split files).
 const LARGE_FILE: u64 = 16 << 20;
 /// Limits of a chunk of small files.
 const CHUNK_FILES: usize = 256;
@@ -64,7 +67,7 @@ fn chunks(jobs: &[Job]) -> VecDeque<Vec<usize>> {
     let mut current_bytes = 0u64;
     for index in order {
         let size = jobs[index].size;
-        if size >= LARGE_FILE {
+        if size >= LARGE_FILE || jobs[index].request.part.is_some() {
             chunks.push_back(vec![index]);
             continue;
         }
@@ -154,18 +157,60 @@ pub struct Retry {
     pub sleep: std::time::Duration,
 }
 
-/// [`run_jobs`], then the failed files again (on new sessions) up to `retry.times` rounds: a
-/// file corrupted in flight or a session cut costs a second fetch, not a failed backup.
+/// How a copy uses its sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Sessions at most.
+    pub workers: usize,
+    pub retry: Retry,
+    /// Files of at least twice this size are split into parts of this size and shared by the
+    /// sessions ([`super::split`]); 0 never splits.
+    pub part_size: u64,
+}
+
+/// Runs `jobs` on up to `settings.workers` sessions ([`run_jobs`]), splitting very large files
+/// into parts when there is more than one session and the primary's barsync serves ranges,
+/// then fetches the failed files (or parts) again, on new sessions, up to `retry.times` rounds:
+/// a file corrupted in flight or a session cut costs a second fetch, not a failed backup.
 pub fn run_jobs_retrying(
     link: &PrimaryLink,
     first: Option<Session>,
     jobs: &[Job],
-    workers: usize,
-    retry: Retry,
+    settings: &PoolSettings,
     events: &dyn Events,
 ) -> PoolReport {
-    let mut report = run_jobs(link, first, jobs, workers, events);
-    for _ in 0..retry.times {
+    let mut first = first;
+    let part_size = if settings.workers > 1
+        && jobs
+            .iter()
+            .any(|job| worth_splitting(job, settings.part_size))
+    {
+        if first.is_none() {
+            first = link.reuse().or_else(|| link.open(events).ok());
+        }
+        match &first {
+            Some(session) if session.supports_parts() => settings.part_size,
+            _ => 0,
+        }
+    } else {
+        0
+    };
+    let split = split_jobs(jobs, part_size);
+    let mut report = run_jobs_again(link, first, &split.jobs, settings, events);
+    report.results = split.gather(report.results, &mut report.totals, events);
+    report
+}
+
+/// [`run_jobs`], then the failed jobs again up to `settings.retry.times` rounds.
+fn run_jobs_again(
+    link: &PrimaryLink,
+    first: Option<Session>,
+    jobs: &[Job],
+    settings: &PoolSettings,
+    events: &dyn Events,
+) -> PoolReport {
+    let mut report = run_jobs(link, first, jobs, settings.workers, events);
+    for _ in 0..settings.retry.times {
         let failed: Vec<usize> = (0..jobs.len())
             .filter(|&i| report.results[i].is_err())
             .collect();
@@ -181,9 +226,9 @@ pub fn run_jobs_retrying(
                 .map(String::as_str)
                 .unwrap_or_default()
         ));
-        std::thread::sleep(retry.sleep);
+        std::thread::sleep(settings.retry.sleep);
         let again: Vec<Job> = failed.iter().map(|&i| jobs[i].clone()).collect();
-        let second = run_jobs(link, None, &again, workers, events);
+        let second = run_jobs(link, None, &again, settings.workers, events);
         for (&index, result) in failed.iter().zip(second.results) {
             report.results[index] = result;
         }
@@ -230,15 +275,19 @@ impl Worker<'_> {
             .collect();
         let session = self.session.as_mut().expect("opened above");
         let events = self.events;
-        let mut progress =
-            |outcome: &FetchOutcome| events.file_done(&outcome.remote_path, &outcome.result);
+        // A part is not a file: its file is reported once finished.
+        let mut progress = |outcome: &FetchOutcome| {
+            if requests[outcome.index].part.is_none() {
+                events.file_done(&outcome.remote_path, &outcome.result)
+            }
+        };
         match session.source().fetch(&requests, &mut progress) {
             Ok(outcomes) => {
                 let mut results: Vec<Result<FetchReport, String>> =
                     chunk.iter().map(|_| Err("no answer".to_owned())).collect();
                 for outcome in outcomes {
                     if let Ok(report) = &outcome.result {
-                        self.count(report);
+                        self.count(report, requests[outcome.index].part.is_some());
                     }
                     results[outcome.index] = outcome.result;
                 }
@@ -257,10 +306,14 @@ impl Worker<'_> {
         }
     }
 
-    fn count(&mut self, report: &FetchReport) {
-        self.totals.files += 1;
+    /// Adds a fetched file (or, with `part`, a part: its file is counted when finished).
+    fn count(&mut self, report: &FetchReport, part: bool) {
         self.totals.bytes += report.len;
         self.totals.reused_bytes += report.reused_bytes;
+        if part {
+            return;
+        }
+        self.totals.files += 1;
         if report.linked {
             self.totals.linked += 1;
         }
@@ -320,6 +373,13 @@ mod tests {
             .collect();
         let planned: Vec<Vec<usize>> = chunks(&jobs).into_iter().collect();
         assert_eq!(planned, vec![vec![0], vec![2], vec![4, 3, 1]]);
+        let parts = super::super::split::split_jobs(&[job(10), job(3 << 20)], 1 << 20);
+        let planned: Vec<Vec<usize>> = chunks(&parts.jobs).into_iter().collect();
+        assert_eq!(
+            planned,
+            vec![vec![1], vec![2], vec![3], vec![0]],
+            "each part of a split file is a chunk, so each can go to another session"
+        );
         let many: Vec<Job> = (0..600).map(|_| job(1)).collect();
         let sizes: Vec<usize> = chunks(&many).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![256, 256, 88]);

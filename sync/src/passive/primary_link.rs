@@ -273,6 +273,14 @@ impl Session {
         }
     }
 
+    /// Whether the far side serves byte ranges of files (barsync does; SFTP copies whole files).
+    pub fn supports_parts(&self) -> bool {
+        match self {
+            Session::Barsync { client, .. } => client.supports_parts(),
+            Session::Sftp { .. } => false,
+        }
+    }
+
     /// Who is at the other end (for messages).
     pub fn peer(&self) -> &str {
         match self {

@@ -17,8 +17,8 @@ use super::pool::run_jobs_retrying;
 use super::primary_link::PrimaryLink;
 use super::retention::{self, Candidate};
 use super::{
-    create_real_directory, jobs_for, require_passive, retry_for, Events, PassiveError,
-    PassiveOptions, TransferTotals,
+    create_real_directory, pool_settings, require_passive, Events, PassiveError, PassiveOptions,
+    TransferTotals,
 };
 use crate::backup_info::{BackupInfo, BackupStatus};
 use crate::catalog::{load_backups, CatalogEntry};
@@ -225,8 +225,7 @@ fn copy_backup(
         &link,
         Some(session),
         &plan.jobs,
-        jobs_for(server, options),
-        retry_for(server),
+        &pool_settings(server, options),
         events,
     );
     report.check()?;

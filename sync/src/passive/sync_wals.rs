@@ -18,7 +18,7 @@ use super::backup_plan::local_basis;
 use super::pool::{run_jobs_retrying, Job};
 use super::primary_link::PrimaryLink;
 use super::{
-    create_real_directory, jobs_for, require_passive, retry_for, Events, PassiveError,
+    create_real_directory, pool_settings, require_passive, Events, PassiveError,
     PassiveOptions, TransferTotals,
 };
 use crate::catalog::available_backups;
@@ -204,8 +204,7 @@ pub(crate) fn sync_wals_locked(
         &link,
         None,
         &jobs,
-        jobs_for(server, options),
-        retry_for(server),
+        &pool_settings(server, options),
         events,
     );
     report.check().map_err(failed)?;
