@@ -18,6 +18,7 @@
 
 pub mod backup_plan;
 pub mod cron;
+pub mod incremental;
 pub mod pool;
 pub mod primary_link;
 pub mod retention;
