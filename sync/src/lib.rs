@@ -28,6 +28,10 @@
 //!   backup ID and WAL name from a primary is checked against Barman's grammar; every file is
 //!   verified against the sender's digest before it is published, and a backup is DONE only
 //!   after its directories are fsynced; local retention deletes through `barman delete`.
+//! - Incremental chains ([`passive::incremental`]): a parent's `children_backup_ids` lists the
+//!   children this node has (in the primary's order) plus local ones the primary dropped, where
+//!   Barman copies the primary's list even with children the passive lacks (its `delete` then
+//!   fails), and every cron run refreshes it, where Barman does only when a child is synced.
 //! - Not modelled: server models applied by `.active-model.auto`, cloud storage for WALs or
 //!   backups, GPG encryption detection when rebuilding the xlog db, and a `primary_conninfo`
 //!   standby check that needs PostgreSQL.

@@ -1,12 +1,15 @@
 //! `cron` for passive servers: for each one, in name order and under its cron lock, ask the
 //! primary for its sync-info, purge the local FAILED backups it no longer has, copy every
-//! missing backup (oldest first, all of them: Barman starts one per run), then the WALs, then
-//! the passive's own retention policy.
+//! missing backup (oldest first, all of them: Barman starts one per run), bring every local
+//! incremental parent's `children_backup_ids` in line with the primary's chain
+//! ([`incremental`]; Barman only does it when a child is synced), then the WALs, then the
+//! passive's own retention policy (which reads those chains).
 //!
 //! It runs in the foreground to completion and reports per server, so a scheduler sees a
 //! failure in the exit status. A sync already running elsewhere (barsync or Barman, same lock
 //! files) is skipped, not waited for, except the WAL sync, whose lock Barman also waits for.
 
+use super::incremental::{self, Refresh};
 use super::retention::{self, Candidate};
 use super::sync_backup::{delete_backup, sync_backup_with, BackupOutcome};
 use super::sync_wals::{read_sync_wals_info, sync_wals_locked, WalsOutcome};
@@ -28,6 +31,9 @@ pub struct ServerCron {
     pub purged: Vec<String>,
     /// Each backup attempted, with its outcome.
     pub backups: Vec<(String, Result<BackupOutcome, String>)>,
+    /// Local backups whose `children_backup_ids` differed from the chain, with what the
+    /// refresh did.
+    pub parents: Vec<(String, Result<Refresh, String>)>,
     /// The WAL sync, when there were WALs to consider.
     pub wals: Option<Result<WalsOutcome, String>>,
     /// Local backups deleted by the passive's retention policy.
@@ -39,6 +45,7 @@ impl ServerCron {
     pub fn failed(&self) -> bool {
         self.error.is_some()
             || self.backups.iter().any(|(_, r)| r.is_err())
+            || self.parents.iter().any(|(_, r)| r.is_err())
             || matches!(self.wals, Some(Err(_)))
     }
 }
@@ -182,6 +189,15 @@ fn sync_server(
                 .backups
                 .push((id, outcome.map_err(|e| e.to_string()))),
         }
+    }
+    for (parent, refresh) in incremental::refresh_all(server, &primary)? {
+        match &refresh {
+            Ok(refresh) => incremental::report(name, &parent, refresh, events),
+            Err(error) => events.warning(&error.to_string()),
+        }
+        result
+            .parents
+            .push((parent, refresh.map_err(|e| e.to_string())));
     }
     if primary.wals.is_empty() {
         events.info(&format!(

@@ -8,11 +8,17 @@
 //! is copied and verified, the directories are fsynced, and only then is it saved DONE (with
 //! any earlier error cleared). Any failure saves it FAILED with Barman's error text; the next
 //! run resumes from what was published.
+//!
+//! Incremental backups follow [`incremental`]: one whose parent the primary no longer lists is
+//! skipped (Barman's `sync_parent_backup_info`), and once its backup.info is written its local
+//! parent's `children_backup_ids` is brought in line; a backup's own list is computed from
+//! this node's catalog each time it is saved.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::backup_plan::{plan_backup, BackupPlan};
+use super::incremental;
 use super::pool::run_jobs_retrying;
 use super::primary_link::PrimaryLink;
 use super::retention::{self, Candidate};
@@ -95,6 +101,9 @@ pub fn sync_backup_with(
         }
         (true, _) => {}
     }
+    if let Some(message) = incremental::missing_parent(name, primary, &id) {
+        return Ok(BackupOutcome::NothingToDo(message));
+    }
     let (remote_info, _) = primary
         .backup(name, &id)
         .map_err(crate::syncinfo::SyncInfoError::from)?
@@ -130,11 +139,22 @@ pub fn sync_backup_with(
     info.set_text("mode", Some("passive"));
     info.set_text("error", None);
     info.set_status(BackupStatus::Syncing);
+    incremental::set_expected_children(&mut info, &local, primary);
     std::fs::create_dir_all(&meta).map_err(PassiveError::io(&meta))?;
     info.save(&meta)?;
     events.info(&format!("Starting copy of backup {id} for server {name}"));
     let start = Instant::now();
-    match copy_backup(server, primary, &info, &local, options, events) {
+    let copied = incremental::refresh_parent_of(server, primary, &info, events)
+        .map_err(|e| e.to_string())
+        .and_then(|()| copy_backup(server, primary, &info, &local, options, events));
+    // Children synced by another process during the copy are listed too.
+    match load_backups(server) {
+        Ok(catalog) => incremental::set_expected_children(&mut info, &catalog, primary),
+        Err(error) => events.warning(&format!(
+            "children_backup_ids of backup {id} of server {name} left as before the copy: {error}"
+        )),
+    }
+    match copied {
         Ok(totals) => {
             info.set_status(BackupStatus::Done);
             info.set_text("error", None);
@@ -327,5 +347,10 @@ pub(crate) fn delete_backup(
         let _ = crate::fsutil::fsync_directory(&directory);
     }
     events.info(&format!("Deleted backup {id}"));
+    // As Barman's delete: the parent no longer lists it.
+    if let Some(parent) = entry.info.parent_backup_id() {
+        let refresh = incremental::refresh_parent(server, None, parent)?;
+        incremental::report(server.name(), parent, &refresh, events);
+    }
     Ok(())
 }
