@@ -174,15 +174,12 @@ pub fn totals_line(totals: &TransferTotals, seconds: f64) -> String {
         String::new()
     };
     let split = if totals.split_files > 0 {
-        format!(
-            " ({} split into {} parts)",
-            totals.split_files, totals.parts
-        )
+        format!(", {} split into {} parts", totals.split_files, totals.parts)
     } else {
         String::new()
     };
     format!(
-        "{} files{split}, {}{linked}; {} received, {} sent, {} reused; {} sessions; verified: {}; {seconds:.1} s",
+        "{} files, {}{linked}{split}; {} received, {} sent, {} reused; {} sessions; verified: {}; {seconds:.1} s",
         totals.files,
         mib(totals.bytes),
         mib(totals.received_bytes),
@@ -209,26 +206,6 @@ pub fn totals_json(totals: &TransferTotals, seconds: f64) -> Value {
         "verified": totals.verified_by,
         "duration_seconds": round(seconds),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_take_binary_suffixes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("4K"), Ok(4096));
-        assert!(parse_size("12Q").unwrap_err().contains("unknown size unit"));
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("99999999999G")
-            .unwrap_err()
-            .contains("too large"));
-    }
 }
 
 fn round(seconds: f64) -> f64 {
@@ -455,4 +432,24 @@ pub fn run_cron_command(args: &CronArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert!(parse_size("12Q").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999G")
+            .unwrap_err()
+            .contains("too large"));
+    }
 }

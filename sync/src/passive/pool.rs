@@ -6,7 +6,7 @@
 //! idles while work remains. A session that breaks fails the rest of its chunk only; the
 //! worker opens a new one for its next chunk, and the files that failed are left for the next
 //! run, which resumes from what was received.
-//! Very large files are first split into parts ([`super::split`]), which are jobs like others.
+//! Very large files are first split into parts (`split.rs`), which are jobs like others.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -164,7 +164,7 @@ pub struct PoolSettings {
     pub workers: usize,
     pub retry: Retry,
     /// Files of at least twice this size are split into parts of this size and shared by the
-    /// sessions ([`super::split`]); 0 never splits.
+    /// sessions (`split.rs`); 0 never splits.
     pub part_size: u64,
 }
 

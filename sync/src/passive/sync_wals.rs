@@ -18,8 +18,8 @@ use super::backup_plan::local_basis;
 use super::pool::{run_jobs_retrying, Job};
 use super::primary_link::PrimaryLink;
 use super::{
-    create_real_directory, pool_settings, require_passive, Events, PassiveError,
-    PassiveOptions, TransferTotals,
+    create_real_directory, pool_settings, require_passive, Events, PassiveError, PassiveOptions,
+    TransferTotals,
 };
 use crate::catalog::available_backups;
 use crate::config::ServerConfig;
@@ -200,13 +200,7 @@ pub(crate) fn sync_wals_locked(
         });
     }
     events.plan("WALs", jobs.len() as u64, jobs.iter().map(|j| j.size).sum());
-    let report = run_jobs_retrying(
-        &link,
-        None,
-        &jobs,
-        &pool_settings(server, options),
-        events,
-    );
+    let report = run_jobs_retrying(&link, None, &jobs, &pool_settings(server, options), events);
     report.check().map_err(failed)?;
     crate::fsutil::fsync_directory(&wals_directory).map_err(PassiveError::io(&wals_directory))?;
     let entries: Vec<WalEntry> = to_copy.iter().map(|(wal, _)| (*wal).clone()).collect();
