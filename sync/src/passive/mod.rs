@@ -9,8 +9,11 @@
 //!   ([`backup_plan`]: a basis for each from the local backups, following `reuse_backup`),
 //!   and moves it SYNCING → DONE or FAILED;
 //! - [`mod@sync_wals`] copies new WALs and appends them to the xlog db, exactly once;
+//! - [`incremental`] keeps the `children_backup_ids` of local parents of PG17 incremental
+//!   backups in line with the primary's chain, and skips a child whose parent is gone;
 //! - [`pool`] runs the file copies of either on `parallel_jobs` sessions, largest first, under
-//!   one [`throttle`] for `bandwidth_limit`;
+//!   one [`throttle`] for `bandwidth_limit`; very large files are split into parts the
+//!   sessions share (`split.rs`);
 //! - [`cron`] runs sync-info, every missing backup and the WALs for each passive server.
 //!
 //! Every file is verified against the sender's blake3 digest before it is published (temp
