@@ -4,7 +4,7 @@
 //! sshd, and collect one [`Row`] per measured case into a [`Report`].
 //!
 //! Modules:
-//! - [`workloads`]: the data of W1–W7 and where it lives (a local scratch directory and a
+//! - [`workloads`]: the data of W1–W8 and where it lives (a local scratch directory and a
 //!   "remote" directory reached over SSH — on loopback by default);
 //! - [`runner`]: running one command with its wall time, wire bytes, and the peak RSS and CPU
 //!   seconds of the local client process tree (`wait4`);
@@ -14,8 +14,9 @@
 //! The harness reuses the end-to-end fixtures of the `barsync-tests` crate (a path
 //! dependency): [`barsync_tests::sshd::TestSshd`] for the loopback sshd,
 //! [`barsync_tests::barman_primary::BarmanPrimary`] for the PostgreSQL 15 + pgbench + Barman
-//! primary of W3, W4 and W7, and [`barsync_tests::passive_rig::PassiveRig`] for the passive
-//! nodes of W4 and W7. Those fixtures panic on failure (they are test helpers); the harness
+//! primary of W3, W4 and W7, [`barsync_tests::passive_rig::fixture_primary`] for the hand-made
+//! Barman primary of W8, and [`barsync_tests::passive_rig::PassiveRig`] for the passive nodes
+//! of W4, W7 and W8. Those fixtures panic on failure (they are test helpers); the harness
 //! turns such a panic into [`HarnessError::Fixture`].
 
 pub mod proxy;
@@ -99,11 +100,11 @@ pub struct Options {
     /// The program the remote runs as `barsync serve` (default: `barsync` for a remote host,
     /// [`Options::barsync`] on loopback).
     pub remote_barsync: Option<String>,
-    /// Real Barman (W4, W7 and the PostgreSQL WAL of W3); `None`: `$BARSYNC_TEST_BARMAN`, then
+    /// Real Barman (W4, W7, W8 and the PostgreSQL WAL of W3); `None`: `$BARSYNC_TEST_BARMAN`, then
     /// the workspace's `.venv/bin/barman`.
     pub barman: Option<PathBuf>,
     pub workloads: Vec<Workload>,
-    /// Size of the W1/W2 file.
+    /// Size of the W1/W2 file (also W8's segment).
     pub size_mib: u64,
     /// Measured runs of each side per case.
     pub runs: usize,

@@ -204,7 +204,7 @@ impl Report {
             known(&v.postgresql)
         ));
         out.push_str(&format!(
-            "target: {}; {} runs per side; W1/W2 file {} MiB; pgbench scale {}\n\n",
+            "target: {}; {} runs per side; W1/W2 file and W8 segment {} MiB; pgbench scale {}\n\n",
             self.target, self.runs, self.size_mib, self.scale
         ));
         let header = [

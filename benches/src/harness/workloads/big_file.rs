@@ -1,11 +1,12 @@
 //! W1 (one new file of `size_mib` incompressible bytes) and W2 (the same file with 1% of it
 //! rewritten, copied over the original, plus its in-place variant as Barman runs rsync): the
-//! cases, the generation of their data, and the file writers behind it.
+//! cases, the generation of their data (W8's segment is the same two files), and the file
+//! writers behind it.
 
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{link_or_copy, reset_dir, size_label, Context, Outcome, MIB};
@@ -99,15 +100,7 @@ impl<'a> Context<'a> {
     }
 
     fn ensure_w1(&mut self) -> Result<()> {
-        let v1 = self.work.join("gen/big.v1");
-        if !v1.exists() {
-            (self.progress)(&format!(
-                "   generating {} of incompressible data",
-                size_label(self.options.size_mib)
-            ));
-            write_random_file(&v1, self.options.size_mib * MIB, 1)
-                .map_err(HarnessError::io("generating the W1 file"))?;
-        }
+        let v1 = self.ensure_v1()?;
         let source = self.source_path("w1");
         if !source.join("big").exists() {
             fs::create_dir_all(&source).map_err(HarnessError::io("w1"))?;
@@ -122,7 +115,37 @@ impl<'a> Context<'a> {
             return Ok(());
         }
         self.ensure_w1()?;
+        let (_, v2) = self.ensure_v2()?;
+        let source = self.source_path("w2");
+        fs::create_dir_all(&source).map_err(HarnessError::io("w2"))?;
+        link_or_copy(&v2, &source.join("big"))?;
+        self.publish("w2")?;
+        self.have_w2 = true;
+        Ok(())
+    }
+
+    /// `gen/big.v1`: W1's file of `size_mib` incompressible bytes (generated when missing).
+    fn ensure_v1(&mut self) -> Result<PathBuf> {
+        let v1 = self.work.join("gen/big.v1");
+        if !v1.exists() {
+            (self.progress)(&format!(
+                "   generating {} of incompressible data",
+                size_label(self.options.size_mib)
+            ));
+            write_random_file(&v1, self.options.size_mib * MIB, 1)
+                .map_err(HarnessError::io("generating the W1 file"))?;
+        }
+        Ok(v1)
+    }
+
+    /// `gen/big.v2`: a copy of `gen/big.v1` with 1% rewritten (W2, W8), generated once per
+    /// run. Returns both (v1, v2).
+    pub(super) fn ensure_v2(&mut self) -> Result<(PathBuf, PathBuf)> {
+        let v1 = self.ensure_v1()?;
         let v2 = self.work.join("gen/big.v2");
+        if self.have_v2 {
+            return Ok((v1, v2));
+        }
         let len = self.options.size_mib * MIB;
         let regions = (REGIONS_PER_GIB * self.options.size_mib)
             .div_ceil(1024)
@@ -130,15 +153,11 @@ impl<'a> Context<'a> {
         (self.progress)(&format!(
             "   rewriting {regions} regions of 100 KiB in a copy of the W1 file"
         ));
-        fs::copy(self.work.join("gen/big.v1"), &v2).map_err(HarnessError::io("copying W1"))?;
+        fs::copy(&v1, &v2).map_err(HarnessError::io("copying W1"))?;
         rewrite_regions(&v2, len, regions, REGION_LEN, 2)
             .map_err(HarnessError::io("rewriting W2 regions"))?;
-        let source = self.source_path("w2");
-        fs::create_dir_all(&source).map_err(HarnessError::io("w2"))?;
-        link_or_copy(&v2, &source.join("big"))?;
-        self.publish("w2")?;
-        self.have_w2 = true;
-        Ok(())
+        self.have_v2 = true;
+        Ok((v1, v2))
     }
 }
 

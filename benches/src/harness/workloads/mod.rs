@@ -9,6 +9,7 @@
 //! - `small_files`: W5, many small files (initial copy and a no-change resync);
 //! - `shaped`: W6, W2 and W3 through the shaping proxy;
 //! - `passive`: W4 and W7, barsync against Barman's own passive commands;
+//! - `split`: W8, a backup's one big relation segment, split into parts or not;
 //! - `primary`: the PostgreSQL 15 + Barman primary shared by W3, W4 and W7;
 //! - `measure`: the alternating barsync/anchor runs of one case.
 //!
@@ -21,8 +22,10 @@
 //! | W5 | 10,000 files of 2 KiB: initial copy, then a resync with nothing changed | `copy -r` | `rsync -a` |
 //! | W6 | W2 and W3 through [`super::proxy::ShapingProxy`] (40 ms RTT, 100 Mbit/s) | as W2/W3 | as W2/W3 |
 //! | W7 | a cold passive of a Barman primary with two backups and archived WALs | one `cron` | `barman sync-info --primary`, `sync-backup` per backup, `sync-wals` |
+//! | W8 | the second of two backups of the fixture primary (no PostgreSQL) whose largest file is a `size_mib` relation segment, the W1 file in the first and the W2 file (1% rewritten) in the second; the first already on the passive (`reuse_backup = link`) | `sync-backup -j 2` (default part size, 64M: split), `sync-backup -j 2 --part-size 0` | `barman sync-backup` |
 //!
-//! W4 and W7 always use a local PostgreSQL + Barman primary behind its own loopback sshd
+//! W4, W7 and W8 always use a local Barman primary (W4, W7: PostgreSQL + Barman; W8: the
+//! hand-made fixture of `make-barman-fixture.sh`) behind its own loopback sshd
 //! ([`barsync_tests::passive_rig::PassiveRig`]), also when a remote host is given; W6 needs
 //! the loopback sshd (the proxy must know the server's address).
 
@@ -46,6 +49,7 @@ mod passive;
 mod primary;
 mod shaped;
 mod small_files;
+mod split;
 mod wal;
 
 pub use big_file::{rewrite_regions, write_random_file};
@@ -64,10 +68,11 @@ pub enum Workload {
     W5,
     W6,
     W7,
+    W8,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::W1,
         Workload::W2,
         Workload::W3,
@@ -75,6 +80,7 @@ impl Workload {
         Workload::W5,
         Workload::W6,
         Workload::W7,
+        Workload::W8,
     ];
 
     pub fn id(self) -> &'static str {
@@ -86,6 +92,7 @@ impl Workload {
             Workload::W5 => "W5",
             Workload::W6 => "W6",
             Workload::W7 => "W7",
+            Workload::W8 => "W8",
         }
     }
 
@@ -98,6 +105,7 @@ impl Workload {
             Workload::W5 => "10,000 files of 2 KiB",
             Workload::W6 => "W2 and W3 through 40 ms RTT, 100 Mbit/s",
             Workload::W7 => "cold Barman passive of a real primary",
+            Workload::W8 => "one big relation segment changed 1%, split files or not",
         }
     }
 }
@@ -108,7 +116,7 @@ impl FromStr for Workload {
         Workload::ALL
             .into_iter()
             .find(|w| w.id().eq_ignore_ascii_case(text.trim()))
-            .ok_or_else(|| HarnessError::Invalid(format!("unknown workload {text:?} (W1..W7)")))
+            .ok_or_else(|| HarnessError::Invalid(format!("unknown workload {text:?} (W1..W8)")))
     }
 }
 
@@ -146,7 +154,8 @@ pub struct Context<'a> {
     remote_barsync: String,
     barman: Option<PathBuf>,
     primary: Option<Primary>,
-    /// Which of W2's and W3's data exist already.
+    /// Which of W2's and W3's data exist already (`have_v2`: `gen/big.v2`, of W2 and W8).
+    have_v2: bool,
     have_w2: bool,
     have_w3: bool,
     notes: Vec<String>,
@@ -195,6 +204,7 @@ impl<'a> Context<'a> {
             remote_barsync: String::new(),
             barman,
             primary: None,
+            have_v2: false,
             have_w2: false,
             have_w3: false,
             notes: Vec::new(),
@@ -266,6 +276,7 @@ impl<'a> Context<'a> {
             Workload::W5 => self.w5(),
             Workload::W6 => self.w6(),
             Workload::W7 => self.w7(),
+            Workload::W8 => self.w8(),
         }
     }
 
@@ -381,6 +392,7 @@ mod tests {
     #[test]
     fn workloads_parse_by_id() {
         assert_eq!("w3".parse::<Workload>().unwrap(), Workload::W3);
-        assert!("W8".parse::<Workload>().is_err());
+        assert_eq!("W8".parse::<Workload>().unwrap(), Workload::W8);
+        assert!("W9".parse::<Workload>().is_err());
     }
 }

@@ -216,20 +216,25 @@ impl<'a> Context<'a> {
     }
 }
 
-fn barsync_cmd(barsync: &Path, subcommand: &str, config: &Path, args: &[&str]) -> Command {
+pub(super) fn barsync_cmd(
+    barsync: &Path,
+    subcommand: &str,
+    config: &Path,
+    args: &[&str],
+) -> Command {
     let mut command = Command::new(barsync);
     command.arg(subcommand).arg("-c").arg(config).args(args);
     command
 }
 
-fn barman_cmd(barman: &Path, config: &Path, args: &[&str]) -> Command {
+pub(super) fn barman_cmd(barman: &Path, config: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(barman);
     command.arg("-c").arg(config).args(args);
     command
 }
 
 /// Both backups are DONE in the passive's catalog.
-fn check_backups(rig: &RefCell<Option<PassiveRig>>, ids: &[&String]) -> Result<()> {
+pub(super) fn check_backups(rig: &RefCell<Option<PassiveRig>>, ids: &[&String]) -> Result<()> {
     let rig = rig.borrow();
     let rig = rig.as_ref().expect("rig");
     for id in ids {
