@@ -154,6 +154,41 @@ impl PassiveRig {
     pub fn server_directory(&self) -> PathBuf {
         self.home.join("pg")
     }
+
+    /// The `status=` of backup `id` in the passive's catalog, `absent` without a backup.info.
+    pub fn backup_status(&self, id: &str) -> String {
+        fs::read_to_string(
+            self.server_directory()
+                .join(format!("meta/{id}-backup.info")),
+        )
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("status="))
+        .unwrap_or("absent")
+        .to_owned()
+    }
+
+    /// Starts `barsync sync-backup ARGS... pg ID`, cuts every SSH session once the backup has
+    /// been SYNCING for `after`, and returns what the run printed; checks it failed (status 1)
+    /// and left the backup FAILED.
+    pub fn sync_backup_cut(&self, args: &[&str], id: &str, after: std::time::Duration) -> Output {
+        let mut all = vec!["sync-backup"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["pg", id]);
+        let child = self
+            .barsync_command(&all)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn barsync");
+        std::thread::sleep(after);
+        assert_eq!(self.backup_status(id), "SYNCING", "not syncing at the cut");
+        assert!(self.sshd.kill_sessions().unwrap() > 0, "no session to cut");
+        let cut = child.wait_with_output().expect("wait for barsync");
+        assert_eq!(cut.status.code(), Some(1), "{}", describe(&cut));
+        assert_eq!(self.backup_status(id), "FAILED", "{}", describe(&cut));
+        cut
+    }
 }
 
 /// stdout and stderr of a command, for assertion messages.

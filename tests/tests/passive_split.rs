@@ -7,7 +7,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use barsync_tests::passive_rig::{describe, fixture_primary, PassiveRig, RigOptions};
 use serde_json::Value;
@@ -47,18 +47,6 @@ fn sync_backup(rig: &PassiveRig, id: &str, extra: &[&str]) -> (Output, Value) {
     let output = rig.barsync(&args);
     let value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     (output, value)
-}
-
-fn backup_status(rig: &PassiveRig, id: &str) -> String {
-    fs::read_to_string(
-        rig.server_directory()
-            .join(format!("meta/{id}-backup.info")),
-    )
-    .unwrap_or_default()
-    .lines()
-    .find_map(|l| l.strip_prefix("status="))
-    .unwrap_or("absent")
-    .to_owned()
 }
 
 #[test]
@@ -106,14 +94,9 @@ fn a_large_file_is_split_across_sessions_and_delta_transferred_against_the_older
         (ours.mtime(), ours.mode() & 0o7777),
         (theirs.mtime(), theirs.mode() & 0o7777)
     );
-    assert_eq!(backup_status(&rig, NEWER), "DONE");
+    assert_eq!(rig.backup_status(NEWER), "DONE");
     let show = rig.barman(&["show-backup", "pg", NEWER]);
     assert!(show.status.success(), "{}", describe(&show));
-
-    // With splitting off, the same file is one job.
-    let primary_files = rig.barsync(&["sync-backup", "--json", "--part-size", "0", "pg", NEWER]);
-    let json: Value = serde_json::from_slice(&primary_files.stdout).unwrap();
-    assert_ne!(json["files_split"], 1, "already synced: {json}");
 }
 
 #[test]
@@ -177,19 +160,11 @@ fn a_cut_in_the_middle_of_a_split_file_resumes_from_the_parts_received() {
     );
     let info = rig.barsync(&["sync-info", "--primary", "pg"]);
     assert!(info.status.success(), "{}", describe(&info));
-    let child = Command::new(barsync_tests::binaries::barsync())
-        .args(["sync-backup", "-c", rig.config.to_str().unwrap()])
-        .args(["-j", "2", "--part-size", "4M", "pg", NEWER])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert_eq!(backup_status(&rig, NEWER), "SYNCING");
-    assert!(rig.sshd.kill_sessions().unwrap() > 0, "no session to cut");
-    let cut = child.wait_with_output().unwrap();
-    assert_eq!(cut.status.code(), Some(1), "{}", describe(&cut));
-    assert_eq!(backup_status(&rig, NEWER), "FAILED");
+    rig.sync_backup_cut(
+        &["-j", "2", "--part-size", "4M"],
+        NEWER,
+        std::time::Duration::from_millis(1500),
+    );
     assert!(
         !passive_file(&rig, NEWER, "30003").exists(),
         "a split file is never published with parts missing"
@@ -197,7 +172,7 @@ fn a_cut_in_the_middle_of_a_split_file_resumes_from_the_parts_received() {
 
     let (resumed, json) = sync_backup(&rig, NEWER, &["-j", "2", "--part-size", "4M"]);
     assert!(resumed.status.success(), "{}", describe(&resumed));
-    assert_eq!(backup_status(&rig, NEWER), "DONE");
+    assert_eq!(rig.backup_status(NEWER), "DONE");
     assert_eq!(fs::read(passive_file(&rig, NEWER, "30003")).unwrap(), data);
     let received = json["bytes_received"].as_u64().unwrap();
     assert!(

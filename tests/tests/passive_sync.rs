@@ -323,18 +323,6 @@ fn mib_received(text: &str, id: &str) -> f64 {
     before.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
-fn backup_status(rig: &PassiveRig, id: &str) -> String {
-    let info = fs::read_to_string(
-        rig.server_directory()
-            .join(format!("meta/{id}-backup.info")),
-    )
-    .unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("status="))
-        .unwrap_or("absent")
-        .to_owned()
-}
-
 #[test]
 fn a_cut_connection_fails_the_backup_and_the_next_run_resumes() {
     let primary = fixture_primary();
@@ -354,25 +342,13 @@ fn a_cut_connection_fails_the_backup_and_the_next_run_resumes() {
     let info = rig.barsync(&["sync-info", "--primary", "pg"]);
     assert!(info.status.success(), "{}", describe(&info));
     let id = "20240102T120000";
-    let child = Command::new(barsync_tests::binaries::barsync())
-        .args(["sync-backup", "-c", rig.config.to_str().unwrap(), "pg", id])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert_eq!(backup_status(&rig, id), "SYNCING");
-    let killed = rig.sshd.kill_sessions().unwrap();
-    assert!(killed > 0, "no session to cut");
-    let cut = child.wait_with_output().unwrap();
-    assert_eq!(cut.status.code(), Some(1), "{}", describe(&cut));
+    let cut = rig.sync_backup_cut(&[], id, std::time::Duration::from_millis(1500));
     assert!(
         String::from_utf8_lossy(&cut.stderr)
             .contains(&format!("failure syncing server pg backup {id}")),
         "{}",
         describe(&cut)
     );
-    assert_eq!(backup_status(&rig, id), "FAILED");
     let listing = rig.barman(&["list-backups", "pg"]);
     assert!(
         stdout(&listing).contains("FAILED"),
@@ -382,7 +358,7 @@ fn a_cut_connection_fails_the_backup_and_the_next_run_resumes() {
 
     let resumed = rig.barsync(&["sync-backup", "pg", id]);
     assert!(resumed.status.success(), "{}", describe(&resumed));
-    assert_eq!(backup_status(&rig, id), "DONE");
+    assert_eq!(rig.backup_status(id), "DONE");
     let info = fs::read_to_string(
         rig.server_directory()
             .join(format!("meta/{id}-backup.info")),
@@ -431,7 +407,7 @@ fn barsync_killed_at_random_points_never_leaves_a_done_backup_incomplete() {
         std::thread::sleep(std::time::Duration::from_millis(200 + round * 240));
         let _ = child.kill();
         let _ = child.wait();
-        if backup_status(&rig, id) == "DONE" {
+        if rig.backup_status(id) == "DONE" {
             let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
             assert!(ours == theirs, "round {round}: a DONE backup is incomplete");
         }
@@ -464,7 +440,7 @@ fn barsync_killed_at_random_points_never_leaves_a_done_backup_incomplete() {
     }
     let finish = rig.barsync(&["cron"]);
     assert!(finish.status.success(), "{}", describe(&finish));
-    assert_eq!(backup_status(&rig, id), "DONE");
+    assert_eq!(rig.backup_status(id), "DONE");
     let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
     assert!(
         ours == theirs,
