@@ -159,26 +159,47 @@ impl PullSource for crate::sftp::SftpSource {
         requests: &[FetchRequest],
         progress: &mut dyn FnMut(&FetchOutcome),
     ) -> Result<Vec<FetchOutcome>, CopyError> {
-        let partials: Vec<PathBuf> = requests
+        // SFTP fetches whole files: a part of a split file needs `barsync serve`.
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let whole: Vec<usize> = (0..requests.len())
+            .filter(|&index| {
+                if requests[index].part.is_none() {
+                    return true;
+                }
+                let outcome = FetchOutcome {
+                    index,
+                    remote_path: requests[index].remote_path.clone(),
+                    result: Err(format!(
+                        "{}: SFTP copies whole files; a byte range needs barsync serve on the other side",
+                        requests[index].remote_path
+                    )),
+                };
+                progress(&outcome);
+                outcomes.push(outcome);
+                false
+            })
+            .collect();
+        let partials: Vec<PathBuf> = whole
             .iter()
-            .map(|r| {
+            .map(|&i| {
+                let r = &requests[i];
                 r.partial
                     .clone()
                     .unwrap_or_else(|| partial_path(&r.destination))
             })
             .collect();
-        let files: Vec<crate::sftp::SftpFile<'_>> = requests
+        let files: Vec<crate::sftp::SftpFile<'_>> = whole
             .iter()
             .zip(&partials)
-            .map(|(r, partial)| crate::sftp::SftpFile {
-                remote: r.remote_path.as_str(),
-                destination: r.destination.as_path(),
+            .map(|(&i, partial)| crate::sftp::SftpFile {
+                remote: requests[i].remote_path.as_str(),
+                destination: requests[i].destination.as_path(),
                 partial: partial.as_path(),
-                max_len: r.max_len,
+                max_len: requests[i].max_len,
             })
             .collect();
-        let mut outcomes = Vec::with_capacity(requests.len());
-        self.fetch_many(&files, &mut |index, result| {
+        self.fetch_many(&files, &mut |position, result| {
+            let index = whole[position];
             let outcome = FetchOutcome {
                 index,
                 remote_path: requests[index].remote_path.clone(),
