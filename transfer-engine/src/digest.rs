@@ -92,9 +92,28 @@ impl DigestBuilder {
 
 /// The digest of `data`, computed in one pass (for files read whole, and for tests).
 pub fn file_digest(key: &HashKey, block_size: usize, data: &[u8]) -> FileDigest {
+    file_digest_in_pieces(key, block_size, data, usize::MAX, &mut |_| {})
+}
+
+/// [`file_digest`], calling `after` with the byte range of each piece of about `piece_len`
+/// bytes (whole blocks) once it is hashed: a caller reading a memory map releases its pages
+/// there, so hashing a large file does not leave it all resident.
+pub fn file_digest_in_pieces(
+    key: &HashKey,
+    block_size: usize,
+    data: &[u8],
+    piece_len: usize,
+    after: &mut dyn FnMut(std::ops::Range<usize>),
+) -> FileDigest {
     let mut builder = DigestBuilder::new(key, block_size);
-    for block in data.chunks(block_size) {
-        builder.push(&block_hash(key, block));
+    let piece_len = piece_len.max(block_size) / block_size * block_size;
+    let mut start = 0;
+    for piece in data.chunks(piece_len) {
+        for block in piece.chunks(block_size) {
+            builder.push(&block_hash(key, block));
+        }
+        after(start..start + piece.len());
+        start += piece.len();
     }
     builder.finish(data.len() as u64)
 }

@@ -342,6 +342,8 @@ impl SplitFile {
             let bytes = same_as_basis(map, offset, done).map_err(|e| format!("{label}: {e}"))?;
             file.write_all_at(bytes, offset)
                 .map_err(|e| format!("{label}: writing the part at offset {offset}: {e}"))?;
+            let start = offset as usize;
+            map.release(start..start + bytes.len());
         }
         drop(file);
         state.file = None;

@@ -18,9 +18,9 @@ use super::receiver::{
 };
 use super::ProtocolError;
 use crate::delta::DeltaSink;
-use crate::digest::{file_digest, FileDigest};
+use crate::digest::{file_digest_in_pieces, FileDigest};
 use crate::error::PatchError;
-use crate::fs::{PublishBatch, TempFile};
+use crate::fs::{PublishBatch, TempFile, RELEASE_EVERY};
 use crate::patch::Patcher;
 
 /// What [`receive_file_or_link`] did with a verified file.
@@ -67,7 +67,8 @@ impl<'b, H, W: Write, F: FnMut() -> io::Result<(H, W)>> LinkOrPatch<'b, H, W, F>
                 self.digest_block,
                 out,
                 Some(self.len),
-            )?;
+            )?
+            .releasing(self.incoming.basis_map);
             if self.identical_blocks > 0 {
                 patcher.copy(0, self.identical_blocks)?;
             }
@@ -89,10 +90,23 @@ impl<'b, H, W: Write, F: FnMut() -> io::Result<(H, W)>> LinkOrPatch<'b, H, W, F>
         if !(self.is_whole_basis() && end.0 == self.len) {
             return Ok(false);
         }
-        let digest = file_digest(
+        // Pages of a mapped basis are released as they are hashed (a 1 GiB basis would
+        // otherwise stay resident).
+        let basis = self.incoming.basis;
+        let offset = self
+            .incoming
+            .basis_map
+            .map_or(0, |map| basis.as_ptr() as usize - map.as_ptr() as usize);
+        let digest = file_digest_in_pieces(
             self.incoming.signature.key(),
             self.digest_block,
-            self.incoming.basis,
+            basis,
+            RELEASE_EVERY,
+            &mut |range| {
+                if let Some(map) = self.incoming.basis_map {
+                    map.release(range.start + offset..range.end + offset);
+                }
+            },
         );
         if digest != end.1 {
             return Err(format!(

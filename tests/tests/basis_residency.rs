@@ -1,0 +1,156 @@
+//! A large basis does not stay resident on the receiving side: with `reuse_backup = link` a
+//! 1 GiB relation segment that did not change is hashed and linked, and its mapped pages must
+//! be released as they are read (the passive's peak RSS would otherwise grow with the size of
+//! the largest file). The sender is a real `barsync serve` subprocess, so only the receiver's
+//! memory is in this process; its peak (VmHWM) is reset before each fetch.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use transfer_engine::protocol::client::ClientOptions;
+use transfer_engine::protocol::{Client, FetchReport, FetchRequest};
+use transfer_engine::split_file::SplitFile;
+
+const MIB: u64 = 1 << 20;
+/// Large enough that keeping it resident is unmistakable, small enough for CI.
+const FILE: u64 = 256 * MIB;
+/// What the receiver may hold at its peak: a released window of the map (32 MiB), buffers,
+/// the signature.
+const LIMIT: u64 = 112 * MIB;
+
+fn write_noise(path: &Path, len: u64) {
+    let mut file = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut chunk = vec![0u8; MIB as usize];
+    for _ in 0..len / MIB {
+        for word in chunk.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        file.write_all(&chunk).unwrap();
+    }
+    file.flush().unwrap();
+}
+
+/// Resets this process's peak resident set size to its current size.
+fn reset_peak() {
+    fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
+}
+
+/// (VmHWM, VmRSS) of this process, bytes.
+fn memory() -> (u64, u64) {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Fetches `requests` from a `barsync serve --root root` subprocess.
+fn fetch(root: &Path, requests: &[FetchRequest]) -> Vec<Result<FetchReport, String>> {
+    let mut child = Command::new(barsync_tests::binaries::barsync())
+        .args(["serve", "--root"])
+        .arg(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start barsync serve");
+    let mut client = Client::connect(
+        child.stdout.take().unwrap(),
+        child.stdin.take().unwrap(),
+        ClientOptions {
+            compression: Some(3),
+        },
+    )
+    .unwrap();
+    let outcomes = client.fetch(requests, |_| {}).unwrap();
+    client.finish().unwrap();
+    assert!(child.wait().unwrap().success());
+    outcomes.into_iter().map(|o| o.result).collect()
+}
+
+fn request(root: &Path, basis: &Path, destination: &Path) -> FetchRequest {
+    FetchRequest {
+        remote_path: root.join("segment").display().to_string(),
+        destination: destination.to_path_buf(),
+        basis: Some(basis.to_path_buf()),
+        max_len: Some(FILE),
+        partial: None,
+        in_place: false,
+        link_identical: true,
+        part: None,
+    }
+}
+
+#[test]
+fn an_identical_large_file_is_linked_without_keeping_its_basis_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, old, new) = (
+        dir.path().join("primary"),
+        dir.path().join("old"),
+        dir.path().join("new"),
+    );
+    for d in [&root, &old, &new] {
+        fs::create_dir_all(d).unwrap();
+    }
+    write_noise(&root.join("segment"), FILE);
+    fs::copy(root.join("segment"), old.join("segment")).unwrap();
+
+    // Whole file, one session.
+    reset_peak();
+    let (_, before) = memory();
+    let report = fetch(
+        &root,
+        &[request(&root, &old.join("segment"), &new.join("whole"))],
+    )
+    .remove(0)
+    .unwrap();
+    let (peak, _) = memory();
+    assert!(report.linked);
+    assert!(
+        peak - before < LIMIT,
+        "linking a {} MiB file raised the peak RSS by {} MiB",
+        FILE / MIB,
+        (peak - before) / MIB
+    );
+
+    // In parts of 64 MiB, then linked by the split file.
+    let split = SplitFile::new(
+        new.join("split"),
+        FILE,
+        Some(old.join("segment")),
+        None,
+        true,
+    );
+    let requests: Vec<FetchRequest> = split
+        .parts(64 * MIB)
+        .into_iter()
+        .map(|part| FetchRequest {
+            max_len: Some(part.len),
+            part: Some(part),
+            ..request(&root, &old.join("segment"), &new.join("split"))
+        })
+        .collect();
+    reset_peak();
+    let (_, before) = memory();
+    for result in fetch(&root, &requests) {
+        result.unwrap();
+    }
+    assert!(split.finish().unwrap().linked);
+    let (peak, _) = memory();
+    assert!(
+        peak - before < LIMIT,
+        "linking a {} MiB file in parts raised the peak RSS by {} MiB",
+        FILE / MIB,
+        (peak - before) / MIB
+    );
+}
