@@ -11,10 +11,10 @@ use barsync_benches::harness::{self, LinkShape, Options, RemoteHost, Workload};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Workloads to run, comma-separated (W1..W7)
-    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7")]
+    /// Workloads to run, comma-separated (W1..W8)
+    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7,W8")]
     workloads: Vec<String>,
-    /// Size of the W1/W2 file, MiB
+    /// Size of the W1/W2 file and of the W8 segment, MiB
     #[arg(long, default_value_t = 1024)]
     size_mib: u64,
     /// Runs of each side per case (medians are reported)
@@ -48,7 +48,7 @@ pub struct Args {
     /// The barsync binary to measure (default: this one)
     #[arg(long)]
     barsync: Option<PathBuf>,
-    /// Barman for W4/W7 (default: $BARSYNC_TEST_BARMAN, then the workspace's .venv)
+    /// Barman for W4/W7/W8 (default: $BARSYNC_TEST_BARMAN, then the workspace's .venv)
     #[arg(long)]
     barman: Option<PathBuf>,
     /// Local scratch directory (default: a new one under /tmp, removed afterwards)
