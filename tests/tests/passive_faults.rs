@@ -60,12 +60,9 @@ fn temporary_files(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-#[test]
-fn a_byte_flipped_in_flight_is_caught_and_the_file_fetched_again() {
-    let primary = fixture_primary();
-    let data = add_random_file(primary.path(), "30000", 4);
-    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
-    // The first `barsync serve` session that sends 1 MiB gets its 1 MiB-th byte flipped.
+/// Routes the primary's sessions through a wrapper that flips the 1 MiB-th byte sent by the
+/// first `barsync serve` session to send that much; returns the marker it leaves once it has.
+fn flip_one_byte_once(rig: &PassiveRig) -> PathBuf {
     let marker = rig.directory.path().join("flipped-once");
     let flipper = rig.directory.path().join("flipssh");
     fs::write(
@@ -95,10 +92,20 @@ fn a_byte_flipped_in_flight_is_caught_and_the_file_fetched_again() {
     .unwrap();
     fs::set_permissions(&flipper, fs::Permissions::from_mode(0o755)).unwrap();
     set_primary_ssh_command(
-        &rig,
+        rig,
         &format!("{} {}", flipper.display(), rig.sshd.ssh_command()),
     );
-    let cron = rig.barsync(&["cron", "-j", "1"]);
+    marker
+}
+
+/// Runs cron with `args` through [`flip_one_byte_once`] and checks the corruption was caught,
+/// fetched again in the same run, and that file `30000` of the newer backup is `data`;
+/// returns cron's stdout and stderr.
+fn corruption_is_caught(rig: &PassiveRig, args: &[&str], data: &[u8]) -> (String, String) {
+    let marker = flip_one_byte_once(rig);
+    let mut all = vec!["cron"];
+    all.extend_from_slice(args);
+    let cron = rig.barsync(&all);
     assert!(cron.status.success(), "{}", describe(&cron));
     assert!(marker.exists(), "the flipping session never ran");
     assert!(
@@ -113,6 +120,35 @@ fn a_byte_flipped_in_flight_is_caught_and_the_file_fetched_again() {
     .unwrap();
     assert!(ours == data, "a corrupt file was published");
     assert!(temporary_files(&rig.home).is_empty());
+    (
+        String::from_utf8_lossy(&cron.stdout).into_owned(),
+        String::from_utf8_lossy(&cron.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_byte_flipped_in_flight_is_caught_and_the_file_fetched_again() {
+    let primary = fixture_primary();
+    let data = add_random_file(primary.path(), "30000", 4);
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    corruption_is_caught(&rig, &["-j", "1"], &data);
+}
+
+#[test]
+fn a_byte_flipped_in_a_part_of_a_split_file_is_caught_and_the_part_fetched_again() {
+    let primary = fixture_primary();
+    let data = add_random_file(primary.path(), "30000", 8);
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let (stdout, stderr) = corruption_is_caught(&rig, &["-j", "2", "--part-size", "1M"], &data);
+    assert!(stdout.contains("split into 8 parts"), "{stdout}");
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("fetching them again"))
+        .unwrap();
+    assert!(
+        warning.contains("/30000"),
+        "the flipped byte should have hit a part of the split file: {warning}"
+    );
 }
 
 /// A tmpfs of `mib` MiB mounted on `path` (root only), unmounted on drop.
