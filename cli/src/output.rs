@@ -200,21 +200,31 @@ impl Job {
         }
     }
 
-    /// One file finished (`len` bytes), or failed.
+    /// One file finished (`len` more bytes), or failed.
     pub fn file_done(&self, len: u64, ok: bool) {
         let mut state = self.state.lock().unwrap();
         state.files += 1;
-        state.bytes += len;
         if !ok {
             state.failed += 1;
         }
+        self.update_message(state.files);
+        self.add_bytes(&mut state, len);
+    }
+
+    /// `len` bytes of a file still in progress (a part of a split file) arrived.
+    pub fn bytes_done(&self, len: u64) {
+        let mut state = self.state.lock().unwrap();
+        self.add_bytes(&mut state, len);
+    }
+
+    fn add_bytes(&self, state: &mut JobState, len: u64) {
+        state.bytes += len;
         if let Some(bar) = &self.bar {
             bar.inc(len);
-            self.update_message(state.files);
         }
         if state.last_line.elapsed() >= PROGRESS_EVERY {
             state.last_line = Instant::now();
-            tracing::info!(target: TARGET_PROGRESS, "{}", self.line(&state, false));
+            tracing::info!(target: TARGET_PROGRESS, "{}", self.line(state, false));
         }
     }
 
@@ -267,6 +277,8 @@ pub fn mib(bytes: u64) -> String {
 pub struct PassiveEvents {
     current: Mutex<Option<Job>>,
     pub files: std::sync::atomic::AtomicU64,
+    /// Bytes already shown for the parts of split files still in progress, by path.
+    parts: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl PassiveEvents {
@@ -274,6 +286,7 @@ impl PassiveEvents {
         PassiveEvents {
             current: Mutex::new(None),
             files: std::sync::atomic::AtomicU64::new(0),
+            parts: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -305,13 +318,27 @@ impl Events for PassiveEvents {
         *self.current.lock().unwrap() = Some(ui().job(&label, Some(files), Some(bytes)));
     }
 
+    fn part_done(&self, path: &str, bytes: u64) {
+        *self
+            .parts
+            .lock()
+            .unwrap()
+            .entry(path.to_owned())
+            .or_default() += bytes;
+        if let Some(job) = &*self.current.lock().unwrap() {
+            job.bytes_done(bytes);
+        }
+    }
+
     fn file_done(&self, path: &str, result: &Result<FetchReport, String>) {
         self.files
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shown = self.parts.lock().unwrap().remove(path).unwrap_or(0);
         let done = {
             let current = self.current.lock().unwrap();
             if let Some(job) = &*current {
-                job.file_done(result.as_ref().map(|r| r.len).unwrap_or(0), result.is_ok());
+                let len = result.as_ref().map(|r| r.len).unwrap_or(0);
+                job.file_done(len.saturating_sub(shown), result.is_ok());
                 let state = job.state.lock().unwrap();
                 job.files.is_some_and(|total| state.files >= total)
             } else {
@@ -494,4 +521,43 @@ pub fn barman_log_file(config: &barsync_sync::config::Config) -> Option<(PathBuf
     };
     let file = get("log_file").filter(|f| !f.is_empty() && f != "None")?;
     Some((PathBuf::from(file), log_level(get("log_level").as_deref())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(len: u64) -> Result<FetchReport, String> {
+        Ok(FetchReport {
+            len,
+            digest: None,
+            verified_by: "barsync digest, by part",
+            received_bytes: 0,
+            signature_bytes: 0,
+            reused_bytes: 0,
+            basis_problem: None,
+            linked: false,
+        })
+    }
+
+    fn shown(events: &PassiveEvents) -> (u64, u64) {
+        let current = events.current.lock().unwrap();
+        let state = current.as_ref().unwrap().state.lock().unwrap();
+        (state.files, state.bytes)
+    }
+
+    #[test]
+    fn parts_move_the_progress_and_their_file_is_counted_once() {
+        let events = PassiveEvents::new();
+        events.plan("20240102T120000", 3, 300);
+        events.file_done("/p/small", &report(100));
+        events.part_done("/p/big", 64);
+        events.part_done("/p/big", 64);
+        assert_eq!(shown(&events), (1, 228), "parts show bytes, not files");
+        events.file_done("/p/big", &report(150));
+        assert_eq!(shown(&events), (2, 250), "the file adds only what its parts did not");
+        events.part_done("/p/failed", 10);
+        events.file_done("/p/failed", &Err("cut".into()));
+        assert!(events.current.lock().unwrap().is_none(), "every file done");
+    }
 }

@@ -134,8 +134,12 @@ pub trait Events: Sync {
     /// A copy is about to start: `label` names it (a backup ID, or `WALs`), with its number of
     /// files and their total size as the primary declared them (for progress displays).
     fn plan(&self, _label: &str, _files: u64, _bytes: u64) {}
-    /// One file copied (or failed); `path` is the primary's path.
+    /// One file copied (or failed); `path` is the primary's path. For a file fetched in parts,
+    /// `part_done` came first for each part that arrived.
     fn file_done(&self, _path: &str, _result: &Result<FetchReport, String>) {}
+    /// One part (`bytes` long) of the split file `path` arrived, verified (for progress: a
+    /// 1 GiB segment moves the display part by part rather than once at the end).
+    fn part_done(&self, _path: &str, _bytes: u64) {}
 }
 
 /// Events that go nowhere (for callers that only want the returned reports).

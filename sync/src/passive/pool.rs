@@ -276,11 +276,12 @@ impl Worker<'_> {
         let session = self.session.as_mut().expect("opened above");
         let events = self.events;
         // A part is not a file: its file is reported once finished.
-        let mut progress = |outcome: &FetchOutcome| {
-            if requests[outcome.index].part.is_none() {
-                events.file_done(&outcome.remote_path, &outcome.result)
-            }
-        };
+        let mut progress =
+            |outcome: &FetchOutcome| match (&requests[outcome.index].part, &outcome.result) {
+                (None, result) => events.file_done(&outcome.remote_path, result),
+                (Some(_), Ok(report)) => events.part_done(&outcome.remote_path, report.len),
+                (Some(_), Err(_)) => {}
+            };
         match session.source().fetch(&requests, &mut progress) {
             Ok(outcomes) => {
                 let mut results: Vec<Result<FetchReport, String>> =
