@@ -14,6 +14,7 @@ use barsync_sync::backup_info::BackupStatus;
 use barsync_sync::catalog::load_backups;
 use barsync_sync::config::{Config, OptionValue, ServerConfig};
 use barsync_sync::syncinfo::{load_primary_info, shell_quote};
+use serde_json::{json, Value};
 
 use crate::output::ui;
 
@@ -21,6 +22,7 @@ pub const AFTER_HELP: &str = concat!(
     "Examples:
   barsync check pg                        # one server
   barsync check -c /etc/barman.conf all   # every passive server
+  barsync check --json pg                 # for monitoring: ok, then each check's name, ok, detail
 
 Checks: ssh (the primary answers `true` in batch mode), ssh host key (a changed key is
 reported as such), ssh output clean, barsync and barman on the primary's PATH, directories
@@ -41,6 +43,9 @@ pub struct Args {
     remote_barsync: String,
     /// Server name (a passive server section), or `all`
     server: String,
+    /// Print the checks as one JSON document on stdout instead of lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The outcome of one check.
@@ -61,25 +66,53 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         vec![crate::passive::server(&config, &args.server)?]
     };
     let mut failed = false;
+    let mut documents = Vec::new();
     for server in &servers {
-        ui().result(&format!("Server {}:", server.name()));
-        for check in check_server(server, &args.remote_barsync) {
-            let line = match &check.result {
-                Ok(detail) if detail.is_empty() => format!("\t{}: OK", check.name),
-                Ok(detail) => format!("\t{}: OK ({detail})", check.name),
-                Err(reason) => {
-                    failed = true;
-                    format!("\t{}: FAILED ({reason})", check.name)
-                }
-            };
-            ui().result(&line);
+        let checks = check_server(server, &args.remote_barsync);
+        let server_failed = checks.iter().any(|check| check.result.is_err());
+        failed |= server_failed;
+        if args.json {
+            documents.push(server_json(server.name(), !server_failed, &checks));
+            continue;
         }
+        ui().result(&format!("Server {}:", server.name()));
+        for check in &checks {
+            ui().result(&check_line(check));
+        }
+    }
+    if args.json {
+        crate::passive::print_json(&json!({
+            "command": "check",
+            "ok": !failed,
+            "servers": documents,
+        }));
     }
     Ok(if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `\tNAME: OK (detail)` or `\tNAME: FAILED (reason)`, as Barman prints a check.
+fn check_line(check: &Check) -> String {
+    match &check.result {
+        Ok(detail) if detail.is_empty() => format!("\t{}: OK", check.name),
+        Ok(detail) => format!("\t{}: OK ({detail})", check.name),
+        Err(reason) => format!("\t{}: FAILED ({reason})", check.name),
+    }
+}
+
+/// One server's checks as JSON: each with its name, `ok`, and the detail or the reason.
+fn server_json(name: &str, ok: bool, checks: &[Check]) -> Value {
+    let checks: Vec<Value> = checks
+        .iter()
+        .map(|check| match &check.result {
+            Ok(detail) => json!({"name": check.name, "ok": true, "detail": detail}),
+            Err(reason) => json!({"name": check.name, "ok": false, "detail": reason}),
+        })
+        .collect();
+    json!({"server": name, "ok": ok, "checks": checks})
 }
 
 fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {

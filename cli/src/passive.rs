@@ -279,7 +279,7 @@ fn merge(into: &mut Value, from: Value) {
     }
 }
 
-fn print_json(value: &Value) {
+pub(crate) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).expect("JSON values serialize")

@@ -47,6 +47,24 @@ fn check_reports_each_check_and_a_changed_host_key() {
     assert!(line(&text, "last synced backup").contains("20240102T120000"));
     assert!(line(&text, "last synced WAL").contains("000000020000000000000007"));
     assert!(line(&text, "compression").contains("OK"));
+    let json = rig.barsync(&["check", "--json", "pg"]);
+    assert_eq!(json.status.code(), Some(0), "{}", describe(&json));
+    let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["ok"], true, "{document}");
+    let checks = document["servers"][0]["checks"].as_array().unwrap();
+    assert_eq!(
+        checks.len(),
+        text.lines().count() - 1,
+        "one per line: {document}"
+    );
+    let backup = checks
+        .iter()
+        .find(|c| c["name"] == "last synced backup")
+        .unwrap();
+    assert!(backup["detail"]
+        .as_str()
+        .unwrap()
+        .contains("20240102T120000"));
 
     // A different host key on the same address is reported as a changed host key.
     rig.sshd.rotate_host_key().unwrap();
@@ -59,6 +77,21 @@ fn check_reports_each_check_and_a_changed_host_key() {
         describe(&changed)
     );
     assert!(line(&text, "ssh").contains("FAILED"), "{text}");
+    let json = rig.barsync(&["check", "--json", "pg"]);
+    assert_eq!(json.status.code(), Some(1), "{}", describe(&json));
+    let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["ok"], false, "{document}");
+    let key = &document["servers"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ssh host key")
+        .unwrap();
+    assert_eq!(key["ok"], false, "{document}");
+    assert!(
+        key["detail"].as_str().unwrap().contains("CHANGED"),
+        "{document}"
+    );
 }
 
 #[test]
