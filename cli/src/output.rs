@@ -555,7 +555,11 @@ mod tests {
         events.part_done("/p/big", 64);
         assert_eq!(shown(&events), (1, 228), "parts show bytes, not files");
         events.file_done("/p/big", &report(150));
-        assert_eq!(shown(&events), (2, 250), "the file adds only what its parts did not");
+        assert_eq!(
+            shown(&events),
+            (2, 250),
+            "the file adds only what its parts did not"
+        );
         events.part_done("/p/failed", 10);
         events.file_done("/p/failed", &Err("cut".into()));
         assert!(events.current.lock().unwrap().is_none(), "every file done");
