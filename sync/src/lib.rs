@@ -32,6 +32,10 @@
 //!   children this node has (in the primary's order) plus local ones the primary dropped, where
 //!   Barman copies the primary's list even with children the passive lacks (its `delete` then
 //!   fails), and every cron run refreshes it, where Barman does only when a child is synced.
+//!   Retention counts a chain through its root, as Barman does, but keeps every child of a
+//!   root with a `keep` annotation (Barman reports the children of a `standalone` root
+//!   outside the policy OBSOLETE), and does not copy a child whose root is OBSOLETE here
+//!   (Barman does, and then never deletes it).
 //! - Not modelled: server models applied by `.active-model.auto`, cloud storage for WALs or
 //!   backups, GPG encryption detection when rebuilding the xlog db, and a `primary_conninfo`
 //!   standby check that needs PostgreSQL.

@@ -290,3 +290,76 @@ fn an_incremental_whose_parent_left_the_primary_is_skipped() {
     );
     assert!(!stdout(&list).contains(B2), "{}", describe(&list));
 }
+
+/// Adds backup B3 on the primary: a copy of B2 one day later, as a full backup (no parent).
+fn add_full_backup(primary: &Path) {
+    add_second_child(primary);
+    set_field(&primary_meta(primary, B3), "parent_backup_id", "None");
+    set_field(&primary_meta(primary, B1), "children_backup_ids", B2);
+}
+
+#[test]
+fn retention_counts_chains_by_their_root_and_deletes_an_obsolete_chain_whole() {
+    let primary = fixture_primary();
+    make_postgres_backup(primary.path(), B1, None);
+    make_postgres_backup(primary.path(), B2, Some(B1));
+    set_field(&primary_meta(primary.path(), B1), "children_backup_ids", B2);
+    add_full_backup(primary.path());
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            server_lines: vec!["retention_policy = REDUNDANCY 1".into()],
+            ..RigOptions::default()
+        },
+    );
+
+    // B1 and its child B2 are copied (B1 is the only full backup then), then B3; with B3 here
+    // the chain of B1 is OBSOLETE, and `barman delete` of its root removes it whole.
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let text = stdout(&cron);
+    assert!(
+        text.contains(&format!(
+            "Enforcing retention policy: removing backup {B1} for server pg"
+        )),
+        "{}",
+        describe(&cron)
+    );
+    assert!(
+        !text.contains(&format!("removing backup {B2}")),
+        "the child goes with its root: {}",
+        describe(&cron)
+    );
+    for gone in [B1, B2] {
+        assert!(
+            !passive_meta(&rig, gone).exists(),
+            "{gone}: {}",
+            describe(&cron)
+        );
+        assert!(!rig.server_directory().join("base").join(gone).exists());
+    }
+    assert_eq!(field(&passive_meta(&rig, B3), "status"), "DONE");
+    let list = rig.barman(&["list-backups", "pg"]);
+    assert!(list.status.success(), "{}", describe(&list));
+    assert!(stdout(&list).contains(B3), "{}", describe(&list));
+    assert!(
+        !stdout(&list).contains(B1) && !stdout(&list).contains(B2),
+        "{}",
+        describe(&list)
+    );
+
+    // The next run copies neither again: the root is OBSOLETE here, so is the child.
+    let again = rig.barsync(&["cron"]);
+    assert!(again.status.success(), "{}", describe(&again));
+    let text = stdout(&again);
+    for id in [B1, B2] {
+        assert!(
+            text.contains(&format!(
+                "Remote backup pg/{id} is obsolete for local retention policies."
+            )),
+            "{id}: {}",
+            describe(&again)
+        );
+        assert!(!passive_meta(&rig, id).exists());
+    }
+}

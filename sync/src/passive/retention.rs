@@ -5,8 +5,12 @@
 //! deleted by Barman itself (`barman delete`), whose deletion also releases the WALs only that
 //! backup needed. barsync never deletes a DONE backup with its own code.
 //!
-//! Incremental backups (a parent or children) are never reported OBSOLETE here: their
-//! retention follows their chain, which Barman handles and barsync leaves to it.
+//! Incremental chains (PostgreSQL 17) as in Barman 3.20.1's retention report: only backups
+//! without a parent count towards the policy, and each one's status passes to every backup
+//! below it; an orphan (its chain's root not on this node) is never OBSOLETE. Deleting an
+//! OBSOLETE root with `barman delete` deletes its whole tree, so only roots are deleted here.
+//! One difference, on the side of keeping: below a root with a `keep` annotation nothing is
+//! OBSOLETE (Barman reports the children of a `standalone` root outside the policy OBSOLETE).
 
 use std::path::Path;
 use std::process::Command;
@@ -23,8 +27,8 @@ pub struct Candidate {
     pub done: bool,
     /// `end_time` in seconds since the epoch.
     pub end_time: Option<i64>,
-    /// In an incremental chain (parent or children).
-    pub incremental: bool,
+    /// The parent of an incremental backup.
+    pub parent: Option<String>,
     /// Has a `keep` annotation.
     pub kept: bool,
 }
@@ -39,8 +43,7 @@ impl Candidate {
                 .ok()
                 .flatten()
                 .map(|t| t.unix_seconds()),
-            incremental: info.parent_backup_id().is_some()
-                || !info.children_backup_ids().is_empty(),
+            parent: info.parent_backup_id().map(str::to_owned),
             kept: meta_directory.join(format!("{id}-keep")).exists(),
             id,
         }
@@ -54,7 +57,7 @@ pub fn obsolete(
     backups: &[Candidate],
     now: i64,
 ) -> Vec<String> {
-    let mut newest_first: Vec<&Candidate> = backups.iter().filter(|b| !b.incremental).collect();
+    let mut newest_first: Vec<&Candidate> = backups.iter().filter(|b| b.parent.is_none()).collect();
     newest_first.sort_by(|a, b| b.id.cmp(&a.id));
     let mut obsolete = Vec::new();
     match policy {
@@ -88,8 +91,31 @@ pub fn obsolete(
             }
         }
     }
+    // Every backup below an OBSOLETE root is OBSOLETE with it.
+    let roots = obsolete.clone();
+    for backup in backups {
+        if backup.parent.is_some()
+            && root_of(backups, backup).is_some_and(|root| roots.contains(&root.id))
+        {
+            obsolete.push(backup.id.clone());
+        }
+    }
     obsolete.sort();
     obsolete
+}
+
+/// The root of `backup`'s chain among `backups` (itself without a parent), `None` when a
+/// parent on the way is not among them.
+fn root_of<'a>(backups: &'a [Candidate], backup: &'a Candidate) -> Option<&'a Candidate> {
+    let mut current = backup;
+    // A chain is never longer than the list (this also stops on a corrupt cycle).
+    for _ in 0..=backups.len() {
+        let Some(parent) = &current.parent else {
+            return Some(current);
+        };
+        current = backups.iter().find(|b| &b.id == parent)?;
+    }
+    None
 }
 
 /// `now - window`, as Barman computes it (a month is 31 days there).
@@ -116,16 +142,27 @@ fn automatic(server: &ServerConfig) -> bool {
 }
 
 /// Whether the primary's backup `remote`, once copied, would already be OBSOLETE here.
-pub fn remote_is_obsolete(server: &ServerConfig, local: &[Candidate], remote: Candidate) -> bool {
+/// `remote_ancestors` are the primary's backups above an incremental `remote` that this node
+/// does not have (counted as if copied too): a child whose root would be OBSOLETE is.
+pub fn remote_is_obsolete(
+    server: &ServerConfig,
+    local: &[Candidate],
+    remote: Candidate,
+    remote_ancestors: &[Candidate],
+) -> bool {
     let Some(policy) = server.retention_policy().filter(|_| automatic(server)) else {
         return false;
     };
     let id = remote.id.clone();
     let mut all: Vec<Candidate> = local.iter().filter(|c| c.id != id).cloned().collect();
-    all.push(Candidate {
-        done: true,
-        ..remote
-    });
+    for candidate in remote_ancestors.iter().cloned().chain([remote]) {
+        if !all.iter().any(|c| c.id == candidate.id) {
+            all.push(Candidate {
+                done: true,
+                ..candidate
+            });
+        }
+    }
     obsolete(policy, server.minimum_redundancy(), &all, now_seconds()).contains(&id)
 }
 
@@ -144,7 +181,15 @@ pub fn apply(
     };
     let name = server.name();
     let mut deleted = Vec::new();
-    for id in obsolete(policy, server.minimum_redundancy(), local, now_seconds()) {
+    let obsolete = obsolete(policy, server.minimum_redundancy(), local, now_seconds());
+    // Deleting a root deletes its tree (Barman's delete): only the roots are deleted.
+    let roots = obsolete.iter().filter(|id| {
+        local
+            .iter()
+            .find(|c| &c.id == *id)
+            .is_none_or(|c| c.parent.is_none())
+    });
+    for id in roots.cloned() {
         events.info(&format!(
             "Enforcing retention policy: removing backup {id} for server {name}"
         ));
@@ -154,7 +199,15 @@ pub fn apply(
             .args(["-q", "delete", name, &id])
             .output();
         match output {
-            Ok(output) if output.status.success() => deleted.push(id),
+            Ok(output) if output.status.success() => {
+                let below = local.iter().filter(|c| {
+                    c.parent.is_some()
+                        && obsolete.contains(&c.id)
+                        && root_of(local, c).is_some_and(|root| root.id == id)
+                });
+                deleted.extend(below.map(|c| c.id.clone()));
+                deleted.push(id);
+            }
             Ok(output) => {
                 return Err(PassiveError::Sync(format!(
                     "retention policy: `barman delete {name} {id}` failed: {}",
@@ -182,7 +235,7 @@ mod tests {
             id: id.into(),
             done: true,
             end_time: Some(end_time),
-            incremental: false,
+            parent: None,
             kept: false,
         }
     }
@@ -226,6 +279,32 @@ mod tests {
         };
         assert_eq!(obsolete(window, 0, &backups, now), vec!["20240101T000000"]);
         assert!(obsolete(window, 4, &backups, now).is_empty());
+    }
+
+    #[test]
+    fn a_chain_counts_once_through_its_root_and_goes_with_it() {
+        let child = |id: &str, parent: &str| Candidate {
+            parent: Some(parent.into()),
+            ..done(id, 0)
+        };
+        let backups = vec![
+            done("20240101T000000", 0),
+            child("20240102T000000", "20240101T000000"),
+            child("20240103T000000", "20240102T000000"),
+            done("20240104T000000", 0),
+            child("20240105T000000", "20240104T000000"),
+            child("20240106T000000", "20240199T000000"),
+        ];
+        // Two roots; children do not count towards the redundancy.
+        assert!(obsolete(RetentionPolicy::Redundancy(2), 0, &backups, 0).is_empty());
+        assert_eq!(
+            obsolete(RetentionPolicy::Redundancy(1), 0, &backups, 0),
+            vec!["20240101T000000", "20240102T000000", "20240103T000000"],
+            "the old root and its whole tree; the orphan stays"
+        );
+        let mut kept = backups.clone();
+        kept[0].kept = true;
+        assert!(obsolete(RetentionPolicy::Redundancy(1), 0, &kept, 0).is_empty());
     }
 
     #[test]

@@ -113,10 +113,12 @@ pub fn sync_backup_with(
         .iter()
         .map(|e| Candidate::from_info(&e.info, &meta))
         .collect();
+    let remote_ancestors = remote_ancestors(primary, name, &remote_info, &candidates, &meta)?;
     if retention::remote_is_obsolete(
         server,
         &candidates,
         Candidate::from_info(&remote_info, &meta),
+        &remote_ancestors,
     ) {
         return Ok(BackupOutcome::NothingToDo(format!(
             "Remote backup {name}/{id} is obsolete for local retention policies."
@@ -254,6 +256,34 @@ fn copy_backup(
     totals.files = plan.jobs.len() as u64;
     totals.bytes = plan.bytes;
     Ok(totals)
+}
+
+/// The primary's backups above the incremental `info` that this node does not have, nearest
+/// first (for the retention check: a child goes with its root).
+fn remote_ancestors(
+    primary: &PrimaryInfo,
+    name: &str,
+    info: &BackupInfo,
+    local: &[Candidate],
+    meta: &Path,
+) -> Result<Vec<Candidate>, PassiveError> {
+    let mut ancestors: Vec<Candidate> = Vec::new();
+    let mut parent = info.parent_backup_id().map(str::to_owned);
+    while let Some(id) = parent.take() {
+        if local.iter().chain(&ancestors).any(|c| c.id == id) {
+            break;
+        }
+        let Some((parent_info, _)) = primary
+            .backup(name, &id)
+            .map_err(crate::syncinfo::SyncInfoError::from)?
+        else {
+            break;
+        };
+        let candidate = Candidate::from_info(&parent_info, meta);
+        parent = candidate.parent.clone();
+        ancestors.push(candidate);
+    }
+    Ok(ancestors)
 }
 
 /// The local backup whose files are the best basis: the nearest older DONE backup with a
