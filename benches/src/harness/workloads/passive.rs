@@ -26,21 +26,7 @@ impl<'a> Context<'a> {
         let barman = self.barman.clone().expect("barman found");
         let barsync = self.options.barsync.clone();
         let rig: RefCell<Option<PassiveRig>> = RefCell::new(None);
-        let new_rig = || {
-            rig.replace(None);
-            let fresh = fixture(|| {
-                PassiveRig::new(
-                    &config,
-                    &RigOptions {
-                        server_lines: vec!["reuse_backup = link".into()],
-                        ..RigOptions::default()
-                    },
-                )
-            })?;
-            let config = fresh.config.clone();
-            rig.replace(Some(fresh));
-            Ok::<PathBuf, HarnessError>(config)
-        };
+        let new_rig = || fresh_link_rig(&rig, &config);
         let barsync_side = Side {
             tool: "barsync sync-backup".into(),
             setup: Box::new(|| {
@@ -214,6 +200,27 @@ impl<'a> Context<'a> {
         self.notes.extend(findings);
         Ok(Outcome::Rows(vec![row]))
     }
+}
+
+/// Replaces the passive in `rig` with a fresh one of the primary at `primary_config`, with
+/// `reuse_backup = link` (W4, W8); returns its configuration file.
+pub(super) fn fresh_link_rig(
+    rig: &RefCell<Option<PassiveRig>>,
+    primary_config: &Path,
+) -> Result<PathBuf> {
+    rig.replace(None);
+    let fresh = fixture(|| {
+        PassiveRig::new(
+            primary_config,
+            &RigOptions {
+                server_lines: vec!["reuse_backup = link".into()],
+                ..RigOptions::default()
+            },
+        )
+    })?;
+    let config = fresh.config.clone();
+    rig.replace(Some(fresh));
+    Ok(config)
 }
 
 pub(super) fn barsync_cmd(

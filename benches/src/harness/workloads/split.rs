@@ -11,9 +11,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use barsync_tests::passive_rig::{fixture_primary, PassiveRig, RigOptions};
+use barsync_tests::passive_rig::{fixture_primary, PassiveRig};
 
-use super::passive::{barman_cmd, barsync_cmd, check_backups};
+use super::passive::{barman_cmd, barsync_cmd, check_backups, fresh_link_rig};
 use super::{fixture, link_or_copy, size_label, Context, Outcome, Side, MIB};
 use crate::harness::report::Row;
 use crate::harness::runner::{self, barsync_wire_bytes, measure};
@@ -86,21 +86,7 @@ impl<'a> Context<'a> {
         // The rows differ only by `--part-size 0`.
         let splits = !flags.contains(&"--part-size");
         let rig: RefCell<Option<PassiveRig>> = RefCell::new(None);
-        let new_rig = || {
-            rig.replace(None);
-            let fresh = fixture(|| {
-                PassiveRig::new(
-                    primary_config,
-                    &RigOptions {
-                        server_lines: vec!["reuse_backup = link".into()],
-                        ..RigOptions::default()
-                    },
-                )
-            })?;
-            let config = fresh.config.clone();
-            rig.replace(Some(fresh));
-            Ok::<PathBuf, HarnessError>(config)
-        };
+        let new_rig = || fresh_link_rig(&rig, primary_config);
         let check = |who: &str| {
             check_backups(&rig, &[&OLDER.to_owned(), &NEWER.to_owned()])?;
             let synced = backup_data(
