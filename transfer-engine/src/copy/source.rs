@@ -161,24 +161,23 @@ impl PullSource for crate::sftp::SftpSource {
     ) -> Result<Vec<FetchOutcome>, CopyError> {
         // SFTP fetches whole files: a part of a split file needs `barsync serve`.
         let mut outcomes = Vec::with_capacity(requests.len());
-        let whole: Vec<usize> = (0..requests.len())
-            .filter(|&index| {
-                if requests[index].part.is_none() {
-                    return true;
-                }
-                let outcome = FetchOutcome {
-                    index,
-                    remote_path: requests[index].remote_path.clone(),
-                    result: Err(format!(
-                        "{}: SFTP copies whole files; a byte range needs barsync serve on the other side",
-                        requests[index].remote_path
-                    )),
-                };
-                progress(&outcome);
-                outcomes.push(outcome);
-                false
-            })
-            .collect();
+        let mut whole = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            if request.part.is_none() {
+                whole.push(index);
+                continue;
+            }
+            let outcome = FetchOutcome {
+                index,
+                remote_path: request.remote_path.clone(),
+                result: Err(format!(
+                    "{}: SFTP copies whole files; a byte range needs barsync serve on the other side",
+                    request.remote_path
+                )),
+            };
+            progress(&outcome);
+            outcomes.push(outcome);
+        }
         let partials: Vec<PathBuf> = whole
             .iter()
             .map(|&i| {
