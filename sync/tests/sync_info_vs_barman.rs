@@ -15,8 +15,7 @@ fn shared_fixture_full_incremental_and_errors() {
     let full = assert_same_sync_info(&config, "pg", &[]);
     assert_eq!(last_position_of(&full), "503");
     assert_eq!(wal_names_of(&full).len(), 9);
-    let sample =
-        std::fs::read_to_string(shared().join("docs/sample-sync-info-3.20.1.json")).unwrap();
+    let sample = std::fs::read_to_string(fixtures().join("sample-sync-info-3.20.1.json")).unwrap();
     let sample_backups = json::parse(&sample).unwrap().get("backups").cloned();
     assert_eq!(
         json::parse(&full).unwrap().get("backups").cloned(),

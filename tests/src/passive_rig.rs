@@ -201,13 +201,10 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
-/// Builds the shared hand-made Barman primary of `make-barman-fixture.sh` (no PostgreSQL) in a
-/// new directory and returns it; its configuration is `primary.conf` there.
+/// Builds the hand-made Barman primary of `tests/fixtures/make-barman-fixture.sh` (no
+/// PostgreSQL) in a new directory and returns it; its configuration is `primary.conf` there.
 pub fn fixture_primary() -> tempfile::TempDir {
-    let shared = std::env::var_os("BARSYNC_TEST_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let script = shared.join("tools/make-barman-fixture.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/make-barman-fixture.sh");
     assert!(script.is_file(), "{} is missing", script.display());
     let base = tempfile::Builder::new()
         .prefix("barsync-primary-")

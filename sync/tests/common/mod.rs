@@ -31,23 +31,16 @@ pub fn barman_python() -> PathBuf {
     python
 }
 
-/// The shared directory: `$BARSYNC_TEST_SHARED`, else `../../shared`.
-pub fn shared() -> PathBuf {
-    let path = std::env::var_os("BARSYNC_TEST_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    assert!(
-        path.join("tools/make-barman-fixture.sh").is_file(),
-        "shared tools not found in {}",
-        path.display()
-    );
-    path
+/// The repository's test fixtures (`tests/fixtures`): the hand-made Barman catalog builder
+/// and Barman 3.20.1's sample sync-info output.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
 /// Builds the shared hand-made fixture (primary.conf, passive.conf, catalog) in `base`.
 pub fn make_fixture(base: &Path) {
     let status = Command::new("bash")
-        .arg(shared().join("tools/make-barman-fixture.sh"))
+        .arg(fixtures().join("make-barman-fixture.sh"))
         .arg(base)
         .env("BARMAN_BIN", barman())
         .stdout(std::process::Stdio::null())
