@@ -16,7 +16,7 @@ use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client};
 use transfer_engine::sftp::SftpSource;
 use transfer_engine::transport::libssh2::Libssh2Transport;
-use transfer_engine::transport::{choose_transport, memory_pipe, Transport, TransportPreference};
+use transfer_engine::transport::{choose_transport, memory_pipe, Transport};
 
 use crate::output::{ui, Job};
 
@@ -62,8 +62,8 @@ pub struct Args {
     #[arg(long, default_value = "barsync")]
     remote_barsync: String,
     /// Which SSH transport: auto, in-process (libssh2) or subprocess (the ssh command).
-    #[arg(long, default_value = "auto")]
-    transport: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    transport: crate::passive::Transport,
     /// Print the summary as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -229,13 +229,10 @@ fn with_session(
     root: &str,
     work: impl FnOnce(&mut RemoteClient) -> Result<CopyReport>,
 ) -> Result<CopyReport> {
-    let preference = match args.transport.as_str() {
-        "auto" => TransportPreference::Auto,
-        "in-process" => TransportPreference::InProcess,
-        "subprocess" => TransportPreference::Subprocess,
-        other => bail!("unknown transport {other:?} (auto, in-process, subprocess)"),
-    };
-    let transport = choose_transport(&format!("{} {host}", args.ssh_command), preference)?;
+    let transport = choose_transport(
+        &format!("{} {host}", args.ssh_command),
+        args.transport.into(),
+    )?;
     let command = format!(
         "{} serve --root {}",
         shell_quote(&args.remote_barsync),

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use barsync_sync::backup_info::BackupStatus;
 use barsync_sync::catalog::load_backups;
-use barsync_sync::config::Config;
+use barsync_sync::config::{Config, ServerConfig};
 use barsync_sync::syncinfo::{fetch_primary_info, load_primary_info, RemoteProgram, SyncPoint};
 use serde_json::json;
 
@@ -19,6 +19,7 @@ pub const AFTER_HELP: &str = concat!(
   barsync list-backups pg                 # from the primary.info saved by the last cron
   barsync list-backups --refresh pg       # ask the primary first (saves primary.info)
   barsync list-backups --json pg
+  barsync -c /etc/barman.conf list-backups all   # every passive server
 
 States: synced (DONE here), syncing (a copy is running or was cut: the next cron resumes it),
 failed (the next cron retries it), missing (not copied yet), local only (the primary has
@@ -42,7 +43,7 @@ pub struct Args {
     /// Print one JSON document on stdout
     #[arg(long)]
     pub json: bool,
-    /// Server name (a passive server section of the configuration)
+    /// Server name (a passive server section of the configuration), or `all`
     server: String,
 }
 
@@ -57,7 +58,58 @@ struct Row {
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     let config = Config::load(args.config.as_deref())?;
-    let server = crate::passive::server(&config, &args.server)?;
+    if args.server != "all" {
+        let server = crate::passive::server(&config, &args.server)?;
+        let rows = rows(&config, &server, args)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&server_json(&server, &rows))?
+            );
+        } else {
+            print_server(&server, &rows, args);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // `all`: every passive server, as `barman list-backups all`; one that fails is reported
+    // and the others are still listed.
+    let mut documents = Vec::new();
+    let mut failed = false;
+    for server in config
+        .servers()?
+        .into_iter()
+        .filter(|s| s.is_passive() && !s.is_disabled())
+    {
+        match rows(&config, &server, args) {
+            Ok(rows) if args.json => documents.push(server_json(&server, &rows)),
+            Ok(rows) => print_server(&server, &rows, args),
+            Err(error) => {
+                failed = true;
+                let message = format!("Server {}: {error:#}", server.name());
+                ui().error(&message);
+                documents.push(json!({"server": server.name(), "ok": false, "errors": [message]}));
+            }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "command": "list-backups",
+                "ok": !failed,
+                "servers": documents,
+            }))?
+        );
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One server's rows: the primary's backups and this node's, side by side.
+fn rows(config: &Config, server: &ServerConfig, args: &Args) -> Result<Vec<Row>> {
     let primary = if args.refresh {
         let mut warn = |message: String| ui().warning(&message);
         let program = match args.remote {
@@ -65,7 +117,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             crate::sync_info::Remote::Barsync => RemoteProgram::Barsync,
         };
         fetch_primary_info(
-            &server,
+            server,
             config.config_file(),
             program,
             &SyncPoint::default(),
@@ -74,9 +126,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         .map(|answer| answer.info)
         .context("asking the primary")?
     } else {
-        load_primary_info(&server).context("run `barsync cron` first, or use --refresh")?
+        load_primary_info(server).context("run `barsync cron` first, or use --refresh")?
     };
-    let local = load_backups(&server)?;
+    let local = load_backups(server)?;
     let mut ids: Vec<String> = primary
         .backup_ids()
         .map(str::to_owned)
@@ -121,31 +173,34 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             }
         })
         .collect();
-    if args.json {
-        let backups: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                json!({
-                    "backup_id": r.id,
-                    "state": r.state,
-                    "primary_status": r.primary_status,
-                    "primary_size": r.primary_size,
-                    "passive_status": r.local_status,
-                    "passive_bytes_on_disk": r.local_bytes,
-                })
+    Ok(rows)
+}
+
+/// One server's list as a JSON object.
+fn server_json(server: &ServerConfig, rows: &[Row]) -> serde_json::Value {
+    let backups: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "backup_id": r.id,
+                "state": r.state,
+                "primary_status": r.primary_status,
+                "primary_size": r.primary_size,
+                "passive_status": r.local_status,
+                "passive_bytes_on_disk": r.local_bytes,
             })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "command": "list-backups",
-                "server": server.name(),
-                "ok": true,
-                "backups": backups,
-            }))?
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
+        })
+        .collect();
+    json!({
+        "command": "list-backups",
+        "server": server.name(),
+        "ok": true,
+        "backups": backups,
+    })
+}
+
+/// One server's list as text.
+fn print_server(server: &ServerConfig, rows: &[Row], args: &Args) {
     let source = if args.refresh {
         "asked now".to_owned()
     } else {
@@ -159,7 +214,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         "  {:<17} {:<17} {:>11}   {:<11} {:>11}",
         "Backup ID", "Primary", "size", "Passive", "on disk"
     ));
-    for row in &rows {
+    for row in rows {
         ui().result(&format!(
             "  {:<17} {:<17} {:>11}   {:<11} {:>11}",
             row.id,
@@ -172,7 +227,6 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if rows.is_empty() {
         ui().result("  (no backups on either node)");
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn saved_ago(path: &Path) -> String {

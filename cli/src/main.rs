@@ -43,6 +43,10 @@ const MAIN_AFTER_HELP: &str = concat!(
     after_help = MAIN_AFTER_HELP
 )]
 struct Cli {
+    /// Barman configuration file, for the passive commands (as `barman -c FILE COMMAND`; the
+    /// command's own -c wins)
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Print only warnings and errors (no information lines, no progress)
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -91,16 +95,23 @@ enum Command {
 }
 
 impl Command {
-    /// The configuration file the command reads, for Barman's `log_file`.
-    fn config(&self) -> Option<Option<&std::path::Path>> {
+    /// The command's `-c` option, for the commands that read Barman's configuration.
+    fn config_option(&mut self) -> Option<&mut Option<std::path::PathBuf>> {
         match self {
-            Command::SyncBackup(a) => Some(a.common.config.as_deref()),
-            Command::SyncWals(a) => Some(a.common.config.as_deref()),
-            Command::Cron(a) => Some(a.common.config.as_deref()),
-            Command::Check(a) => Some(a.config.as_deref()),
-            Command::ListBackups(a) => Some(a.config.as_deref()),
+            Command::SyncBackup(a) => Some(&mut a.common.config),
+            Command::SyncWals(a) => Some(&mut a.common.config),
+            Command::Cron(a) => Some(&mut a.common.config),
+            Command::Check(a) => Some(&mut a.config),
+            Command::ListBackups(a) => Some(&mut a.config),
+            Command::SyncInfo(a) => Some(&mut a.config),
             _ => None,
         }
+    }
+
+    /// The configuration file the command reads (`Some(None)`: the default locations), for
+    /// Barman's `log_file`; `None` for commands that read none.
+    fn config(&mut self) -> Option<Option<&std::path::Path>> {
+        self.config_option().map(|config| config.as_deref())
     }
 
     fn json(&self) -> bool {
@@ -116,7 +127,25 @@ impl Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Some(config) = cli.config.take() {
+        match cli.command.config_option() {
+            Some(option) => {
+                option.get_or_insert(config);
+            }
+            None => {
+                use clap::CommandFactory;
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "-c/--config before the command is for the commands that read Barman's \
+                         configuration (cron, sync-backup, sync-wals, sync-info, check, \
+                         list-backups)",
+                    )
+                    .exit();
+            }
+        }
+    }
     let log_file = cli
         .command
         .config()

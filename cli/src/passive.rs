@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use barsync_sync::config::Config;
 use barsync_sync::passive::cron::ServerCron;
 use barsync_sync::passive::{
@@ -61,7 +61,7 @@ pub struct Common {
     pub config: Option<PathBuf>,
     /// Sessions (parallel copies) per sync; default: the server's parallel_jobs when set, else
     /// one per core (2 to 8)
-    #[arg(short = 'j', long = "jobs")]
+    #[arg(short = 'j', long = "jobs", value_parser = parse_jobs)]
     jobs: Option<usize>,
     /// The barsync program on the primary (started as `barsync serve`)
     #[arg(long, default_value = "barsync")]
@@ -70,8 +70,8 @@ pub struct Common {
     #[arg(long)]
     sftp: bool,
     /// SSH transport for primary_ssh_command: auto, in-process (libssh2) or subprocess (ssh)
-    #[arg(long, default_value = "auto")]
-    transport: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    transport: Transport,
     /// Files of at least twice this size are fetched in parts of this size, shared by the
     /// sessions (bytes, or with K, M, G: 64M, 1G); 0 never splits
     #[arg(long, default_value = "64M", value_parser = parse_size)]
@@ -110,14 +110,34 @@ pub struct CronArgs {
     server: Option<String>,
 }
 
-/// The transport named on the command line.
-pub fn transport(name: &str) -> Result<TransportPreference> {
-    Ok(match name {
-        "auto" => TransportPreference::Auto,
-        "in-process" => TransportPreference::InProcess,
-        "subprocess" => TransportPreference::Subprocess,
-        other => bail!("unknown transport {other:?} (auto, in-process, subprocess)"),
-    })
+/// The SSH transport named on the command line (`--transport`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Transport {
+    /// libssh2 when the ssh command allows it, else the ssh command
+    Auto,
+    /// libssh2, in this process
+    InProcess,
+    /// the ssh command, as a subprocess
+    Subprocess,
+}
+
+impl From<Transport> for TransportPreference {
+    fn from(transport: Transport) -> TransportPreference {
+        match transport {
+            Transport::Auto => TransportPreference::Auto,
+            Transport::InProcess => TransportPreference::InProcess,
+            Transport::Subprocess => TransportPreference::Subprocess,
+        }
+    }
+}
+
+/// A number of sessions: at least one.
+fn parse_jobs(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(jobs) => Ok(jobs),
+        Err(_) => Err(format!("{text:?} is not a number of sessions")),
+    }
 }
 
 /// A size in bytes, optionally with a binary suffix: `65536`, `64K`, `64M`, `1G` (or `64MiB`).
@@ -144,7 +164,7 @@ fn setup(common: &Common) -> Result<(Config, PassiveOptions)> {
     let config = Config::load(common.config.as_deref())?;
     let options = PassiveOptions {
         remote_barsync: common.remote_barsync.clone(),
-        transport: transport(&common.transport)?,
+        transport: common.transport.into(),
         jobs: common.jobs,
         config_file: config.config_file().to_path_buf(),
         remote_program: RemoteProgram::Barman,

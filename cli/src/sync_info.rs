@@ -33,7 +33,7 @@ pub enum Remote {
 pub struct Args {
     /// Barman configuration file (default: ~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf)
     #[arg(short = 'c', long = "config")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Ask the primary node (through primary_ssh_command) and save its answer as primary.info
     #[arg(long)]
     primary: bool,

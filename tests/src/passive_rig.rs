@@ -126,12 +126,23 @@ impl PassiveRig {
     /// The command [`PassiveRig::barsync`] runs (with Barman on PATH, as on a Barman passive
     /// node), to spawn it.
     pub fn barsync_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(barsync());
+        let mut command = self.barsync_bare(&[args[0]]);
+        command.arg("-c").arg(&self.config).args(&args[1..]);
         command
-            .arg(args[0])
-            .arg("-c")
-            .arg(&self.config)
-            .args(&args[1..]);
+    }
+
+    /// Runs `barsync -c <passive config> ARGS...`: the configuration before the subcommand,
+    /// as `barman -c FILE COMMAND` is written.
+    pub fn barsync_config_first(&self, args: &[&str]) -> Output {
+        let mut command = self.barsync_bare(&["-c"]);
+        command.arg(&self.config).args(args);
+        command.output().expect("run barsync")
+    }
+
+    /// `barsync ARGS...` with Barman on PATH and nothing added.
+    fn barsync_bare(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(barsync());
+        command.args(args);
         let venv_bin = barman_program().parent().unwrap().to_path_buf();
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![venv_bin];

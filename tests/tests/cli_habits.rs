@@ -1,0 +1,88 @@
+//! Barman's command-line habits, with the real binary on a passive node behind a real sshd:
+//! the configuration before the subcommand (`barsync -c FILE COMMAND`, as `barman -c FILE
+//! COMMAND`), `all` wherever a server is named, and usage errors (exit status 2) for values
+//! that cannot work.
+
+use barsync_tests::passive_rig::{describe, fixture_primary, PassiveRig, RigOptions};
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_configuration_before_the_command_is_accepted_by_every_passive_command() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+
+    let cron = rig.barsync_config_first(&["cron"]);
+    assert_eq!(cron.status.code(), Some(0), "{}", describe(&cron));
+    assert_eq!(rig.backup_status("20240102T120000"), "DONE");
+    for args in [
+        &["sync-backup", "pg", "latest"][..],
+        &["sync-wals", "pg"],
+        &["list-backups", "pg"],
+        &["check", "pg"],
+        &["sync-info", "pg"],
+        &["cron", "pg"],
+    ] {
+        let output = rig.barsync_config_first(args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            describe(&output)
+        );
+    }
+    // The subcommand's own -c still works, and wins over the one before it.
+    let both = rig.barsync(&["list-backups", "pg"]);
+    assert_eq!(both.status.code(), Some(0), "{}", describe(&both));
+
+    // -c before a command that reads no configuration is a usage error, not silently ignored.
+    let copy = rig.barsync_config_first(&["copy", "/nonexistent-a", "/nonexistent-b"]);
+    assert_eq!(copy.status.code(), Some(2), "{}", describe(&copy));
+}
+
+#[test]
+fn list_backups_all_lists_every_passive_server() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert_eq!(cron.status.code(), Some(0), "{}", describe(&cron));
+
+    let all = rig.barsync(&["list-backups", "all"]);
+    assert_eq!(all.status.code(), Some(0), "{}", describe(&all));
+    let text = stdout(&all);
+    assert!(text.starts_with("Server pg "), "{text}");
+    assert!(text.contains("20240102T120000"), "{text}");
+    let json = rig.barsync(&["list-backups", "--json", "all"]);
+    assert_eq!(json.status.code(), Some(0), "{}", describe(&json));
+    let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["ok"], true, "{document}");
+    assert_eq!(document["servers"][0]["server"], "pg", "{document}");
+    assert!(document["servers"][0]["backups"].as_array().unwrap().len() >= 2);
+}
+
+#[test]
+fn values_that_cannot_work_are_usage_errors() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    for args in [
+        &["cron", "--transport", "foo"][..],
+        &["sync-wals", "pg", "--transport", "ssh2"],
+        &["cron", "-j", "0"],
+        &["sync-backup", "pg", "latest", "--jobs", "0"],
+        &["copy", "--transport", "foo", "/a", "/b"],
+    ] {
+        let output = rig.barsync(args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        assert!(
+            !rig.server_directory().join("base").exists(),
+            "{args:?} started a sync"
+        );
+    }
+}
