@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use barsync_sync::backup_info::BackupStatus;
 use barsync_sync::catalog::load_backups;
 use barsync_sync::config::{Config, ServerConfig};
+use barsync_sync::passive::sync_backup::{skipped_on_purpose, SkipReason};
 use barsync_sync::syncinfo::{fetch_primary_info, load_primary_info, RemoteProgram, SyncPoint};
 use serde_json::json;
 
@@ -22,8 +23,9 @@ pub const AFTER_HELP: &str = concat!(
   barsync -c /etc/barman.conf list-backups all   # every passive server
 
 States: synced (DONE here), syncing (a copy is running or was cut: the next cron resumes it),
-failed (the next cron retries it), missing (not copied yet), local only (the primary has
-deleted it; kept here as Barman does).
+failed (the next cron retries it), missing (not copied yet), obsolete (this node's retention
+policy would delete it: not copied, as Barman does), skipped (an incremental backup whose parent
+the primary no longer has), local only (the primary has deleted it; kept here as Barman does).
 ",
     exit_codes!()
 );
@@ -54,6 +56,8 @@ struct Row {
     state: &'static str,
     local_status: Option<String>,
     local_bytes: Option<u64>,
+    /// Why a backup of the primary is not copied on purpose (Barman's message).
+    note: Option<String>,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -137,42 +141,49 @@ fn rows(config: &Config, server: &ServerConfig, args: &Args) -> Result<Vec<Row>>
     ids.sort();
     ids.dedup();
     let base = server.basebackups_directory();
-    let rows: Vec<Row> = ids
-        .into_iter()
-        .map(|id| {
-            let remote = primary.backup(server.name(), &id).ok().flatten();
-            let entry = local.iter().find(|e| e.info.backup_id() == id);
-            let local_status = entry.and_then(|e| e.info.status().ok());
-            let state = match (remote.is_some(), local_status) {
-                (_, Some(BackupStatus::Done | BackupStatus::WaitingForWals))
-                    if remote.is_none() =>
-                {
-                    "local only"
-                }
-                (_, Some(BackupStatus::Done | BackupStatus::WaitingForWals)) => "synced",
-                (_, Some(BackupStatus::Syncing)) => "syncing",
-                (_, Some(BackupStatus::Failed)) => "failed",
-                (true, _) => "missing",
-                (false, _) => "local only",
-            };
-            let directory = base.join(&id);
-            Row {
-                primary_status: remote
-                    .as_ref()
-                    .and_then(|(info, _)| info.text("status").map(str::to_owned)),
-                primary_size: remote.as_ref().and_then(|(info, _)| {
-                    info.int("size")
-                        .ok()
-                        .flatten()
-                        .and_then(|v| u64::try_from(v).ok())
-                }),
-                state,
-                local_status: local_status.map(|s| s.as_str().to_owned()),
-                local_bytes: directory.is_dir().then(|| disk_bytes(&directory)),
-                id,
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let remote = primary.backup(server.name(), &id).ok().flatten();
+        let entry = local.iter().find(|e| e.info.backup_id() == id);
+        let local_status = entry.and_then(|e| e.info.status().ok());
+        let mut note = None;
+        let state = match (remote.is_some(), local_status) {
+            (_, Some(BackupStatus::Done | BackupStatus::WaitingForWals)) if remote.is_none() => {
+                "local only"
             }
-        })
-        .collect();
+            (_, Some(BackupStatus::Done | BackupStatus::WaitingForWals)) => "synced",
+            (_, Some(BackupStatus::Syncing)) => "syncing",
+            (_, Some(BackupStatus::Failed)) => "failed",
+            (true, _) => match skipped_on_purpose(server, &primary, &local, &id)? {
+                Some(skip) => {
+                    note = Some(skip.message);
+                    match skip.reason {
+                        SkipReason::Obsolete => "obsolete",
+                        SkipReason::ParentAbsent => "skipped",
+                    }
+                }
+                None => "missing",
+            },
+            (false, _) => "local only",
+        };
+        let directory = base.join(&id);
+        rows.push(Row {
+            primary_status: remote
+                .as_ref()
+                .and_then(|(info, _)| info.text("status").map(str::to_owned)),
+            primary_size: remote.as_ref().and_then(|(info, _)| {
+                info.int("size")
+                    .ok()
+                    .flatten()
+                    .and_then(|v| u64::try_from(v).ok())
+            }),
+            state,
+            local_status: local_status.map(|s| s.as_str().to_owned()),
+            local_bytes: directory.is_dir().then(|| disk_bytes(&directory)),
+            note,
+            id,
+        });
+    }
     Ok(rows)
 }
 
@@ -188,6 +199,7 @@ fn server_json(server: &ServerConfig, rows: &[Row]) -> serde_json::Value {
                 "primary_size": r.primary_size,
                 "passive_status": r.local_status,
                 "passive_bytes_on_disk": r.local_bytes,
+                "note": r.note,
             })
         })
         .collect();
@@ -226,6 +238,11 @@ fn print_server(server: &ServerConfig, rows: &[Row], args: &Args) {
     }
     if rows.is_empty() {
         ui().result("  (no backups on either node)");
+    }
+    for row in rows {
+        if let Some(note) = &row.note {
+            ui().result(&format!("  {}: {note}", row.id));
+        }
     }
 }
 

@@ -483,6 +483,59 @@ fn the_passives_own_retention_policy_is_applied_by_barman() {
 }
 
 #[test]
+fn retention_runs_every_cron_and_an_obsolete_backup_is_not_called_missing() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert_eq!(rig.backup_status("20240101T120000"), "DONE");
+
+    // The operator adds a retention policy; the primary has no new WAL since the last run.
+    let mut config = fs::read_to_string(&rig.config).unwrap();
+    config.push_str("retention_policy = REDUNDANCY 1\n");
+    fs::write(&rig.config, config).unwrap();
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert!(
+        stdout(&cron).contains("No WAL synchronisation required"),
+        "{}",
+        describe(&cron)
+    );
+    assert!(
+        stdout(&cron).contains("Enforcing retention policy: removing backup 20240101T120000"),
+        "{}",
+        describe(&cron)
+    );
+    assert_eq!(rig.backup_status("20240101T120000"), "absent");
+
+    // list-backups says why the passive does not have it.
+    let list = rig.barsync(&["list-backups", "pg"]);
+    assert!(list.status.success(), "{}", describe(&list));
+    let row = stdout(&list)
+        .lines()
+        .find(|l| l.contains("20240101T120000"))
+        .unwrap_or_else(|| panic!("no row: {}", describe(&list)))
+        .to_owned();
+    assert!(
+        row.contains("obsolete") && !row.contains("missing"),
+        "{row}"
+    );
+    let json = rig.barsync(&["list-backups", "--json", "pg"]);
+    let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let backup = document["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backup_id"] == "20240101T120000")
+        .unwrap();
+    assert_eq!(backup["state"], "obsolete", "{document}");
+    assert!(backup["note"]
+        .as_str()
+        .unwrap()
+        .contains("obsolete for local retention policies"));
+}
+
+#[test]
 fn a_barsync_passive_is_the_primary_of_another_passive() {
     let primary = fixture_primary();
     let middle = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());

@@ -2,8 +2,8 @@
 //! primary for its sync-info, purge the local FAILED backups it no longer has, copy every
 //! missing backup (oldest first, all of them: Barman starts one per run), bring every local
 //! incremental parent's `children_backup_ids` in line with the primary's chain
-//! ([`incremental`]; Barman only does it when a child is synced), then the WALs, then the
-//! passive's own retention policy (which reads those chains).
+//! ([`incremental`]; Barman only does it when a child is synced), then the WALs; then, every
+//! run, whatever the sync did, the passive's own retention policy (which reads those chains).
 //!
 //! It runs in the foreground to completion and reports per server, so a scheduler sees a
 //! failure in the exit status. A sync already running elsewhere (barsync or Barman, same lock
@@ -121,6 +121,15 @@ fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Eve
     if let Err(error) = sync_server(server, &options, events, &mut result) {
         result.error = Some(error.to_string());
     }
+    // The passive's own retention is local: it runs every time, after a failed sync too (as
+    // Barman's cron runs it after `sync_cron`, whatever that did).
+    if let Err(error) = apply_retention(server, &options, events, &mut result) {
+        let message = format!("retention policy: {error}");
+        result.error = Some(match result.error.take() {
+            Some(first) => format!("{first}; {message}"),
+            None => message,
+        });
+    }
     for error in cache.close_all() {
         events.warning(&error);
     }
@@ -205,12 +214,10 @@ fn sync_server(
         ));
         return Ok(());
     }
-    {
-        let _wal_lock = lock::acquire(&server.lock_directory(), name, &LockKind::SyncWal, true)?;
-        result.wals =
-            Some(sync_wals_locked(server, &primary, options, events).map_err(|e| e.to_string()));
-    }
-    apply_retention(server, options, events, result)
+    let _wal_lock = lock::acquire(&server.lock_directory(), name, &LockKind::SyncWal, true)?;
+    result.wals =
+        Some(sync_wals_locked(server, &primary, options, events).map_err(|e| e.to_string()));
+    Ok(())
 }
 
 /// The passive's own retention policy, applied by Barman's `delete` (see [`retention`]).

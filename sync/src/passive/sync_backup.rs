@@ -101,29 +101,14 @@ pub fn sync_backup_with(
         }
         (true, _) => {}
     }
-    if let Some(message) = incremental::missing_parent(name, primary, &id) {
-        return Ok(BackupOutcome::NothingToDo(message));
+    if let Some(skip) = skipped_on_purpose(server, primary, &local, &id)? {
+        return Ok(BackupOutcome::NothingToDo(skip.message));
     }
     let (remote_info, _) = primary
         .backup(name, &id)
         .map_err(crate::syncinfo::SyncInfoError::from)?
         .expect("the backup is listed by the primary");
     let meta = server.meta_directory();
-    let candidates: Vec<Candidate> = local
-        .iter()
-        .map(|e| Candidate::from_info(&e.info, &meta))
-        .collect();
-    let remote_ancestors = remote_ancestors(primary, name, &remote_info, &candidates, &meta)?;
-    if retention::remote_is_obsolete(
-        server,
-        &candidates,
-        Candidate::from_info(&remote_info, &meta),
-        &remote_ancestors,
-    ) {
-        return Ok(BackupOutcome::NothingToDo(format!(
-            "Remote backup {name}/{id} is obsolete for local retention policies."
-        )));
-    }
     let _lock = lock::acquire(
         &server.lock_directory(),
         name,
@@ -260,6 +245,62 @@ fn copy_backup(
 
 /// The primary's backups above the incremental `info` that this node does not have, nearest
 /// first (for the retention check: a child goes with its root).
+/// Why the passive leaves one of the primary's backups alone on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// An incremental backup whose parent the primary no longer has.
+    ParentAbsent,
+    /// Local retention would call it OBSOLETE once copied (Barman's check before a copy).
+    Obsolete,
+}
+
+/// A backup of the primary that is not copied, and Barman's message saying why.
+#[derive(Debug, Clone)]
+pub struct Skip {
+    pub reason: SkipReason,
+    pub message: String,
+}
+
+/// Whether the primary's backup `id` is left alone on purpose (the checks Barman makes before
+/// a copy, `SyncNothingToDo`), given the local catalog `local`. `None`: it is to be copied.
+/// One rule for `sync-backup`, `cron` and `list-backups`.
+pub fn skipped_on_purpose(
+    server: &ServerConfig,
+    primary: &PrimaryInfo,
+    local: &[CatalogEntry],
+    id: &str,
+) -> Result<Option<Skip>, PassiveError> {
+    let name = server.name();
+    if let Some(message) = incremental::missing_parent(name, primary, id) {
+        return Ok(Some(Skip {
+            reason: SkipReason::ParentAbsent,
+            message,
+        }));
+    }
+    let Some((remote_info, _)) = primary
+        .backup(name, id)
+        .map_err(crate::syncinfo::SyncInfoError::from)?
+    else {
+        return Ok(None);
+    };
+    let meta = server.meta_directory();
+    let candidates: Vec<Candidate> = local
+        .iter()
+        .map(|e| Candidate::from_info(&e.info, &meta))
+        .collect();
+    let remote_ancestors = remote_ancestors(primary, name, &remote_info, &candidates, &meta)?;
+    let obsolete = retention::remote_is_obsolete(
+        server,
+        &candidates,
+        Candidate::from_info(&remote_info, &meta),
+        &remote_ancestors,
+    );
+    Ok(obsolete.then(|| Skip {
+        reason: SkipReason::Obsolete,
+        message: format!("Remote backup {name}/{id} is obsolete for local retention policies."),
+    }))
+}
+
 fn remote_ancestors(
     primary: &PrimaryInfo,
     name: &str,
