@@ -3,7 +3,8 @@
 //! as Barman runs it, `<primary_ssh_command> -o BatchMode=yes true`), its host key, clean
 //! output, barsync and barman on the primary, the local directories (created when missing,
 //! as Barman's check does, then written to), WAL compression against the primary's (from
-//! `primary.info`), and how old the last synced backup and WAL are.
+//! `primary.info`), and how old the last synced backup and WAL are. Always the same checks in
+//! the same order (for monitoring), as text, `--json` or `--nagios`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -23,12 +24,15 @@ pub const AFTER_HELP: &str = concat!(
   barsync check pg                        # one server
   barsync check -c /etc/barman.conf all   # every passive server
   barsync check --json pg                 # for monitoring: ok, then each check's name, ok, detail
+  barsync check --nagios all              # a Nagios plugin, as `barman check --nagios`
 
 Checks: ssh (the primary answers `true` in batch mode), ssh host key (a changed key is
 reported as such), ssh output clean, barsync and barman on the primary's PATH, directories
 (created when missing, then written to), compression (the same as the primary's, from
 primary.info), primary.info (present), failed backups, last synced backup and last synced
 WAL (their age; FAILED beyond last_backup_maximum_age / last_wal_maximum_age when set).
+The same checks are printed whatever happens; those that need an unreachable primary fail
+as \"not checked\".
 ",
     exit_codes!()
 );
@@ -44,8 +48,12 @@ pub struct Args {
     /// Server name (a passive server section), or `all`
     server: String,
     /// Print the checks as one JSON document on stdout instead of lines
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nagios")]
     pub json: bool,
+    /// Nagios plugin output, as `barman check --nagios`: one status line, then one line per
+    /// failed check; exit status 0 (OK) or 2 (CRITICAL)
+    #[arg(long)]
+    pub nagios: bool,
 }
 
 /// The outcome of one check.
@@ -55,6 +63,16 @@ struct Check {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
+    match run_checks(args) {
+        Err(error) if args.nagios => {
+            println!("BARSYNC CRITICAL - {error:#}");
+            Ok(ExitCode::from(2))
+        }
+        result => result,
+    }
+}
+
+fn run_checks(args: &Args) -> Result<ExitCode> {
     let config = Config::load(args.config.as_deref())?;
     let servers: Vec<ServerConfig> = if args.server == "all" {
         config
@@ -67,18 +85,42 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     };
     let mut failed = false;
     let mut documents = Vec::new();
+    let mut results = Vec::new();
     for server in &servers {
         let checks = check_server(server, &args.remote_barsync);
-        let server_failed = checks.iter().any(|check| check.result.is_err());
-        failed |= server_failed;
+        let failures: Vec<String> = checks
+            .iter()
+            .filter(|check| check.result.is_err())
+            .map(check_line)
+            .map(|line| line.trim().to_owned())
+            .collect();
+        failed |= !failures.is_empty();
+        // The log gets one line per server, not the whole report on every run.
+        ui().log_only(
+            failures.is_empty(),
+            &if failures.is_empty() {
+                format!("Check of server {}: OK", server.name())
+            } else {
+                format!("Check of server {}: {}", server.name(), failures.join("; "))
+            },
+        );
         if args.json {
-            documents.push(server_json(server.name(), !server_failed, &checks));
-            continue;
+            documents.push(server_json(server.name(), failures.is_empty(), &checks));
+        } else if !args.nagios {
+            ui().print(&format!("Server {}:", server.name()));
+            for check in &checks {
+                ui().print(&check_line(check));
+            }
         }
-        ui().result(&format!("Server {}:", server.name()));
-        for check in &checks {
-            ui().result(&check_line(check));
-        }
+        results.push((server.name().to_owned(), checks));
+    }
+    if args.nagios {
+        print_nagios(&results);
+        return Ok(if failed {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     if args.json {
         crate::passive::print_json(&json!({
@@ -100,6 +142,62 @@ fn check_line(check: &Check) -> String {
         Ok(detail) if detail.is_empty() => format!("\t{}: OK", check.name),
         Ok(detail) => format!("\t{}: OK ({detail})", check.name),
         Err(reason) => format!("\t{}: FAILED ({reason})", check.name),
+    }
+}
+
+/// The checks as a Nagios plugin reports them, in the shape of `barman check --nagios`.
+fn print_nagios(results: &[(String, Vec<Check>)]) {
+    let failing: Vec<&(String, Vec<Check>)> = results
+        .iter()
+        .filter(|(_, checks)| checks.iter().any(|c| c.result.is_err()))
+        .collect();
+    if failing.is_empty() {
+        match results {
+            [] => println!("BARSYNC OK - No server configured"),
+            [(name, _)] => println!("BARSYNC OK - Ready to serve the Espresso backup for {name}"),
+            _ => println!(
+                "BARSYNC OK - Ready to serve the Espresso backup for {} servers * {}",
+                results.len(),
+                results
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" * ")
+            ),
+        }
+        return;
+    }
+    let summaries: Vec<String> = failing
+        .iter()
+        .map(|(name, checks)| {
+            let names: Vec<&str> = checks
+                .iter()
+                .filter(|c| c.result.is_err())
+                .map(|c| c.name)
+                .collect();
+            format!("{name} FAILED: {}", names.join(", "))
+        })
+        .collect();
+    if results.len() == 1 {
+        println!(
+            "BARSYNC CRITICAL - server {} has issues * {}",
+            results[0].0,
+            summaries.join(" * ")
+        );
+    } else {
+        println!(
+            "BARSYNC CRITICAL - {} server out of {} have issues * {}",
+            failing.len(),
+            results.len(),
+            summaries.join(" * ")
+        );
+    }
+    for (name, checks) in failing {
+        for check in checks {
+            if let Err(reason) = &check.result {
+                println!("{name}.{}: FAILED ({reason})", check.name);
+            }
+        }
     }
 }
 
@@ -131,9 +229,13 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
     checks.extend(ssh_checks(server, ssh, remote_barsync));
     checks.push(check("directories", directories(server)));
     let primary = load_primary_info(server);
+    let primary_info_saved = server.primary_info_path().exists();
     checks.push(check(
         "primary.info",
         match &primary {
+            Err(_) if !primary_info_saved => {
+                Ok("not saved yet: the first `barsync cron` saves it".into())
+            }
             Ok(info) => Ok(format!(
                 "{} backups and {} WALs listed by the primary{}",
                 info.backups.len(),
@@ -196,7 +298,7 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
                     .filter(|e| e.info.status().ok() == Some(BackupStatus::Done))
                     .max_by(|a, b| a.info.backup_id().cmp(b.info.backup_id()));
                 match last {
-                    None => Err("no backup synced yet".into()),
+                    None => never_synced(server, "last_backup_maximum_age", "backup"),
                     Some(entry) => {
                         let id = entry.info.backup_id();
                         let ended = entry
@@ -216,7 +318,7 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
         "last synced WAL",
         match barsync_sync::xlogdb::read_entries(server) {
             Ok(entries) => match entries.iter().max_by(|a, b| a.name.cmp(&b.name)) {
-                None => Err("no WAL synced yet".into()),
+                None => never_synced(server, "last_wal_maximum_age", "WAL"),
                 Some(last) => within(
                     server,
                     "last_wal_maximum_age",
@@ -228,6 +330,17 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
         },
     ));
     checks
+}
+
+/// Nothing synced yet: FAILED when the server sets a maximum age `option` (as Barman's check
+/// fails without backups then), else OK: a new node is ready for its first cron.
+fn never_synced(server: &ServerConfig, option: &str, what: &str) -> Result<String, String> {
+    match server.get(option) {
+        OptionValue::Interval { .. } => Err(format!("no {what} synced yet, and {option} is set")),
+        _ => Ok(format!(
+            "no {what} synced yet: the next `barsync cron` copies the primary's"
+        )),
+    }
 }
 
 /// OK with the age of `what`, or FAILED when older than the server's `option`.
@@ -298,24 +411,20 @@ fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str) -> Vec<Che
         ""
     };
     let prefix = format!("{ssh}{options}");
-    let mut checks = Vec::new();
-    let probe = run_remote(server, &prefix, "true");
-    let (status, stdout, stderr) = match probe {
+    // The same checks in the same order whatever happens, for monitoring: those that need
+    // the primary fail as "not checked" when it cannot be reached.
+    let (status, stdout, stderr) = match run_remote(server, &prefix, "true") {
         Ok(output) => output,
-        Err(error) => {
-            checks.push(Check {
-                name: "ssh",
-                result: Err(format!("cannot run /bin/sh: {error}")),
-            });
-            return checks;
-        }
+        Err(error) => (None, String::new(), format!("cannot run /bin/sh: {error}")),
     };
     let said = last_lines(&stderr);
     let changed = stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED");
     let unverified = stderr.contains("Host key verification failed")
         || stderr.contains("host key")
             && (stderr.contains("not known") || stderr.contains("mismatch"));
-    checks.push(Check {
+    let connected = status == Some(0);
+    let unreached = || Err("not checked: the primary was not reached".to_owned());
+    let mut checks = vec![Check {
         name: "ssh host key",
         result: if changed {
             Err(format!(
@@ -325,13 +434,12 @@ fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str) -> Vec<Che
             Err(format!("the primary's host key cannot be verified: {said}"))
         } else if !is_ssh {
             Ok("not checked: primary_ssh_command is not ssh".into())
-        } else if status == Some(0) {
+        } else if connected {
             Ok("known and unchanged".into())
         } else {
-            Ok("not reached".into())
+            Err("not verified: the primary was not reached".into())
         },
-    });
-    let connected = status == Some(0);
+    }];
     checks.push(Check {
         name: "ssh",
         result: if connected {
@@ -348,12 +456,11 @@ fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str) -> Vec<Che
             ))
         },
     });
-    if !connected {
-        return checks;
-    }
     checks.push(Check {
         name: "ssh output clean",
-        result: if stdout.trim().is_empty() {
+        result: if !connected {
+            unreached()
+        } else if stdout.trim().is_empty() {
             Ok(String::new())
         } else {
             Err(format!(
@@ -373,10 +480,14 @@ fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str) -> Vec<Che
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let found: Vec<String> = match run_remote(server, &prefix, &script) {
-        Ok((Some(0), out, _)) => out.lines().map(str::to_owned).collect(),
-        Ok((_, _, err)) => vec![format!("!{}", last_lines(&err))],
-        Err(error) => vec![format!("!{error}")],
+    let found: Vec<String> = if !connected {
+        Vec::new()
+    } else {
+        match run_remote(server, &prefix, &script) {
+            Ok((Some(0), out, _)) => out.lines().map(str::to_owned).collect(),
+            Ok((_, _, err)) => vec![format!("!{}", last_lines(&err)); 2],
+            Err(error) => vec![format!("!{error}"); 2],
+        }
     };
     for (index, (name, program)) in [
         ("barsync on the primary", remote_barsync),
@@ -387,10 +498,11 @@ fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str) -> Vec<Che
     {
         let line = found.get(index).map(String::as_str).unwrap_or("");
         let result = match line {
-            "" => Err(match index {
-                0 => format!("`{program}` is not on the primary's PATH: files would be copied whole over SFTP (install barsync there, or set --remote-barsync)"),
-                _ => "`barman` is not on the primary's PATH: sync-info cannot run (or use `barsync cron --remote barsync`)".to_owned(),
-            }),
+            _ if !connected => unreached(),
+            // Without barsync there, syncs still work, whole files over SFTP verified by the
+            // primary's checksum program: a supported setup, not a failure.
+            "" if index == 0 => Ok(format!("not installed: whole files over SFTP, verified by the primary's b3sum or sha256sum (install `{program}` there for delta transfers)")),
+            "" => Err("`barman` is not on the primary's PATH: sync-info cannot run (or use `barsync cron --remote barsync`)".to_owned()),
             error if error.starts_with('!') => Err(format!("cannot look: {}", &error[1..])),
             path => Ok(path.to_owned()),
         };

@@ -121,6 +121,7 @@ impl Command {
             Command::SyncWals(a) => a.common.json,
             Command::Cron(a) => a.common.json,
             Command::ListBackups(a) => a.json,
+            Command::Check(a) => a.json,
             _ => false,
         }
     }

@@ -114,6 +114,23 @@ impl Ui {
         }
     }
 
+    /// A line for stdout only (not the log file), unless `--json`: output that is the answer
+    /// itself and would flood the log if written there on every run (`check`).
+    pub fn print(&self, message: &str) {
+        if !self.json {
+            self.suspend(|| println!("{message}"));
+        }
+    }
+
+    /// A line for the log file only: INFO, or WARNING when `!ok`.
+    pub fn log_only(&self, ok: bool, message: &str) {
+        if ok {
+            tracing::info!(target: TARGET_OUT, "{message}");
+        } else {
+            tracing::warn!(target: TARGET_OUT, "{message}");
+        }
+    }
+
     pub fn warning(&self, message: &str) {
         tracing::warn!("{message}");
     }

@@ -3,6 +3,15 @@
 
 use barsync_tests::passive_rig::{describe, fixture_primary, PassiveRig, RigOptions};
 
+/// The names of the checks printed, in order.
+fn check_names(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .skip(1)
+        .map(|l| l.trim_start().split(": ").next().unwrap().to_owned())
+        .collect()
+}
+
 fn line<'a>(output: &'a str, check: &str) -> &'a str {
     output
         .lines()
@@ -15,10 +24,12 @@ fn check_reports_each_check_and_a_changed_host_key() {
     let primary = fixture_primary();
     let mut rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
 
-    // A fresh passive: the primary is reachable, nothing is synced yet.
+    // A fresh passive: the primary is reachable, nothing is synced yet, and no maximum age
+    // is set: the node is ready for its first cron, so check passes (as the README says to
+    // run it first).
     let fresh = rig.barsync(&["check", "pg"]);
     let text = String::from_utf8_lossy(&fresh.stdout).into_owned();
-    assert_eq!(fresh.status.code(), Some(1), "{}", describe(&fresh));
+    assert_eq!(fresh.status.code(), Some(0), "{}", describe(&fresh));
     assert!(text.starts_with("Server pg:"), "{text}");
     for check in [
         "ssh",
@@ -34,8 +45,10 @@ fn check_reports_each_check_and_a_changed_host_key() {
             describe(&fresh)
         );
     }
-    assert!(line(&text, "last synced backup").contains("FAILED (no backup synced yet)"));
-    assert!(line(&text, "primary.info").contains("FAILED"));
+    assert!(line(&text, "last synced backup").contains("OK (no backup synced yet"));
+    assert!(line(&text, "last synced WAL").contains("OK (no WAL synced yet"));
+    assert!(line(&text, "primary.info").contains("OK (not saved yet"));
+    let fresh_names = check_names(&text);
 
     // After a sync every check passes, with the newest backup and WAL named.
     let cron = rig.barsync(&["cron"]);
@@ -47,6 +60,11 @@ fn check_reports_each_check_and_a_changed_host_key() {
     assert!(line(&text, "last synced backup").contains("20240102T120000"));
     assert!(line(&text, "last synced WAL").contains("000000020000000000000007"));
     assert!(line(&text, "compression").contains("OK"));
+    assert_eq!(
+        check_names(&text),
+        fresh_names,
+        "the same checks, in the same order"
+    );
     let json = rig.barsync(&["check", "--json", "pg"]);
     assert_eq!(json.status.code(), Some(0), "{}", describe(&json));
     let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
@@ -125,6 +143,120 @@ fn check_fails_on_a_compression_mismatch_and_an_old_backup() {
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         line(&text, "compression").contains("FAILED (the primary stores WALs with compression None, this node is configured with gzip"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_keeps_its_shape_when_the_primary_is_unreachable_and_speaks_nagios() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let reachable = rig.barsync(&["check", "pg"]);
+    let reachable_text = String::from_utf8_lossy(&reachable.stdout).into_owned();
+    assert_eq!(reachable.status.code(), Some(0), "{}", describe(&reachable));
+    let nagios = rig.barsync(&["check", "--nagios", "pg"]);
+    assert_eq!(nagios.status.code(), Some(0), "{}", describe(&nagios));
+    assert_eq!(
+        String::from_utf8_lossy(&nagios.stdout).trim(),
+        "BARSYNC OK - Ready to serve the Espresso backup for pg",
+        "{}",
+        describe(&nagios)
+    );
+    // The passing checks are not written to the log one by one on every run.
+    let log = std::fs::read_to_string(rig.directory.path().join("passive.log")).unwrap_or_default();
+    assert!(!log.contains("ssh output clean"), "{log}");
+
+    // Nothing listens on the primary's port any more.
+    let config = std::fs::read_to_string(&rig.config).unwrap();
+    let port = rig.sshd.port().to_string();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    std::fs::write(&rig.config, config.replace(&port, &closed_port)).unwrap();
+    let unreachable = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&unreachable.stdout).into_owned();
+    assert_eq!(
+        unreachable.status.code(),
+        Some(1),
+        "{}",
+        describe(&unreachable)
+    );
+    assert_eq!(check_names(&text), check_names(&reachable_text), "{text}");
+    assert!(line(&text, "ssh").contains("FAILED"), "{text}");
+    assert!(!line(&text, "ssh host key").contains("OK"), "{text}");
+    assert!(
+        line(&text, "barsync on the primary").contains("FAILED"),
+        "{text}"
+    );
+    let nagios = rig.barsync(&["check", "--nagios", "pg"]);
+    assert_eq!(nagios.status.code(), Some(2), "{}", describe(&nagios));
+    let text = String::from_utf8_lossy(&nagios.stdout).into_owned();
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("BARSYNC CRITICAL - server pg has issues * pg FAILED: ")
+            && first.contains("ssh"),
+        "{}",
+        describe(&nagios)
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("pg.ssh: FAILED (")),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_json_answers_for_a_bad_configuration_or_an_unknown_server() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let good = std::fs::read_to_string(&rig.config).unwrap();
+    for (config, args) in [
+        (good.clone(), &["check", "--json", "nosuchserver"][..]),
+        (
+            "barman_home = /x\n".to_owned() + &good,
+            &["check", "--json", "pg"],
+        ),
+    ] {
+        std::fs::write(&rig.config, config).unwrap();
+        let output = rig.barsync(args);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        let document: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", describe(&output)));
+        assert_eq!(document["command"], "check", "{document}");
+        assert_eq!(document["ok"], false, "{document}");
+        assert!(!document["errors"][0].as_str().unwrap().is_empty());
+    }
+    std::fs::write(&rig.config, good).unwrap();
+    let nagios = rig.barsync(&["check", "--nagios", "nosuchserver"]);
+    assert_eq!(nagios.status.code(), Some(2), "{}", describe(&nagios));
+    assert!(
+        String::from_utf8_lossy(&nagios.stdout).starts_with("BARSYNC CRITICAL - "),
+        "{}",
+        describe(&nagios)
+    );
+}
+
+#[test]
+fn an_sftp_only_primary_can_pass_check() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            barsync_on_primary: false,
+            ..RigOptions::default()
+        },
+    );
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let output = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert!(
+        line(&text, "barsync on the primary").contains("OK (not installed: whole files over SFTP"),
         "{text}"
     );
 }
