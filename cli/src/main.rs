@@ -50,7 +50,7 @@ struct Cli {
     /// Print only warnings and errors (no information lines, no progress)
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// More detail on stderr: every file as it is copied (-vv: everything)
+    /// More detail on stderr: every file as it is copied (-vv: its bytes each way, how it was verified)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use barsync_sync::passive::Events;
+use barsync_sync::passive::{BackupOutcome, Events, WalsOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::field::{Field, Visit};
 use tracing::{Level, Subscriber};
@@ -320,6 +320,26 @@ impl Events for PassiveEvents {
         ui().info(message);
     }
 
+    fn backup_finished(&self, server: &str, id: &str, outcome: &Result<BackupOutcome, String>) {
+        self.finish();
+        match outcome {
+            Ok(outcome) => ui().info(&crate::passive::backup_line(server, outcome)),
+            Err(error) => ui().error(&format!("server {server} backup {id}: {error}")),
+        }
+    }
+
+    fn wals_finished(&self, server: &str, outcome: &Result<WalsOutcome, String>) {
+        self.finish();
+        match outcome {
+            Ok(outcome) => {
+                if let Some(line) = crate::passive::wals_line(server, outcome) {
+                    ui().info(&line);
+                }
+            }
+            Err(error) => ui().error(error),
+        }
+    }
+
     fn warning(&self, message: &str) {
         ui().warning(message);
     }
@@ -377,6 +397,20 @@ impl Events for PassiveEvents {
                     )
                 };
                 tracing::debug!("{path}: {} ({how})", mib(report.len));
+                tracing::trace!(
+                    "{path}: {} bytes; {} bytes received, {} bytes of signature sent, {} bytes reused{}; verified by {}{}",
+                    report.len,
+                    report.received_bytes,
+                    report.signature_bytes,
+                    report.reused_bytes,
+                    if report.linked { ", hard-linked to the previous backup's copy" } else { "" },
+                    report.verified_by,
+                    report
+                        .basis_problem
+                        .as_deref()
+                        .map(|p| format!("; {p}"))
+                        .unwrap_or_default()
+                );
             }
             Err(message) => tracing::debug!("failed: {message}"),
         }
@@ -404,6 +438,7 @@ pub fn init(verbosity: Verbosity, json: bool, log_file: Option<(PathBuf, Level)>
         .with(Sink::Stderr {
             level: ui.verbosity.stderr_level(),
             progress_lines: !ui.bars,
+            timestamps: !std::io::stderr().is_terminal(),
         })
         .with(file);
     let _ = tracing::subscriber::set_global_default(subscriber);
@@ -429,8 +464,13 @@ pub fn log_level(text: Option<&str>) -> Level {
 /// Where log events go.
 enum Sink {
     /// stderr: warnings and errors as Barman prints them, information at the verbosity's
-    /// level (never what is already on stdout), progress lines when there are no bars.
-    Stderr { level: Level, progress_lines: bool },
+    /// level (never what is already on stdout), progress lines when there are no bars; each
+    /// line timestamped when stderr is not a terminal (a cron mail, a log collector).
+    Stderr {
+        level: Level,
+        progress_lines: bool,
+        timestamps: bool,
+    },
     /// Barman's `log_file`: every event at `level` or above, timestamped.
     File {
         file: Mutex<std::fs::File>,
@@ -466,6 +506,7 @@ impl<S: Subscriber> Layer<S> for Sink {
             Sink::Stderr {
                 level: max,
                 progress_lines,
+                timestamps,
             } => {
                 let target = meta.target();
                 if level > *max
@@ -479,9 +520,14 @@ impl<S: Subscriber> Layer<S> for Sink {
                     Level::WARN => "WARNING: ",
                     _ => "",
                 };
+                let stamp = if *timestamps {
+                    format!("{} ", timestamp())
+                } else {
+                    String::new()
+                };
                 ui().suspend(|| {
                     let mut stderr = std::io::stderr().lock();
-                    let _ = writeln!(stderr, "{prefix}{message}");
+                    let _ = writeln!(stderr, "{stamp}{prefix}{message}");
                 });
             }
             Sink::File { file, level: max } => {

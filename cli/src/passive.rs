@@ -232,7 +232,7 @@ fn round(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
 
-fn backup_line(server: &str, outcome: &BackupOutcome) -> String {
+pub(crate) fn backup_line(server: &str, outcome: &BackupOutcome) -> String {
     match outcome {
         BackupOutcome::Synced {
             backup_id,
@@ -267,7 +267,7 @@ fn backup_json(id: &str, outcome: &Result<BackupOutcome, String>) -> Value {
     }
 }
 
-fn wals_line(server: &str, outcome: &WalsOutcome) -> Option<String> {
+pub(crate) fn wals_line(server: &str, outcome: &WalsOutcome) -> Option<String> {
     if outcome.skipped.is_some() {
         return None;
     }
@@ -400,25 +400,10 @@ pub fn run_cron_command(args: &CronArgs) -> Result<ExitCode> {
     let report = run_cron(&config, args.server.as_deref(), &options, &events);
     events.finish();
     let report = report?;
+    // Each backup and WAL sync was reported as it finished (`PassiveEvents`).
     for server in &report.servers {
-        let name = &server.server;
         if let Some(error) = &server.error {
-            ui().error(&format!("server {name}: {error}"));
-        }
-        for (id, outcome) in &server.backups {
-            match outcome {
-                Ok(outcome) => ui().info(&backup_line(name, outcome)),
-                Err(error) => ui().error(&format!("server {name} backup {id}: {error}")),
-            }
-        }
-        match &server.wals {
-            Some(Ok(outcome)) => {
-                if let Some(line) = wals_line(name, outcome) {
-                    ui().info(&line);
-                }
-            }
-            Some(Err(error)) => ui().error(error),
-            None => {}
+            ui().error(&format!("server {}: {error}", server.server));
         }
     }
     if args.common.json {

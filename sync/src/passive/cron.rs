@@ -194,9 +194,11 @@ fn sync_server(
                     "A synchronisation process for backup {id} on server {name} is already in progress"
                 ));
             }
-            outcome => result
-                .backups
-                .push((id, outcome.map_err(|e| e.to_string()))),
+            outcome => {
+                let outcome = outcome.map_err(|e| e.to_string());
+                events.backup_finished(name, &id, &outcome);
+                result.backups.push((id, outcome));
+            }
         }
     }
     for (parent, refresh) in incremental::refresh_all(server, &primary)? {
@@ -215,8 +217,9 @@ fn sync_server(
         return Ok(());
     }
     let _wal_lock = lock::acquire(&server.lock_directory(), name, &LockKind::SyncWal, true)?;
-    result.wals =
-        Some(sync_wals_locked(server, &primary, options, events).map_err(|e| e.to_string()));
+    let wals = sync_wals_locked(server, &primary, options, events).map_err(|e| e.to_string());
+    events.wals_finished(name, &wals);
+    result.wals = Some(wals);
     Ok(())
 }
 

@@ -140,6 +140,10 @@ pub trait Events: Sync {
     /// One part (`bytes` long) of the split file `path` arrived, verified (for progress: a
     /// 1 GiB segment moves the display part by part rather than once at the end).
     fn part_done(&self, _path: &str, _bytes: u64) {}
+    /// `cron` is done with backup `id` of `server` (so a report can say it as it happens).
+    fn backup_finished(&self, _server: &str, _id: &str, _outcome: &Result<BackupOutcome, String>) {}
+    /// `cron` is done with the WALs of `server`.
+    fn wals_finished(&self, _server: &str, _outcome: &Result<WalsOutcome, String>) {}
 }
 
 /// Events that go nowhere (for callers that only want the returned reports).
@@ -165,7 +169,7 @@ pub struct TransferTotals {
     pub received_bytes: u64,
     /// Bytes sent to the primary (requests, signatures).
     pub sent_bytes: u64,
-    /// Sessions opened.
+    /// Sessions used (opened for this copy, or left open by an earlier copy of the same run).
     pub sessions: u64,
     /// Files fetched in parts, shared by several sessions, and the number of their parts.
     pub split_files: u64,

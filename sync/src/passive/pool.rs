@@ -255,7 +255,9 @@ impl Worker<'_> {
     /// Copies one chunk; one result per job of the chunk.
     fn run_chunk(&mut self, chunk: &[usize]) -> Vec<Result<FetchReport, String>> {
         if self.session.is_none() {
+            // A session left open by an earlier copy of the same run counts as used here.
             self.session = self.link.reuse();
+            self.totals.sessions += u64::from(self.session.is_some());
         }
         if self.session.is_none() {
             match self.link.open(self.events) {
