@@ -306,7 +306,7 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
                             .time("end_time")
                             .ok()
                             .flatten()
-                            .map(|t| now() - t.unix_seconds() as f64);
+                            .map(|t| now_seconds() - t.unix_seconds() as f64);
                         within(server, "last_backup_maximum_age", id, ended)
                     }
                 }
@@ -323,7 +323,7 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
                     server,
                     "last_wal_maximum_age",
                     &last.name,
-                    Some(now() - last.time),
+                    Some(now_seconds() - last.time),
                 ),
             },
             Err(error) => Err(error.to_string()),
@@ -367,7 +367,8 @@ fn within(
     }
 }
 
-fn now() -> f64 {
+/// Seconds since the epoch, now.
+pub fn now_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

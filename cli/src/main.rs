@@ -18,6 +18,7 @@ mod list_backups;
 mod output;
 mod passive;
 mod serve;
+mod status;
 mod sync_info;
 
 const MAIN_AFTER_HELP: &str = concat!(
@@ -89,6 +90,9 @@ enum Command {
     /// The primary's and this passive node's backups side by side, with sizes
     #[command(after_help = list_backups::AFTER_HELP)]
     ListBackups(list_backups::Args),
+    /// Each passive server at a glance: last backup, WAL lag, last cron run, disk use
+    #[command(after_help = status::AFTER_HELP)]
+    Status(status::Args),
     /// Write the man page or shell completions (for packagers)
     #[command(hide = true)]
     Generate(generate::Args),
@@ -104,6 +108,7 @@ impl Command {
             Command::Check(a) => Some(&mut a.config),
             Command::ListBackups(a) => Some(&mut a.config),
             Command::SyncInfo(a) => Some(&mut a.config),
+            Command::Status(a) => Some(&mut a.config),
             _ => None,
         }
     }
@@ -122,6 +127,7 @@ impl Command {
             Command::Cron(a) => a.common.json,
             Command::ListBackups(a) => a.json,
             Command::Check(a) => a.json,
+            Command::Status(a) => a.json,
             _ => false,
         }
     }
@@ -140,7 +146,7 @@ fn main() -> std::process::ExitCode {
                     .error(
                         clap::error::ErrorKind::ArgumentConflict,
                         "-c/--config before the command is for the commands that read Barman's \
-                         configuration (cron, sync-backup, sync-wals, sync-info, check, \
+                         configuration (cron, sync-backup, sync-wals, sync-info, check, status, \
                          list-backups)",
                     )
                     .exit();
@@ -168,6 +174,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => report("bench", bench::run(&args)),
         Command::Check(args) => report("check", check::run(&args)),
         Command::ListBackups(args) => report("list-backups", list_backups::run(&args)),
+        Command::Status(args) => report("status", status::run(&args)),
         Command::Generate(args) => report("generate", generate::run::<Cli>(&args)),
     }
 }

@@ -11,6 +11,7 @@
 
 use super::incremental::{self, Refresh};
 use super::retention::{self, Candidate};
+use super::status;
 use super::sync_backup::{delete_backup, sync_backup_with, BackupOutcome};
 use super::sync_wals::{read_sync_wals_info, sync_wals_locked, WalsOutcome};
 use super::{Events, PassiveError, PassiveOptions};
@@ -112,6 +113,7 @@ fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Eve
             return result;
         }
     };
+    let start = std::time::Instant::now();
     // One set of sessions serves every copy of this server's run.
     let cache = super::primary_link::SessionCache::default();
     let options = PassiveOptions {
@@ -129,6 +131,11 @@ fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Eve
             Some(first) => format!("{first}; {message}"),
             None => message,
         });
+    }
+    if let Err(error) = status::record_cron(server, &result, start.elapsed().as_secs_f64()) {
+        events.warning(&format!(
+            "the state of this run for `barsync status`: {error}"
+        ));
     }
     for error in cache.close_all() {
         events.warning(&error);

@@ -26,6 +26,7 @@ pub mod pool;
 pub mod primary_link;
 pub mod retention;
 mod split;
+pub mod status;
 pub mod sync_backup;
 pub mod sync_wals;
 pub mod throttle;

@@ -1,0 +1,308 @@
+//! `status`: one passive server at a glance, from what is on this node: its newest synced
+//! backup, how far its WALs are behind the primary's (in segments and seconds, against the
+//! primary's list saved by the last sync), the last `cron` run's result, and the disk it uses.
+//!
+//! It owns the small state file `cron` leaves for it, `<backup_directory>/barsync-cron.json`
+//! (Barman ignores it). Reading status never contacts the primary and never writes.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::cron::ServerCron;
+use super::PassiveError;
+use crate::backup_info::BackupStatus;
+use crate::catalog::load_backups;
+use crate::config::ServerConfig;
+use crate::syncinfo::load_primary_info;
+use crate::wal::WalName;
+
+/// WAL segment size when no backup says otherwise (PostgreSQL's default).
+const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+
+/// One passive server's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStatus {
+    pub server: String,
+    /// The newest DONE backup here, and how long ago it ended.
+    pub last_backup: Option<Aged>,
+    /// Backups here by state.
+    pub backups_done: u64,
+    pub backups_syncing: u64,
+    pub backups_failed: u64,
+    /// How old the primary's list (`primary.info`) is.
+    pub primary_info_age_seconds: Option<f64>,
+    /// The primary's newest WAL, as of that list.
+    pub primary_newest_wal: Option<String>,
+    /// The newest WAL here (in the xlog db), and how long ago it was archived.
+    pub newest_wal: Option<Aged>,
+    /// Segments between the primary's newest WAL and this node's (0: caught up).
+    pub wal_lag_segments: Option<u64>,
+    /// Seconds between the two WALs' archival times (0: caught up).
+    pub wal_lag_seconds: Option<f64>,
+    /// The last `cron` run for this server.
+    pub last_cron: Option<LastCron>,
+    /// Bytes of the backups and WALs on this node's disk (hard links to a file counted once).
+    pub disk_bytes: u64,
+}
+
+/// A backup or WAL and its age.
+#[derive(Debug, Clone, Serialize)]
+pub struct Aged {
+    pub name: String,
+    pub age_seconds: Option<f64>,
+}
+
+/// What the last `cron` run did for a server (the state file `cron` writes).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LastCron {
+    /// When it finished, seconds since the epoch.
+    pub finished: f64,
+    pub duration_seconds: f64,
+    pub ok: bool,
+    pub backups_synced: u64,
+    pub wals_listed: u64,
+    pub errors: Vec<String>,
+}
+
+fn state_path(server: &ServerConfig) -> PathBuf {
+    server.backup_directory().join("barsync-cron.json")
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Records what a `cron` run did for its server (atomically; a failure to write is returned,
+/// and only costs `status` its last-run line).
+pub fn record_cron(
+    server: &ServerConfig,
+    run: &ServerCron,
+    duration_seconds: f64,
+) -> Result<(), PassiveError> {
+    let mut errors: Vec<String> = run.error.iter().cloned().collect();
+    errors.extend(
+        run.backups
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err().cloned()),
+    );
+    errors.extend(
+        run.parents
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err().cloned()),
+    );
+    if let Some(Err(error)) = &run.wals {
+        errors.push(error.clone());
+    }
+    let record = LastCron {
+        finished: now(),
+        duration_seconds,
+        ok: !run.failed(),
+        backups_synced: run
+            .backups
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(super::BackupOutcome::Synced { .. })))
+            .count() as u64,
+        wals_listed: match &run.wals {
+            Some(Ok(outcome)) => outcome.listed,
+            _ => 0,
+        },
+        errors,
+    };
+    let path = state_path(server);
+    let directory = server.backup_directory();
+    std::fs::create_dir_all(&directory).map_err(PassiveError::io(&directory))?;
+    let text = serde_json::to_vec_pretty(&record).expect("plain values serialize");
+    crate::fsutil::atomic_write(&path, &text).map_err(PassiveError::io(&path))
+}
+
+/// The state of `server` on this node.
+pub fn server_status(server: &ServerConfig) -> Result<ServerStatus, PassiveError> {
+    let now = now();
+    let backups = load_backups(server)?;
+    let count = |status: BackupStatus| {
+        backups
+            .iter()
+            .filter(|e| e.info.status().ok() == Some(status))
+            .count() as u64
+    };
+    let newest_done = backups
+        .iter()
+        .filter(|e| e.info.status().ok() == Some(BackupStatus::Done))
+        .max_by(|a, b| a.info.backup_id().cmp(b.info.backup_id()));
+    let segment_size = newest_done
+        .and_then(|e| e.info.int("xlog_segment_size").ok().flatten())
+        .and_then(|size| u64::try_from(size).ok())
+        .filter(|size| size.is_power_of_two() && *size >= 1 << 20)
+        .unwrap_or(DEFAULT_SEGMENT_SIZE);
+    let last_backup = newest_done.map(|entry| Aged {
+        name: entry.info.backup_id().to_owned(),
+        age_seconds: entry
+            .info
+            .time("end_time")
+            .ok()
+            .flatten()
+            .map(|t| now - t.unix_seconds() as f64),
+    });
+    let local_wals = crate::xlogdb::read_entries(server)?;
+    let newest_here = local_wals.iter().max_by(|a, b| a.name.cmp(&b.name));
+    let primary = load_primary_info(server).ok();
+    let primary_newest = primary
+        .as_ref()
+        .map(|p| p.last_name.clone())
+        .filter(|name| WalName::parse(name).is_ok());
+    let (wal_lag_segments, wal_lag_seconds) = match (&primary_newest, newest_here) {
+        (Some(theirs), Some(ours)) => {
+            let segments = segments_between(&ours.name, theirs, segment_size);
+            let their_time = primary
+                .as_ref()
+                .and_then(|p| p.wals.iter().find(|w| &w.name == theirs))
+                .map(|w| w.time);
+            let seconds = match (segments, their_time) {
+                (Some(0), _) => Some(0.0),
+                (_, Some(time)) => Some((time - ours.time).max(0.0)),
+                _ => None,
+            };
+            (segments, seconds)
+        }
+        _ => (None, None),
+    };
+    let last_cron = std::fs::read(state_path(server))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    Ok(ServerStatus {
+        server: server.name().to_owned(),
+        last_backup,
+        backups_done: count(BackupStatus::Done),
+        backups_syncing: count(BackupStatus::Syncing),
+        backups_failed: count(BackupStatus::Failed),
+        primary_info_age_seconds: age_of(&server.primary_info_path()),
+        primary_newest_wal: primary_newest,
+        newest_wal: newest_here.map(|wal| Aged {
+            name: wal.name.clone(),
+            age_seconds: Some(now - wal.time),
+        }),
+        wal_lag_segments,
+        wal_lag_seconds,
+        last_cron,
+        disk_bytes: disk_bytes(&[server.basebackups_directory(), server.wals_directory()]),
+    })
+}
+
+/// Segments from WAL `ours` up to WAL `theirs` (0 when `ours` is as new or newer); `None`
+/// when either is not a segment name or they are on different timelines.
+pub fn segments_between(ours: &str, theirs: &str, segment_size: u64) -> Option<u64> {
+    let position = |name: &str| match WalName::parse(name).ok()? {
+        WalName::Segment {
+            timeline,
+            log,
+            segment,
+        }
+        | WalName::Partial {
+            timeline,
+            log,
+            segment,
+        }
+        | WalName::BackupLabel {
+            timeline,
+            log,
+            segment,
+            ..
+        } => Some((
+            timeline,
+            u64::from(log) * (0x1_0000_0000 / segment_size) + u64::from(segment),
+        )),
+        WalName::History { .. } => None,
+    };
+    let (our_timeline, ours) = position(ours)?;
+    let (their_timeline, theirs) = position(theirs)?;
+    (our_timeline == their_timeline).then(|| theirs.saturating_sub(ours))
+}
+
+fn age_of(path: &Path) -> Option<f64> {
+    let modified = path.metadata().ok()?.modified().ok()?;
+    Some(
+        SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default()
+            .as_secs_f64(),
+    )
+}
+
+/// Bytes of the regular files below `roots`, each inode once (backups share files by hard
+/// links under `reuse_backup = link`).
+fn disk_bytes(roots: &[PathBuf]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut pending: Vec<PathBuf> = roots.to_vec();
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() && seen.insert((meta.dev(), meta.ino())) {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segments_between;
+
+    #[test]
+    fn segments_count_across_log_files() {
+        let mib16 = 16 << 20;
+        assert_eq!(
+            segments_between(
+                "000000010000000000000003",
+                "000000010000000000000007",
+                mib16
+            ),
+            Some(4)
+        );
+        assert_eq!(
+            segments_between(
+                "0000000100000000000000FF",
+                "000000010000000100000001",
+                mib16
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            segments_between(
+                "000000010000000000000009",
+                "000000010000000000000007",
+                mib16
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            segments_between(
+                "000000010000000000000003",
+                "000000020000000000000007",
+                mib16
+            ),
+            None
+        );
+        // 1 GiB segments: 4 per log file.
+        assert_eq!(
+            segments_between(
+                "000000010000000000000003",
+                "000000010000000100000000",
+                1 << 30
+            ),
+            Some(1)
+        );
+    }
+}
