@@ -46,6 +46,7 @@ pub struct Args {
     #[arg(long, default_value = "barsync")]
     remote_barsync: String,
     /// Server name (a passive server section), or `all`
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::generate::passive_servers_or_all))]
     server: String,
     /// Print the checks as one JSON document on stdout instead of lines
     #[arg(long, conflicts_with = "nagios")]

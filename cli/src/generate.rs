@@ -1,5 +1,7 @@
 //! `barsync generate man [DIR]` and `barsync generate completions SHELL`: the man pages and
-//! shell completions, generated from the clap definitions (hidden; for packagers).
+//! shell completions, generated from the clap definitions (hidden; for packagers). Also the
+//! completers of dynamic completion (`source <(COMPLETE=bash barsync)`), which offer the passive
+//! server names of the configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,4 +52,42 @@ pub fn run<C: CommandFactory>(args: &Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Completes a server name: the passive servers of the configuration found at the default
+/// locations (the command line's `-c` is not known while completing).
+pub fn passive_servers(current: &std::ffi::OsStr) -> Vec<clap_complete::CompletionCandidate> {
+    server_candidates(current, false)
+}
+
+/// Completes a server name or `all`.
+pub fn passive_servers_or_all(
+    current: &std::ffi::OsStr,
+) -> Vec<clap_complete::CompletionCandidate> {
+    server_candidates(current, true)
+}
+
+fn server_candidates(
+    current: &std::ffi::OsStr,
+    all: bool,
+) -> Vec<clap_complete::CompletionCandidate> {
+    let prefix = current.to_string_lossy();
+    let mut names: Vec<String> = barsync_sync::config::Config::load(None)
+        .and_then(|config| config.servers())
+        .map(|servers| {
+            servers
+                .into_iter()
+                .filter(|s| s.is_passive() && !s.is_disabled())
+                .map(|s| s.name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if all {
+        names.push("all".to_owned());
+    }
+    names
+        .into_iter()
+        .filter(|name| name.starts_with(prefix.as_ref()))
+        .map(clap_complete::CompletionCandidate::new)
+        .collect()
 }

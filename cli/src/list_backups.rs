@@ -46,6 +46,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Server name (a passive server section of the configuration), or `all`
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::generate::passive_servers_or_all))]
     server: String,
 }
 

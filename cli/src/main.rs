@@ -134,6 +134,8 @@ impl Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // `COMPLETE=bash barsync` prints the shell's completion script; the script calls back here.
+    clap_complete::CompleteEnv::with_factory(<Cli as clap::CommandFactory>::command).complete();
     let mut cli = Cli::parse();
     if let Some(config) = cli.config.take() {
         match cli.command.config_option() {

@@ -86,6 +86,7 @@ pub struct SyncBackupArgs {
     #[command(flatten)]
     pub common: Common,
     /// Server name (a passive server section of the configuration)
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::generate::passive_servers))]
     server: String,
     /// Backup ID, or latest, last, oldest, first, last-failed
     backup_id: String,
@@ -96,6 +97,7 @@ pub struct SyncWalsArgs {
     #[command(flatten)]
     pub common: Common,
     /// Server name (a passive server section of the configuration)
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::generate::passive_servers))]
     server: String,
 }
 
@@ -107,6 +109,7 @@ pub struct CronArgs {
     #[arg(long, value_enum, default_value = "barman")]
     remote: crate::sync_info::Remote,
     /// Only this server (default: every passive server)
+    #[arg(add = clap_complete::ArgValueCompleter::new(crate::generate::passive_servers))]
     server: Option<String>,
 }
 

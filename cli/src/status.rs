@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Server name (a passive server section), or `all` (the default)
-    #[arg(default_value = "all")]
+    #[arg(default_value = "all", add = clap_complete::ArgValueCompleter::new(crate::generate::passive_servers_or_all))]
     server: String,
 }
 

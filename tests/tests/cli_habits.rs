@@ -86,3 +86,45 @@ fn values_that_cannot_work_are_usage_errors() {
         );
     }
 }
+
+/// What the shell completion of `barsync WORDS...` offers for the last word (clap's
+/// `COMPLETE=bash` protocol, as the script from `COMPLETE=bash barsync` calls it), with the
+/// configuration at `~/.barman.conf`.
+fn complete(home: &std::path::Path, words: &[&str]) -> Vec<String> {
+    let output = std::process::Command::new(barsync_tests::binaries::barsync())
+        .env("HOME", home)
+        .env("COMPLETE", "bash")
+        .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
+        .env("_CLAP_COMPLETE_COMP_TYPE", "9")
+        .env("_CLAP_COMPLETE_SPACE", "true")
+        .env("_CLAP_IFS", "\n")
+        .arg("--")
+        .args(words)
+        .output()
+        .expect("run barsync");
+    assert!(output.status.success(), "{}", describe(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn shell_completion_offers_the_passive_server_names() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let home = tempfile::tempdir().unwrap();
+    let mut config = std::fs::read_to_string(&rig.config).unwrap();
+    config.push_str("\n[main]\ndescription = not passive\nconninfo = host=x\n");
+    std::fs::write(home.path().join(".barman.conf"), config).unwrap();
+
+    let check = complete(home.path(), &["barsync", "check", ""]);
+    assert!(check.contains(&"pg".to_owned()), "{check:?}");
+    assert!(check.contains(&"all".to_owned()), "{check:?}");
+    assert!(!check.contains(&"main".to_owned()), "{check:?}");
+    let sync_wals = complete(home.path(), &["barsync", "sync-wals", "p"]);
+    assert_eq!(sync_wals, vec!["pg".to_owned()]);
+    let commands = complete(home.path(), &["barsync", "sta"]);
+    assert_eq!(commands, vec!["status".to_owned()]);
+}
