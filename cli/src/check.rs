@@ -14,6 +14,7 @@ use anyhow::Result;
 use barsync_sync::backup_info::BackupStatus;
 use barsync_sync::catalog::load_backups;
 use barsync_sync::config::{Config, OptionValue, ServerConfig};
+use barsync_sync::passive::cron::{cron_lock, CronLock};
 use barsync_sync::syncinfo::{load_primary_info, shell_quote};
 use serde_json::{json, Value};
 
@@ -29,7 +30,8 @@ pub const AFTER_HELP: &str = concat!(
 Checks: ssh (the primary answers `true` in batch mode), ssh host key (a changed key is
 reported as such), ssh output clean, barsync and barman on the primary's PATH, directories
 (created when missing, then written to), compression (the same as the primary's, from
-primary.info), primary.info (present), failed backups, last synced backup and last synced
+primary.info), primary.info (present), cron lock (not held by a run with no progress for 30 minutes),
+failed backups, last synced backup and last synced
 WAL (their age; FAILED beyond last_backup_maximum_age / last_wal_maximum_age when set).
 The same checks are printed whatever happens; those that need an unreachable primary fail
 as \"not checked\".
@@ -265,6 +267,22 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
                 }
             }
             Err(_) => Ok("not checked: no primary.info yet".into()),
+        },
+    ));
+    checks.push(check(
+        "cron lock",
+        match cron_lock(server) {
+            CronLock::Free => Ok("not held".into()),
+            CronLock::Running(holder) => Ok(format!(
+                "held by process {}, a cron run making progress ({} ago)",
+                holder.pid,
+                human(holder.idle_seconds)
+            )),
+            CronLock::Stale(holder) => Err(format!(
+                "held by process {} with no progress for {}: that run may be hung, and every later cron skips this server",
+                holder.pid,
+                human(holder.idle_seconds)
+            )),
         },
     ));
     let backups = load_backups(server);

@@ -65,6 +65,51 @@ impl LockGuard {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Marks progress: sets the lock file's modification time to now, so that a process that
+    /// finds the lock busy can tell a run that moves from one that hangs ([`holder`]).
+    pub fn touch(&self) {
+        let _ = self.file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Who holds a lock, seen from outside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holder {
+    /// The process holding it (from the kernel's lock table).
+    pub pid: u32,
+    /// Seconds since the lock was taken or its holder last marked progress
+    /// ([`LockGuard::touch`]).
+    pub idle_seconds: f64,
+}
+
+/// The holder of the lock file `path`, if a process holds it now; `None` when it is free or
+/// cannot be told. Reads the kernel's table of `flock` locks (`/proc/locks`), so, unlike
+/// trying the lock, it never takes it, not even for an instant.
+pub fn holder(path: &Path) -> Option<Holder> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `1: FLOCK  ADVISORY  WRITE 1234 fe:00:5457886 0 EOF`
+        let [_, "FLOCK", _, _, pid, id, ..] = fields.as_slice() else {
+            return None;
+        };
+        let mut parts = id.split(':');
+        let (dev_major, dev_minor, inode) = (parts.next()?, parts.next()?, parts.next()?);
+        let same = u32::from_str_radix(dev_major, 16).ok()? == major
+            && u32::from_str_radix(dev_minor, 16).ok()? == minor
+            && inode.parse::<u64>().ok()? == meta.ino();
+        same.then(|| pid.parse::<u32>().ok()).flatten()
+    })?;
+    let idle_seconds = meta
+        .modified()
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    Some(Holder { pid, idle_seconds })
 }
 
 impl Drop for LockGuard {
@@ -150,6 +195,28 @@ mod tests {
             LockKind::Backup("20240101T120000").file_name("pg"),
             ".pg-20240101T120000.lock"
         );
+    }
+
+    #[test]
+    fn the_holder_is_seen_without_taking_the_lock_and_touch_marks_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".pg-cron.lock");
+        assert_eq!(holder(&path), None);
+        let guard = acquire_path(&path, false).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let seen = holder(&path).expect("held");
+        assert_eq!(seen.pid, std::process::id());
+        assert!(seen.idle_seconds >= 599.0, "{seen:?}");
+        guard.touch();
+        assert!(holder(&path).unwrap().idle_seconds < 60.0);
+        drop(guard);
+        assert_eq!(holder(&path), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use barsync_tests::passive_rig::{describe, fixture_primary, PassiveRig, RigOptions};
 
-fn text(bytes: &[u8]) -> String {
+fn text_of(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -20,7 +20,7 @@ fn cron_reports_each_backup_as_it_is_synced() {
     let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
     let cron = rig.barsync(&["cron"]);
     assert!(cron.status.success(), "{}", describe(&cron));
-    let out = text(&cron.stdout);
+    let out = text_of(&cron.stdout);
     let first_done = position(&out, "Backup 20240101T120000 of server pg synced");
     let second_start = position(&out, "Starting copy of backup 20240102T120000");
     let second_done = position(&out, "Backup 20240102T120000 of server pg synced");
@@ -49,7 +49,7 @@ fn stderr_lines_carry_a_timestamp_when_stderr_is_not_a_terminal() {
     )
     .unwrap();
     let cron = rig.barsync(&["cron"]);
-    let err = text(&cron.stderr);
+    let err = text_of(&cron.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "{}", describe(&cron));
     for line in lines {
@@ -76,7 +76,7 @@ fn very_verbose_says_more_than_verbose() {
     let very = very_rig.barsync(&["cron", "-vv"]);
     assert!(verbose.status.success(), "{}", describe(&verbose));
     assert!(very.status.success(), "{}", describe(&very));
-    let (v, vv) = (text(&verbose.stderr), text(&very.stderr));
+    let (v, vv) = (text_of(&verbose.stderr), text_of(&very.stderr));
     assert!(
         vv.lines().count() > v.lines().count(),
         "-v:\n{v}\n-vv:\n{vv}"
@@ -88,4 +88,44 @@ fn very_verbose_says_more_than_verbose() {
             && l.contains("verified by")),
         "{vv}"
     );
+}
+
+#[test]
+fn a_cron_lock_held_without_progress_is_reported_by_cron_and_check() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let check = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(text.contains("\tcron lock: OK (not held)"), "{text}");
+
+    // Another process (here: this test) holds the server's cron lock and has shown no
+    // progress for two hours: a hung run.
+    let guard =
+        barsync_sync::lock::acquire(&rig.home, "pg", &barsync_sync::lock::LockKind::Cron, false)
+            .unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(guard.path())
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let cron = rig.barsync(&["cron"]);
+    assert_eq!(cron.status.code(), Some(0), "{}", describe(&cron));
+    let err = text_of(&cron.stderr);
+    assert!(
+        err.contains("WARNING: ")
+            && err.contains(&format!("held by process {}", std::process::id()))
+            && err.contains("no progress for 2 hours"),
+        "{}",
+        describe(&cron)
+    );
+    let check = rig.barsync(&["check", "pg"]);
+    assert_eq!(check.status.code(), Some(1), "{}", describe(&check));
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        text.contains("\tcron lock: FAILED (held by process"),
+        "{text}"
+    );
+    drop(guard);
 }

@@ -63,6 +63,82 @@ impl CronReport {
     }
 }
 
+/// A cron run that has shown no progress for this long while holding its server's cron lock
+/// is reported as possibly hung (a file or part finished counts as progress).
+pub const STALE_AFTER_SECONDS: f64 = 30.0 * 60.0;
+
+/// The cron lock of a server, seen from outside (by another cron, or `check`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CronLock {
+    Free,
+    /// Held by a run that showed progress within [`STALE_AFTER_SECONDS`].
+    Running(lock::Holder),
+    /// Held by a run with no progress for longer: it may be hung.
+    Stale(lock::Holder),
+}
+
+/// The state of `server`'s cron lock, without taking it.
+pub fn cron_lock(server: &ServerConfig) -> CronLock {
+    let path = server
+        .lock_directory()
+        .join(LockKind::Cron.file_name(server.name()));
+    match lock::holder(&path) {
+        None => CronLock::Free,
+        Some(holder) if holder.idle_seconds > STALE_AFTER_SECONDS => CronLock::Stale(holder),
+        Some(holder) => CronLock::Running(holder),
+    }
+}
+
+/// [`Events`] passed on unchanged, marking progress on the cron lock ([`lock::LockGuard::touch`])
+/// as files and parts arrive, at most every few seconds.
+struct Heartbeat<'a> {
+    events: &'a dyn Events,
+    lock: &'a lock::LockGuard,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Heartbeat<'_> {
+    fn beat(&self) {
+        let mut last = self.last.lock().unwrap();
+        if last.elapsed() >= std::time::Duration::from_secs(5) {
+            self.lock.touch();
+            *last = std::time::Instant::now();
+        }
+    }
+}
+
+impl Events for Heartbeat<'_> {
+    fn info(&self, message: &str) {
+        self.events.info(message);
+    }
+    fn warning(&self, message: &str) {
+        self.events.warning(message);
+    }
+    fn plan(&self, label: &str, files: u64, bytes: u64) {
+        self.events.plan(label, files, bytes);
+    }
+    fn file_done(
+        &self,
+        path: &str,
+        result: &Result<transfer_engine::protocol::FetchReport, String>,
+    ) {
+        self.beat();
+        self.events.file_done(path, result);
+    }
+    fn part_done(&self, path: &str, bytes: u64) {
+        self.beat();
+        self.events.part_done(path, bytes);
+    }
+    fn backup_finished(&self, server: &str, id: &str, outcome: &Result<BackupOutcome, String>) {
+        self.lock.touch();
+        self.events.backup_finished(server, id, outcome);
+    }
+    fn wals_finished(&self, server: &str, outcome: &Result<WalsOutcome, String>) {
+        self.lock.touch();
+        self.events.wals_finished(server, outcome);
+    }
+}
+
 /// Runs cron for every passive server of `config` (or only `only`, when given).
 pub fn run_cron(
     config: &Config,
@@ -105,6 +181,13 @@ fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Eve
                 "Another cron process is already running on server {name}. Skipping to the next server"
             );
             events.info(&message);
+            if let CronLock::Stale(holder) = cron_lock(server) {
+                events.warning(&format!(
+                    "the cron lock of server {name} is held by process {} with no progress for {}: that run may be hung (look at it, or stop it; the next run resumes its copies)",
+                    holder.pid,
+                    human_duration(holder.idle_seconds)
+                ));
+            }
             result.skipped = Some(message);
             return result;
         }
@@ -114,6 +197,12 @@ fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Eve
         }
     };
     let start = std::time::Instant::now();
+    let heartbeat = Heartbeat {
+        events,
+        lock: &_cron_lock,
+        last: std::sync::Mutex::new(std::time::Instant::now()),
+    };
+    let events: &dyn Events = &heartbeat;
     // One set of sessions serves every copy of this server's run.
     let cache = super::primary_link::SessionCache::default();
     let options = PassiveOptions {
@@ -253,4 +342,15 @@ fn apply_retention(
         events,
     )?;
     Ok(())
+}
+
+/// `2 hours 5 minutes`, `45 minutes`, `30 seconds`.
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match (s / 3600, s % 3600 / 60) {
+        (0, 0) => format!("{s} seconds"),
+        (0, m) => format!("{m} minutes"),
+        (h, 0) => format!("{h} hours"),
+        (h, m) => format!("{h} hours {m} minutes"),
+    }
 }
