@@ -155,6 +155,17 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
+    // sync-info checks barman_user itself (it also runs on the primary, as Barman's).
+    let passive_config = match cli.command {
+        Command::SyncInfo(_) => None,
+        _ => cli
+            .command
+            .config()
+            .map(|path| path.map(std::path::Path::to_path_buf)),
+    };
+    if let Some(status) = passive::preflight(passive_config.as_ref().map(|path| path.as_deref())) {
+        return status;
+    }
     let log_file = cli
         .command
         .config()

@@ -163,6 +163,18 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// What every passive command does first, before it writes or logs anything: refuse to run
+/// as another user than `barman_user`, as Barman does (`Some(exit status)` then). A
+/// configuration that does not load is left to the command, which reports it.
+pub fn preflight(config: Option<Option<&std::path::Path>>) -> Option<ExitCode> {
+    let config = Config::load(config?).ok()?;
+    if let Err(refusal) = config.check_user() {
+        eprintln!("ERROR: {refusal}");
+        return Some(ExitCode::from(1));
+    }
+    None
+}
+
 fn setup(common: &Common) -> Result<(Config, PassiveOptions)> {
     let config = Config::load(common.config.as_deref())?;
     let options = PassiveOptions {

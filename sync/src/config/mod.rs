@@ -16,6 +16,11 @@ pub use ini::Entry;
 pub use options::{parse_boolean, OptionValue};
 pub use server::{RetentionPolicy, ReuseBackup, ServerConfig, WindowUnit};
 
+use crate::python::literal::repr_str;
+
+/// Barman's `barman_user` when the configuration does not set one.
+pub const DEFAULT_USER: &str = "barman";
+
 /// Where Barman looks when no `-c` is given, in order.
 pub const DEFAULT_CONFIG_FILES: [&str; 3] = [
     "~/.barman.conf",
@@ -46,6 +51,12 @@ pub enum ConfigError {
     GlobalSectionInInclude(String),
     #[error("the reserved word 'all' is not allowed as server name.Please rename it.")]
     ReservedServerName,
+    /// Barman's refusal (`ERROR: please run barman as %r user`) when another user than
+    /// `barman_user` runs it.
+    #[error("please run barman as {} user", repr_str(.0))]
+    WrongUser(String),
+    #[error("the configured user {} does not exists", repr_str(.0))]
+    UnknownUser(String),
 }
 
 /// The whole Barman configuration.
@@ -56,6 +67,8 @@ pub struct Config {
     pub barman_home: Option<String>,
     pub barman_lock_directory: Option<String>,
     pub lock_directory_cleanup: bool,
+    /// The system user Barman runs as (`barman_user`, default `barman`).
+    pub barman_user: String,
 }
 
 impl Config {
@@ -86,6 +99,7 @@ impl Config {
             barman_home: None,
             barman_lock_directory: None,
             lock_directory_cleanup: true,
+            barman_user: DEFAULT_USER.to_owned(),
         };
         config.read_globals()?;
         config.load_includes()?;
@@ -107,7 +121,20 @@ impl Config {
                 .unwrap_or("true"),
         )
         .unwrap_or(true);
+        self.barman_user = self
+            .get_value_with("barman", "barman_user", &no_vars, None)?
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_USER.to_owned());
         Ok(())
+    }
+
+    /// Barman's `drop_privileges` check, without the switch: `Ok` when the process runs as
+    /// `barman_user`, else Barman's error. (Barman started as root switches to that user;
+    /// barsync refuses instead, so that it never leaves root-owned files in Barman's tree.)
+    pub fn check_user(&self) -> Result<(), ConfigError> {
+        // SAFETY: getuid cannot fail and has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        check_user_uid(&self.barman_user, uid)
     }
 
     /// `*.conf` files of `configuration_files_directory`, sorted; none may change `[barman]`.
@@ -306,6 +333,41 @@ fn strip_quotes(value: &str) -> &str {
         &value[1..value.len() - 1]
     } else {
         value
+    }
+}
+
+/// `Ok` when `user` exists and has uid `uid`.
+fn check_user_uid(user: &str, uid: libc::uid_t) -> Result<(), ConfigError> {
+    match user_uid(user) {
+        None => Err(ConfigError::UnknownUser(user.to_owned())),
+        Some(found) if found == uid => Ok(()),
+        Some(_) => Err(ConfigError::WrongUser(user.to_owned())),
+    }
+}
+
+/// `pwd.getpwnam(user).pw_uid`, `None` when there is no such user.
+fn user_uid(user: &str) -> Option<libc::uid_t> {
+    let name = std::ffi::CString::new(user).ok()?;
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    loop {
+        // SAFETY: every pointer is to a live local of the right type; getpwnam_r writes only
+        // into `entry` and `buffer` (of the length given), and `result` points into them.
+        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let rc = unsafe {
+            libc::getpwnam_r(
+                name.as_ptr(),
+                &mut entry,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buffer.len() < 1 << 20 {
+            buffer.resize(buffer.len() * 2, 0);
+            continue;
+        }
+        return (rc == 0 && !result.is_null()).then_some(entry.pw_uid);
     }
 }
 

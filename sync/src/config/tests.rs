@@ -150,3 +150,30 @@ fn models_are_not_servers() {
         vec!["pg"]
     );
 }
+
+#[test]
+fn barman_user_defaults_to_barman_and_must_be_the_running_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let unset = write_config(dir.path(), "[barman]\nbarman_home = /b\n");
+    assert_eq!(Config::load(Some(&unset)).unwrap().barman_user, "barman");
+    let path = write_config(
+        dir.path(),
+        "[barman]\nbarman_home = /b\nbarman_user = \"nobody\"\n",
+    );
+    let config = Config::load(Some(&path)).unwrap();
+    assert_eq!(config.barman_user, "nobody");
+    let nobody = user_uid("nobody").expect("user nobody exists");
+    assert!(check_user_uid("nobody", nobody).is_ok());
+    assert_eq!(
+        check_user_uid("nobody", nobody + 1)
+            .unwrap_err()
+            .to_string(),
+        "please run barman as 'nobody' user"
+    );
+    assert_eq!(
+        check_user_uid("no_such_user_h5", 0)
+            .unwrap_err()
+            .to_string(),
+        "the configured user 'no_such_user_h5' does not exists"
+    );
+}

@@ -64,6 +64,7 @@ fn load_server(
         ConfigError::Missing(_) => vec![error.to_string()],
         other => error_line(&other),
     })?;
+    config.check_user().map_err(|e| error_line(&e))?;
     let mut lines: Vec<String> = config
         .all_option_warnings()
         .map_err(|e| error_line(&e))?
