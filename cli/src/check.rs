@@ -219,6 +219,10 @@ fn server_json(name: &str, ok: bool, checks: &[Check]) -> Value {
 fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
     let mut checks = Vec::new();
     let check = |name: &'static str, result: Result<String, String>| Check { name, result };
+    checks.push(check(
+        "configuration",
+        crate::passive::configuration_check(server),
+    ));
     let Some(ssh) = server
         .primary_ssh_command()
         .filter(|c| !c.trim().is_empty())

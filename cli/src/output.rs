@@ -61,6 +61,14 @@ pub struct Ui {
 
 static UI: OnceLock<Ui> = OnceLock::new();
 
+/// Warnings found before [`init`] (about the configuration), printed and logged by it.
+static PENDING_WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Queues a warning found before [`init`]; `init` prints it and writes it to the log file.
+pub fn warn_once_initialised(message: String) {
+    PENDING_WARNINGS.lock().unwrap().push(message);
+}
+
 /// The output state ([`init`] sets it; until then, defaults).
 pub fn ui() -> &'static Ui {
     UI.get_or_init(|| Ui::new(Verbosity(0), false))
@@ -442,6 +450,9 @@ pub fn init(verbosity: Verbosity, json: bool, log_file: Option<(PathBuf, Level)>
         })
         .with(file);
     let _ = tracing::subscriber::set_global_default(subscriber);
+    for message in std::mem::take(&mut *PENDING_WARNINGS.lock().unwrap()) {
+        ui.warning(&message);
+    }
 }
 
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {

@@ -164,15 +164,37 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// What every passive command does first, before it writes or logs anything: refuse to run
-/// as another user than `barman_user`, as Barman does (`Some(exit status)` then). A
-/// configuration that does not load is left to the command, which reports it.
+/// as another user than `barman_user`, as Barman does (`Some(exit status)` then), and queue
+/// a warning for each setting Barman ignores or misreads (printed and logged once output is
+/// set up). A configuration that does not load is left to the command, which reports it.
 pub fn preflight(config: Option<Option<&std::path::Path>>) -> Option<ExitCode> {
     let config = Config::load(config?).ok()?;
     if let Err(refusal) = config.check_user() {
         eprintln!("ERROR: {refusal}");
         return Some(ExitCode::from(1));
     }
+    for warning in config.warnings().unwrap_or_default() {
+        crate::output::warn_once_initialised(warning.to_string());
+    }
     None
+}
+
+/// The `configuration` check: `FAILED` with every setting of the server's section and of
+/// `[barman]` that Barman ignores or misreads.
+pub fn configuration_check(server: &barsync_sync::config::ServerConfig) -> Result<String, String> {
+    let problems: Vec<String> = server
+        .config_warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    match problems.len() {
+        0 => Ok(String::new()),
+        1 => Err(problems.join("")),
+        n => Err(format!(
+            "{n} settings ignored or misread: {}",
+            problems.join("; ")
+        )),
+    }
 }
 
 fn setup(common: &Common) -> Result<(Config, PassiveOptions)> {

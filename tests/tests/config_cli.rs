@@ -137,3 +137,135 @@ fn another_barman_user_is_refused_with_barmans_message() {
         describe(&["sync-info"], &output)
     );
 }
+
+/// The issue's configuration: inline comments as in the old README sample, misspelt keys and
+/// invalid values. Barman warns about each and goes on; barsync must say as much, on stderr and
+/// in the log, naming the file, line, section, key and value, and `check` must fail on them.
+#[test]
+fn ignored_settings_are_warned_about_and_fail_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("barsync.log");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "barman_user = {}\nlog_file = {}\nparallel_job = 3\n",
+            current_user(),
+            log.display()
+        ),
+        "reuse_backup = link ; hard links to the previous backup\n\
+         parallel_jobs = 4 # sessions\n\
+         primary_ssh_comand = ssh barman@pg\n\
+         bandwidth_limit = fast\n\
+         last_backup_maximum_age = 2 dayz\n\
+         [typo]\n\
+         primary_ssh_comand = ssh barman@typo\n\
+         reuse_backup = lnk\n",
+    );
+    let file = config.display().to_string();
+
+    // Barman itself warns about each of these (and keeps going).
+    let barman = Command::new(barsync_tests::passive_rig::barman_program())
+        .arg("-c")
+        .arg(&config)
+        .arg("list-servers")
+        .output()
+        .unwrap();
+    let barman_stderr = String::from_utf8_lossy(&barman.stderr).into_owned();
+    for key in [
+        "parallel_job",
+        "primary_ssh_comand",
+        "reuse_backup",
+        "parallel_jobs",
+    ] {
+        assert!(
+            barman_stderr.contains(key),
+            "Barman names {key}:\n{barman_stderr}"
+        );
+    }
+
+    let cron = run(&config, &["cron"]);
+    let stderr = String::from_utf8_lossy(&cron.stderr).into_owned();
+    let expected = [
+        // [barman]: a misspelt key, with the key it resembles.
+        ("parallel_job", "did you mean parallel_jobs?", 5),
+        (
+            "reuse_backup",
+            "'link ; hard links to the previous backup'",
+            9,
+        ),
+        ("reuse_backup", "inline comment", 9),
+        ("parallel_jobs", "inline comment", 10),
+        (
+            "primary_ssh_comand",
+            "did you mean primary_ssh_command?",
+            11,
+        ),
+        ("bandwidth_limit", "'fast'", 12),
+        ("last_backup_maximum_age", "'2 dayz'", 13),
+        ("primary_ssh_comand", "[typo]", 15),
+        ("reuse_backup", "'lnk'", 16),
+    ];
+    for (key, detail, line) in expected {
+        let found = stderr.lines().any(|l| {
+            l.starts_with("WARNING: ")
+                && l.contains(key)
+                && l.contains(detail)
+                && l.contains(&format!("{file} line {line}"))
+        });
+        assert!(
+            found,
+            "no warning about {key} ({detail}) at line {line}:\n{}",
+            describe(&["cron"], &cron)
+        );
+    }
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        logged.contains("WARNING: Invalid configuration option \"primary_ssh_comand\""),
+        "the log has the warnings too:\n{logged}"
+    );
+
+    // check fails on a configuration line that names the problems of the server.
+    let check = run(&config, &["check", "pg"]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert_eq!(
+        check.status.code(),
+        Some(1),
+        "{}",
+        describe(&["check"], &check)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("configuration: "))
+        .unwrap_or_else(|| panic!("no configuration line:\n{}", describe(&["check"], &check)));
+    assert!(line.contains("FAILED"), "{line}");
+    assert!(line.contains("did you mean primary_ssh_command?"), "{line}");
+    assert!(line.contains("bandwidth_limit"), "{line}");
+    let typo = run(&config, &["check", "typo"]);
+    let text = String::from_utf8_lossy(&typo.stdout).into_owned();
+    assert_eq!(
+        typo.status.code(),
+        Some(1),
+        "{}",
+        describe(&["check"], &typo)
+    );
+    assert!(
+        text.contains("did you mean primary_ssh_command?"),
+        "{}",
+        describe(&["check", "typo"], &typo)
+    );
+
+    // Without the problems, the configuration check passes.
+    let clean = write_config(
+        dir.path(),
+        &format!("barman_user = {}", current_user()),
+        "reuse_backup = link\n",
+    );
+    let check = run(&clean, &["check", "pg"]);
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        text.contains("\tconfiguration: OK"),
+        "{}",
+        describe(&["check"], &check)
+    );
+    assert!(!String::from_utf8_lossy(&check.stderr).contains("WARNING"));
+}

@@ -20,6 +20,8 @@ pub struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct IniStore {
     sections: Vec<(String, Vec<(String, Entry)>)>,
+    /// The files read, in order.
+    files: Vec<PathBuf>,
 }
 
 /// Sections of one file before merging: `[DEFAULT]` kept apart.
@@ -49,6 +51,7 @@ impl IniStore {
             source,
         })?;
         let parsed = parse_file(&text, path)?;
+        self.files.push(path.to_owned());
         for (section, options) in &parsed.sections {
             let mut names: Vec<&String> = options.iter().map(|(k, _)| k).collect();
             for (key, _) in &parsed.defaults {
@@ -90,6 +93,11 @@ impl IniStore {
             }
         }
         Ok(())
+    }
+
+    /// The files read so far, in order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     pub fn has_section(&self, section: &str) -> bool {

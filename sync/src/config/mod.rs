@@ -7,6 +7,7 @@ mod ini;
 mod keys;
 mod options;
 mod server;
+mod warnings;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub use conflicts::{realpath, PathConflicts};
 pub use ini::Entry;
 pub use options::{parse_boolean, OptionValue};
 pub use server::{RetentionPolicy, ReuseBackup, ServerConfig, WindowUnit};
+pub use warnings::{ConfigWarning, Problem};
 
 use crate::python::literal::repr_str;
 
@@ -216,14 +218,62 @@ impl Config {
             .is_some_and(|entry| parse_boolean(&entry.value).unwrap_or(false))
     }
 
-    /// The option warnings of every server, in section order: Barman reads all servers and
-    /// prints these whatever server the command is about.
+    /// The warnings Barman prints (without `WARNING: `) on every command, in its order: unknown
+    /// options of `[barman]`, then for each server the unknown options of its section and its
+    /// invalid values. Barman reads all servers and prints these whatever the command is about.
     pub fn all_option_warnings(&self) -> Result<Vec<String>, ConfigError> {
-        Ok(self
-            .all_servers_unadjusted()?
-            .into_iter()
-            .flat_map(|server| server.warnings)
+        let global = warnings::unknown_keys("barman", self.store.options("barman"));
+        let servers = self.all_servers_unadjusted()?;
+        let server_warnings = servers.iter().flat_map(|server| &server.warnings);
+        Ok(global
+            .iter()
+            .chain(server_warnings)
+            .filter_map(ConfigWarning::barman_line)
             .collect())
+    }
+
+    /// Everything Barman ignores or misreads in the configuration, each once, in file and
+    /// line order: unknown options (with the option a typo resembles), invalid values, values
+    /// the server set-up replaces, and values with what looks like an inline comment.
+    pub fn warnings(&self) -> Result<Vec<ConfigWarning>, ConfigError> {
+        Ok(self.collect_warnings(&self.servers()?))
+    }
+
+    fn collect_warnings(&self, servers: &[ServerConfig]) -> Vec<ConfigWarning> {
+        let mut found = warnings::unknown_keys("barman", self.store.options("barman"));
+        found.extend(servers.iter().flat_map(|s| s.warnings.iter().cloned()));
+        for section in self.store.section_names() {
+            for (key, entry) in self.store.options(section) {
+                if let Some(comment) = warnings::inline_comment(&entry.value) {
+                    let problem = Problem::InlineComment { comment };
+                    let warning =
+                        ConfigWarning::new(Some(entry), section, key, &entry.value, problem);
+                    found.push(warning);
+                }
+            }
+        }
+        let mut unique: Vec<ConfigWarning> = Vec::new();
+        for warning in found {
+            let seen = unique.iter().any(|w| {
+                w.location.is_some()
+                    && w.location == warning.location
+                    && w.key == warning.key
+                    && w.problem == warning.problem
+            });
+            if !seen {
+                unique.push(warning);
+            }
+        }
+        // Files in the order they were read, then lines; defaults last.
+        let files: Vec<PathBuf> = self.store.files().to_vec();
+        unique.sort_by_key(|w| match &w.location {
+            Some((file, line)) => (
+                files.iter().position(|f| f == file).unwrap_or(usize::MAX),
+                *line,
+            ),
+            None => (usize::MAX, usize::MAX),
+        });
+        unique
     }
 
     /// The configuration of server `name`, adjusted as Barman's `Server` set-up does.
@@ -257,6 +307,14 @@ impl Config {
                 server.disable_for_conflicts();
             }
             server.apply_server_setup();
+        }
+        let all = self.collect_warnings(&servers);
+        for server in &mut servers {
+            server.config_warnings = all
+                .iter()
+                .filter(|w| w.section == server.name() || w.section == "barman")
+                .cloned()
+                .collect();
         }
         Ok(servers)
     }

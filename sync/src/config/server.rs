@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::ini::Entry;
 use super::keys::{DEFAULTS, GLOBAL_KEYS, SERVER_KEYS};
 use super::options::{parse_option, OptionValue};
+use super::warnings::{unknown_keys, ConfigWarning, Problem};
 use super::{Config, ConfigError};
 use crate::python::json::Json;
 
@@ -40,14 +42,22 @@ pub struct ServerConfig {
     values: Vec<(&'static str, OptionValue)>,
     barman_home: Option<String>,
     lock_directory: Option<String>,
-    /// Warnings Barman prints while reading this server's options (`WARNING: ...` on stderr).
-    pub warnings: Vec<String>,
+    /// What Barman ignores or misreads in this server's options, in Barman's order: unknown
+    /// options of its section, invalid values (of its section or inherited from `[barman]`),
+    /// then the values the server set-up replaced with a fallback.
+    pub warnings: Vec<ConfigWarning>,
+    /// Every configuration warning about this server: [`ServerConfig::warnings`], and the
+    /// inline comments and unknown options of its section and of `[barman]` (set by
+    /// [`Config::servers`] and [`Config::server`]).
+    pub config_warnings: Vec<ConfigWarning>,
     /// Warnings Barman prints while setting the server up (archiver, backup strategy).
     pub setup_warnings: Vec<String>,
     /// Why the server is disabled, if it is.
     pub disabled_reasons: Vec<String>,
     /// Options set in the server's section or in `[barman]` (not left to their default).
     explicit: Vec<&'static str>,
+    /// Where each explicit option was read: its section and entry.
+    origins: Vec<(&'static str, String, Option<Entry>)>,
 }
 
 impl ServerConfig {
@@ -57,10 +67,12 @@ impl ServerConfig {
             values: Vec::with_capacity(SERVER_KEYS.len()),
             barman_home: config.barman_home.clone(),
             lock_directory: config.barman_lock_directory.clone(),
-            warnings: Vec::new(),
+            warnings: unknown_keys(name, config.store.options(name)),
+            config_warnings: Vec::new(),
             setup_warnings: Vec::new(),
             disabled_reasons: Vec::new(),
             explicit: Vec::new(),
+            origins: Vec::new(),
         };
         // ConfigParser sees the ServerConfig attributes as interpolation variables.
         let mut vars: HashMap<String, String> = HashMap::new();
@@ -81,11 +93,20 @@ impl ServerConfig {
             let mut value: Option<OptionValue> = None;
             if key != "disabled" {
                 let section_value = config.get_value(name, key, &vars)?;
-                value =
-                    server.invoke_parser(key, &format!("[{name}] section"), value, section_value);
+                let entry = config.store.entry(name, key);
+                value = server.invoke_parser(key, (name, entry), value, section_value);
+                if value.is_some() {
+                    server.origins.push((key, name.to_owned(), entry.cloned()));
+                }
                 if value.is_none() && GLOBAL_KEYS.contains(&key) {
                     let global_value = config.get_value("barman", key, &vars)?;
-                    value = server.invoke_parser(key, "[barman] section", value, global_value);
+                    let entry = config.store.entry("barman", key);
+                    value = server.invoke_parser(key, ("barman", entry), value, global_value);
+                    if value.is_some() {
+                        server
+                            .origins
+                            .push((key, "barman".to_owned(), entry.cloned()));
+                    }
                 }
             }
             if value.is_some() {
@@ -94,7 +115,7 @@ impl ServerConfig {
             if value.is_none() {
                 if let Some((_, template)) = DEFAULTS.iter().find(|(k, _)| *k == key) {
                     let default = percent_format(template, |k| python_str(&vars, k));
-                    value = server.invoke_parser(key, "DEFAULTS", value, Some(default));
+                    value = server.invoke_parser(key, ("DEFAULTS", None), value, Some(default));
                 }
             }
             let value = match value {
@@ -115,10 +136,12 @@ impl ServerConfig {
 
     /// `BaseConfig.invoke_parser`: a missing value keeps the old one, an invalid one is ignored
     /// with Barman's warning.
+    /// `source` is the section the value was read from (`DEFAULTS` for Barman's defaults)
+    /// and its entry in the files.
     fn invoke_parser(
         &mut self,
         key: &str,
-        source: &str,
+        source: (&str, Option<&Entry>),
         old: Option<OptionValue>,
         new: Option<String>,
     ) -> Option<OptionValue> {
@@ -126,12 +149,31 @@ impl ServerConfig {
         match parse_option(key, &new) {
             Ok(value) => Some(value),
             Err(reason) => {
-                self.warnings.push(format!(
-                    "Ignoring invalid configuration value '{new}' for key {key} in {source}: {reason}"
-                ));
+                let (section, entry) = source;
+                let problem = Problem::InvalidValue { reason };
+                self.warnings
+                    .push(ConfigWarning::new(entry, section, key, &new, problem));
                 old
             }
         }
+    }
+
+    /// A value the set-up rejects and replaces: a warning naming where it was read.
+    fn fallback(&mut self, key: &str, value: &str, reason: String) {
+        let (section, entry) = self
+            .origins
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, section, entry)| (section.clone(), entry.clone()))
+            .unwrap_or_else(|| ("DEFAULTS".to_owned(), None));
+        let problem = Problem::Fallback { reason };
+        self.warnings.push(ConfigWarning::new(
+            entry.as_ref(),
+            &section,
+            key,
+            value,
+            problem,
+        ));
     }
 
     /// The adjustments Barman's `Server.__init__` makes to the configuration it was given.
@@ -176,9 +218,14 @@ impl ServerConfig {
         }
         self.apply_bandwidth_limits();
         let redundancy = match self.get("minimum_redundancy").to_python_str() {
-            Some(text) => crate::python::parse_int(&text)
-                .filter(|v| *v >= 0)
-                .unwrap_or(0),
+            Some(text) => match crate::python::parse_int(&text) {
+                Some(value) if value >= 0 => value,
+                _ => {
+                    let reason = "not a non-negative integer: 0 instead".to_owned();
+                    self.fallback("minimum_redundancy", &text, reason);
+                    0
+                }
+            },
             None => 0,
         };
         self.set("minimum_redundancy", OptionValue::Int(redundancy));
@@ -241,6 +288,10 @@ impl ServerConfig {
     fn apply_bandwidth_limits(&mut self) {
         if let Some(text) = self.get("bandwidth_limit").to_python_str() {
             let limit = crate::python::parse_int(&text);
+            if limit.is_none() && !text.is_empty() {
+                let reason = "not an integer (KiB/s): no bandwidth limit".to_owned();
+                self.fallback("bandwidth_limit", &text, reason);
+            }
             self.set(
                 "bandwidth_limit",
                 limit.map_or(OptionValue::Null, OptionValue::Int),
@@ -253,10 +304,12 @@ impl ServerConfig {
         if let Some(text) = self.text("tablespace_bandwidth_limit").map(str::to_owned) {
             let mut rules: Vec<(String, i128)> = Vec::new();
             for rule in text.split_whitespace() {
-                let Some((name, value)) = rule.split_once(':') else {
-                    continue;
-                };
-                let Some(value) = crate::python::parse_int(value) else {
+                let parsed = rule
+                    .split_once(':')
+                    .and_then(|(name, value)| Some((name, crate::python::parse_int(value)?)));
+                let Some((name, value)) = parsed else {
+                    let reason = format!("rule '{rule}' is not TABLESPACE:KIBPERSECOND, ignored");
+                    self.fallback("tablespace_bandwidth_limit", &text, reason);
                     continue;
                 };
                 if Some(value) != global_limit {
@@ -294,6 +347,11 @@ impl ServerConfig {
                 "wal_retention_policy",
                 OptionValue::Policy("MAIN".to_owned()),
             );
+        } else {
+            let reason =
+                "not REDUNDANCY n or RECOVERY WINDOW OF n DAYS|WEEKS|MONTHS: no retention policy"
+                    .to_owned();
+            self.fallback("retention_policy", &policy_text, reason);
         }
     }
 

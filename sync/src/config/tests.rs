@@ -44,7 +44,8 @@ fn server_overrides_global_and_defaults_derive_paths() {
         PathBuf::from("/srv/barman/pg/wals/pg-xlog.db")
     );
     assert_eq!(pg.lock_directory(), PathBuf::from("/srv/barman"));
-    assert!(pg.warnings.is_empty(), "{:?}", pg.warnings);
+    let unknown: Vec<&str> = pg.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(unknown, vec!["unknown_option"], "Barman warns about it too");
     let other = config.server("other").unwrap().unwrap();
     assert_eq!(
         other.primary_ssh_command(),
@@ -84,8 +85,13 @@ fn invalid_values_are_ignored_with_barman_warning() {
         3,
         "falls back to the global value as Barman does"
     );
+    let lines: Vec<String> = server
+        .warnings
+        .iter()
+        .filter_map(ConfigWarning::barman_line)
+        .collect();
     assert_eq!(
-        server.warnings,
+        lines,
         vec!["Ignoring invalid configuration value 'many' for key parallel_jobs in [a] section: invalid literal for int() with base 10: 'many'"]
     );
 }
@@ -175,5 +181,138 @@ fn barman_user_defaults_to_barman_and_must_be_the_running_user() {
             .unwrap_err()
             .to_string(),
         "the configured user 'no_such_user_h5' does not exists"
+    );
+}
+
+#[test]
+fn ignored_settings_are_listed_with_file_line_section_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[barman]\nbarman_home = /b\nlog_file = /b/barman.log ; the log\nparallel_job = 3\n\
+         [pg]\nprimary_ssh_command = ssh pg\nreuse_backup = link ; hard links\n\
+         primary_ssh_comand = ssh pg\nbandwidth_limit = fast\nlast_backup_maximum_age = 2 dayz\n\
+         log_file = /elsewhere\n[typo]\nprimary_ssh_comand = ssh typo\nreuse_backup = lnk\n",
+    );
+    let config = Config::load(Some(&path)).unwrap();
+    let warnings = config.warnings().unwrap();
+    let found: Vec<(usize, &str, &str, &str, String)> = warnings
+        .iter()
+        .map(|w| {
+            let (file, line) = w.location.clone().unwrap();
+            assert_eq!(file, path);
+            let kind = match &w.problem {
+                Problem::UnknownKey {
+                    did_you_mean: Some(known),
+                    ..
+                } => format!("typo of {known}"),
+                Problem::UnknownKey {
+                    global_only: true, ..
+                } => "global only".to_owned(),
+                Problem::UnknownKey { .. } => "unknown".to_owned(),
+                Problem::InvalidValue { .. } => "invalid".to_owned(),
+                Problem::Fallback { .. } => "fallback".to_owned(),
+                Problem::InlineComment { comment } => format!("comment {comment}"),
+            };
+            (
+                line,
+                w.section.as_str(),
+                w.key.as_str(),
+                w.value.as_str(),
+                kind,
+            )
+        })
+        .collect();
+    let expected: Vec<(usize, &str, &str, &str, String)> = vec![
+        (
+            3,
+            "barman",
+            "log_file",
+            "/b/barman.log ; the log",
+            "comment ; the log".into(),
+        ),
+        (
+            4,
+            "barman",
+            "parallel_job",
+            "3",
+            "typo of parallel_jobs".into(),
+        ),
+        (
+            7,
+            "pg",
+            "reuse_backup",
+            "link ; hard links",
+            "invalid".into(),
+        ),
+        (
+            7,
+            "pg",
+            "reuse_backup",
+            "link ; hard links",
+            "comment ; hard links".into(),
+        ),
+        (
+            8,
+            "pg",
+            "primary_ssh_comand",
+            "ssh pg",
+            "typo of primary_ssh_command".into(),
+        ),
+        (9, "pg", "bandwidth_limit", "fast", "fallback".into()),
+        (
+            10,
+            "pg",
+            "last_backup_maximum_age",
+            "2 dayz",
+            "invalid".into(),
+        ),
+        (11, "pg", "log_file", "/elsewhere", "global only".into()),
+        (
+            13,
+            "typo",
+            "primary_ssh_comand",
+            "ssh typo",
+            "typo of primary_ssh_command".into(),
+        ),
+        (14, "typo", "reuse_backup", "lnk", "invalid".into()),
+    ];
+    assert_eq!(found, expected);
+    let text = warnings[4].to_string();
+    assert_eq!(
+        text,
+        format!(
+            "Invalid configuration option \"primary_ssh_comand\" in [pg] section (value 'ssh pg'), ignored: did you mean primary_ssh_command? ({} line 8)",
+            path.display()
+        )
+    );
+    let pg = config.server("pg").unwrap().unwrap();
+    let keys: Vec<&str> = pg.config_warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "log_file",
+            "parallel_job",
+            "reuse_backup",
+            "reuse_backup",
+            "primary_ssh_comand",
+            "bandwidth_limit",
+            "last_backup_maximum_age",
+            "log_file"
+        ],
+        "its own section's and [barman]'s"
+    );
+    assert_eq!(
+        config.all_option_warnings().unwrap(),
+        vec![
+            "Invalid configuration option \"parallel_job\" in [barman] section.",
+            "Invalid configuration option \"primary_ssh_comand\" in [pg] section.",
+            "Invalid configuration option \"log_file\" in [pg] section.",
+            "Ignoring invalid configuration value '2 dayz' for key last_backup_maximum_age in [pg] section: Invalid value for a time interval 2 dayz",
+            "Ignoring invalid configuration value 'link ; hard links' for key reuse_backup in [pg] section: Invalid value (use 'copy', 'link' or 'off')",
+            "Invalid configuration option \"primary_ssh_comand\" in [typo] section.",
+            "Ignoring invalid configuration value 'lnk' for key reuse_backup in [typo] section: Invalid value (use 'copy', 'link' or 'off')",
+        ],
+        "Barman's own lines, in Barman's order"
     );
 }
