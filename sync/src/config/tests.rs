@@ -316,3 +316,28 @@ fn ignored_settings_are_listed_with_file_line_section_key_and_value() {
         "Barman's own lines, in Barman's order"
     );
 }
+
+/// The sample configuration of the README is what people paste: Barman must read every line
+/// of it as meant.
+#[test]
+fn readme_sample_configuration_has_nothing_ignored() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+        .expect("README.md at the workspace root");
+    let start = readme
+        .find("```ini\n[barman]")
+        .expect("the README has a sample configuration");
+    let sample = &readme[start + "```ini\n".len()..];
+    let sample = &sample[..sample.find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::load(Some(&write_config(dir.path(), sample))).unwrap();
+    let warnings: Vec<String> = config
+        .warnings()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    let pg = config.server("pg").unwrap().unwrap();
+    assert_eq!(pg.reuse_backup(), ReuseBackup::Link);
+    assert_eq!(pg.parallel_jobs(), 4);
+}
