@@ -1,10 +1,11 @@
 //! `barsync check SERVER`: `barman check` for a passive node. One line per check, `OK` or
-//! `FAILED (reason)`, exit status 1 when any failed: the ssh connection to the primary (run
-//! as Barman runs it, `<primary_ssh_command> -o BatchMode=yes true`), its host key, clean
-//! output, barsync and barman on the primary, the local directories (created when missing,
-//! as Barman's check does, then written to), WAL compression against the primary's (from
-//! `primary.info`), and how old the last synced backup and WAL are. Always the same checks in
-//! the same order (for monitoring), as text, `--json` or `--nagios`.
+//! `FAILED (reason)`, exit status 1 when any failed: the configuration (settings Barman
+//! ignores or misreads), the ssh connection to the primary (run as Barman runs it,
+//! `<primary_ssh_command> -o BatchMode=yes true`), its host key, clean output, barsync and
+//! barman on the primary, the local directories (created when missing, as Barman's check
+//! does, then written to), WAL compression against the primary's (from `primary.info`), and
+//! how old the last synced backup and WAL are. Always the same checks in the same order (for
+//! monitoring), as text, `--json` or `--nagios`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -27,14 +28,15 @@ pub const AFTER_HELP: &str = concat!(
   barsync check --json pg                 # for monitoring: ok, then each check's name, ok, detail
   barsync check --nagios all              # a Nagios plugin, as `barman check --nagios`
 
-Checks: ssh (the primary answers `true` in batch mode), ssh host key (a changed key is
-reported as such), ssh output clean, barsync and barman on the primary's PATH, directories
-(created when missing, then written to), compression (the same as the primary's, from
-primary.info), primary.info (present), cron lock (not held by a run with no progress for 30 minutes),
-failed backups, last synced backup and last synced
-WAL (their age; FAILED beyond last_backup_maximum_age / last_wal_maximum_age when set).
-The same checks are printed whatever happens; those that need an unreachable primary fail
-as \"not checked\".
+Checks: configuration (no setting of the server's section or of [barman] that Barman ignores
+or misreads: a misspelt option, an invalid value, a `; comment` kept in a value), ssh (the
+primary answers `true` in batch mode), ssh host key (a changed key is reported as such),
+ssh output clean, barsync and barman on the primary's PATH, directories (created when
+missing, then written to), compression (the same as the primary's, from primary.info),
+primary.info (present), cron lock (not held by a run with no progress for 30 minutes),
+failed backups, last synced backup and last synced WAL (their age; FAILED beyond
+last_backup_maximum_age / last_wal_maximum_age when set). The same checks are printed
+whatever happens; those that need an unreachable primary fail as \"not checked\".
 ",
     exit_codes!()
 );

@@ -1,7 +1,9 @@
 //! `barsync sync-backup`, `sync-wals` and `cron`: the passive node commands, printed the way
 //! Barman prints them (information on stdout, `WARNING:`/`ERROR:` on stderr, exit status 1 on
 //! failure), with progress while they copy, a summary of what crossed the network, and the
-//! same summary as one JSON document with `--json`.
+//! same summary as one JSON document with `--json`. Also what every passive command does
+//! first ([`preflight`]: the `barman_user` refusal, the configuration warnings) and the
+//! `configuration` line of `barsync check`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,6 +1,8 @@
 //! Barman's configuration as Barman reads it: the `-c` file or the default locations, the
 //! `[barman]` globals, `configuration_files_directory` includes, one section per server (model
-//! sections skipped), value quoting and `None`, and the per-server [`ServerConfig`].
+//! sections skipped), value quoting and `None`, the per-server [`ServerConfig`], `barman_user`
+//! (and whether the process runs as it), and the [`ConfigWarning`]s: every setting Barman
+//! ignores or misreads.
 
 mod conflicts;
 mod ini;
