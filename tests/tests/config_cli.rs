@@ -218,6 +218,28 @@ fn ignored_settings_are_warned_about_and_fail_check() {
             describe(&["cron"], &cron)
         );
     }
+    for args in PASSIVE_COMMANDS.iter().filter(|a| a[0] != "sync-info") {
+        let output = run(&config, args);
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(&format!(
+                "WARNING: Invalid configuration option \"primary_ssh_comand\" in [typo] section (value 'ssh barman@typo'), ignored: did you mean primary_ssh_command? ({file} line 15)"
+            )),
+            "{}",
+            describe(args, &output)
+        );
+    }
+    // sync-info stands in for `barman sync-info`: Barman's own lines, as Barman prints them.
+    let sync_info = run(&config, &["sync-info", "pg"]);
+    let ours: Vec<&str> = std::str::from_utf8(&sync_info.stderr)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("WARNING"))
+        .collect();
+    let barmans: Vec<&str> = barman_stderr
+        .lines()
+        .filter(|l| l.starts_with("WARNING") && !l.contains("archiver"))
+        .collect();
+    assert_eq!(ours, barmans);
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         logged.contains("WARNING: Invalid configuration option \"primary_ssh_comand\""),
