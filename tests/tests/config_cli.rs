@@ -207,7 +207,7 @@ fn ignored_settings_are_warned_about_and_fail_check() {
     ];
     for (key, detail, line) in expected {
         let found = stderr.lines().any(|l| {
-            l.starts_with("WARNING: ")
+            l.contains("WARNING: ")
                 && l.contains(key)
                 && l.contains(detail)
                 && l.contains(&format!("{file} line {line}"))
