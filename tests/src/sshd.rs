@@ -229,10 +229,23 @@ impl TestSshd {
             pid = self.path("sshd.pid").display(),
             authorized = self.path("authorized_keys").display(),
         );
+        // Sessions get a HOME of their own: the shell sshd starts reads `~/.bashrc`, and the
+        // machine user's may run slow or blocking things (a `pyenv rehash` that waits a minute
+        // on a lock left by a killed session). sshd honours only its first `SetEnv` line, so
+        // the extra lines' variables join this one.
+        let home = self.path("session-home");
+        fs::create_dir_all(&home)?;
+        let mut environment = vec![format!("HOME={}", home.display())];
         for line in &self.extra_config {
-            config.push_str(line);
-            config.push('\n');
+            match line.strip_prefix("SetEnv ") {
+                Some(variables) => environment.push(variables.trim().to_owned()),
+                None => {
+                    config.push_str(line);
+                    config.push('\n');
+                }
+            }
         }
+        config.push_str(&format!("SetEnv {}\n", environment.join(" ")));
         fs::write(self.path("sshd_config"), config)
     }
 
