@@ -203,15 +203,24 @@ impl TempFile {
         if let Some(file) = self.file.take() {
             file.sync_all()?;
         }
-        renameat(
-            &self.dir,
-            self.name.as_str(),
-            &self.dir,
-            self.target.as_str(),
-        )?;
+        rename_into_place(&self.dir, &self.name, &self.target)?;
         self.name.clear();
         fsync(&self.dir)?;
         Ok(())
+    }
+}
+
+/// Renames `name` over `target` in `dir`. When both already are links to one inode (a link
+/// to a basis published again over the link an earlier attempt published), `rename` succeeds
+/// without doing anything (POSIX), and `name` would stay: it is removed then, so that once
+/// published no temporary name is left whatever the destination was.
+fn rename_into_place(dir: &OwnedFd, name: &str, target: &str) -> io::Result<()> {
+    renameat(dir, name, dir, target)?;
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Err(errno) if errno == rustix::io::Errno::NOENT => Ok(()),
+        // Still there: the rename was a no-op, `target` already is this inode.
+        Ok(_) => Ok(unlinkat(dir, name, AtFlags::empty())?),
+        Err(errno) => Err(errno.into()),
     }
 }
 
@@ -390,13 +399,8 @@ impl PublishBatch {
         let mut results: Vec<io::Result<()>> = Vec::with_capacity(files.len());
         let mut directories: Vec<((u64, u64), usize)> = Vec::new();
         for (index, file) in files.iter_mut().enumerate() {
-            let renamed = renameat(
-                &file.dir,
-                file.name.as_str(),
-                &file.dir,
-                file.target.as_str(),
-            );
-            results.push(renamed.map_err(io::Error::from));
+            let renamed = rename_into_place(&file.dir, &file.name, &file.target);
+            results.push(renamed);
             if results[index].is_ok() {
                 file.name.clear();
                 if let Ok(stat) = rustix::fs::fstat(&file.dir) {
@@ -436,5 +440,39 @@ fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn publishing_a_link_over_a_link_to_the_same_inode_removes_the_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (basis, destination) = (dir.path().join("basis"), dir.path().join("dest"));
+        std::fs::write(&basis, b"identical").unwrap();
+        std::fs::hard_link(&basis, &destination).unwrap();
+        // One by one.
+        TempFile::link_beside(&basis, &destination)
+            .unwrap()
+            .publish()
+            .unwrap();
+        assert_eq!(names_in(dir.path()), ["basis", "dest"]);
+        // In a batch.
+        let mut batch = PublishBatch::default();
+        batch.push(TempFile::link_beside(&basis, &destination).unwrap(), 0);
+        assert!(batch.commit().iter().all(Result::is_ok));
+        assert_eq!(names_in(dir.path()), ["basis", "dest"]);
+        assert_eq!(std::fs::read(&destination).unwrap(), b"identical");
     }
 }

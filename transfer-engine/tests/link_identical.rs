@@ -132,3 +132,35 @@ fn a_file_already_in_place_is_verified_and_kept() {
         "nothing else created"
     );
 }
+
+/// A retry of a file whose link was already published: the destination already is a link to
+/// the basis's inode, so renaming the new temporary link over it is a no-op (POSIX) that
+/// would leave the temporary name behind.
+#[test]
+fn linking_again_over_the_same_inode_leaves_no_temporary_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, old, new) = (
+        dir.path().join("server"),
+        dir.path().join("old"),
+        dir.path().join("new"),
+    );
+    for d in [&server, &old, &new] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let data = random_bytes(1 << 20, 11);
+    fs::write(server.join("f"), &data).unwrap();
+    fs::write(old.join("f"), &data).unwrap();
+    for round in 0..2 {
+        let results = fetch_linking(&server, &old, &new, &["f"]);
+        assert!(results[0].as_ref().unwrap().linked, "round {round}");
+        assert_eq!(
+            fs::metadata(new.join("f")).unwrap().ino(),
+            fs::metadata(old.join("f")).unwrap().ino()
+        );
+        let names: Vec<String> = fs::read_dir(&new)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["f".to_owned()], "round {round}: {names:?}");
+    }
+}
