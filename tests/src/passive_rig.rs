@@ -179,6 +179,59 @@ impl PassiveRig {
         .to_owned()
     }
 
+    /// Replaces `primary_ssh_command` in the passive's configuration.
+    pub fn set_primary_ssh_command(&self, command: &str) {
+        let text = fs::read_to_string(&self.config).unwrap();
+        let replaced: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("primary_ssh_command") {
+                    format!("primary_ssh_command = {command}")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect();
+        fs::write(&self.config, replaced.join("\n") + "\n").unwrap();
+    }
+
+    /// Routes every `barsync serve` session through a forwarder that stops the first session
+    /// to have sent `limit` bytes right there, as `at_limit` says (later sessions, and the
+    /// others, pass everything). Deterministic cuts: nothing depends on timing.
+    pub fn forward_serve_sessions(&self, limit: u64, at_limit: AtLimit) -> ServeForwarder {
+        let dir = self.directory.path();
+        let control = ServeForwarder {
+            reached: dir.join("forwarder-reached"),
+            release: dir.join("forwarder-release"),
+        };
+        let script = dir.join("forwarder.py");
+        fs::write(&script, FORWARDER).unwrap();
+        let mode = match at_limit {
+            AtLimit::Cut => "cut",
+            AtLimit::Hold => "hold",
+        };
+        let wrapper = dir.join("forwardssh");
+        write_executable(
+            &wrapper,
+            &format!(
+                "#!/bin/sh\n\
+                 case \"$*\" in\n\
+                 *serve*) exec python3 '{script}' {limit} '{reached}' '{release}' {mode} \"$@\" ;;\n\
+                 esac\n\
+                 exec \"$@\"\n",
+                script = script.display(),
+                reached = control.reached.display(),
+                release = control.release.display(),
+            ),
+        );
+        self.set_primary_ssh_command(&format!(
+            "{} {}",
+            wrapper.display(),
+            self.sshd.ssh_command()
+        ));
+        control
+    }
+
     /// Starts `barsync sync-backup ARGS... pg ID`, cuts every SSH session once the backup has
     /// been SYNCING for `after`, and returns what the run printed; checks it failed (status 1)
     /// and left the backup FAILED.
@@ -201,6 +254,95 @@ impl PassiveRig {
         cut
     }
 }
+
+/// What a serve session routed through [`PassiveRig::forward_serve_sessions`] does once it has
+/// sent its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtLimit {
+    /// The session is cut there: the primary's side dies, the passive reads end of stream.
+    Cut,
+    /// The session holds its stream there until [`ServeForwarder::resume`] or
+    /// [`ServeForwarder::cut`].
+    Hold,
+}
+
+/// Control of the sessions routed by [`PassiveRig::forward_serve_sessions`].
+#[derive(Debug)]
+pub struct ServeForwarder {
+    reached: PathBuf,
+    release: PathBuf,
+}
+
+impl ServeForwarder {
+    /// Whether a session has reached the limit.
+    pub fn reached(&self) -> bool {
+        self.reached.exists()
+    }
+
+    /// Waits up to `timeout` for a session to reach the limit; whether one did.
+    pub fn wait_reached(&self, timeout: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        while start.elapsed() < timeout {
+            if self.reached() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.reached()
+    }
+
+    /// Lets a held session go on.
+    pub fn resume(&self) {
+        fs::write(&self.release, "go").unwrap();
+    }
+
+    /// Cuts a held session (its ssh is killed, its stream ends).
+    pub fn cut(&self) {
+        fs::write(&self.release, "cut").unwrap();
+    }
+}
+
+/// The forwarder [`PassiveRig::forward_serve_sessions`] puts between `barsync serve`'s ssh and
+/// the passive: it copies the primary's stream and, in the first session to send `limit` bytes
+/// (in all, over the session's life), stops after exactly that many.
+const FORWARDER: &str = r#"import os, subprocess, sys, time
+limit, reached, release, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+child = subprocess.Popen(sys.argv[5:], stdout=subprocess.PIPE)
+source, out, seen, armed = child.stdout, sys.stdout.buffer, 0, True
+
+def stop():
+    child.kill()
+    child.wait()
+    sys.exit(0)
+
+while True:
+    chunk = source.read1(65536)
+    if not chunk:
+        break
+    at = limit - seen
+    seen += len(chunk)
+    if armed and at < len(chunk):
+        armed = False
+        try:
+            os.mkdir(reached)
+        except FileExistsError:
+            pass
+        else:
+            out.write(chunk[:at])
+            out.flush()
+            if mode == "cut":
+                stop()
+            while not os.path.exists(release):
+                time.sleep(0.02)
+            time.sleep(0.05)
+            with open(release) as f:
+                if f.read().strip() != "go":
+                    stop()
+            chunk = chunk[at:]
+    out.write(chunk)
+    out.flush()
+sys.exit(child.wait())
+"#;
 
 /// stdout and stderr of a command, for assertion messages.
 pub fn describe(output: &Output) -> String {

@@ -1,14 +1,16 @@
 //! Faults during a passive sync: bytes corrupted in flight (a wrapper around the ssh command
 //! flips one byte of the primary's stream) and a full disk on the passive (its barman_home on a
 //! 6 MiB tmpfs). Nothing corrupt or half-written is published, the temporary space is
-//! released, and the next run (or the retry round of the same run) completes.
+//! released, and the next run (or the retry round of the same run) completes. Sessions cut at
+//! a chosen byte of the primary's stream: what was verified and published before the cut is
+//! kept, and the retry round neither leaves temporary names nor reuses a dead session.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use barsync_tests::passive_rig::{describe, fixture_primary, PassiveRig, RigOptions};
+use barsync_tests::passive_rig::{describe, fixture_primary, AtLimit, PassiveRig, RigOptions};
 
 /// Adds one file of `mib` MiB of incompressible data to the primary's newest backup.
 fn add_random_file(primary: &Path, name: &str, mib: usize) -> Vec<u8> {
@@ -25,21 +27,6 @@ fn add_random_file(primary: &Path, name: &str, mib: usize) -> Vec<u8> {
     ));
     fs::write(path, &data).unwrap();
     data
-}
-
-fn set_primary_ssh_command(rig: &PassiveRig, command: &str) {
-    let text = fs::read_to_string(&rig.config).unwrap();
-    let replaced: Vec<String> = text
-        .lines()
-        .map(|line| {
-            if line.starts_with("primary_ssh_command") {
-                format!("primary_ssh_command = {command}")
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect();
-    fs::write(&rig.config, replaced.join("\n") + "\n").unwrap();
 }
 
 fn temporary_files(root: &Path) -> Vec<PathBuf> {
@@ -91,10 +78,7 @@ fn flip_one_byte_once(rig: &PassiveRig) -> PathBuf {
     )
     .unwrap();
     fs::set_permissions(&flipper, fs::Permissions::from_mode(0o755)).unwrap();
-    set_primary_ssh_command(
-        rig,
-        &format!("{} {}", flipper.display(), rig.sshd.ssh_command()),
-    );
+    rig.set_primary_ssh_command(&format!("{} {}", flipper.display(), rig.sshd.ssh_command()));
     marker
 }
 
@@ -212,4 +196,108 @@ fn a_full_disk_fails_cleanly_and_releases_the_space() {
     let list = rig.barman(&["list-backups", "pg"]);
     assert!(list.status.success(), "{}", describe(&list));
     assert!(String::from_utf8_lossy(&list.stdout).contains("20240101T120000"));
+}
+
+/// Writes `data` as `base/<id>/data/base/1/<name>` of the primary's backup `id`.
+fn put_primary_file(primary: &Path, id: &str, name: &str, data: &[u8]) {
+    let path = primary.join(format!("primary-home/pg/base/{id}/data/base/1/{name}"));
+    fs::write(path, data).unwrap();
+}
+
+/// Regular files below `root` (relative paths), sorted.
+fn files_below(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap().flatten() {
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                let path = entry.path();
+                found.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `reuse_backup = link`, one session, cut inside the first file after four linked ones: the
+/// linked files were published when the session broke, so the retry round fetches only the
+/// rest, and no temporary name (a link published again over the same inode) survives DONE.
+#[test]
+fn a_session_cut_after_linked_files_keeps_them_and_leaves_no_temporary_name() {
+    let primary = fixture_primary();
+    let (old, new) = ("20240101T120000", "20240102T120000");
+    let same = random_data(1, 0x51);
+    for name in ["40000", "40001", "40002", "40003"] {
+        // Larger than anything else in the backup but the new file: first in the chunk.
+        let mut data = same.clone();
+        data.extend_from_slice(name.as_bytes());
+        put_primary_file(primary.path(), old, name, &data);
+        put_primary_file(primary.path(), new, name, &data);
+    }
+    put_primary_file(
+        primary.path(),
+        new,
+        "40010",
+        &random_data(1, 0x77)[..512 << 10],
+    );
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            server_lines: vec!["reuse_backup = link".into()],
+            ..RigOptions::default()
+        },
+    );
+    let info = rig.barsync(&["sync-info", "--primary", "pg"]);
+    assert!(info.status.success(), "{}", describe(&info));
+    let first = rig.barsync(&["sync-backup", "-j", "1", "pg", old]);
+    assert!(first.status.success(), "{}", describe(&first));
+    // The four linked answers are a few hundred bytes; 256 KiB falls inside file 40010.
+    let forwarder = rig.forward_serve_sessions(256 << 10, AtLimit::Cut);
+    let cut = rig.barsync(&["sync-backup", "-j", "1", "pg", new]);
+    assert!(forwarder.reached(), "the session was not cut");
+    assert!(cut.status.success(), "{}", describe(&cut));
+    assert_eq!(rig.backup_status(new), "DONE");
+    let backup = rig.server_directory().join(format!("base/{new}"));
+    let left = temporary_files(&backup);
+    assert!(
+        left.is_empty(),
+        "temporary names in a DONE backup: {left:?}"
+    );
+    let theirs = files_below(&primary.path().join(format!("primary-home/pg/base/{new}")));
+    let ours = files_below(&backup);
+    assert_eq!(ours, theirs);
+    let stderr = String::from_utf8_lossy(&cut.stderr);
+    let failed: usize = stderr
+        .lines()
+        .find_map(|l| {
+            l.split(" files failed")
+                .next()
+                .filter(|_| l.contains("files failed"))
+        })
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no retry round: {}", describe(&cut)));
+    assert_eq!(
+        failed,
+        ours.len() - 4,
+        "the four files published before the cut were fetched again: {}",
+        describe(&cut)
+    );
+}
+
+/// `mib` MiB of incompressible data from `seed`.
+fn random_data(mib: usize, seed: u64) -> Vec<u8> {
+    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ seed;
+    let mut data = vec![0u8; mib << 20];
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    data
 }

@@ -3,9 +3,10 @@
 //! Jobs are sorted largest first and cut into chunks: a large file (or a part of a split file)
 //! is a chunk of its own, small files travel in groups (so each session pipelines many
 //! requests). Workers take the next chunk from one queue as they finish the last, so none
-//! idles while work remains. A session that breaks fails the rest of its chunk only; the
-//! worker opens a new one for its next chunk, and the files that failed are left for the next
-//! run, which resumes from what was received.
+//! idles while work remains. A session that breaks fails the rest of its chunk only (the files
+//! it had already verified and published keep their success); the worker opens a new one for
+//! its next chunk, and the files that failed are left for the retry round or the next run,
+//! which resume from what was received.
 //! Very large files are first split into parts (`split.rs`), which are jobs like others.
 
 use std::collections::VecDeque;
@@ -277,14 +278,24 @@ impl Worker<'_> {
             .collect();
         let session = self.session.as_mut().expect("opened above");
         let events = self.events;
+        // What each request ended as, as reported: when the session breaks later in the
+        // chunk, the files already verified and published keep their success (fetching them
+        // again would be waste, and a link published twice is not a no-op to rely on).
+        let mut reported: Vec<Option<Result<FetchReport, String>>> =
+            chunk.iter().map(|_| None).collect();
         // A part is not a file: its file is reported once finished.
-        let mut progress =
-            |outcome: &FetchOutcome| match (&requests[outcome.index].part, &outcome.result) {
+        let mut progress = |outcome: &FetchOutcome| {
+            match (&requests[outcome.index].part, &outcome.result) {
                 (None, result) => events.file_done(&outcome.remote_path, result),
                 (Some(_), Ok(report)) => events.part_done(&outcome.remote_path, report.len),
                 (Some(_), Err(_)) => {}
-            };
-        match session.source().fetch(&requests, &mut progress) {
+            }
+            if let Some(slot) = reported.get_mut(outcome.index) {
+                *slot = Some(outcome.result.clone());
+            }
+        };
+        let fetched = session.source().fetch(&requests, &mut progress);
+        match fetched {
             Ok(outcomes) => {
                 let mut results: Vec<Result<FetchReport, String>> =
                     chunk.iter().map(|_| Err("no answer".to_owned())).collect();
@@ -304,7 +315,16 @@ impl Worker<'_> {
                     self.add_traffic(&mut broken);
                 }
                 let message = format!("{peer}: {error}");
-                chunk.iter().map(|_| Err(message.clone())).collect()
+                let results: Vec<Result<FetchReport, String>> = reported
+                    .into_iter()
+                    .map(|done| done.unwrap_or_else(|| Err(message.clone())))
+                    .collect();
+                for (index, result) in results.iter().enumerate() {
+                    if let Ok(report) = result {
+                        self.count(report, requests[index].part.is_some());
+                    }
+                }
+                results
             }
         }
     }

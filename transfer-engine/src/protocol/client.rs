@@ -203,6 +203,10 @@ impl<R: Read, W: Write + Send> Client<R, W> {
     }
 
     /// Fetches every request, pipelined; calls `progress` as each one completes.
+    ///
+    /// When the session breaks (`Err`), the files verified before the break are still
+    /// published first, and each is reported to `progress` as a success: those reports stand,
+    /// and a caller that fetches again should leave those files out.
     pub fn fetch(
         &mut self,
         requests: &[FetchRequest],
