@@ -301,3 +301,50 @@ fn random_data(mib: usize, seed: u64) -> Vec<u8> {
     }
     data
 }
+
+/// Two sessions: one holds its stream in the middle of a large file while the other finishes
+/// the small files and is parked; then the primary's side of every session dies. The retry
+/// round must not take the parked session, dead too, as it is: it checks it and opens a new one.
+#[test]
+fn the_retry_round_does_not_reuse_a_session_parked_when_its_sibling_died() {
+    let primary = fixture_primary();
+    let id = "20240102T120000";
+    // 16 MiB: a chunk of its own, so the small files go to the other session.
+    put_primary_file(primary.path(), id, "50000", &random_data(16, 0x33));
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let forwarder = rig.forward_serve_sessions(1 << 20, AtLimit::Hold);
+    let cron = rig
+        .barsync_command(&["cron", "-j", "2", "--part-size", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn barsync");
+    assert!(
+        forwarder.wait_reached(std::time::Duration::from_secs(60)),
+        "no session reached 1 MiB"
+    );
+    // Wait for the other session to have published every other file, then to be parked.
+    let theirs = files_below(&primary.path().join(format!("primary-home/pg/base/{id}")));
+    let backup = rig.server_directory().join(format!("base/{id}"));
+    let start = std::time::Instant::now();
+    while theirs
+        .iter()
+        .filter(|f| !f.ends_with("/50000"))
+        .any(|f| !backup.join(f).is_file())
+    {
+        assert!(start.elapsed().as_secs() < 60, "the small files never came");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(rig.sshd.kill_sessions().unwrap() > 0, "no session to kill");
+    forwarder.cut();
+    let cron = cron.wait_with_output().expect("wait for barsync");
+    assert!(
+        String::from_utf8_lossy(&cron.stderr).contains("fetching them again"),
+        "{}",
+        describe(&cron)
+    );
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert_eq!(rig.backup_status(id), "DONE", "{}", describe(&cron));
+    assert_eq!(files_below(&backup), theirs);
+}

@@ -4,7 +4,7 @@
 //! the primary (paths from its sync-info), so the primary serves nothing outside its own
 //! catalog. When barsync cannot run there (exit status 127), the link switches to SFTP over
 //! the same ssh settings for the rest of its life: whole files, verified by the primary's
-//! checksum tool.
+//! checksum tool. Sessions parked in a [`SessionCache`] are checked before they are reused.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,9 +136,23 @@ impl PrimaryLink {
         )
     }
 
-    /// A session from the cache, if the options gave one and it holds an idle session.
+    /// A session from the cache, if the options gave one and it holds an idle session that
+    /// still answers. Each parked session is checked first ([`Session::check`], one round
+    /// trip): when the primary's side died (killed, restarted, the link cut) while a session
+    /// was parked, often at the same time as the sibling whose failure sent the caller here,
+    /// that session is dead too, and handing it out would fail its next copy at once. Dead
+    /// ones are closed and the next is tried; `None` tells the caller to open a new one.
     pub fn reuse(&self) -> Option<Session> {
-        self.cache.as_ref()?.take(&self.cache_key())
+        let cache = self.cache.as_ref()?;
+        let key = self.cache_key();
+        while let Some(mut session) = cache.take(&key) {
+            if session.check(&self.roots[0]).is_ok() {
+                return Some(session);
+            }
+            // Already known broken: closing only reaps what is left of it.
+            let _ = session.close();
+        }
+        None
     }
 
     /// Ends a session: parked in the cache for the next copy when there is one, else closed.
@@ -278,6 +292,15 @@ impl Session {
         match self {
             Session::Barsync { client, .. } => client.supports_parts(),
             Session::Sftp { .. } => false,
+        }
+    }
+
+    /// Whether the far side still answers: one round trip, a listing of `path` (not
+    /// recursive). An answer, even a refusal, shows the session works; `Err` tells why not.
+    pub fn check(&mut self, path: &str) -> Result<(), String> {
+        match self.source().list(path, false) {
+            Ok(_) => Ok(()),
+            Err(error) => Err(format!("{}: {error}", self.peer())),
         }
     }
 
