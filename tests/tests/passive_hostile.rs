@@ -1,7 +1,9 @@
 //! A hostile or broken primary: forged sync-info (malformed JSON, `..` in backup IDs and WAL
 //! names, sizes that lie), symlinks in a backup, and a symlink planted on the passive. Each is
 //! refused with an error naming what was wrong, exit status 1, and nothing is written outside
-//! the passive's own directories.
+//! the passive's own directories. A directory of a backup swapped for a symlink during the
+//! copy keeps the backup from DONE (the final verification walks the tree without following
+//! links), and the next run completes it.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use barsync_tests::passive_rig::{
-    barman_program, describe, fixture_primary, PassiveRig, RigOptions,
+    barman_program, describe, fixture_primary, AtLimit, PassiveRig, RigOptions,
 };
 
 /// The primary's real sync-info JSON.
@@ -229,4 +231,65 @@ fn symlinks_in_a_backup_and_planted_on_the_passive_are_never_followed() {
         0,
         "written through the link"
     );
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_during_the_copy_keeps_the_backup_from_done() {
+    let primary = fixture_primary();
+    let id = "20240102T120000";
+    // 16 MiB of incompressible data: a chunk of its own, copied first; the session is held
+    // inside it.
+    let big = primary
+        .path()
+        .join(format!("primary-home/pg/base/{id}/data/base/1/50000"));
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..(16 << 20) / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    fs::write(&big, data).unwrap();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let info = rig.barsync(&["sync-info", "--primary", "pg"]);
+    assert!(info.status.success(), "{}", describe(&info));
+    let forwarder = rig.forward_serve_sessions(1 << 20, AtLimit::Hold);
+    let copy = rig
+        .barsync_command(&["sync-backup", "-j", "1", "--part-size", "0", "pg", id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn barsync");
+    assert!(
+        forwarder.wait_reached(std::time::Duration::from_secs(60)),
+        "no session reached 1 MiB"
+    );
+    // data/global (pg_control, not copied yet) becomes a link to a directory outside.
+    let global = rig
+        .server_directory()
+        .join(format!("base/{id}/data/global"));
+    let elsewhere = rig.directory.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::remove_dir(&global).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &global).unwrap();
+    forwarder.resume();
+    let copy = copy.wait_with_output().expect("wait for barsync");
+    assert_eq!(rig.backup_status(id), "FAILED", "{}", describe(&copy));
+    assert_eq!(copy.status.code(), Some(1), "{}", describe(&copy));
+    assert!(
+        stderr(&copy).contains("data/global"),
+        "the error does not name the directory: {}",
+        describe(&copy)
+    );
+
+    // The operator removes the link; the next run resumes and completes.
+    fs::remove_file(&global).unwrap();
+    let written_outside = everything_below(&elsewhere);
+    let again = rig.barsync(&["sync-backup", "pg", id]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert_eq!(rig.backup_status(id), "DONE");
+    assert!(global.join("pg_control").is_file());
+    assert_eq!(everything_below(&elsewhere), written_outside);
 }

@@ -16,6 +16,7 @@ use transfer_engine::copy::partial_path;
 use transfer_engine::protocol::{Entry, EntryKind, FetchRequest};
 
 use super::pool::Job;
+use super::verify_tree::ExpectedTree;
 
 /// The work of copying one backup.
 #[derive(Debug, Default)]
@@ -27,6 +28,9 @@ pub struct BackupPlan {
     pub stale: Vec<PathBuf>,
     /// Bytes of the backup's files.
     pub bytes: u64,
+    /// The directories and files (with their sizes) the primary listed, for the check of the
+    /// published tree before the backup is DONE.
+    pub expected: ExpectedTree,
 }
 
 /// Whether the primary's entry is one Barman leaves out of the copy.
@@ -61,6 +65,7 @@ pub fn plan_backup(
         match entry.kind {
             EntryKind::Directory => {
                 wanted.insert(PathBuf::from(path));
+                plan.expected.directory(&entry.path);
                 plan.directories.push((entry.path.clone(), entry.mode));
             }
             EntryKind::Symlink if path.starts_with("data/pg_tblspc/") => {}
@@ -81,6 +86,7 @@ pub fn plan_backup(
                     },
                 };
                 plan.bytes += entry.size;
+                plan.expected.file(&entry.path, entry.size);
                 plan.jobs.push(Job {
                     request: FetchRequest {
                         remote_path: format!("{remote_directory}/{path}"),

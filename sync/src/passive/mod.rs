@@ -30,6 +30,7 @@ pub mod status;
 pub mod sync_backup;
 pub mod sync_wals;
 pub mod throttle;
+pub mod verify_tree;
 
 use std::path::PathBuf;
 

@@ -5,8 +5,10 @@
 //! absent on the primary is an error, or purged when it is FAILED locally, or kept when it is
 //! complete locally; a backup DONE locally is already synced. Otherwise, under Barman's
 //! `.<S>-<ID>-sync-backup.lock`, the backup.info is written SYNCING (`mode=passive`), every file
-//! is copied and verified, the directories are fsynced, and only then is it saved DONE (with
-//! any earlier error cleared). Any failure saves it FAILED with Barman's error text; the next
+//! is copied and verified, the directories are fsynced, the published tree is walked without
+//! following links and checked against the primary's listing ([`super::verify_tree`]: real
+//! directories, regular files of the listed sizes, no temporary name left), and only then is it
+//! saved DONE (with any earlier error cleared). Any failure saves it FAILED with Barman's error text; the next
 //! run resumes from what was published.
 //!
 //! Incremental backups follow [`incremental`]: one whose parent the primary no longer lists is
@@ -22,6 +24,7 @@ use super::incremental;
 use super::pool::run_jobs_retrying;
 use super::primary_link::PrimaryLink;
 use super::retention::{self, Candidate};
+use super::verify_tree::verify_tree;
 use super::{
     create_real_directory, pool_settings, require_passive, Events, PassiveError, PassiveOptions,
     TransferTotals,
@@ -237,6 +240,9 @@ fn copy_backup(
     );
     report.check()?;
     finish_destination(&destination, &plan)?;
+    // Last, the tree as published, never through a link: what DONE promises.
+    verify_tree(&destination, &plan.expected)
+        .map_err(|mismatch| format!("the copy does not match the primary's listing: {mismatch}"))?;
     let mut totals = report.totals;
     totals.files = plan.jobs.len() as u64;
     totals.bytes = plan.bytes;
