@@ -281,7 +281,8 @@ pub fn run_client_session<R: Read, W: Write + Send>(
     let remote = |name: &str| format!("{remote_root}/{name}");
     let request = |remote_name: &str, destination: &str, basis: Option<&str>| FetchRequest {
         remote_path: remote(remote_name),
-        destination: work.join(destination),
+        destination: transfer_engine::confine::Destination::trusted(&work.join(destination))
+            .unwrap(),
         basis: basis.map(|name| work.join(name)),
         max_len: Some(SESSION_MAX_LEN),
         partial: Some(work.join(format!("{destination}.partial"))),
@@ -314,7 +315,8 @@ pub fn run_client_session<R: Read, W: Write + Send>(
         assert_eq!(outcome.remote_path, requests[index].remote_path);
         if let Ok(report) = &outcome.result {
             assert!(report.len <= SESSION_MAX_LEN);
-            let written = std::fs::metadata(&requests[index].destination).expect("fetched file");
+            let written =
+                std::fs::metadata(requests[index].destination.path()).expect("fetched file");
             assert_eq!(written.len(), report.len);
         }
     }

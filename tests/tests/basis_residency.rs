@@ -81,7 +81,7 @@ fn fetch(root: &Path, requests: &[FetchRequest]) -> Vec<Result<FetchReport, Stri
 fn request(root: &Path, basis: &Path, destination: &Path) -> FetchRequest {
     FetchRequest {
         remote_path: root.join("segment").display().to_string(),
-        destination: destination.to_path_buf(),
+        destination: transfer_engine::confine::Destination::trusted(destination).unwrap(),
         basis: Some(basis.to_path_buf()),
         max_len: Some(FILE),
         partial: None,
@@ -125,7 +125,7 @@ fn an_identical_large_file_is_linked_without_keeping_its_basis_resident() {
 
     // In parts of 64 MiB, then linked by the split file.
     let split = SplitFile::new(
-        new.join("split"),
+        transfer_engine::confine::Destination::trusted(&new.join("split")).unwrap(),
         FILE,
         Some(old.join("segment")),
         None,

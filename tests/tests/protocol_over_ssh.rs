@@ -37,7 +37,10 @@ fn fetch_tree(
         .filter(|e| e.kind == EntryKind::File)
         .map(|e| FetchRequest {
             remote_path: format!("{}/{}", remote.display(), e.path.as_str()),
-            destination: local.join(e.path.as_str()),
+            destination: transfer_engine::confine::Destination::trusted(
+                &local.join(e.path.as_str()),
+            )
+            .unwrap(),
             basis: Some(local.join(e.path.as_str())),
             max_len: Some(e.size),
             partial: None,

@@ -6,13 +6,20 @@
 //! [`MAX_PATH_LEN`] bytes. Files are then opened one component at a time from the root's
 //! directory handle with `O_NOFOLLOW`, so a symlink anywhere below the root, planted or not,
 //! can never lead outside it.
+//!
+//! Writes follow the same rule: a [`Destination`] is a trusted root (chosen by this side) and a
+//! validated path below it; its parent directory is reached from the root one component at a
+//! time with `O_NOFOLLOW | O_DIRECTORY` ([`Destination::open_parent`]), and the file is then
+//! created, renamed or linked by name inside that handle. A directory swapped for a symlink at
+//! any moment makes that one file fail; nothing is ever written through the link.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{openat, Mode, OFlags, CWD};
+use rustix::fs::{mkdirat, openat, statat, unlinkat, AtFlags, FileType, Mode, OFlags, CWD};
+use rustix::io::Errno;
 
 /// Longest path accepted from a peer, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
@@ -171,19 +178,141 @@ pub fn open_below(root: &Path, relative: &RelativePath, directory: bool) -> io::
         if !last || directory {
             flags |= OFlags::DIRECTORY;
         }
-        dir = openat(&dir, *component, flags, Mode::empty()).map_err(|errno| {
-            let error = io::Error::from(errno);
-            if errno == rustix::io::Errno::LOOP || errno == rustix::io::Errno::NOTDIR {
-                io::Error::new(
-                    error.kind(),
-                    format!("{error} (symlinks are not followed below a root)"),
-                )
-            } else {
-                error
-            }
-        })?;
+        dir = openat(&dir, *component, flags, Mode::empty()).map_err(not_followed)?;
     }
     Ok(dir)
+}
+
+/// The error of a component that is a symlink or not a directory, saying so.
+fn not_followed(errno: Errno) -> io::Error {
+    let error = io::Error::from(errno);
+    if errno == Errno::LOOP || errno == Errno::NOTDIR {
+        io::Error::new(
+            error.kind(),
+            format!("{error} (symlinks are not followed below a root)"),
+        )
+    } else {
+        error
+    }
+}
+
+/// Opens the directory `relative` below `root`, creating what is missing (`mkdirat`, mode
+/// 0777 less the umask). A symlink or file where a directory belongs is removed (`unlinkat`,
+/// never followed) and replaced by a directory.
+pub fn make_dirs_below(root: &Path, relative: &RelativePath) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir: OwnedFd = openat(CWD, root, flags.difference(OFlags::NOFOLLOW), Mode::empty())?;
+    for component in relative.components() {
+        dir = match openat(&dir, component, flags, Mode::empty()) {
+            Ok(child) => child,
+            Err(errno) => {
+                match errno {
+                    Errno::NOENT => {}
+                    Errno::LOOP | Errno::NOTDIR => {
+                        let stat = statat(&dir, component, AtFlags::SYMLINK_NOFOLLOW)?;
+                        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                            return Err(not_followed(errno));
+                        }
+                        unlinkat(&dir, component, AtFlags::empty())?;
+                    }
+                    other => return Err(other.into()),
+                }
+                match mkdirat(&dir, component, Mode::from_raw_mode(0o777)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(other) => return Err(other.into()),
+                }
+                openat(&dir, component, flags, Mode::empty()).map_err(not_followed)?
+            }
+        };
+    }
+    Ok(dir)
+}
+
+/// Where a received file is written: a trusted root (opened as this side gave it) and a
+/// validated, non-empty path below it, never followed through a symlink.
+///
+/// [`Destination::trusted`] makes one of a path this side chose whole (its parent is the root):
+/// for callers whose destination comes from no peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    root: PathBuf,
+    relative: RelativePath,
+}
+
+impl Destination {
+    /// `relative` below the trusted `root`; the empty path (the root itself) is refused.
+    pub fn new(root: impl Into<PathBuf>, relative: RelativePath) -> Result<Destination, PathError> {
+        if relative.as_str().is_empty() {
+            return Err(PathError::Invalid {
+                path: String::new(),
+                reason: "names the root itself, not a file below it",
+            });
+        }
+        Ok(Destination {
+            root: root.into(),
+            relative,
+        })
+    }
+
+    /// A path chosen by this side, trusted whole: the root is its parent directory.
+    pub fn trusted(path: &Path) -> Result<Destination, PathError> {
+        let invalid = |reason| PathError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| invalid("has no file name"))?
+            .to_str()
+            .ok_or_else(|| invalid("is not UTF-8"))?;
+        let root = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Destination::new(root, RelativePath::new(name)?)
+    }
+
+    /// The trusted root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path below the root.
+    pub fn relative(&self) -> &RelativePath {
+        &self.relative
+    }
+
+    /// The whole path (for messages and for reading; never written through).
+    pub fn path(&self) -> PathBuf {
+        self.root.join(self.relative.as_str())
+    }
+
+    /// The last component: the name of the file in its parent directory.
+    pub fn file_name(&self) -> &str {
+        self.relative.components().last().expect("not empty")
+    }
+
+    /// The path of the parent directory below the root.
+    pub fn parent(&self) -> RelativePath {
+        let text = self.relative.as_str();
+        RelativePath(text[..text.rfind('/').unwrap_or(0)].to_string())
+    }
+
+    /// Opens the parent directory from the root without following any symlink below it.
+    pub fn open_parent(&self) -> io::Result<OwnedFd> {
+        open_below(&self.root, &self.parent(), true)
+    }
+
+    /// Whether `path` is a file of the same directory (read through [`Destination::open_parent`]
+    /// then, by name), and its name.
+    pub fn sibling_name<'p>(&self, path: &'p Path) -> Option<&'p str> {
+        let parent = self.path();
+        let parent = parent.parent()?;
+        (path.parent()? == parent)
+            .then(|| path.file_name()?.to_str())
+            .flatten()
+            .filter(|name| RelativePath::new(name).is_ok())
+    }
 }
 
 /// Opens a regular file below `root` (see [`open_below`]).
@@ -260,5 +389,46 @@ mod tests {
         assert!(open_file_below(&root, &RelativePath::new("sub/file").unwrap()).is_ok());
         assert!(open_file_below(&root, &RelativePath::new("link").unwrap()).is_err());
         assert!(open_file_below(&root, &RelativePath::new("dirlink/secret").unwrap()).is_err());
+    }
+
+    #[test]
+    fn destinations_are_reached_without_following_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let made = make_dirs_below(dir.path(), &RelativePath::new("root/a/b").unwrap());
+        assert!(made.is_ok());
+        let file = Destination::new(&root, RelativePath::new("a/b/f").unwrap()).unwrap();
+        assert_eq!(file.path(), root.join("a/b/f"));
+        assert_eq!(file.file_name(), "f");
+        assert_eq!(file.parent().as_str(), "a/b");
+        assert!(file.open_parent().is_ok());
+        assert_eq!(
+            file.sibling_name(&root.join("a/b/.f.barsync-partial")),
+            Some(".f.barsync-partial")
+        );
+        assert_eq!(file.sibling_name(&root.join("a/f")), None);
+        assert!(Destination::new(&root, RelativePath::new("").unwrap()).is_err());
+        let top = Destination::trusted(&root.join("top")).unwrap();
+        assert_eq!(
+            (top.root(), top.relative().as_str()),
+            (root.as_path(), "top")
+        );
+
+        // `a` swapped for a symlink: the parent cannot be opened, nothing is followed.
+        std::fs::rename(root.join("a"), dir.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("a")).unwrap();
+        std::fs::create_dir(outside.join("b")).unwrap();
+        let error = file.open_parent().unwrap_err();
+        assert!(error.to_string().contains("not followed"), "{error}");
+        // Creating directories replaces the symlink instead.
+        make_dirs_below(&root, &RelativePath::new("a/b").unwrap()).unwrap();
+        assert!(root.join("a").symlink_metadata().unwrap().is_dir());
+        assert!(
+            outside.join("b").is_dir(),
+            "the link's target is left alone"
+        );
+        assert!(file.open_parent().is_ok());
     }
 }

@@ -17,7 +17,9 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use rustix::fs::{fsync, openat, renameat, unlinkat, AtFlags, Mode, OFlags, CWD};
+use rustix::fs::{fsync, openat, renameat, statat, unlinkat, AtFlags, FileType, Mode, OFlags, CWD};
+
+use crate::confine::Destination;
 
 /// Bytes read from a map between two [`MappedFile::release`] calls of the engine's long scans
 /// (signature, patch): the mapped part of the resident set stays below about this much.
@@ -86,8 +88,10 @@ impl Deref for MappedFile {
 /// It lives in the destination's directory, reached through a directory handle: it is created
 /// with `openat(O_EXCL | O_NOFOLLOW)` and published with `renameat` inside that handle, so once
 /// the handle is open nothing (a symlink swapped in for the directory, say) can redirect it.
-/// [`TempFile::in_directory`] takes a handle opened by the caller, for example one reached
-/// through [`crate::confine::open_below`].
+/// [`TempFile::for_destination`] reaches that directory from a trusted root without following
+/// any symlink below it (what every file received from a peer uses); [`TempFile::in_directory`]
+/// takes a handle opened by the caller; [`TempFile::beside`] opens the directory of a path this
+/// side chose, as given.
 pub struct TempFile {
     dir: OwnedFd,
     dir_path: PathBuf,
@@ -98,7 +102,16 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Creates `.<name>.barsync-<random>` in the destination's directory, mode 0600.
+    /// Creates the temporary file of `destination` in its parent directory, reached from its
+    /// root with `O_NOFOLLOW` ([`Destination::open_parent`]).
+    pub fn for_destination(destination: &Destination) -> io::Result<TempFile> {
+        let dir = destination.open_parent()?;
+        let dir_path = parent_dir(&destination.path()).to_path_buf();
+        TempFile::in_directory(dir, dir_path, destination.file_name())
+    }
+
+    /// Creates `.<name>.barsync-<random>` in the destination's directory, mode 0600 (a path
+    /// this side chose: its directory is opened as given).
     pub fn beside(destination: &Path) -> io::Result<TempFile> {
         let dir_path = parent_dir(destination).to_path_buf();
         let target = file_name(destination)?;
@@ -138,17 +151,16 @@ impl TempFile {
     /// A hard link to `existing` under a temporary name beside `destination`: publishing it
     /// puts `existing`'s inode at `destination` (how identical files of a backup share the
     /// previous backup's copy). Nothing is written, and attributes are the existing file's.
-    pub fn link_beside(existing: &Path, destination: &Path) -> io::Result<TempFile> {
-        let dir_path = parent_dir(destination).to_path_buf();
-        let target = file_name(destination)?;
-        let dir = openat(
-            CWD,
-            &dir_path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let (name, ()) = with_fresh_name(&target, |name| {
-            rustix::fs::linkat(CWD, existing, &dir, name, AtFlags::empty())
+    /// The link is made in the destination's directory reached as [`TempFile::for_destination`]
+    /// does; an `existing` in that same directory (a partial copy) is named through it too.
+    pub fn link_beside(existing: &Path, destination: &Destination) -> io::Result<TempFile> {
+        let dir_path = parent_dir(&destination.path()).to_path_buf();
+        let target = destination.file_name().to_string();
+        let dir = destination.open_parent()?;
+        let sibling = destination.sibling_name(existing);
+        let (name, ()) = with_fresh_name(&target, |name| match sibling {
+            Some(existing) => rustix::fs::linkat(&dir, existing, &dir, name, AtFlags::empty()),
+            None => rustix::fs::linkat(CWD, existing, &dir, name, AtFlags::empty()),
         })?;
         Ok(TempFile {
             dir,
@@ -170,8 +182,9 @@ impl TempFile {
         self.file.as_mut().expect("file is open until publish")
     }
 
-    /// If this file is dropped unpublished, rename it to `partial` (in the same directory)
-    /// instead of removing it, so a later transfer can use what was received as its basis.
+    /// If this file is dropped unpublished, rename it to `partial` (only its file name counts:
+    /// the partial file is in the same directory) instead of removing it, so a later transfer
+    /// can use what was received as its basis.
     pub fn keep_unpublished_as(&mut self, partial: &Path) {
         self.keep_as = partial
             .file_name()
@@ -262,6 +275,57 @@ fn with_fresh_name<T>(
         }
     }
     Err(last_error.expect("loop ran"))
+}
+
+/// Opens the basis of a file received into `destination`, for reading: a file beside the
+/// destination (the destination itself, its partial copy) through the destination's directory
+/// handle, anything else by its path; never through a symlink as its last component, and only
+/// a regular file.
+pub fn open_basis(destination: &Destination, basis: &Path) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match destination.sibling_name(basis) {
+        Some(name) => openat(&destination.open_parent()?, name, flags, Mode::empty())?,
+        None => openat(CWD, basis, flags, Mode::empty())?,
+    };
+    let file = File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", basis.display()),
+        ));
+    }
+    Ok(file)
+}
+
+/// Removes `name` in the directory `dir`: a file or symlink is unlinked, a directory emptied
+/// first and removed; no symlink is ever followed.
+pub fn remove_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
+    let stat = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+        return Ok(unlinkat(dir, name, AtFlags::empty())?);
+    }
+    let child: OwnedFd = openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for entry in names_in(&child)? {
+        remove_at(&child, &entry)?;
+    }
+    Ok(unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}
+
+/// The names in the open directory `dir` (without `.` and `..`).
+pub fn names_in(dir: &OwnedFd) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 fn file_name(path: &Path) -> io::Result<String> {

@@ -8,14 +8,18 @@
 //! (compared with the same hash of the local copy), else size and mtime before and after the
 //! copy. [`Verification`] says which was used. Only a verified file is published.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use sha2::Digest;
 use ssh2::{FileStat, Session, Sftp};
 
-use crate::confine::RelativePath;
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{fsync, openat, renameat, unlinkat, AtFlags, Mode, OFlags};
+
+use crate::confine::{Destination, RelativePath};
 use crate::fs::MappedFile;
 use crate::protocol::{Entry, EntryKind};
 
@@ -65,9 +69,10 @@ pub struct SftpSource {
 pub struct SftpFile<'a> {
     pub remote: &'a str,
     /// Where the verified file is published.
-    pub destination: &'a Path,
-    /// Where it is downloaded first (and resumed from, by length).
-    pub partial: &'a Path,
+    pub destination: &'a Destination,
+    /// The name of the file beside the destination it is downloaded into first (and resumed
+    /// from, by length); like the destination, reached through its directory's handle.
+    pub partial: &'a str,
     /// Refuse a file larger than this (the size the caller was told).
     pub max_len: Option<u64>,
 }
@@ -204,7 +209,7 @@ impl SftpSource {
     pub fn fetch(&mut self, file: &SftpFile<'_>) -> Result<SftpFetch, String> {
         let mut result = self.fetch_once(file);
         if let Err(FetchFailure::Mismatch(_)) = &result {
-            let _ = std::fs::remove_file(file.partial);
+            remove_partial(file);
             result = self.fetch_once(file);
         }
         result.map_err(|failure| match failure {
@@ -214,20 +219,13 @@ impl SftpSource {
 
     fn fetch_once(&mut self, file: &SftpFile<'_>) -> Result<SftpFetch, FetchFailure> {
         let downloaded = self.download(file)?;
-        self.verify(file.remote, file.partial)?;
-        self.publish(file.remote, file.destination, file.partial, &downloaded)
-            .map_err(FetchFailure::Other)
+        self.verify(file.remote, &downloaded.file)?;
+        self.publish(file, &downloaded).map_err(FetchFailure::Other)
     }
 
-    fn publish(
-        &self,
-        remote: &str,
-        destination: &Path,
-        partial: &Path,
-        downloaded: &Downloaded,
-    ) -> Result<SftpFetch, String> {
-        publish_partial(partial, destination, downloaded.mode, downloaded.mtime)
-            .map_err(|e| format!("{remote}: publishing: {e}"))?;
+    fn publish(&self, file: &SftpFile<'_>, downloaded: &Downloaded) -> Result<SftpFetch, String> {
+        publish_partial(file, downloaded)
+            .map_err(|e| format!("{}: publishing: {e}", file.remote))?;
         Ok(SftpFetch {
             len: downloaded.len,
             received_bytes: downloaded.received,
@@ -271,12 +269,11 @@ impl SftpSource {
                 let result = match download {
                     Err(FetchFailure::Mismatch(_)) => self.fetch(file),
                     Err(FetchFailure::Other(message)) => Err(message),
-                    Ok(downloaded) => match self.compare(file.remote, file.partial, &sums) {
-                        Ok(()) => {
-                            self.publish(file.remote, file.destination, file.partial, &downloaded)
-                        }
+                    Ok(downloaded) => match self.compare(file.remote, &downloaded.file, &sums) {
+                        Ok(()) => self.publish(file, &downloaded),
                         Err(FetchFailure::Mismatch(_)) => {
-                            let _ = std::fs::remove_file(file.partial);
+                            drop(downloaded);
+                            remove_partial(file);
                             self.fetch(file)
                         }
                         Err(FetchFailure::Other(message)) => Err(message),
@@ -322,7 +319,7 @@ impl SftpSource {
     fn compare(
         &self,
         remote: &str,
-        local: &Path,
+        local: &File,
         sums: &std::collections::HashMap<String, String>,
     ) -> Result<(), FetchFailure> {
         match sums.get(remote) {
@@ -332,9 +329,10 @@ impl SftpSource {
     }
 
     /// Downloads `remote` into `partial` (appending to what an earlier attempt kept), checking
-    /// that the file did not change meanwhile.
+    /// that the file did not change meanwhile. The partial copy is opened in the destination's
+    /// directory, reached from its root without following symlinks, never through a symlink.
     fn download(&mut self, file: &SftpFile<'_>) -> Result<Downloaded, FetchFailure> {
-        let (remote, partial) = (file.remote, file.partial);
+        let remote = file.remote;
         let other = |what: &str, e: &dyn std::fmt::Display| {
             FetchFailure::Other(format!("{remote}: {what}: {e}"))
         };
@@ -349,11 +347,15 @@ impl SftpSource {
                 "{remote} has {len} bytes, more than the {limit} expected"
             )));
         }
-        let mut local = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(partial)
-            .map_err(|e| other("opening the partial copy", &e))?;
+        let (dir, mut local) = open_partial(file).map_err(|e| {
+            other(
+                &format!(
+                    "opening the partial copy in {}",
+                    file.destination.path().display()
+                ),
+                &e,
+            )
+        })?;
         let mut offset = local
             .metadata()
             .map_err(|e| other("partial copy", &e))?
@@ -380,7 +382,7 @@ impl SftpSource {
             }
             if offset + received + n as u64 > limit {
                 drop(local);
-                let _ = std::fs::remove_file(partial);
+                let _ = unlinkat(&dir, file.partial, AtFlags::empty());
                 return Err(FetchFailure::Other(format!(
                     "{remote} grew beyond the {limit} bytes expected while it was copied"
                 )));
@@ -411,6 +413,8 @@ impl SftpSource {
             )));
         }
         Ok(Downloaded {
+            dir,
+            file: local,
             len: copied,
             received,
             mode: before.perm.unwrap_or(0o644),
@@ -418,7 +422,7 @@ impl SftpSource {
         })
     }
 
-    fn verify(&self, remote: &str, local: &Path) -> Result<(), FetchFailure> {
+    fn verify(&self, remote: &str, local: &File) -> Result<(), FetchFailure> {
         let tool = match self.check {
             Verification::RemoteBlake3 => "b3sum",
             Verification::RemoteSha256 => "sha256sum",
@@ -436,14 +440,14 @@ impl SftpSource {
     }
 
     /// Compares the local copy's hash with `theirs`, the host tool's hash of `remote`.
-    fn compare_with(&self, remote: &str, local: &Path, theirs: &str) -> Result<(), FetchFailure> {
+    fn compare_with(&self, remote: &str, local: &File, theirs: &str) -> Result<(), FetchFailure> {
         let tool = match self.check {
             Verification::RemoteBlake3 => "b3sum",
             Verification::RemoteSha256 => "sha256sum",
             Verification::SizeAndMtime => return Ok(()),
         };
-        let map = MappedFile::open(local)
-            .map_err(|e| FetchFailure::Other(format!("{}: {e}", local.display())))?;
+        let map = MappedFile::from_file(local)
+            .map_err(|e| FetchFailure::Other(format!("{remote}: the local copy: {e}")))?;
         let ours = match self.check {
             Verification::RemoteBlake3 => blake3::hash(&map).to_hex().to_string(),
             _ => sha2::Sha256::digest(&*map)
@@ -463,6 +467,10 @@ impl SftpSource {
 
 /// A file downloaded into its partial copy, not verified yet.
 struct Downloaded {
+    /// The destination's directory.
+    dir: OwnedFd,
+    /// The partial copy, open for reading and writing.
+    file: File,
     len: u64,
     received: u64,
     mode: u32,
@@ -475,14 +483,42 @@ enum FetchFailure {
     Other(String),
 }
 
-fn publish_partial(partial: &Path, destination: &Path, mode: u32, mtime: i64) -> io::Result<()> {
+/// Opens (creating it, mode 0600) the partial copy of `file` for appending, in the
+/// destination's directory reached by [`Destination::open_parent`]; never through a symlink.
+fn open_partial(file: &SftpFile<'_>) -> io::Result<(OwnedFd, File)> {
+    let dir = file.destination.open_parent()?;
+    let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = openat(&dir, file.partial, flags, Mode::from_raw_mode(0o600))?;
+    let local = File::from(fd);
+    if !local.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the partial copy is not a regular file",
+        ));
+    }
+    Ok((dir, local))
+}
+
+/// Removes the partial copy of `file` (a failed verification), through the directory handle.
+fn remove_partial(file: &SftpFile<'_>) {
+    if let Ok(dir) = file.destination.open_parent() {
+        let _ = unlinkat(&dir, file.partial, AtFlags::empty());
+    }
+}
+
+/// Sets mode and mtime, fsyncs, renames the partial copy over the destination inside the
+/// directory handle it was downloaded through, and fsyncs that directory.
+fn publish_partial(file: &SftpFile<'_>, downloaded: &Downloaded) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let file = File::options().write(true).open(partial)?;
-    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
-    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64))?;
-    file.sync_all()?;
-    std::fs::rename(partial, destination)?;
-    crate::fs::fsync_dir(destination.parent().unwrap_or(Path::new(".")))
+    let local = &downloaded.file;
+    local.set_permissions(std::fs::Permissions::from_mode(downloaded.mode & 0o7777))?;
+    local.set_modified(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(downloaded.mtime.max(0) as u64),
+    )?;
+    local.sync_all()?;
+    let dir = &downloaded.dir;
+    renameat(dir, file.partial, dir, file.destination.file_name())?;
+    Ok(fsync(dir)?)
 }
 
 impl SftpSource {
@@ -584,7 +620,8 @@ impl SftpSource {
                 "{remote}: uploaded {size:?} bytes, the file has {len}"
             ));
         }
-        match self.verify(remote, local) {
+        let local = File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
+        match self.verify(remote, &local) {
             Ok(()) => Ok(()),
             Err(FetchFailure::Mismatch(message) | FetchFailure::Other(message)) => Err(message),
         }

@@ -31,12 +31,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::confine::Destination;
 use crate::digest::{file_digest, FileDigest, HashKey};
-use crate::fs::{MappedFile, TempFile, WritebackWriter};
+use crate::fs::{open_basis, MappedFile, TempFile, WritebackWriter};
 
 /// A remote file being fetched in parts into `destination`.
 pub struct SplitFile {
-    destination: PathBuf,
+    destination: Destination,
     len: u64,
     basis: Option<PathBuf>,
     partial: Option<PathBuf>,
@@ -116,9 +117,10 @@ impl fmt::Debug for SplitFile {
 
 impl SplitFile {
     /// A file of `len` bytes (its listed size) to be fetched in parts into `destination`, with
-    /// `basis` (if any) as the local file each part is delta-transferred against.
+    /// `basis` (if any) as the local file each part is delta-transferred against. The temporary
+    /// file is created, and published, as [`TempFile::for_destination`] does.
     pub fn new(
-        destination: PathBuf,
+        destination: Destination,
         len: u64,
         basis: Option<PathBuf>,
         partial: Option<PathBuf>,
@@ -154,7 +156,7 @@ impl SplitFile {
         }
     }
 
-    pub fn destination(&self) -> &Path {
+    pub fn destination(&self) -> &Destination {
         &self.destination
     }
 
@@ -187,7 +189,7 @@ impl SplitFile {
         if let Some(file) = &state.file {
             return Ok(Arc::clone(file));
         }
-        let mut temp = TempFile::beside(&self.destination)?;
+        let mut temp = TempFile::for_destination(&self.destination)?;
         if let Some(partial) = &self.partial {
             temp.keep_unpublished_as(partial);
         }
@@ -206,7 +208,8 @@ impl SplitFile {
         sender: SenderFile,
         done: PartDone,
     ) -> Result<(), String> {
-        let label = self.destination.display();
+        let label = self.destination.path();
+        let label = label.display();
         if sender.len != self.len {
             return Err(format!(
                 "{label}: the sender's file has {} bytes, not the {} it was listed with (it changed)",
@@ -255,7 +258,8 @@ impl SplitFile {
     /// directory). `Err` when a part is missing or the file cannot be published; the parts
     /// received so far stay, and are kept as the partial file when this is dropped.
     pub fn finish(&self) -> Result<SplitReport, String> {
-        let label = self.destination.display();
+        let label = self.destination.path();
+        let label = label.display();
         let mut state = self.state.lock().expect("split file state");
         if let Some(report) = state.finished {
             return Ok(report);
@@ -284,7 +288,7 @@ impl SplitFile {
             .values()
             .all(|done| matches!(done, PartDone::SameAsBasis { .. }));
         let report = match (&self.basis, self.link_identical && all_same) {
-            (Some(basis), true) if basis_len(basis) == Some(self.len) => {
+            (Some(basis), true) if self.basis_len(basis) == Some(self.len) => {
                 self.link_basis(basis, &mut state)?
             }
             _ => self.publish_assembled(sender, &mut state)?,
@@ -296,13 +300,14 @@ impl SplitFile {
     /// Every part matched the basis (each was checked against the sender's digest when it
     /// was received): the basis itself becomes the destination.
     fn link_basis(&self, basis: &Path, state: &mut State) -> Result<SplitReport, String> {
-        let label = self.destination.display();
+        let label = self.destination.path();
+        let label = label.display();
         // Bytes a part written before a retry may have left are not needed.
         if let Some(mut temp) = state.temp.take() {
             temp.discard_partial();
         }
         state.file = None;
-        if basis != self.destination {
+        if basis != self.destination.path() {
             TempFile::link_beside(basis, &self.destination)
                 .and_then(TempFile::publish)
                 .map_err(|e| format!("{label}: linking {} in its place: {e}", basis.display()))?;
@@ -320,7 +325,8 @@ impl SplitFile {
         state: &mut State,
     ) -> Result<SplitReport, String> {
         use std::os::unix::fs::FileExt;
-        let label = self.destination.display();
+        let label = self.destination.path();
+        let label = label.display();
         let file = self
             .temporary_file(state)
             .map_err(|e| format!("{label}: creating a temporary file: {e}"))?;
@@ -333,10 +339,13 @@ impl SplitFile {
                 let basis = self.basis.as_deref().ok_or_else(|| {
                     format!("{label}: a part matched the basis, but there is none")
                 })?;
-                basis_map =
-                    Some(MappedFile::open(basis).map_err(|e| {
-                        format!("{label}: reading the basis {}: {e}", basis.display())
-                    })?);
+                basis_map = Some(
+                    open_basis(&self.destination, basis)
+                        .and_then(|file| MappedFile::from_file(&file))
+                        .map_err(|e| {
+                            format!("{label}: reading the basis {}: {e}", basis.display())
+                        })?,
+                );
             }
             let map = basis_map.as_ref().expect("mapped above");
             let bytes = same_as_basis(map, offset, done).map_err(|e| format!("{label}: {e}"))?;
@@ -361,11 +370,13 @@ impl SplitFile {
     }
 }
 
-fn basis_len(basis: &Path) -> Option<u64> {
-    std::fs::symlink_metadata(basis)
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
+impl SplitFile {
+    fn basis_len(&self, basis: &Path) -> Option<u64> {
+        open_basis(&self.destination, basis)
+            .and_then(|file| file.metadata())
+            .ok()
+            .map(|m| m.len())
+    }
 }
 
 /// For a part recorded as identical to the basis: its bytes in `basis`, checked again against

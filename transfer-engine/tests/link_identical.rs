@@ -39,7 +39,8 @@ fn fetch_linking(
         .iter()
         .map(|name| FetchRequest {
             remote_path: name.to_string(),
-            destination: destination.join(name),
+            destination: transfer_engine::confine::Destination::trusted(&destination.join(name))
+                .unwrap(),
             basis: Some(basis_dir.join(name)),
             max_len: None,
             partial: None,

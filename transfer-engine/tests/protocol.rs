@@ -66,7 +66,7 @@ fn requests(root: &Path, dest: &Path, paths: &[&str]) -> Vec<FetchRequest> {
         .iter()
         .map(|path| FetchRequest {
             remote_path: format!("{}/{path}", root.display()),
-            destination: dest.join(path),
+            destination: transfer_engine::confine::Destination::trusted(&dest.join(path)).unwrap(),
             basis: Some(dest.join(path)),
             max_len: None,
             partial: None,
@@ -177,7 +177,8 @@ fn per_file_errors_name_the_path_and_do_not_stop_the_others() {
     let mut client = Client::connect(input, output, options()).unwrap();
     let request = |remote: String, name: &str| FetchRequest {
         remote_path: remote,
-        destination: client_dir.path().join(name),
+        destination: transfer_engine::confine::Destination::trusted(&client_dir.path().join(name))
+            .unwrap(),
         basis: None,
         max_len: None,
         partial: None,

@@ -47,7 +47,7 @@ fn session(root: &Path) -> Session {
 fn part_request(name: &str, part: &FilePart) -> FetchRequest {
     FetchRequest {
         remote_path: name.to_string(),
-        destination: part.file.destination().to_path_buf(),
+        destination: part.file.destination().clone(),
         basis: part.file.basis().map(Path::to_path_buf),
         max_len: Some(part.len),
         partial: None,
@@ -143,7 +143,7 @@ fn parts_fetched_over_three_sessions_assemble_the_file_against_a_basis() {
     fs::write(d.server.join("seg"), &new).unwrap();
     fs::write(d.old.join("seg"), &old).unwrap();
     let split = SplitFile::new(
-        d.new.join("seg"),
+        transfer_engine::confine::Destination::trusted(&d.new.join("seg")).unwrap(),
         new.len() as u64,
         Some(d.old.join("seg")),
         Some(d.new.join("seg.partial")),
@@ -188,7 +188,13 @@ fn a_file_without_basis_is_fetched_whole_in_parts() {
     let d = dirs();
     let new = random_bytes(3 * MIB + 1, 2);
     fs::write(d.server.join("f"), &new).unwrap();
-    let split = SplitFile::new(d.new.join("f"), new.len() as u64, None, None, true);
+    let split = SplitFile::new(
+        transfer_engine::confine::Destination::trusted(&d.new.join("f")).unwrap(),
+        new.len() as u64,
+        None,
+        None,
+        true,
+    );
     let parts = split.parts(MIB as u64);
     assert_eq!(parts.last().unwrap().len, 1);
     for result in fetch_parts(&d.server, "f", &parts, 2) {
@@ -210,7 +216,7 @@ fn linking_shares_the_basis_only_when_every_part_matches_it() {
     fs::write(d.old.join("changed"), &data).unwrap();
 
     let same = SplitFile::new(
-        d.new.join("same"),
+        transfer_engine::confine::Destination::trusted(&d.new.join("same")).unwrap(),
         data.len() as u64,
         Some(d.old.join("same")),
         None,
@@ -227,7 +233,7 @@ fn linking_shares_the_basis_only_when_every_part_matches_it() {
     );
 
     let split = SplitFile::new(
-        d.new.join("changed"),
+        transfer_engine::confine::Destination::trusted(&d.new.join("changed")).unwrap(),
         changed.len() as u64,
         Some(d.old.join("changed")),
         None,
@@ -260,7 +266,13 @@ fn parts_of_different_versions_of_a_file_are_never_assembled() {
     let data = random_bytes(2 * MIB, 4);
     let path = d.server.join("f");
     fs::write(&path, &data).unwrap();
-    let split = SplitFile::new(d.new.join("f"), data.len() as u64, None, None, false);
+    let split = SplitFile::new(
+        transfer_engine::confine::Destination::trusted(&d.new.join("f")).unwrap(),
+        data.len() as u64,
+        None,
+        None,
+        false,
+    );
     let parts = split.parts(MIB as u64);
     fetch_parts(&d.server, "f", &parts[..1], 1)
         .pop()
@@ -282,7 +294,13 @@ fn parts_of_different_versions_of_a_file_are_never_assembled() {
     assert!(!d.new.join("f").exists());
 
     // A file that grew since it was listed is refused too.
-    let listed_shorter = SplitFile::new(d.new.join("g"), data.len() as u64 - 1, None, None, false);
+    let listed_shorter = SplitFile::new(
+        transfer_engine::confine::Destination::trusted(&d.new.join("g")).unwrap(),
+        data.len() as u64 - 1,
+        None,
+        None,
+        false,
+    );
     let message = fetch_parts(&d.server, "f", &listed_shorter.parts(MIB as u64), 1)
         .remove(0)
         .unwrap_err();
@@ -296,7 +314,7 @@ fn a_missing_part_blocks_publishing_and_what_arrived_is_kept_as_partial() {
     fs::write(d.server.join("f"), &data).unwrap();
     let partial = d.new.join("f.partial");
     let split = SplitFile::new(
-        d.new.join("f"),
+        transfer_engine::confine::Destination::trusted(&d.new.join("f")).unwrap(),
         data.len() as u64,
         None,
         Some(partial.clone()),

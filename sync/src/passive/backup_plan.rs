@@ -90,7 +90,8 @@ pub fn plan_backup(
                 plan.jobs.push(Job {
                     request: FetchRequest {
                         remote_path: format!("{remote_directory}/{path}"),
-                        destination: target,
+                        destination: transfer_engine::confine::Destination::trusted(&target)
+                            .map_err(|e| e.to_string())?,
                         basis,
                         max_len: Some(entry.size),
                         partial: Some(partial),

@@ -376,7 +376,10 @@ mod tests {
         Job {
             request: FetchRequest {
                 remote_path: String::new(),
-                destination: Default::default(),
+                destination: transfer_engine::confine::Destination::trusted(std::path::Path::new(
+                    "/d/x",
+                ))
+                .unwrap(),
                 basis: None,
                 max_len: None,
                 partial: None,

@@ -156,7 +156,10 @@ mod tests {
         Job {
             request: FetchRequest {
                 remote_path: format!("/p/{size}"),
-                destination: format!("/d/{size}").into(),
+                destination: transfer_engine::confine::Destination::trusted(std::path::Path::new(
+                    &format!("/d/{size}"),
+                ))
+                .unwrap(),
                 basis: None,
                 max_len: Some(size),
                 partial: None,

@@ -188,7 +188,8 @@ pub(crate) fn sync_wals_locked(
         jobs.push(Job {
             request: FetchRequest {
                 remote_path: link.wal_path(relative),
-                destination,
+                destination: transfer_engine::confine::Destination::trusted(&destination)
+                    .map_err(|e| failed(e.to_string()))?,
                 basis,
                 max_len: Some(wal.size as u64),
                 partial: Some(partial),

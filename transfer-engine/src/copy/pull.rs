@@ -1,15 +1,24 @@
-//! Pulling a tree from the far side into a local directory: list the source, plan
-//! (directories, symlinks, which files need fetching and from what basis), fetch, and with
-//! `delete` remove local entries the source no longer has.
+//! Pulling a tree from the far side into a local directory: list the source, refuse entries
+//! that do not fit together, create the directories, plan which files need fetching and from
+//! what basis, fetch, create the symlinks, and with `delete` remove local entries the source no
+//! longer has.
+//!
+//! The listing comes from the far side and is not trusted: every directory and file is
+//! reached from the destination root one component at a time without following symlinks
+//! ([`Destination`], [`make_dirs_below`]), symlinks are created last and never traversed, and
+//! `delete` walks by directory handles.
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
 use super::{
     local_error, mtimes_match, partial_path, CopyError, CopyOptions, CopyReport, PullSource,
 };
+use crate::confine::{make_dirs_below, open_below, Destination, RelativePath};
+use crate::fs::{names_in, remove_at};
 use crate::protocol::{Entry, EntryKind, FetchOutcome, FetchRequest};
 
 /// Copies `source` (a path the far side resolves) to `destination`.
@@ -56,6 +65,10 @@ fn pull_inner(
             (true, Some(name)) => destination.join(name),
             _ => destination.to_path_buf(),
         };
+        let target = Destination::trusted(&target).map_err(|e| CopyError::Local {
+            path: target.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })?;
         let requests = plan_files(
             &listing,
             |_| target.clone(),
@@ -69,6 +82,7 @@ fn pull_inner(
     if !options.recursive && listing.iter().any(|e| e.kind != EntryKind::File) {
         return Err(CopyError::NotRecursive(source.to_string()));
     }
+    let listing = consistent_entries(listing, &mut report);
     let root = match (contents, &source_name) {
         (false, Some(name)) => destination.join(name),
         _ => destination.to_path_buf(),
@@ -81,36 +95,98 @@ fn pull_inner(
             format!("{base}/{}", entry.path.as_str())
         }
     };
-    let local = |entry: &Entry| root.join(entry.path.as_str());
+    let local = |entry: &Entry| {
+        Destination::new(root.clone(), entry.path.clone()).expect("the root itself is not listed")
+    };
     if !options.dry_run {
         make_directory(&root)?;
     }
+    // Directories, then files, then symlinks: each file and directory is reached from the
+    // root without following any symlink, and a symlink from the listing is only created once
+    // nothing more is written below the root.
     for entry in listing.iter().filter(|e| e.kind == EntryKind::Directory) {
         if options.dry_run {
-            if !local(entry).is_dir() {
+            if !local(entry).path().is_dir() {
                 report
                     .plan
-                    .push(format!("mkdir {}", local(entry).display()));
+                    .push(format!("mkdir {}", local(entry).path().display()));
             }
         } else {
-            make_directory(&local(entry))?;
+            make_dirs_below(&root, &entry.path).map_err(local_error(&local(entry).path()))?;
         }
-    }
-    for entry in listing.iter().filter(|e| e.kind == EntryKind::Symlink) {
-        copy_symlink(
-            &local(entry),
-            entry.target.as_deref().unwrap_or(""),
-            options,
-            &mut report,
-        )?;
     }
     let requests = plan_files(&listing, local, remote, options, &mut report)?;
     fetch(client, &requests, options, &mut report, progress)?;
+    for entry in listing.iter().filter(|e| e.kind == EntryKind::Symlink) {
+        let at = local(entry);
+        let target = entry.target.as_deref().unwrap_or("");
+        if let Err(error) = copy_symlink(&at, target, options, &mut report) {
+            report.errors.push(error.to_string());
+        }
+    }
     if options.delete {
-        let keep: BTreeSet<PathBuf> = listing.iter().map(|e| root.join(e.path.as_str())).collect();
-        delete_extraneous(&root, &keep, options, &mut report)?;
+        let keep: BTreeSet<&str> = listing.iter().map(|e| e.path.as_str()).collect();
+        let dir = open_below(&root, &RelativePath::new("").expect("empty is valid"), true)
+            .map_err(local_error(&root))?;
+        delete_extraneous(&root, &dir, "", &keep, options, &mut report)?;
     }
     Ok(report)
+}
+
+/// The entries of a recursive listing that fit together: each entry's parent is the root or
+/// a directory of the listing, and no path is listed twice. The others (what a hostile or
+/// confused far side could send: `a` a symlink and then `a/x`) are refused, each named in
+/// the report, and so is everything below them.
+fn consistent_entries(listing: Vec<Entry>, report: &mut CopyReport) -> Vec<Entry> {
+    use std::collections::BTreeMap;
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for entry in &listing {
+        *count.entry(entry.path.as_str()).or_default() += 1;
+    }
+    let twice: BTreeSet<String> = count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(path, _)| path.to_string())
+        .collect();
+    let directories: BTreeSet<String> = listing
+        .iter()
+        .filter(|e| e.kind == EntryKind::Directory && !twice.contains(e.path.as_str()))
+        .map(|e| e.path.as_str().to_string())
+        .collect();
+    let mut kept = Vec::with_capacity(listing.len());
+    let mut refused = BTreeSet::new();
+    for entry in listing {
+        let path = entry.path.as_str();
+        let parent = path.rfind('/').map_or("", |at| &path[..at]);
+        // An ancestor refused makes its parent refused too: parents are checked all the way up.
+        let parents_ok = {
+            let mut at = parent;
+            loop {
+                if at.is_empty() {
+                    break true;
+                }
+                if !directories.contains(at) {
+                    break false;
+                }
+                at = at.rfind('/').map_or("", |i| &at[..i]);
+            }
+        };
+        let reason = if twice.contains(path) {
+            Some("it is listed twice".to_string())
+        } else if !parents_ok {
+            Some(format!("{parent} is not a directory of the listing"))
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) if refused.insert(path.to_string()) => report.errors.push(format!(
+                "refused {path} from the far side's listing: {reason}"
+            )),
+            Some(_) => {}
+            None => kept.push(entry),
+        }
+    }
+    kept
 }
 
 fn make_directory(path: &Path) -> Result<(), CopyError> {
@@ -123,17 +199,28 @@ fn make_directory(path: &Path) -> Result<(), CopyError> {
     fs::create_dir_all(path).map_err(local_error(path))
 }
 
+/// Creates (or replaces) the symlink `at`, in its directory reached from the root without
+/// following symlinks; the new link is never followed either.
 fn copy_symlink(
-    path: &Path,
+    at: &Destination,
     target: &str,
     options: &CopyOptions,
     report: &mut CopyReport,
 ) -> Result<(), CopyError> {
-    if fs::read_link(path)
-        .map(|t| t == Path::new(target))
-        .unwrap_or(false)
-    {
-        return Ok(());
+    let path = at.path();
+    let dir = match at.open_parent() {
+        Ok(dir) => Some(dir),
+        Err(_) if options.dry_run => None,
+        Err(e) => return Err(local_error(&path)(e)),
+    };
+    let name = at.file_name();
+    if let Some(dir) = &dir {
+        if rustix::fs::readlinkat(dir, name, Vec::new())
+            .map(|t| t.as_bytes() == target.as_bytes())
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
     }
     report.symlinks += 1;
     if options.dry_run {
@@ -142,19 +229,18 @@ fn copy_symlink(
             .push(format!("symlink {} -> {target}", path.display()));
         return Ok(());
     }
-    if let Ok(meta) = fs::symlink_metadata(path) {
-        if meta.is_dir() {
-            fs::remove_dir_all(path).map_err(local_error(path))?;
-        } else {
-            fs::remove_file(path).map_err(local_error(path))?;
-        }
+    let dir = dir.expect("opened unless a dry run");
+    match remove_at(&dir, name) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(local_error(&path)(e)),
     }
-    symlink(target, path).map_err(local_error(path))
+    rustix::fs::symlinkat(target, &dir, name).map_err(|e| local_error(&path)(e.into()))
 }
 
 fn plan_files(
     listing: &[Entry],
-    local: impl Fn(&Entry) -> PathBuf,
+    local: impl Fn(&Entry) -> Destination,
     remote: impl Fn(&Entry) -> String,
     options: &CopyOptions,
     report: &mut CopyReport,
@@ -162,7 +248,8 @@ fn plan_files(
     let mut requests = Vec::new();
     for entry in listing.iter().filter(|e| e.kind == EntryKind::File) {
         report.files += 1;
-        let path = local(entry);
+        let destination = local(entry);
+        let path = destination.path();
         let existing = fs::symlink_metadata(&path).ok();
         let up_to_date = !options.checksum
             && existing.as_ref().is_some_and(|meta| {
@@ -183,16 +270,17 @@ fn plan_files(
         }
         let partial = partial_path(&path);
         // A partial copy from an interrupted run is the better basis; else the current file.
+        let partial_exists = fs::symlink_metadata(&partial).is_ok_and(|m| m.is_file());
         let basis_is_destination =
-            !partial.exists() && existing.as_ref().is_some_and(|m| m.is_file());
+            !partial_exists && existing.as_ref().is_some_and(|m| m.is_file());
         let basis = if basis_is_destination {
             Some(path.clone())
         } else {
-            Some(partial.clone()).filter(|p| p.exists())
+            Some(partial.clone()).filter(|_| partial_exists)
         };
         requests.push(FetchRequest {
             remote_path: remote(entry),
-            destination: path,
+            destination,
             basis,
             max_len: Some(entry.size),
             partial: Some(partial),
@@ -224,8 +312,10 @@ fn fetch(
                 report.sent_bytes += fetched.signature_bytes;
                 report.reused_bytes += fetched.reused_bytes;
                 *report.verified_by.entry(fetched.verified_by).or_insert(0) += 1;
-                if let Some(partial) = &request.partial {
-                    let _ = fs::remove_file(partial);
+                if let Some(name) = request.partial.as_deref().and_then(Path::file_name) {
+                    if let Ok(dir) = request.destination.open_parent() {
+                        let _ = rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty());
+                    }
                 }
             }
             Err(message) => report.errors.push(message),
@@ -234,36 +324,50 @@ fn fetch(
     Ok(())
 }
 
+/// Removes what `keep` (paths below the root) does not name, walking the open directory `dir`
+/// (`relative` below `root`, for messages) by handles: no symlink is followed.
 fn delete_extraneous(
     root: &Path,
-    keep: &BTreeSet<PathBuf>,
+    dir: &OwnedFd,
+    relative: &str,
+    keep: &BTreeSet<&str>,
     options: &CopyOptions,
     report: &mut CopyReport,
 ) -> Result<(), CopyError> {
-    let entries = fs::read_dir(root).map_err(local_error(root))?;
-    for entry in entries {
-        let entry = entry.map_err(local_error(root))?;
-        let path = entry.path();
-        let file_type = entry.file_type().map_err(local_error(&path))?;
-        if keep.contains(&path) {
-            if file_type.is_dir() {
-                delete_extraneous(&path, keep, options, report)?;
+    let here = root.join(relative);
+    for name in names_in(dir).map_err(local_error(&here))? {
+        let path = if relative.is_empty() {
+            name.clone()
+        } else {
+            format!("{relative}/{name}")
+        };
+        let stat = rustix::fs::statat(dir, name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| local_error(&here.join(&name))(e.into()))?;
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory;
+        if keep.contains(path.as_str()) {
+            if is_dir {
+                let flags = rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC;
+                let child =
+                    rustix::fs::openat(dir, name.as_str(), flags, rustix::fs::Mode::empty())
+                        .map_err(|e| local_error(&here.join(&name))(e.into()))?;
+                delete_extraneous(root, &child, &path, keep, options, report)?;
             }
             continue;
         }
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().ends_with(".barsync-partial"))
-        {
+        if name.ends_with(".barsync-partial") {
             continue; // kept for resuming; removed once its file is complete
         }
         report.deleted += 1;
         if options.dry_run {
-            report.plan.push(format!("delete {}", path.display()));
-        } else if file_type.is_dir() {
-            fs::remove_dir_all(&path).map_err(local_error(&path))?;
+            report
+                .plan
+                .push(format!("delete {}", root.join(&path).display()));
         } else {
-            fs::remove_file(&path).map_err(local_error(&path))?;
+            remove_at(dir, &name).map_err(local_error(&root.join(&path)))?;
         }
     }
     Ok(())

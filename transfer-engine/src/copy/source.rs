@@ -3,7 +3,6 @@
 //! ([`Client`]) and for SFTP on a host without barsync ([`SftpSource`](crate::sftp::SftpSource)).
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 use super::{partial_path, CopyError};
 use crate::protocol::{Client, Entry, FetchOutcome, FetchRequest, PushItem, PushOutcome};
@@ -178,13 +177,18 @@ impl PullSource for crate::sftp::SftpSource {
             progress(&outcome);
             outcomes.push(outcome);
         }
-        let partials: Vec<PathBuf> = whole
+        let partials: Vec<String> = whole
             .iter()
             .map(|&i| {
                 let r = &requests[i];
-                r.partial
+                let partial = r
+                    .partial
                     .clone()
-                    .unwrap_or_else(|| partial_path(&r.destination))
+                    .unwrap_or_else(|| partial_path(&r.destination.path()));
+                partial
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             })
             .collect();
         let files: Vec<crate::sftp::SftpFile<'_>> = whole
@@ -192,8 +196,8 @@ impl PullSource for crate::sftp::SftpSource {
             .zip(&partials)
             .map(|(&i, partial)| crate::sftp::SftpFile {
                 remote: requests[i].remote_path.as_str(),
-                destination: requests[i].destination.as_path(),
-                partial: partial.as_path(),
+                destination: &requests[i].destination,
+                partial: partial.as_str(),
                 max_len: requests[i].max_len,
             })
             .collect();

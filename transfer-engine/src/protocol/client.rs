@@ -18,9 +18,9 @@ use super::literal::LiteralDecoder;
 use super::part::receive_part;
 use super::receiver::{receive_file, receive_file_in_place, send_signature, Incoming};
 use super::{Entry, EntryKind, ProtocolError};
-use crate::confine::RelativePath;
+use crate::confine::{Destination, RelativePath};
 use crate::digest::FileDigest;
-use crate::fs::{MappedFile, PublishBatch, TempFile};
+use crate::fs::{open_basis, MappedFile, PublishBatch, TempFile};
 use crate::signature::{
     signature, signature_of_map, signature_of_map_range, Signature, SignatureOptions,
 };
@@ -29,15 +29,14 @@ use crate::split_file::FilePart;
 /// `FileRequest` flag: the client rebuilds the file in place (the delta must allow it).
 pub const FLAG_IN_PLACE: u8 = 1;
 
-/// Opens an existing regular file for reading and writing, never through a symlink.
-fn open_for_in_place(path: &std::path::Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .ok()?;
+/// Opens an existing regular file for reading and writing, never through a symlink (its
+/// directory reached from the destination's root, the file itself with `O_NOFOLLOW`).
+fn open_for_in_place(destination: &Destination) -> Option<std::fs::File> {
+    use rustix::fs::{openat, Mode, OFlags};
+    let dir = destination.open_parent().ok()?;
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = openat(&dir, destination.file_name(), flags, Mode::empty()).ok()?;
+    let file = std::fs::File::from(fd);
     file.metadata().ok().filter(|m| m.is_file()).map(|_| file)
 }
 
@@ -52,14 +51,17 @@ pub const MAX_IN_FLIGHT: usize = 256;
 pub struct FetchRequest {
     /// Absolute path on the server.
     pub remote_path: String,
-    /// Where the verified file is published.
-    pub destination: PathBuf,
-    /// A local file to reuse blocks from (an older version, a partial copy), if any.
+    /// Where the verified file is published: below a trusted root, reached without following
+    /// any symlink below it (a directory swapped for a symlink fails this file).
+    pub destination: Destination,
+    /// A local file to reuse blocks from (an older version, a partial copy), if any. One beside
+    /// the destination is read through the destination's directory handle.
     pub basis: Option<PathBuf>,
     /// Refuse files larger than this (what the caller was told the file's size is).
     pub max_len: Option<u64>,
     /// Where to keep what was received if the session breaks in the middle of this file, so the
-    /// next transfer can use it as its basis (`None`: discard it).
+    /// next transfer can use it as its basis (`None`: discard it). It is beside the destination:
+    /// only its file name is used, in the destination's directory.
     pub partial: Option<PathBuf>,
     /// Rebuild the file over the destination itself, writing only what changed (rsync's
     /// `--inplace`); applies when `basis` is the destination. A failure leaves it modified.
@@ -308,7 +310,7 @@ fn send_requests<W: Write>(
     for (index, request) in requests.iter().enumerate() {
         // A basis that cannot be read is not fatal: the file is fetched whole.
         let in_place_file =
-            if request.in_place && request.basis.as_ref() == Some(&request.destination) {
+            if request.in_place && request.basis.as_ref() == Some(&request.destination.path()) {
                 open_for_in_place(&request.destination)
             } else {
                 None
@@ -320,12 +322,15 @@ fn send_requests<W: Write>(
                     None,
                     Some(format!(
                         "basis {} unreadable ({e}); fetched whole",
-                        request.destination.display()
+                        request.destination.path().display()
                     )),
                 ),
             },
-            (None, Some(path)) if path.exists() => match MappedFile::open(path) {
+            (None, Some(path)) => match open_basis(&request.destination, path)
+                .and_then(|file| MappedFile::from_file(&file))
+            {
                 Ok(map) => (Some(map), None),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
                 Err(e) => (
                     None,
                     Some(format!(
@@ -433,7 +438,7 @@ fn receive_answers<R: Read>(
             if let Err(e) = published {
                 outcome.result = Err(format!(
                     "{}: publishing: {e}",
-                    requests[outcome.index].destination.display()
+                    requests[outcome.index].destination.path().display()
                 ));
             }
             progress(&outcome);
@@ -459,7 +464,7 @@ fn receive_answers<R: Read>(
             part: request.part.is_some(),
         };
         let make_temp = || {
-            let mut temp = TempFile::beside(&request.destination)?;
+            let mut temp = TempFile::for_destination(&request.destination)?;
             if let Some(partial) = &request.partial {
                 temp.keep_unpublished_as(partial);
             }

@@ -17,6 +17,7 @@ use super::receiver::{
     apply_operations, read_file_begin, too_long, FileHeader, Incoming, OperationsEnd,
 };
 use super::ProtocolError;
+use crate::confine::Destination;
 use crate::delta::DeltaSink;
 use crate::digest::{file_digest_in_pieces, FileDigest};
 use crate::error::PatchError;
@@ -144,7 +145,7 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
     reader: &mut FrameReader<R>,
     incoming: &'b Incoming<'b>,
     basis_path: &Path,
-    destination: &Path,
+    destination: &Destination,
     make_temp: impl FnMut() -> io::Result<TempFile>,
     literals: &mut LiteralDecoder,
     batch: &mut PublishBatch,
@@ -190,7 +191,7 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
         Err(message) => return Ok(Err(message)),
     };
     if whole_basis {
-        if basis_path == destination {
+        if basis_path == destination.path() {
             // Already in place and verified: nothing to publish.
             return Ok(Ok(LinkedOrWritten {
                 received,
@@ -208,7 +209,7 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
             Err(e) => Ok(Err(format!(
                 "{label}: linking {} to {}: {e}",
                 basis_path.display(),
-                destination.display()
+                destination.path().display()
             ))),
         };
     }

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
-use rustix::fs::{mkdirat, openat, statat, symlinkat, unlinkat, AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{mkdirat, openat, statat, symlinkat, AtFlags, FileType, Mode, OFlags};
 
 use super::client::MAX_IN_FLIGHT;
 use super::frame::{FrameReader, FrameWriter, Kind};
@@ -22,7 +22,7 @@ use super::receiver::{receive_file, send_signature, Incoming};
 use super::sender::send_request_error;
 use super::ProtocolError;
 use crate::confine::{open_below, RelativePath, Roots};
-use crate::fs::{MappedFile, TempFile};
+use crate::fs::{remove_at as remove_entry, MappedFile, TempFile};
 use crate::signature::{signature, signature_of_map, Signature, SignatureOptions};
 
 /// Pushed files whose signature was sent but whose delta has not arrived yet (each holds a
@@ -226,27 +226,4 @@ impl PushReceiver {
         });
         send_done(writer, id, result)
     }
-}
-
-/// Removes `name` in `dir`; a directory is emptied first, without following any symlink.
-fn remove_entry(dir: &OwnedFd, name: &str) -> std::io::Result<()> {
-    let stat = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
-        return Ok(unlinkat(dir, name, AtFlags::empty())?);
-    }
-    let child: OwnedFd = openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let names: Vec<String> = rustix::fs::Dir::read_from(&child)?
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "." && n != "..")
-        .collect();
-    for entry in names {
-        remove_entry(&child, &entry)?;
-    }
-    Ok(unlinkat(dir, name, AtFlags::REMOVEDIR)?)
 }
