@@ -1,15 +1,19 @@
 //! A hostile or broken primary: forged sync-info (malformed JSON, `..` in backup IDs and WAL
 //! names, sizes that lie), symlinks in a backup, and a symlink planted on the passive. Each is
 //! refused with an error naming what was wrong, exit status 1, and nothing is written outside
-//! the passive's own directories. A directory of a backup swapped for a symlink during the
-//! copy keeps the backup from DONE (the final verification walks the tree without following
-//! links), and the next run completes it.
+//! the passive's own directories, not even when a directory of a backup is swapped for a
+//! symlink in the middle of its sync; such a swap also keeps the backup from DONE (the final
+//! verification walks the tree without following links), and the next run completes it.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use barsync_sync::config::Config;
+use barsync_sync::passive::sync_backup::sync_backup;
+use barsync_sync::passive::{Events, PassiveOptions};
 use barsync_tests::passive_rig::{
     barman_program, describe, fixture_primary, AtLimit, PassiveRig, RigOptions,
 };
@@ -292,4 +296,70 @@ fn a_directory_swapped_for_a_symlink_during_the_copy_keeps_the_backup_from_done(
     assert_eq!(rig.backup_status(id), "DONE");
     assert!(global.join("pg_control").is_file());
     assert_eq!(everything_below(&elsewhere), written_outside);
+
+/// Events that swap a directory of the backup for a symlink to `target` when the copy is
+/// planned: after the destination's directories were created, before any file is fetched (a
+/// directory swapped during a sync).
+struct SwapAtPlan {
+    directory: PathBuf,
+    target: PathBuf,
+    swapped: AtomicBool,
+}
+
+impl Events for SwapAtPlan {
+    fn info(&self, _message: &str) {}
+    fn warning(&self, _message: &str) {}
+    fn plan(&self, label: &str, _files: u64, _bytes: u64) {
+        if label != "WALs" && !self.swapped.swap(true, Ordering::SeqCst) {
+            fs::remove_dir_all(&self.directory).unwrap();
+            std::os::unix::fs::symlink(&self.target, &self.directory).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_during_a_sync_gets_nothing_written_through_it() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            server_lines: vec!["basebackup_retry_times = 0".into()],
+            ..RigOptions::default()
+        },
+    );
+    let info = rig.barsync(&["sync-info", "--primary", "pg"]);
+    assert!(info.status.success(), "{}", describe(&info));
+    let config = Config::load(Some(&rig.config)).unwrap();
+    let server = config.server("pg").unwrap().unwrap();
+    let options = PassiveOptions {
+        config_file: rig.config.clone(),
+        barman: barman_program(),
+        ..PassiveOptions::default()
+    };
+    let id = "20240102T120000";
+    let outside = rig.directory.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let events = SwapAtPlan {
+        directory: rig
+            .server_directory()
+            .join(format!("base/{id}/data/global")),
+        target: outside.clone(),
+        swapped: AtomicBool::new(false),
+    };
+    let result = sync_backup(&server, id, &options, &events);
+    assert!(
+        events.swapped.load(Ordering::SeqCst),
+        "the copy was never planned"
+    );
+    assert_eq!(
+        everything_below(&outside),
+        Vec::<PathBuf>::new(),
+        "written through the swapped directory"
+    );
+    let error = result.expect_err("the sync succeeded").to_string();
+    assert!(
+        error.contains("data/global/") && error.contains("symlinks are not followed"),
+        "{error}"
+    );
+    assert_eq!(rig.backup_status(id), "FAILED");
 }

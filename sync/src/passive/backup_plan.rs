@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use transfer_engine::confine::RelativePath;
+use transfer_engine::confine::{Destination, RelativePath};
 use transfer_engine::copy::partial_path;
 use transfer_engine::protocol::{Entry, EntryKind, FetchRequest};
 
@@ -44,17 +44,23 @@ fn excluded(path: &str, tablespace_oids: &[u32]) -> bool {
     })
 }
 
-/// Plans the copy of the listing of the primary's `remote_directory` into `destination`.
+/// Plans the copy of the listing of the primary's `remote_directory` into `base/id`.
 /// Symlinks other than tablespace links are refused: the passive never creates a link that
-/// the primary chose.
+/// the primary chose. Each file's destination has `base` (the server's base backups directory,
+/// from the configuration) as its trusted root and `id/path` below it, so it is written
+/// through directory handles opened from `base` without following any symlink: a directory of
+/// the backup (or the backup's own directory) swapped for a symlink fails that file, and
+/// nothing is written through the link.
 pub fn plan_backup(
     listing: &[Entry],
     remote_directory: &str,
-    destination: &Path,
+    base: &Path,
+    id: &str,
     tablespace_oids: &[u32],
     reference: Option<&Path>,
     link_identical: bool,
 ) -> Result<BackupPlan, String> {
+    let destination = base.join(id);
     let mut plan = BackupPlan::default();
     let mut wanted: HashSet<PathBuf> = HashSet::new();
     for entry in listing {
@@ -76,7 +82,10 @@ pub fn plan_backup(
             }
             EntryKind::File => {
                 wanted.insert(PathBuf::from(path));
-                let target = destination.join(path);
+                let confined = RelativePath::new(&format!("{id}/{path}"))
+                    .and_then(|relative| Destination::new(base, relative))
+                    .map_err(|e| format!("{remote_directory}/{path}: {e}"))?;
+                let target = confined.path();
                 let partial = partial_path(&target);
                 let (basis, link) = match local_basis(&target, &partial) {
                     Some((basis, is_destination)) => (Some(basis), is_destination),
@@ -90,8 +99,7 @@ pub fn plan_backup(
                 plan.jobs.push(Job {
                     request: FetchRequest {
                         remote_path: format!("{remote_directory}/{path}"),
-                        destination: transfer_engine::confine::Destination::trusted(&target)
-                            .map_err(|e| e.to_string())?,
+                        destination: confined,
                         basis,
                         max_len: Some(entry.size),
                         partial: Some(partial),
@@ -106,7 +114,7 @@ pub fn plan_backup(
     }
     plan.directories
         .sort_by_key(|(path, _)| path.components().count());
-    plan.stale = stale_entries(destination, &wanted);
+    plan.stale = stale_entries(&destination, &wanted);
     Ok(plan)
 }
 
@@ -205,7 +213,8 @@ mod tests {
         let plan = plan_backup(
             &listing,
             "/p/base/X",
-            &destination,
+            dir.path(),
+            "new",
             &[16387],
             Some(&reference),
             true,
@@ -246,6 +255,11 @@ mod tests {
         assert_eq!(plan.stale, vec![PathBuf::from("data/gone")]);
         assert_eq!(plan.bytes, 20);
         let hostile = vec![entry("data/link", EntryKind::Symlink, 0)];
-        assert!(plan_backup(&hostile, "/p", &destination, &[], None, false).is_err());
+        assert!(plan_backup(&hostile, "/p", dir.path(), "new", &[], None, false).is_err());
+        assert_eq!(
+            plan.jobs[0].request.destination,
+            Destination::new(dir.path(), RelativePath::new("new/data/resumed").unwrap()).unwrap(),
+            "written below the base directory, through the backup's own directory"
+        );
     }
 }

@@ -224,7 +224,8 @@ fn copy_backup(
     let plan = plan_backup(
         &listing,
         &remote_directory,
-        &destination,
+        &base,
+        id,
         &oids,
         reference.as_deref(),
         server.reuse_backup() == ReuseBackup::Link,

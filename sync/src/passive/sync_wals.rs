@@ -11,6 +11,7 @@
 
 use std::time::Instant;
 
+use transfer_engine::confine::{Destination, RelativePath};
 use transfer_engine::copy::partial_path;
 use transfer_engine::protocol::FetchRequest;
 
@@ -176,7 +177,12 @@ pub(crate) fn sync_wals_locked(
     let link = PrimaryLink::new(server, primary, options)?;
     let mut jobs = Vec::with_capacity(to_copy.len());
     for (wal, relative) in &to_copy {
-        let destination = wals_directory.join(relative);
+        // Written below the wals directory (trusted, from the configuration) through directory
+        // handles, never through a symlink.
+        let confined = RelativePath::new(relative)
+            .and_then(|relative| Destination::new(&wals_directory, relative))
+            .map_err(|e| failed(e.to_string()))?;
+        let destination = confined.path();
         if let Some(directory) = destination.parent() {
             create_real_directory(directory).map_err(failed)?;
         }
@@ -188,8 +194,7 @@ pub(crate) fn sync_wals_locked(
         jobs.push(Job {
             request: FetchRequest {
                 remote_path: link.wal_path(relative),
-                destination: transfer_engine::confine::Destination::trusted(&destination)
-                    .map_err(|e| failed(e.to_string()))?,
+                destination: confined,
                 basis,
                 max_len: Some(wal.size as u64),
                 partial: Some(partial),
