@@ -183,23 +183,46 @@ pub fn open_below(root: &Path, relative: &RelativePath, directory: bool) -> io::
     Ok(dir)
 }
 
+/// A component below a root was a symlink (or a file) where a directory was needed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} (symlinks are not followed below a root)")]
+struct NotFollowed(io::Error);
+
 /// The error of a component that is a symlink or not a directory, saying so.
 fn not_followed(errno: Errno) -> io::Error {
     let error = io::Error::from(errno);
     if errno == Errno::LOOP || errno == Errno::NOTDIR {
-        io::Error::new(
-            error.kind(),
-            format!("{error} (symlinks are not followed below a root)"),
-        )
+        io::Error::new(error.kind(), NotFollowed(error))
     } else {
         error
     }
 }
 
+/// Whether `error` says a symlink or file stood where a directory belongs below a root.
+pub fn is_not_followed(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<NotFollowed>())
+        || matches!(error.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR))
+}
+
+/// What [`make_dirs_below`] does with a symlink or file where a directory belongs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InTheWay {
+    /// Remove it (`unlinkat`, never followed) and create the directory.
+    Replace,
+    /// Fail (the error says symlinks are not followed).
+    Refuse,
+}
+
 /// Opens the directory `relative` below `root`, creating what is missing (`mkdirat`, mode
-/// 0777 less the umask). A symlink or file where a directory belongs is removed (`unlinkat`,
-/// never followed) and replaced by a directory.
-pub fn make_dirs_below(root: &Path, relative: &RelativePath) -> io::Result<OwnedFd> {
+/// 0777 less the umask), one component at a time without following symlinks; `in_the_way`
+/// says what happens to a symlink or file where a directory belongs.
+pub fn make_dirs_below(
+    root: &Path,
+    relative: &RelativePath,
+    in_the_way: InTheWay,
+) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let mut dir: OwnedFd = openat(CWD, root, flags.difference(OFlags::NOFOLLOW), Mode::empty())?;
     for component in relative.components() {
@@ -210,7 +233,9 @@ pub fn make_dirs_below(root: &Path, relative: &RelativePath) -> io::Result<Owned
                     Errno::NOENT => {}
                     Errno::LOOP | Errno::NOTDIR => {
                         let stat = statat(&dir, component, AtFlags::SYMLINK_NOFOLLOW)?;
-                        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                        if in_the_way == InTheWay::Refuse
+                            || FileType::from_raw_mode(stat.st_mode) == FileType::Directory
+                        {
                             return Err(not_followed(errno));
                         }
                         unlinkat(&dir, component, AtFlags::empty())?;
@@ -397,7 +422,11 @@ mod tests {
         let root = dir.path().join("root");
         let outside = dir.path().join("outside");
         std::fs::create_dir_all(&outside).unwrap();
-        let made = make_dirs_below(dir.path(), &RelativePath::new("root/a/b").unwrap());
+        let made = make_dirs_below(
+            dir.path(),
+            &RelativePath::new("root/a/b").unwrap(),
+            InTheWay::Replace,
+        );
         assert!(made.is_ok());
         let file = Destination::new(&root, RelativePath::new("a/b/f").unwrap()).unwrap();
         assert_eq!(file.path(), root.join("a/b/f"));
@@ -422,8 +451,11 @@ mod tests {
         std::fs::create_dir(outside.join("b")).unwrap();
         let error = file.open_parent().unwrap_err();
         assert!(error.to_string().contains("not followed"), "{error}");
-        // Creating directories replaces the symlink instead.
-        make_dirs_below(&root, &RelativePath::new("a/b").unwrap()).unwrap();
+        // Creating directories refuses it, or replaces it.
+        let refused = make_dirs_below(&root, &RelativePath::new("a/b").unwrap(), InTheWay::Refuse);
+        assert!(refused.is_err());
+        assert!(root.join("a").symlink_metadata().unwrap().is_symlink());
+        make_dirs_below(&root, &RelativePath::new("a/b").unwrap(), InTheWay::Replace).unwrap();
         assert!(root.join("a").symlink_metadata().unwrap().is_dir());
         assert!(
             outside.join("b").is_dir(),

@@ -19,6 +19,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use transfer_engine::confine::{
+    is_not_followed, make_dirs_below, open_below, Destination, InTheWay, RelativePath,
+};
+use transfer_engine::fs::remove_at;
+
 use super::backup_plan::{plan_backup, BackupPlan};
 use super::incremental;
 use super::pool::run_jobs_retrying;
@@ -219,7 +224,6 @@ fn copy_backup(
         .map(|t| t.oid)
         .collect();
     let base = server.basebackups_directory();
-    let destination = base.join(id);
     let reference = reference_backup(&base, id, local);
     let plan = plan_backup(
         &listing,
@@ -230,7 +234,7 @@ fn copy_backup(
         reference.as_deref(),
         server.reuse_backup() == ReuseBackup::Link,
     )?;
-    prepare_destination(&destination, &plan)?;
+    prepare_destination(&base, id, &plan)?;
     events.plan(id, plan.jobs.len() as u64, plan.bytes);
     let report = run_jobs_retrying(
         &link,
@@ -240,9 +244,9 @@ fn copy_backup(
         events,
     );
     report.check()?;
-    finish_destination(&destination, &plan)?;
+    finish_destination(&base, id, &plan)?;
     // Last, the tree as published, never through a link: what DONE promises.
-    verify_tree(&destination, &plan.expected)
+    verify_tree(&base.join(id), &plan.expected)
         .map_err(|mismatch| format!("the copy does not match the primary's listing: {mismatch}"))?;
     let mut totals = report.totals;
     totals.files = plan.jobs.len() as u64;
@@ -349,56 +353,91 @@ fn reference_backup(base: &Path, id: &str, local: &[CatalogEntry]) -> Option<Pat
     older.or(newer).map(|other| base.join(other))
 }
 
-/// Removes what the primary does not have, creates the directories (never through a
-/// symlink: a link planted on the passive does not redirect the copy).
-fn prepare_destination(destination: &Path, plan: &BackupPlan) -> Result<(), String> {
-    create_real_directory(destination)?;
+/// An error about `path`, saying so when a symlink (or a file) stood where a directory
+/// belongs: nothing is done through it.
+fn io_message(action: &str, path: &Path, error: std::io::Error) -> String {
+    if is_not_followed(&error) {
+        format!(
+            "{action} {}: a symlink or file stands where a directory belongs \
+             (a symlink is never followed): {error}",
+            path.display()
+        )
+    } else {
+        format!("{action} {}: {error}", path.display())
+    }
+}
+
+/// `id/relative`, as a path below the base backups directory.
+fn below_backup(id: &str, relative: &str) -> Result<RelativePath, String> {
+    let path = if relative.is_empty() {
+        id.to_string()
+    } else {
+        format!("{id}/{relative}")
+    };
+    RelativePath::new(&path).map_err(|e| e.to_string())
+}
+
+/// Removes what the primary does not have, creates the directories. Everything below `base`
+/// (the server's base backups directory) is reached one component at a time without
+/// following symlinks: a link planted on the passive, or swapped in during the sync, does not
+/// redirect the copy, and nothing is removed or created through it.
+fn prepare_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), String> {
+    create_real_directory(base)?;
+    let make = |relative: &RelativePath| {
+        make_dirs_below(base, relative, InTheWay::Refuse)
+            .map(drop)
+            .map_err(|e| io_message("creating", &base.join(relative.as_str()), e))
+    };
+    make(&below_backup(id, "")?)?;
     for stale in &plan.stale {
-        let path = destination.join(stale);
-        let removed = match path.symlink_metadata() {
-            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
-            Ok(_) => std::fs::remove_file(&path),
-            Err(_) => Ok(()),
-        };
-        removed.map_err(|e| format!("removing {}: {e}", path.display()))?;
+        let relative = below_backup(id, &stale.to_string_lossy())?;
+        let path = base.join(relative.as_str());
+        let stale = Destination::new(base, relative).map_err(|e| e.to_string())?;
+        let removed = stale
+            .open_parent()
+            .and_then(|dir| remove_at(&dir, stale.file_name()));
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_message("removing", &path, e)),
+        }
     }
     for (relative, _) in &plan.directories {
-        let mut path = destination.to_path_buf();
-        for component in relative.components() {
-            path.push(component);
-            create_real_directory(&path)?;
-        }
+        make(&below_backup(id, relative.as_str())?)?;
     }
     Ok(())
 }
 
 /// After every file is in place: directory modes as on the primary, partial transfers
-/// removed, and every directory fsynced (so the tree survives a crash once DONE is written).
-fn finish_destination(destination: &Path, plan: &BackupPlan) -> Result<(), String> {
+/// removed, and every directory fsynced (so the tree survives a crash once DONE is written);
+/// each directory reached from `base` without following symlinks, as in
+/// [`prepare_destination`].
+fn finish_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     for job in &plan.jobs {
-        if let Some(partial) = &job.request.partial {
-            let _ = std::fs::remove_file(partial);
-        }
+        let _ = job.request.remove_partial();
     }
-    let mut directories = vec![destination.to_path_buf()];
+    let open = |relative: &str| -> Result<std::fs::File, String> {
+        let relative = below_backup(id, relative)?;
+        open_below(base, &relative, true)
+            .map(std::fs::File::from)
+            .map_err(|e| io_message("opening", &base.join(relative.as_str()), e))
+    };
+    let mut directories = vec![(base.join(id), open("")?)];
     for (relative, mode) in plan.directories.iter().rev() {
-        let path = destination.join(relative.as_str());
-        std::fs::set_permissions(
-            &path,
-            std::fs::Permissions::from_mode(mode & 0o7777 | 0o700),
-        )
-        .map_err(|e| format!("setting the mode of {}: {e}", path.display()))?;
-        directories.push(path);
+        let path = base.join(id).join(relative.as_str());
+        let directory = open(relative.as_str())?;
+        directory
+            .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777 | 0o700))
+            .map_err(|e| format!("setting the mode of {}: {e}", path.display()))?;
+        directories.push((path, directory));
     }
-    if let Some(parent) = destination.parent() {
-        directories.push(parent.to_path_buf());
+    for (path, directory) in directories {
+        directory
+            .sync_all()
+            .map_err(|e| format!("fsync of {}: {e}", path.display()))?;
     }
-    for directory in directories {
-        crate::fsutil::fsync_directory(&directory)
-            .map_err(|e| format!("fsync of {}: {e}", directory.display()))?;
-    }
-    Ok(())
+    crate::fsutil::fsync_directory(base).map_err(|e| format!("fsync of {}: {e}", base.display()))
 }
 
 /// Deletes a local backup (its files and its backup.info), as `barman delete` does for a
@@ -431,4 +470,76 @@ pub(crate) fn delete_backup(
         incremental::report(server.name(), parent, &refresh, events);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use transfer_engine::protocol::FetchRequest;
+
+    use super::*;
+    use crate::passive::pool::Job;
+
+    /// `base/ID/data` is a symlink to `outside` (a directory swapped during the sync), which
+    /// holds a file and is mode 0755.
+    fn swapped() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(base.join("ID")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(outside.join("old"), b"keep").unwrap();
+        std::fs::write(outside.join(".f.barsync-partial"), b"keep").unwrap();
+        std::os::unix::fs::symlink(&outside, base.join("ID/data")).unwrap();
+        (dir, base, outside)
+    }
+
+    fn plan(base: &Path) -> BackupPlan {
+        let relative = |path: &str| RelativePath::new(path).unwrap();
+        let destination = Destination::new(base, relative("ID/data/f")).unwrap();
+        BackupPlan {
+            directories: vec![(relative("data"), 0o700), (relative("data/sub"), 0o700)],
+            jobs: vec![Job {
+                request: FetchRequest {
+                    remote_path: "/p/base/ID/data/f".into(),
+                    basis: None,
+                    max_len: Some(1),
+                    partial: Some(base.join("ID/data/.f.barsync-partial")),
+                    in_place: false,
+                    link_identical: false,
+                    part: None,
+                    destination,
+                },
+                size: 1,
+            }],
+            stale: vec![PathBuf::from("data/old")],
+            bytes: 1,
+        }
+    }
+
+    #[test]
+    fn preparing_never_removes_or_creates_through_a_swapped_directory() {
+        let (_dir, base, outside) = swapped();
+        let error = prepare_destination(&base, "ID", &plan(&base)).unwrap_err();
+        assert!(error.contains("a symlink is never followed"), "{error}");
+        assert!(outside.join("old").exists(), "removed through the link");
+        assert!(!outside.join("sub").exists(), "created through the link");
+    }
+
+    #[test]
+    fn finishing_never_changes_modes_or_removes_through_a_swapped_directory() {
+        let (_dir, base, outside) = swapped();
+        let mut plan = plan(&base);
+        plan.directories.truncate(1);
+        let error = finish_destination(&base, "ID", &plan).unwrap_err();
+        assert!(error.contains("data"), "{error}");
+        let mode = std::fs::metadata(&outside).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755, "mode changed through the link");
+        assert!(
+            outside.join(".f.barsync-partial").exists(),
+            "removed through the link"
+        );
+    }
 }

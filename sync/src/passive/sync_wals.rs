@@ -11,17 +11,14 @@
 
 use std::time::Instant;
 
-use transfer_engine::confine::{Destination, RelativePath};
+use transfer_engine::confine::{make_dirs_below, Destination, InTheWay, RelativePath};
 use transfer_engine::copy::partial_path;
 use transfer_engine::protocol::FetchRequest;
 
 use super::backup_plan::local_basis;
 use super::pool::{run_jobs_retrying, Job};
 use super::primary_link::PrimaryLink;
-use super::{
-    create_real_directory, pool_settings, require_passive, Events, PassiveError, PassiveOptions,
-    TransferTotals,
-};
+use super::{pool_settings, require_passive, Events, PassiveError, PassiveOptions, TransferTotals};
 use crate::catalog::available_backups;
 use crate::config::ServerConfig;
 use crate::lock::{self, LockKind};
@@ -183,9 +180,12 @@ pub(crate) fn sync_wals_locked(
             .and_then(|relative| Destination::new(&wals_directory, relative))
             .map_err(|e| failed(e.to_string()))?;
         let destination = confined.path();
-        if let Some(directory) = destination.parent() {
-            create_real_directory(directory).map_err(failed)?;
-        }
+        make_dirs_below(confined.root(), &confined.parent(), InTheWay::Refuse).map_err(|e| {
+            failed(format!(
+                "creating the directory of {} (a symlink is never followed): {e}",
+                destination.display()
+            ))
+        })?;
         let partial = partial_path(&destination);
         let (basis, exists) = match local_basis(&destination, &partial) {
             Some((basis, is_destination)) => (Some(basis), is_destination),

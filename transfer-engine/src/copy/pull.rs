@@ -17,7 +17,7 @@ use std::path::Path;
 use super::{
     local_error, mtimes_match, partial_path, CopyError, CopyOptions, CopyReport, PullSource,
 };
-use crate::confine::{make_dirs_below, open_below, Destination, RelativePath};
+use crate::confine::{make_dirs_below, open_below, Destination, InTheWay, RelativePath};
 use crate::fs::{names_in, remove_at};
 use crate::protocol::{Entry, EntryKind, FetchOutcome, FetchRequest};
 
@@ -112,7 +112,8 @@ fn pull_inner(
                     .push(format!("mkdir {}", local(entry).path().display()));
             }
         } else {
-            make_dirs_below(&root, &entry.path).map_err(local_error(&local(entry).path()))?;
+            make_dirs_below(&root, &entry.path, InTheWay::Replace)
+                .map_err(local_error(&local(entry).path()))?;
         }
     }
     let requests = plan_files(&listing, local, remote, options, &mut report)?;
@@ -312,11 +313,7 @@ fn fetch(
                 report.sent_bytes += fetched.signature_bytes;
                 report.reused_bytes += fetched.reused_bytes;
                 *report.verified_by.entry(fetched.verified_by).or_insert(0) += 1;
-                if let Some(name) = request.partial.as_deref().and_then(Path::file_name) {
-                    if let Ok(dir) = request.destination.open_parent() {
-                        let _ = rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty());
-                    }
-                }
+                let _ = request.remove_partial();
             }
             Err(message) => report.errors.push(message),
         }

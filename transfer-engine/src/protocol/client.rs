@@ -78,6 +78,21 @@ pub struct FetchRequest {
     pub part: Option<FilePart>,
 }
 
+impl FetchRequest {
+    /// Removes the partial copy, if any (once the file is complete), by name in the
+    /// destination's directory reached as for writing: never through a symlink.
+    pub fn remove_partial(&self) -> std::io::Result<()> {
+        let Some(name) = self.partial.as_deref().and_then(std::path::Path::file_name) else {
+            return Ok(());
+        };
+        let dir = self.destination.open_parent()?;
+        match rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// What a successful fetch did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchReport {
