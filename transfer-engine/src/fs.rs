@@ -3,6 +3,9 @@
 //! Every file the engine produces is written to a temporary file beside its destination, fsynced,
 //! renamed over the destination, and the directory is fsynced; until then the destination is
 //! untouched. A temporary file that is dropped without being published is removed.
+//! Files received from a peer are created in a directory reached through
+//! [`Destination::open_parent`], never through a symlink; [`remove_at`] removes a tree the same
+//! way.
 //!
 //! Memory maps: [`MappedFile`] maps a file read-only. The engine maps only files it does not
 //! expect to change while mapped (a basis on the receiver, a finished backup or WAL file on the

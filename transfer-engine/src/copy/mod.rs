@@ -9,6 +9,13 @@
 //! middle is kept as `.<name>.barsync-partial` and used as the basis of the next attempt, and
 //! files already complete are skipped next time, so an interrupted copy resumes.
 //!
+//! A pull trusts the destination it was given, not the far side's listing: entries that do not
+//! fit together (below a path listed as a symlink or file, listed twice) are refused by name,
+//! every file and directory is reached from the destination root without following any symlink
+//! ([`crate::confine::Destination`]), symlinks are created after every file, and `delete` walks
+//! by directory handles. A push relies on the server, which confines every write below its
+//! roots the same way.
+//!
 //! Split by stage: `source.rs` holds the far side's traits ([`PullSource`], [`PushTarget`])
 //! and their impls for the protocol client and SFTP; `pull.rs` plans and fetches into a local
 //! tree; `push.rs` lists a local tree and sends it. This module owns what they share: the
