@@ -296,6 +296,7 @@ fn a_directory_swapped_for_a_symlink_during_the_copy_keeps_the_backup_from_done(
     assert_eq!(rig.backup_status(id), "DONE");
     assert!(global.join("pg_control").is_file());
     assert_eq!(everything_below(&elsewhere), written_outside);
+}
 
 /// Events that swap a directory of the backup for a symlink to `target` when the copy is
 /// planned: after the destination's directories were created, before any file is fetched (a
