@@ -516,6 +516,7 @@ mod tests {
             }],
             stale: vec![PathBuf::from("data/old")],
             bytes: 1,
+            expected: Default::default(),
         }
     }
 
