@@ -529,15 +529,16 @@ mod tests {
         let (basis, destination) = (dir.path().join("basis"), dir.path().join("dest"));
         std::fs::write(&basis, b"identical").unwrap();
         std::fs::hard_link(&basis, &destination).unwrap();
+        let target = crate::confine::Destination::trusted(&destination).unwrap();
         // One by one.
-        TempFile::link_beside(&basis, &destination)
+        TempFile::link_beside(&basis, &target)
             .unwrap()
             .publish()
             .unwrap();
         assert_eq!(names_in(dir.path()), ["basis", "dest"]);
         // In a batch.
         let mut batch = PublishBatch::default();
-        batch.push(TempFile::link_beside(&basis, &destination).unwrap(), 0);
+        batch.push(TempFile::link_beside(&basis, &target).unwrap(), 0);
         assert!(batch.commit().iter().all(Result::is_ok));
         assert_eq!(names_in(dir.path()), ["basis", "dest"]);
         assert_eq!(std::fs::read(&destination).unwrap(), b"identical");
