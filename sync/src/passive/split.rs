@@ -16,6 +16,10 @@ use transfer_engine::split_file::SplitFile;
 use super::pool::Job;
 use super::{Events, TransferTotals};
 
+/// Parts of one file at most: a larger file gets larger parts, so what planning holds never
+/// follows a declared size (64 GiB in parts of the default 64 MiB).
+pub(super) const MAX_PARTS: u64 = 1024;
+
 /// How a split file was verified (each part against the sender's digest of its bytes).
 pub const VERIFIED_BY_PARTS: &str = "barsync digest, by part";
 
@@ -62,7 +66,7 @@ pub(super) fn split_jobs(jobs: &[Job], part_size: u64) -> SplitJobs {
             request.link_identical,
         );
         let start = expanded.len();
-        for part in file.parts(part_size) {
+        for part in file.parts(part_size.max(job.size.div_ceil(MAX_PARTS))) {
             expanded.push(Job {
                 size: part.len,
                 request: FetchRequest {
@@ -187,6 +191,14 @@ mod tests {
             .iter()
             .all(|j| j.request.max_len == Some(100)));
         assert_eq!(split_jobs(&jobs, 0).jobs.len(), 4, "0 turns splitting off");
+    }
+
+    #[test]
+    fn a_file_is_never_more_than_max_parts() {
+        // Issue 13: the number of parts followed the declared size, whatever it was.
+        let split = split_jobs(&[job(10_000_000)], 100);
+        assert_eq!(split.jobs.len(), MAX_PARTS as usize);
+        assert_eq!(split.jobs.iter().map(|j| j.size).sum::<u64>(), 10_000_000);
     }
 
     #[test]
