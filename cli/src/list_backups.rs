@@ -10,7 +10,9 @@ use barsync_sync::backup_info::BackupStatus;
 use barsync_sync::catalog::load_backups;
 use barsync_sync::config::{Config, ServerConfig};
 use barsync_sync::passive::sync_backup::{skipped_on_purpose, SkipReason};
-use barsync_sync::syncinfo::{fetch_primary_info, load_primary_info, RemoteProgram, SyncPoint};
+use barsync_sync::syncinfo::{
+    fetch_primary_info, load_primary_info, RemoteProgram, SyncInfoLimits, SyncPoint,
+};
 use serde_json::json;
 
 use crate::output::ui;
@@ -126,6 +128,7 @@ fn rows(config: &Config, server: &ServerConfig, args: &Args) -> Result<Vec<Row>>
             config.config_file(),
             program,
             &SyncPoint::default(),
+            &SyncInfoLimits::DEFAULT,
             &mut warn,
         )
         .map(|answer| answer.info)

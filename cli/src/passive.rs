@@ -15,7 +15,7 @@ use barsync_sync::passive::cron::ServerCron;
 use barsync_sync::passive::{
     run_cron, sync_backup, sync_wals, BackupOutcome, PassiveOptions, TransferTotals, WalsOutcome,
 };
-use barsync_sync::syncinfo::RemoteProgram;
+use barsync_sync::syncinfo::{RemoteProgram, SyncInfoLimits};
 use serde_json::{json, Value};
 use transfer_engine::transport::TransportPreference;
 
@@ -103,10 +103,33 @@ pub struct SyncWalsArgs {
     server: String,
 }
 
+/// Bounds on the primary's sync-info answer (cron, sync-info --primary).
+#[derive(clap::Args, Debug)]
+pub struct SyncInfoBounds {
+    /// Largest sync-info answer accepted from the primary (bytes, or with K, M, G); a larger
+    /// one is cut off and fails the sync
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    sync_info_max_size: u64,
+    /// Seconds the primary has to answer sync-info completely before it is cut off
+    #[arg(long, default_value_t = 600)]
+    sync_info_timeout: u64,
+}
+
+impl SyncInfoBounds {
+    pub fn limits(&self) -> SyncInfoLimits {
+        SyncInfoLimits {
+            max_bytes: self.sync_info_max_size,
+            timeout: std::time::Duration::from_secs(self.sync_info_timeout),
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct CronArgs {
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub sync_info: SyncInfoBounds,
     /// Program that answers sync-info on the primary
     #[arg(long, value_enum, default_value = "barman")]
     remote: crate::sync_info::Remote,
@@ -434,6 +457,7 @@ pub fn run_cron_command(args: &CronArgs) -> Result<ExitCode> {
         crate::sync_info::Remote::Barman => RemoteProgram::Barman,
         crate::sync_info::Remote::Barsync => RemoteProgram::Barsync,
     };
+    options.sync_info_limits = args.sync_info.limits();
     let events = PassiveEvents::new();
     let start = Instant::now();
     let report = run_cron(&config, args.server.as_deref(), &options, &events);

@@ -40,6 +40,8 @@ pub struct Args {
     /// Program run on the primary for --primary
     #[arg(long, value_enum, default_value = "barman")]
     remote: Remote,
+    #[command(flatten)]
+    bounds: crate::passive::SyncInfoBounds,
     /// Server name (a section of the configuration)
     server: String,
     /// Last WAL the requester already has
@@ -60,6 +62,7 @@ pub fn run(args: &Args) -> ExitCode {
             Remote::Barman => RemoteProgram::Barman,
             Remote::Barsync => RemoteProgram::Barsync,
         },
+        limits: args.bounds.limits(),
     });
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(&outcome.stdout);

@@ -39,6 +39,24 @@ pub enum NameError {
     NotBackupId(String),
 }
 
+/// PostgreSQL's smallest and largest WAL segment sizes (`initdb --wal-segsize`, and
+/// `--with-wal-segsize` before version 11: a power of two from 1 MiB to 1 GiB).
+pub const MIN_SEGMENT_SIZE: u64 = 1 << 20;
+pub const MAX_SEGMENT_SIZE: u64 = 1 << 30;
+
+/// Whether `size` is a WAL segment size PostgreSQL accepts.
+pub fn is_segment_size(size: i128) -> bool {
+    (MIN_SEGMENT_SIZE as i128..=MAX_SEGMENT_SIZE as i128).contains(&size)
+        && (size as u64).is_power_of_two()
+}
+
+/// The largest file Barman archives for a WAL of segments of `segment_size` bytes: the
+/// segment, plus what a compression or encryption format can add to incompressible data
+/// (1/32 of it, and 64 KiB of headers). History and backup label files are far smaller.
+pub fn archived_size_limit(segment_size: u64) -> u64 {
+    segment_size + segment_size / 32 + (64 << 10)
+}
+
 fn hex8(text: &str) -> Option<u32> {
     (text.len() == 8 && text.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| u32::from_str_radix(text, 16).ok())

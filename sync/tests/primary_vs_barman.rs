@@ -17,6 +17,7 @@ fn ours(config: &Path, extra: &[&str]) -> CommandOutcome {
         last_position: extra.get(1).copied(),
         primary: true,
         remote_program: RemoteProgram::Barman,
+        ..SyncInfoArgs::default()
     })
 }
 

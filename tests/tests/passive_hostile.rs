@@ -364,3 +364,165 @@ fn a_directory_swapped_for_a_symlink_during_a_sync_gets_nothing_written_through_
     );
     assert_eq!(rig.backup_status(id), "FAILED");
 }
+
+/// Runs `barsync ARGS...` on the rig's passive, killed if it runs longer than `limit` (so a
+/// passive that hangs fails the test instead of CI); what it printed and how long it took.
+fn run_bounded(
+    rig: &PassiveRig,
+    args: &[&str],
+    limit: std::time::Duration,
+) -> (std::process::Output, std::time::Duration) {
+    let out = rig.directory.path().join("bounded.out");
+    let err = rig.directory.path().join("bounded.err");
+    let start = std::time::Instant::now();
+    let mut child = rig
+        .barsync_command(args)
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!(
+                "barsync {args:?} still running after {limit:?}; stderr so far:\n{}",
+                fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let output = std::process::Output {
+        status,
+        stdout: fs::read(&out).unwrap(),
+        stderr: fs::read(&err).unwrap(),
+    };
+    (output, start.elapsed())
+}
+
+const WAL_3_SIZE: &str = "\"name\": \"000000010000000000000003\",\n            \"size\": 16384";
+
+#[test]
+fn wal_sizes_no_segment_can_have_are_refused_before_anything_is_planned() {
+    // Issue 13: a declared size of 10^15 made the planner split the WAL into parts until the
+    // passive was OOM-killed; 2^40 took 11 s and failed with a misleading message.
+    let primary = fixture_primary();
+    let real = real_sync_info(primary.path());
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    for size in ["1099511627776", "1000000000000000"] {
+        let forged = real.replace(
+            WAL_3_SIZE,
+            &format!("\"name\": \"000000010000000000000003\",\n            \"size\": {size}"),
+        );
+        assert_ne!(forged, real, "the forgery did not apply");
+        forge_sync_info(&rig, &forged);
+        let (cron, took) = run_bounded(&rig, &["cron"], std::time::Duration::from_secs(120));
+        assert_eq!(cron.status.code(), Some(1), "{size}: {}", describe(&cron));
+        let said = stderr(&cron);
+        assert!(
+            said.contains("server pg")
+                && said.contains("000000010000000000000003")
+                && said.contains(size)
+                && said.contains("1 GiB"),
+            "{size}: {}",
+            describe(&cron)
+        );
+        assert!(
+            took < std::time::Duration::from_secs(30),
+            "{size}: took {took:?}"
+        );
+        assert!(
+            !rig.server_directory().join("primary.info").exists(),
+            "{size}: the forged sync-info was saved"
+        );
+    }
+}
+
+#[test]
+fn a_wal_declared_larger_than_its_segment_size_is_refused() {
+    // The primary's backups say xlog_segment_size = 16 MiB: a WAL of 40 MiB cannot be one.
+    let primary = fixture_primary();
+    let real = real_sync_info(primary.path());
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let forged = real.replace(
+        WAL_3_SIZE,
+        "\"name\": \"000000010000000000000003\",\n            \"size\": 41943040",
+    );
+    assert_ne!(forged, real, "the forgery did not apply");
+    forge_sync_info(&rig, &forged);
+    let (cron, _) = run_bounded(&rig, &["cron"], std::time::Duration::from_secs(120));
+    assert_eq!(cron.status.code(), Some(1), "{}", describe(&cron));
+    let said = stderr(&cron);
+    assert!(
+        said.contains("WAL synchronisation for server pg failed")
+            && said.contains("000000010000000000000003")
+            && said.contains("41943040")
+            && said.contains("xlog_segment_size 16777216"),
+        "{}",
+        describe(&cron)
+    );
+    assert!(
+        !rig.server_directory()
+            .join("wals/0000000100000000/000000010000000000000003")
+            .exists(),
+        "the WAL was copied"
+    );
+}
+
+/// Makes the primary's `barman` run `script` (a shell script body) instead of Barman.
+fn forge_primary_barman(rig: &PassiveRig, script: &str) {
+    let wrapper = rig.directory.path().join("primary-bin/barman");
+    fs::write(&wrapper, format!("#!/bin/sh\n{script}\n")).unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_sync_info_that_never_ends_is_cut_at_its_size_limit() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    forge_primary_barman(
+        &rig,
+        "printf '{\"wals\": ['\nexec yes '{\"name\": \"000000010000000000000003\", \"size\": 16384, \"time\": 1.0},'",
+    );
+    let (cron, took) = run_bounded(
+        &rig,
+        &["cron", "--sync-info-max-size", "4M"],
+        std::time::Duration::from_secs(120),
+    );
+    assert_eq!(cron.status.code(), Some(1), "{}", describe(&cron));
+    let said = stderr(&cron);
+    assert!(
+        said.contains("server pg")
+            && said.contains("4194304 bytes")
+            && said.contains("--sync-info-max-size"),
+        "{}",
+        describe(&cron)
+    );
+    assert!(took < std::time::Duration::from_secs(60), "took {took:?}");
+    assert!(!rig.server_directory().join("primary.info").exists());
+}
+
+#[test]
+fn a_primary_that_never_answers_sync_info_is_timed_out() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    forge_primary_barman(&rig, "printf '{\"wals\": ['\nexec sleep 60");
+    let (cron, took) = run_bounded(
+        &rig,
+        &["cron", "--sync-info-timeout", "3"],
+        std::time::Duration::from_secs(120),
+    );
+    assert_eq!(cron.status.code(), Some(1), "{}", describe(&cron));
+    let said = stderr(&cron);
+    assert!(
+        said.contains("server pg")
+            && said.contains("3 seconds")
+            && said.contains("--sync-info-timeout"),
+        "{}",
+        describe(&cron)
+    );
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+}

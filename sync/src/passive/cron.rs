@@ -249,15 +249,17 @@ fn sync_server(
         _ => SyncPoint::default(),
     };
     let mut warn = |message: String| events.warning(&message);
-    let answer = fetch_primary_info(
+    // Only the parsed answer is kept (the raw text is dropped here).
+    let primary = fetch_primary_info(
         server,
         &options.config_file,
         options.remote_program,
         &point,
+        &options.sync_info_limits,
         &mut warn,
     )
-    .map_err(|e| PassiveError::Sync(format!("Failed to retrieve the primary node status: {e}")))?;
-    let primary = answer.info;
+    .map_err(|e| PassiveError::Sync(format!("Failed to retrieve the primary node status: {e}")))?
+    .info;
     for entry in load_backups(server)? {
         let id = entry.info.backup_id().to_owned();
         if entry.info.raw("status") == Some("FAILED") && !primary.backup_ids().any(|b| b == id) {

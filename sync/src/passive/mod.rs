@@ -97,6 +97,8 @@ pub struct PassiveOptions {
     /// Files of at least twice this size are fetched in parts of this size, shared by the
     /// sessions; 0 never splits.
     pub part_size: u64,
+    /// Bounds on the primary's sync-info answer (cron).
+    pub sync_info_limits: crate::syncinfo::SyncInfoLimits,
 }
 
 impl Default for PassiveOptions {
@@ -111,6 +113,7 @@ impl Default for PassiveOptions {
             barman: PathBuf::from("barman"),
             session_cache: None,
             part_size: DEFAULT_PART_SIZE,
+            sync_info_limits: crate::syncinfo::SyncInfoLimits::DEFAULT,
         }
     }
 }

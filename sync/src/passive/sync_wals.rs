@@ -64,6 +64,22 @@ pub fn read_sync_wals_info(server: &ServerConfig, events: &dyn Events) -> Option
     parsed
 }
 
+/// The primary's WAL segment size: the largest valid `xlog_segment_size` of its backups, else
+/// PostgreSQL's largest (1 GiB). It bounds the size a WAL may be declared with.
+fn segment_size(primary: &PrimaryInfo) -> u64 {
+    primary
+        .backups
+        .iter()
+        .filter_map(|(_, entry)| match entry.get("xlog_segment_size") {
+            Some(crate::python::json::Json::Int(size)) if crate::wal::is_segment_size(*size) => {
+                Some(*size as u64)
+            }
+            _ => None,
+        })
+        .max()
+        .unwrap_or(crate::wal::MAX_SEGMENT_SIZE)
+}
+
 /// Runs sync-wals from the saved `primary.info`, under Barman's WAL sync lock (waiting for a
 /// running WAL sync as Barman does).
 pub fn sync_wals(
@@ -143,6 +159,8 @@ pub(crate) fn sync_wals_locked(
         );
     }
     let start = Instant::now();
+    let segment_size = segment_size(primary);
+    let size_limit = crate::wal::archived_size_limit(segment_size);
     let last = read_sync_wals_info(server, events);
     let mut seen = std::collections::HashSet::new();
     let mut to_copy: Vec<(&WalEntry, String)> = Vec::new();
@@ -155,9 +173,11 @@ pub(crate) fn sync_wals_locked(
         }
         let parsed =
             WalName::parse(&wal.name).map_err(|e| failed(format!("the primary lists {e}")))?;
-        if wal.size < 0 {
+        if wal.size < 0 || wal.size as u64 > size_limit {
             return Err(failed(format!(
-                "the primary lists {} with size {}",
+                "the primary lists WAL {} with size {}, more than a WAL file of \
+                 xlog_segment_size {segment_size} can be ({size_limit} bytes with room for \
+                 compression or encryption)",
                 wal.name, wal.size
             )));
         }

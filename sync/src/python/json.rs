@@ -140,10 +140,31 @@ pub fn write_string(text: &str, out: &mut String) {
 
 /// Parses a JSON text as `json.loads` does.
 pub fn parse(text: &str) -> Result<Json, JsonError> {
-    let mut parser = Parser {
+    parse_document(Parser {
         text: text.as_bytes(),
         pos: 0,
-    };
+        sink: None,
+    })
+}
+
+/// [`parse`], except that the elements of the array under the top-level key `key` are handed
+/// to `each` as they are read, not kept: the document holds an empty array there. A sync-info
+/// listing a million WALs then costs a million small records, not a tree of a million objects.
+/// `each` returns `false` to stop; the parse then fails with "stopped by the reader" (the
+/// caller knows why). A repeated `key` streams the elements of each occurrence.
+pub fn parse_streaming(
+    text: &str,
+    key: &str,
+    each: &mut dyn FnMut(Json) -> bool,
+) -> Result<Json, JsonError> {
+    parse_document(Parser {
+        text: text.as_bytes(),
+        pos: 0,
+        sink: Some(Sink { key, each }),
+    })
+}
+
+fn parse_document(mut parser: Parser<'_>) -> Result<Json, JsonError> {
     parser.skip_space();
     let value = parser.value(0)?;
     parser.skip_space();
@@ -158,6 +179,13 @@ const MAX_DEPTH: usize = 512;
 struct Parser<'a> {
     text: &'a [u8],
     pos: usize,
+    sink: Option<Sink<'a>>,
+}
+
+/// Where the elements of one top-level array go ([`parse_streaming`]).
+struct Sink<'a> {
+    key: &'a str,
+    each: &'a mut dyn FnMut(Json) -> bool,
 }
 
 impl Parser<'_> {
@@ -244,7 +272,14 @@ impl Parser<'_> {
                     }
                     self.pos += 1;
                     self.skip_space();
-                    let value = self.value(depth + 1)?;
+                    let streamed = depth == 0
+                        && self.text.get(self.pos) == Some(&b'[')
+                        && self.sink.as_ref().is_some_and(|sink| sink.key == key);
+                    let value = if streamed {
+                        self.stream_array(depth + 1)?
+                    } else {
+                        self.value(depth + 1)?
+                    };
                     entries.push((key, value));
                     self.skip_space();
                     match self.text.get(self.pos) {
@@ -259,6 +294,33 @@ impl Parser<'_> {
             }
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(_) => Err(self.error("expecting value")),
+        }
+    }
+
+    /// The array at `pos`, its elements handed to the sink; an empty array.
+    fn stream_array(&mut self, depth: usize) -> Result<Json, JsonError> {
+        self.pos += 1;
+        self.skip_space();
+        if self.text.get(self.pos) == Some(&b']') {
+            self.pos += 1;
+            return Ok(Json::Array(Vec::new()));
+        }
+        loop {
+            self.skip_space();
+            let item = self.value(depth + 1)?;
+            let sink = self.sink.as_mut().expect("streaming with a sink");
+            if !(sink.each)(item) {
+                return Err(self.error("stopped by the reader"));
+            }
+            self.skip_space();
+            match self.text.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Json::Array(Vec::new()));
+                }
+                _ => return Err(self.error("expecting ',' delimiter")),
+            }
         }
     }
 
@@ -392,6 +454,28 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_hands_over_one_top_level_array() {
+        let text = r#"{"wals": [1, {"a": [2]}, 3], "other": [4], "deep": {"wals": [5]}}"#;
+        let mut seen = Vec::new();
+        let doc = parse_streaming(text, "wals", &mut |item| {
+            seen.push(item);
+            true
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(doc.get("wals"), Some(&Json::Array(vec![])));
+        assert_eq!(doc.get("other"), Some(&Json::Array(vec![Json::Int(4)])));
+        assert_eq!(
+            doc.get("deep").and_then(|d| d.get("wals")),
+            Some(&Json::Array(vec![Json::Int(5)])),
+            "only the top-level key streams"
+        );
+        let stopped = parse_streaming(text, "wals", &mut |_| false).unwrap_err();
+        assert_eq!(stopped.reason, "stopped by the reader");
+        assert!(parse_streaming("{\"wals\": [1,", "wals", &mut |_| true).is_err());
+    }
 
     #[test]
     fn dump_matches_python_layout() {

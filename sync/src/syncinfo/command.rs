@@ -17,6 +17,8 @@ pub struct SyncInfoArgs<'a> {
     pub last_position: Option<&'a str>,
     pub primary: bool,
     pub remote_program: RemoteProgram,
+    /// Bounds on the primary's answer (with `primary`).
+    pub limits: super::SyncInfoLimits,
 }
 
 /// What the command prints and how it exits.
@@ -120,6 +122,7 @@ pub fn run_sync_info(args: &SyncInfoArgs<'_>) -> CommandOutcome {
             config.config_file(),
             args.remote_program,
             &point,
+            &args.limits,
             &mut warn,
         )
         .and_then(|answer| {

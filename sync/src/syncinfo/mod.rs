@@ -13,7 +13,7 @@ pub use command::{
 pub use parse::{PrimaryConfig, PrimaryInfo, PrimaryInfoError};
 pub use primary::{
     fetch_primary_info, load_primary_info, remote_command_line, shell_quote, PrimaryAnswer,
-    RemoteProgram,
+    RemoteProgram, SyncInfoLimits,
 };
 pub use produce::{
     select_wals, sync_info_json, sync_info_text, SyncPoint, WalSelection, BARMAN_VERSION,
@@ -32,6 +32,12 @@ pub enum SyncInfoError {
     BackupInfo(#[from] crate::backup_info::BackupInfoError),
     #[error(transparent)]
     PrimaryInfo(#[from] PrimaryInfoError),
+    /// The primary's answer exceeded [`SyncInfoLimits::max_bytes`].
+    #[error("sync-info from the primary of server {server} is larger than {limit} bytes, the limit (raise it with --sync-info-max-size); the primary was cut off")]
+    AnswerTooLarge { server: String, limit: u64 },
+    /// The primary did not finish its answer within [`SyncInfoLimits::timeout`].
+    #[error("sync-info from the primary of server {server}: no complete answer within {seconds} seconds (raise the limit with --sync-info-timeout); the primary was cut off")]
+    TimedOut { server: String, seconds: f64 },
     #[error("cannot access {}: {source}", path.display())]
     Io {
         path: PathBuf,

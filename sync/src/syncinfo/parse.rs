@@ -46,11 +46,24 @@ pub enum PrimaryInfoError {
 impl PrimaryInfo {
     /// Parses sync-info text received for `server`.
     pub fn parse(server: &str, text: &str) -> Result<PrimaryInfo, PrimaryInfoError> {
-        let document = json::parse(text).map_err(|source| PrimaryInfoError::Json {
+        let fields = Fields { server };
+        // WAL entries become records as they are read (a full sync-info may list millions).
+        let mut wals = Vec::new();
+        let mut wal_error = None;
+        let parsed = json::parse_streaming(text, "wals", &mut |item| {
+            match fields.wal(&item, &format!("wals[{}]", wals.len())) {
+                Ok(wal) => wals.push(wal),
+                Err(error) => wal_error = Some(error),
+            }
+            wal_error.is_none()
+        });
+        if let Some(error) = wal_error {
+            return Err(error);
+        }
+        let document = parsed.map_err(|source| PrimaryInfoError::Json {
             server: server.to_owned(),
             source,
         })?;
-        let fields = Fields { server };
         let last_position = fields.int(&document, "last_position", "last_position")?;
         let last_position = u64::try_from(last_position)
             .map_err(|_| fields.error("last_position", "must not be negative"))?;
@@ -77,12 +90,8 @@ impl PrimaryInfo {
                 ))
             }
         };
-        let wals = match fields.required(&document, "wals", "wals")? {
-            Json::Array(items) => items
-                .iter()
-                .enumerate()
-                .map(|(index, item)| fields.wal(item, &format!("wals[{index}]")))
-                .collect::<Result<Vec<_>, _>>()?,
+        match fields.required(&document, "wals", "wals")? {
+            Json::Array(_) => {}
             other => {
                 return Err(fields.error(
                     "wals",
@@ -219,6 +228,24 @@ impl Fields<'_> {
             ));
         }
         let size = self.int(item, "size", &format!("{path}.size"))?;
+        let name = self.string(item, "name", &format!("{path}.name"))?;
+        // The name becomes a path on the passive: only Barman's WAL grammar is accepted.
+        crate::wal::WalName::parse(&name)
+            .map_err(|e| self.error(&format!("{path}.name"), &e.to_string()))?;
+        if size < 0 {
+            return Err(self.error(&format!("{path}.size"), "negative"));
+        }
+        // The size drives planning (parts, progress): bounded before anything is built on it.
+        let limit = crate::wal::archived_size_limit(crate::wal::MAX_SEGMENT_SIZE);
+        if size > i128::from(limit) {
+            return Err(self.error(
+                &format!("{path}.size"),
+                &format!(
+                    "WAL {name} is declared {size} bytes; no WAL file is larger than {limit} \
+                     (1 GiB, PostgreSQL's largest segment, plus room for compression or encryption)"
+                ),
+            ));
+        }
         let time = match self.required(item, "time", &format!("{path}.time"))? {
             Json::Float(value) => *value,
             Json::Int(value) => *value as f64,
@@ -229,13 +256,6 @@ impl Fields<'_> {
                 ))
             }
         };
-        let name = self.string(item, "name", &format!("{path}.name"))?;
-        // The name becomes a path on the passive: only Barman's WAL grammar is accepted.
-        crate::wal::WalName::parse(&name)
-            .map_err(|e| self.error(&format!("{path}.name"), &e.to_string()))?;
-        if size < 0 {
-            return Err(self.error(&format!("{path}.size"), "negative"));
-        }
         Ok(WalEntry {
             name,
             size: i64::try_from(size)
