@@ -258,6 +258,23 @@ impl Drop for TempFile {
     }
 }
 
+/// Whether `name` is one of the temporary names [`TempFile`] creates (`.<target>.barsync-`
+/// and 12 lowercase hex digits): what a killed process leaves behind, never a partial transfer
+/// (`.barsync-partial`) nor anyone else's file.
+pub fn is_temp_name(name: &str) -> bool {
+    let Some((target, suffix)) = name
+        .strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(".barsync-"))
+    else {
+        return false;
+    };
+    !target.is_empty()
+        && suffix.len() == 12
+        && suffix
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Runs `create` with `.<target>.barsync-<random>` names until one does not exist yet.
 fn with_fresh_name<T>(
     target: &str,
@@ -542,5 +559,22 @@ mod tests {
         assert!(batch.commit().iter().all(Result::is_ok));
         assert_eq!(names_in(dir.path()), ["basis", "dest"]);
         assert_eq!(std::fs::read(&destination).unwrap(), b"identical");
+    }
+
+    #[test]
+    fn temporary_names_are_recognised_and_nothing_else() {
+        assert!(super::is_temp_name(
+            ".000000010000000000000003.barsync-0dde2d62cd20"
+        ));
+        for other in [
+            ".000000010000000000000003.barsync-partial",
+            ".000000010000000000000003.barsync-0DDE2D62CD20",
+            ".000000010000000000000003.barsync-0dde2d62cd2",
+            "000000010000000000000003.barsync-0dde2d62cd20",
+            "..barsync-0dde2d62cd20",
+            "notes.txt",
+        ] {
+            assert!(!super::is_temp_name(other), "{other}");
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! atomically. A crash before (2) leaves unlisted files that the next run finds identical and
 //! lists; a crash between (2) and (3) makes the next run copy nothing and append nothing. The
 //! WAL names come from the primary and are checked against the WAL grammar before any path is
-//! built from them.
+//! built from them. Temporary files of a run that was killed are removed by the next one,
+//! under the same lock.
 
 use std::time::Instant;
 
@@ -64,6 +65,38 @@ pub fn read_sync_wals_info(server: &ServerConfig, events: &dyn Events) -> Option
     parsed
 }
 
+/// Removes the temporary files a killed WAL sync left in `wals_directory` and its hash
+/// directories. Only with the WAL sync lock held: then no other run is writing there, and only
+/// barsync's own temporary names are touched (partial transfers are kept: they are a basis).
+fn remove_orphaned_temporary_files(wals_directory: &std::path::Path, events: &dyn Events) {
+    let Ok(top) = std::fs::read_dir(wals_directory) else {
+        return;
+    };
+    let mut directories = vec![wals_directory.to_path_buf()];
+    directories.extend(
+        top.flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|entry| entry.path()),
+    );
+    for directory in directories {
+        let Ok(listing) = std::fs::read_dir(&directory) else {
+            continue;
+        };
+        for entry in listing.flatten() {
+            let orphan = entry.file_type().is_ok_and(|t| t.is_file())
+                && transfer_engine::fs::is_temp_name(&entry.file_name().to_string_lossy());
+            if orphan {
+                if let Err(error) = std::fs::remove_file(entry.path()) {
+                    events.warning(&format!(
+                        "cannot remove the temporary file {}: {error}",
+                        entry.path().display()
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// The primary's WAL segment size: the largest valid `xlog_segment_size` of its backups, else
 /// PostgreSQL's largest (1 GiB). It bounds the size a WAL may be declared with.
 fn segment_size(primary: &PrimaryInfo) -> u64 {
@@ -111,6 +144,7 @@ pub(crate) fn sync_wals_locked(
             "WAL synchronisation for server {name} failed with: {reason}"
         ))
     };
+    remove_orphaned_temporary_files(&server.wals_directory(), events);
     let local_compression = server.compression();
     if primary.config.compression.as_deref() != local_compression {
         return Err(failed(format!(
