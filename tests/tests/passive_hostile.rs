@@ -526,3 +526,50 @@ fn a_primary_that_never_answers_sync_info_is_timed_out() {
     );
     assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
 }
+
+#[test]
+fn setuid_and_setgid_bits_from_the_primary_are_dropped() {
+    setid_bits_dropped(&["cron"]);
+}
+
+#[test]
+fn setuid_and_setgid_bits_from_the_primary_are_dropped_over_sftp() {
+    setid_bits_dropped(&["cron", "--sftp"]);
+}
+
+/// A backup never needs setuid or setgid: files (and directories) the passive writes never
+/// get 04000 or 02000, whatever the primary's modes say.
+fn setid_bits_dropped(cron_args: &[&str]) {
+    let primary = fixture_primary();
+    let id = "20240102T120000";
+    let data = primary
+        .path()
+        .join(format!("primary-home/pg/base/{id}/data"));
+    let modes = [("setuid-tool", 0o4755), ("setgid-tool", 0o2750)];
+    for (name, mode) in modes {
+        let path = data.join(name);
+        fs::write(&path, b"#!/bin/sh\nid\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let shared = data.join("setgid-directory");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o2775)).unwrap();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let cron = rig.barsync(cron_args);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let copied = rig.server_directory().join(format!("base/{id}/data"));
+    for (name, mode) in modes {
+        let got = fs::metadata(copied.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        assert_eq!(got, mode & 0o1777, "{name}: {got:o}");
+    }
+    let got = fs::metadata(copied.join("setgid-directory"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(got, 0o775, "setgid-directory: {got:o}");
+}

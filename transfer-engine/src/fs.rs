@@ -258,6 +258,10 @@ impl Drop for TempFile {
     }
 }
 
+/// Permission bits without setuid and setgid (04000, 02000), for receivers that must never
+/// create such files (a passive node: a backup never needs them).
+pub const SETID_DROPPED: u32 = 0o1777;
+
 /// Whether `name` is one of the temporary names [`TempFile`] creates (`.<target>.barsync-`
 /// and 12 lowercase hex digits): what a killed process leaves behind, never a partial transfer
 /// (`.barsync-partial`) nor anyone else's file.

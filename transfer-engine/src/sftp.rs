@@ -62,6 +62,8 @@ pub struct SftpSource {
     check: Verification,
     /// Called with the size of every read of file data (a caller's rate limit).
     read_hook: Option<Box<dyn FnMut(usize) + Send>>,
+    /// The permission bits published files may get from the remote mode.
+    mode_mask: u32,
 }
 
 /// One file to fetch over SFTP.
@@ -100,6 +102,7 @@ impl SftpSource {
             sftp,
             check: Verification::SizeAndMtime,
             read_hook: None,
+            mode_mask: 0o7777,
         };
         let found = source
             .run("command -v b3sum; command -v sha256sum")
@@ -118,6 +121,12 @@ impl SftpSource {
     /// limit shared with other sessions, for instance).
     pub fn set_read_hook(&mut self, hook: Box<dyn FnMut(usize) + Send>) {
         self.read_hook = Some(hook);
+    }
+
+    /// Files published from now on never get the setuid or setgid bit, whatever the remote
+    /// mode (as [`Client::drop_setid`](crate::protocol::Client::drop_setid)).
+    pub fn drop_setid(&mut self) {
+        self.mode_mask = crate::fs::SETID_DROPPED;
     }
 
     /// The check this host allows.
@@ -224,7 +233,7 @@ impl SftpSource {
     }
 
     fn publish(&self, file: &SftpFile<'_>, downloaded: &Downloaded) -> Result<SftpFetch, String> {
-        publish_partial(file, downloaded)
+        publish_partial(file, downloaded, self.mode_mask)
             .map_err(|e| format!("{}: publishing: {e}", file.remote))?;
         Ok(SftpFetch {
             len: downloaded.len,
@@ -508,10 +517,10 @@ fn remove_partial(file: &SftpFile<'_>) {
 
 /// Sets mode and mtime, fsyncs, renames the partial copy over the destination inside the
 /// directory handle it was downloaded through, and fsyncs that directory.
-fn publish_partial(file: &SftpFile<'_>, downloaded: &Downloaded) -> io::Result<()> {
+fn publish_partial(file: &SftpFile<'_>, downloaded: &Downloaded, mode_mask: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let local = &downloaded.file;
-    local.set_permissions(std::fs::Permissions::from_mode(downloaded.mode & 0o7777))?;
+    local.set_permissions(std::fs::Permissions::from_mode(downloaded.mode & mode_mask))?;
     local.set_modified(
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(downloaded.mtime.max(0) as u64),
     )?;

@@ -5,6 +5,10 @@
 //! catalog. When barsync cannot run there (exit status 127), the link switches to SFTP over
 //! the same ssh settings for the rest of its life: whole files, verified by the primary's
 //! checksum tool. Sessions parked in a [`SessionCache`] are checked before they are reused.
+//!
+//! Files written through either never get the setuid or setgid bit (`drop_setid`): a backup
+//! never needs them, and a primary must not be able to plant such a file on the passive.
+//! `barsync copy` keeps modes as `rsync -p` does.
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,12 +228,15 @@ impl PrimaryLink {
             compression: self.compression,
         };
         match Client::connect(reader, writer, options) {
-            Ok(client) => Ok(Session::Barsync {
-                client: Box::new(client),
-                exit,
-                peer,
-                accounted: (0, 0),
-            }),
+            Ok(mut client) => {
+                client.drop_setid();
+                Ok(Session::Barsync {
+                    client: Box::new(client),
+                    exit,
+                    peer,
+                    accounted: (0, 0),
+                })
+            }
             Err(error) => {
                 let status = exit.wait();
                 match status {
@@ -262,6 +269,7 @@ impl PrimaryLink {
             .map_err(|e| self.failure(e.to_string()))?;
         let mut source = SftpSource::new(session)
             .map_err(|e| self.failure(format!("{peer}: starting SFTP: {e}")))?;
+        source.drop_setid();
         if let Some(throttle) = &self.throttle {
             let throttle = throttle.clone();
             source.set_read_hook(Box::new(move |bytes| throttle.consume(bytes)));

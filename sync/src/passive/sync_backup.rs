@@ -408,10 +408,10 @@ fn prepare_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), S
     Ok(())
 }
 
-/// After every file is in place: directory modes as on the primary, partial transfers
-/// removed, and every directory fsynced (so the tree survives a crash once DONE is written);
-/// each directory reached from `base` without following symlinks, as in
-/// [`prepare_destination`].
+/// After every file is in place: directory modes as on the primary (never setuid or setgid,
+/// as files: see [`PrimaryLink`]), partial transfers removed, and every directory fsynced (so
+/// the tree survives a crash once DONE is written); each directory reached from `base` without
+/// following symlinks, as in [`prepare_destination`].
 fn finish_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     for job in &plan.jobs {
@@ -428,7 +428,7 @@ fn finish_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), St
         let path = base.join(id).join(relative.as_str());
         let directory = open(relative.as_str())?;
         directory
-            .set_permissions(std::fs::Permissions::from_mode(mode & 0o7777 | 0o700))
+            .set_permissions(std::fs::Permissions::from_mode(mode & 0o1777 | 0o700))
             .map_err(|e| format!("setting the mode of {}: {e}", path.display()))?;
         directories.push((path, directory));
     }

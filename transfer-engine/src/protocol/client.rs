@@ -136,6 +136,8 @@ pub struct Client<R: Read, W: Write> {
     pub(super) next_request: u32,
     peer_agent: String,
     peer_features: u32,
+    /// What [`Incoming::mode_mask`] files of this session get.
+    mode_mask: u32,
 }
 
 impl<R: Read, W: Write + Send> Client<R, W> {
@@ -151,7 +153,15 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             next_request: 0,
             peer_agent,
             peer_features,
+            mode_mask: 0o7777,
         })
+    }
+
+    /// Files this client writes from now on never get the setuid or setgid bit, whatever the
+    /// sender's mode (a backup never needs them: the passive node asks for this). Without it,
+    /// modes are kept as `rsync -p` keeps them.
+    pub fn drop_setid(&mut self) {
+        self.mode_mask = crate::fs::SETID_DROPPED;
     }
 
     /// Bytes sent and received in this session so far, frame headers included.
@@ -235,13 +245,20 @@ impl<R: Read, W: Write + Send> Client<R, W> {
         let level = self.options.compression.unwrap_or(0).clamp(0, 22) as u8;
         let (pending_tx, pending_rx) = sync_channel::<Pending>(MAX_IN_FLIGHT);
         let reader = &mut self.reader;
+        let mode_mask = self.mode_mask;
         let (outcomes, writer_result) = std::thread::scope(|scope| {
             let sender = scope.spawn(move || {
                 let result = send_requests(&mut writer, requests, first_request, level, pending_tx);
                 (writer, result)
             });
-            let outcomes =
-                receive_answers(reader, requests, first_request, pending_rx, &mut progress);
+            let outcomes = receive_answers(
+                reader,
+                requests,
+                first_request,
+                mode_mask,
+                pending_rx,
+                &mut progress,
+            );
             let (writer, result) = sender.join().expect("request thread panicked");
             self.writer = Some(writer);
             (outcomes, result)
@@ -431,6 +448,7 @@ fn receive_answers<R: Read>(
     reader: &mut FrameReader<R>,
     requests: &[FetchRequest],
     first_request: u32,
+    mode_mask: u32,
     pending: Receiver<Pending>,
     progress: &mut dyn FnMut(&FetchOutcome),
 ) -> Result<Vec<FetchOutcome>, ProtocolError> {
@@ -477,6 +495,7 @@ fn receive_answers<R: Read>(
             signature: &entry.signature,
             max_len: request.max_len,
             part: request.part.is_some(),
+            mode_mask,
         };
         let make_temp = || {
             let mut temp = TempFile::for_destination(&request.destination)?;

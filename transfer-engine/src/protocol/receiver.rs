@@ -33,6 +33,9 @@ pub(super) struct Incoming<'a> {
     /// The request was for a byte range of the file (`FileBegin` then also carries the whole
     /// file's length).
     pub part: bool,
+    /// The permission bits the written file may get from the sender's mode (0o7777: all;
+    /// [`SETID_DROPPED`](crate::fs::SETID_DROPPED): never setuid or setgid).
+    pub mode_mask: u32,
 }
 
 /// A file received, verified and published.
@@ -97,7 +100,7 @@ pub(super) fn read_file_begin<R: Read>(
     }
     let len = fields.u64()?;
     let mtime = (fields.i64()?, fields.u32()?);
-    let mode = fields.u32()? & 0o7777;
+    let mode = fields.u32()? & 0o7777 & incoming.mode_mask;
     let digest_block = 1usize.checked_shl(fields.u8()? as u32).unwrap_or(0);
     let file_len = if incoming.part { fields.u64()? } else { len };
     fields.end()?;

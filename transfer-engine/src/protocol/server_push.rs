@@ -162,6 +162,7 @@ impl PushReceiver {
             signature: &push.signature,
             max_len: Some(push.size),
             part: false,
+            mode_mask: 0o7777,
         };
         let make_temp = || {
             TempFile::in_directory(
