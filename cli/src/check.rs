@@ -2,9 +2,10 @@
 //! `FAILED (reason)`, exit status 1 when any failed: the configuration (settings Barman
 //! ignores or misreads), the ssh connection to the primary (run as Barman runs it,
 //! `<primary_ssh_command> -o BatchMode=yes true`), its host key, clean output, barsync and
-//! barman on the primary, the local directories (created when missing, as Barman's check
-//! does, then written to), WAL compression against the primary's (from `primary.info`), and
-//! how old the last synced backup and WAL are. Always the same checks in the same order (for
+//! barman on the primary, whether its `barsync serve` is read-only (a session opened as the
+//! passive opens them), the local directories (created when missing, as Barman's check does,
+//! then written to), WAL compression against the primary's (from `primary.info`), and how old
+//! the last synced backup and WAL are. Always the same checks in the same order (for
 //! monitoring), as text, `--json` or `--nagios`.
 
 use std::path::{Path, PathBuf};
@@ -31,7 +32,8 @@ pub const AFTER_HELP: &str = concat!(
 Checks: configuration (no setting of the server's section or of [barman] that Barman ignores
 or misreads: a misspelt option, an invalid value, a `; comment` kept in a value), ssh (the
 primary answers `true` in batch mode), ssh host key (a changed key is reported as such),
-ssh output clean, barsync and barman on the primary's PATH, directories (created when
+ssh output clean, barsync and barman on the primary's PATH, barsync serve (read-only or
+read-write, from a session opened as the passive opens them), directories (created when
 missing, then written to), compression (the same as the primary's, from primary.info),
 primary.info (present), cron lock (not held by a run with no progress for 30 minutes),
 failed backups, last synced backup and last synced WAL (their age; FAILED beyond
@@ -236,6 +238,12 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
         return checks;
     };
     checks.extend(ssh_checks(server, ssh, remote_barsync));
+    let barsync_found = checks
+        .iter()
+        .any(|c| c.name == "barsync on the primary" && c.result.is_ok());
+    if barsync_found {
+        checks.push(check("barsync serve", serve_mode(server, remote_barsync)));
+    }
     checks.push(check("directories", directories(server)));
     let primary = load_primary_info(server);
     let primary_info_saved = server.primary_info_path().exists();
@@ -365,6 +373,29 @@ fn never_synced(server: &ServerConfig, option: &str, what: &str) -> Result<Strin
         _ => Ok(format!(
             "no {what} synced yet: the next `barsync cron` copies the primary's"
         )),
+    }
+}
+
+/// Whether the primary's `barsync serve` refuses writes, from the `Hello` of a session opened
+/// as the passive opens them (roots from `primary.info`). Read-write is OK, with a hint.
+fn serve_mode(server: &ServerConfig, remote_barsync: &str) -> Result<String, String> {
+    use barsync_sync::passive::primary_link::PrimaryLink;
+    use barsync_sync::passive::{PassiveOptions, Quiet};
+    let Ok(primary) = load_primary_info(server) else {
+        return Ok("not checked: no primary.info yet (run `barsync cron`)".into());
+    };
+    let options = PassiveOptions {
+        remote_barsync: remote_barsync.to_owned(),
+        ..PassiveOptions::default()
+    };
+    let link = PrimaryLink::new(server, &primary, &options).map_err(|e| e.to_string())?;
+    let session = link.open(&Quiet).map_err(|e| e.to_string())?;
+    let read_only = session.serves_read_only();
+    session.close()?;
+    match read_only {
+        Some(true) => Ok("read-only: the primary refuses any write from this node".into()),
+        Some(false) => Ok("read-write: pin this node's key to `barsync serve --read-only` on the primary (README, \"A read-only key on the primary\")".into()),
+        None => Ok("not checked: the primary is reached over SFTP".into()),
     }
 }
 

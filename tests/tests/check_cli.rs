@@ -260,3 +260,47 @@ fn an_sftp_only_primary_can_pass_check() {
         "{text}"
     );
 }
+
+#[test]
+fn check_says_whether_the_primarys_serve_is_read_only() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let open = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&open.stdout).into_owned();
+    assert!(
+        line(&text, "barsync serve").contains("OK (read-write"),
+        "{}",
+        describe(&open)
+    );
+    // The primary pins the passive's key: barsync serve always runs --read-only, anything
+    // else (sync-info, check's probes) as asked.
+    let dispatcher = rig.directory.path().join("pin-serve");
+    std::fs::write(
+        &dispatcher,
+        format!(
+            "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  \"'barsync' serve \"*) exec barsync serve --read-only --root '{}' ;;\n  *) exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\" ;;\nesac\n",
+            primary.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &dispatcher,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let keys = rig.sshd.directory().join("authorized_keys");
+    let key = std::fs::read_to_string(&keys).unwrap();
+    std::fs::write(&keys, format!("command=\"{}\" {key}", dispatcher.display())).unwrap();
+    let pinned = rig.barsync(&["check", "pg"]);
+    let text = String::from_utf8_lossy(&pinned.stdout).into_owned();
+    assert!(
+        line(&text, "barsync serve").contains("OK (read-only"),
+        "{}",
+        describe(&pinned)
+    );
+    // And the passive still syncs through it.
+    let again = rig.barsync(&["cron"]);
+    assert!(again.status.success(), "{}", describe(&again));
+}

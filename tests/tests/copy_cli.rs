@@ -463,3 +463,71 @@ fn pushing_to_a_remote_without_barsync_falls_back_to_sftp() {
         changed
     );
 }
+
+#[test]
+fn a_read_only_serve_forced_in_authorized_keys_refuses_pushes_and_still_serves() {
+    // As a primary would pin a passive's key: `command="barsync serve --read-only --root …"`.
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    fs::create_dir_all(remote.path().join("served")).unwrap();
+    fs::write(remote.path().join("served/keep"), b"primary's file").unwrap();
+    let keys = sshd.directory().join("authorized_keys");
+    let key = fs::read_to_string(&keys).unwrap();
+    fs::write(
+        &keys,
+        format!(
+            "command=\"{} serve --read-only --root {}\",no-pty,no-port-forwarding {key}",
+            binaries::barsync().display(),
+            remote.path().display()
+        ),
+    )
+    .unwrap();
+    fs::create_dir_all(local.path().join("tree")).unwrap();
+    fs::write(local.path().join("tree/planted"), b"from the passive").unwrap();
+    let (rsh, host) = rsh_and_host(&sshd);
+    let copy = |args: &[&str], source: String, destination: String| {
+        Command::new(binaries::barsync())
+            .args(["copy", "-r", "-e", &rsh])
+            .args(args)
+            .arg(source)
+            .arg(destination)
+            .output()
+            .expect("barsync runs")
+    };
+    for args in [&[][..], &["--delete"][..]] {
+        let push = copy(
+            args,
+            format!("{}/tree/", local.path().display()),
+            format!("{host}:{}/served", remote.path().display()),
+        );
+        let said = String::from_utf8_lossy(&push.stderr);
+        assert!(!push.status.success(), "{args:?}: the push succeeded");
+        assert!(
+            said.contains("read-only") && said.contains("refused"),
+            "{args:?}: {said}"
+        );
+        assert!(!remote.path().join("served/planted").exists(), "{args:?}");
+        assert_eq!(
+            fs::read(remote.path().join("served/keep")).unwrap(),
+            b"primary's file",
+            "{args:?}"
+        );
+    }
+    let pull = copy(
+        &[],
+        format!("{host}:{}/served/", remote.path().display()),
+        local.path().join("pulled").display().to_string(),
+    );
+    assert!(
+        pull.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    // Under the forced root the trailing slash of the source is not honoured (the file lands
+    // in pulled/served/): reads work, which is what this test is about.
+    let pulled = ["pulled/keep", "pulled/served/keep"]
+        .iter()
+        .find_map(|p| fs::read(local.path().join(p)).ok());
+    assert_eq!(pulled.as_deref(), Some(&b"primary's file"[..]));
+}

@@ -12,7 +12,7 @@ use common::random_bytes;
 use transfer_engine::confine::Roots;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::frame::{FrameWriter, Kind};
-use transfer_engine::protocol::{serve, Client, EntryKind, FetchRequest, ProtocolError};
+use transfer_engine::protocol::{serve, Client, EntryKind, FetchRequest, ProtocolError, PushItem};
 use transfer_engine::transport::{memory_pipe, PipeReader, PipeWriter};
 
 const PIPE: usize = 256 * 1024;
@@ -370,4 +370,78 @@ fn a_cut_connection_is_a_clean_error() {
             "{error}"
         );
     }
+}
+
+#[test]
+fn a_read_only_server_says_so_and_refuses_every_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir_all(root.join("kept")).unwrap();
+    fs::write(root.join("kept/file"), b"original").unwrap();
+    let local = dir.path().join("local");
+    fs::write(&local, b"replacement").unwrap();
+    let (to_server, server_in) = memory_pipe(PIPE);
+    let (server_out, from_server) = memory_pipe(PIPE);
+    let roots = Roots::new(vec![root.clone()]).unwrap();
+    let server = thread::spawn(move || {
+        transfer_engine::protocol::serve_with(
+            server_in,
+            server_out,
+            &roots,
+            transfer_engine::protocol::ServeOptions { read_only: true },
+        )
+        .map(drop)
+    });
+    let mut client = Client::connect(from_server, to_server, options()).unwrap();
+    assert!(client.peer_read_only());
+    let at = |path: &str| format!("{}/{path}", root.display());
+    let items = vec![
+        PushItem::File {
+            local: local.clone(),
+            remote_path: at("kept/file"),
+        },
+        PushItem::File {
+            local,
+            remote_path: at("new"),
+        },
+        PushItem::Directory {
+            remote_path: at("dir"),
+            mode: 0o755,
+        },
+        PushItem::Symlink {
+            remote_path: at("link"),
+            target: "/etc".into(),
+        },
+        PushItem::Remove {
+            remote_path: at("kept"),
+        },
+    ];
+    let outcomes = client.push(&items, |_| {}).unwrap();
+    assert_eq!(outcomes.len(), items.len());
+    for outcome in &outcomes {
+        let error = outcome.result.as_ref().unwrap_err();
+        assert!(
+            error.contains("refused") && error.contains("read-only"),
+            "{}: {error}",
+            outcome.remote_path
+        );
+    }
+    assert_eq!(fs::read(root.join("kept/file")).unwrap(), b"original");
+    let mut names: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["kept"]);
+    // Reads are served as ever.
+    fs::create_dir_all(dir.path().join("copy/kept")).unwrap();
+    let fetched = client
+        .fetch(
+            &requests(&root, &dir.path().join("copy"), &["kept/file"]),
+            |_| {},
+        )
+        .unwrap();
+    assert!(fetched[0].result.is_ok(), "{:?}", fetched[0].result);
+    client.finish().unwrap();
+    server.join().unwrap().unwrap();
 }

@@ -312,6 +312,15 @@ impl Session {
         }
     }
 
+    /// Whether the primary's `barsync serve` runs `--read-only` (refusing every write); `None`
+    /// over SFTP, which has no such notion.
+    pub fn serves_read_only(&self) -> Option<bool> {
+        match self {
+            Session::Barsync { client, .. } => Some(client.peer_read_only()),
+            Session::Sftp { .. } => None,
+        }
+    }
+
     /// Who is at the other end (for messages).
     pub fn peer(&self) -> &str {
         match self {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
-use super::handshake::{handshake, FEATURE_RANGES};
+use super::handshake::{handshake, FEATURES, FEATURE_RANGES, FEATURE_READ_ONLY};
 use super::link::receive_file_or_link;
 use super::literal::LiteralDecoder;
 use super::part::receive_part;
@@ -145,7 +145,7 @@ impl<R: Read, W: Write + Send> Client<R, W> {
     pub fn connect(input: R, output: W, options: ClientOptions) -> Result<Self, ProtocolError> {
         let mut reader = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
         let mut writer = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
-        let (peer_agent, peer_features) = handshake(&mut reader, &mut writer)?;
+        let (peer_agent, peer_features) = handshake(&mut reader, &mut writer, FEATURES)?;
         Ok(Client {
             reader,
             writer: Some(writer),
@@ -175,6 +175,12 @@ impl<R: Read, W: Write + Send> Client<R, W> {
     /// Whether the server answers requests for byte ranges of a file ([`FetchRequest::part`]).
     pub fn supports_parts(&self) -> bool {
         self.peer_features & FEATURE_RANGES != 0
+    }
+
+    /// Whether the server announced itself read-only (`barsync serve --read-only`: every push
+    /// is refused).
+    pub fn peer_read_only(&self) -> bool {
+        self.peer_features & FEATURE_READ_ONLY != 0
     }
 
     /// The server's agent string (e.g. `barsync 0.1.0`).

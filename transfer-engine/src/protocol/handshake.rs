@@ -14,17 +14,24 @@ const MAGIC: &[u8; 4] = b"BSYN";
 pub const FEATURE_ZSTD: u32 = 1;
 /// Feature bit: the side answers `RangeRequest` (a byte range of a file, verified on its own).
 pub const FEATURE_RANGES: u32 = 2;
+/// Feature bit: the side is a `barsync serve --read-only`: it refuses every push (file,
+/// directory, symlink, removal). Older servers never set it.
+pub const FEATURE_READ_ONLY: u32 = 4;
+/// The features every side of this build announces.
+pub const FEATURES: u32 = FEATURE_ZSTD | FEATURE_RANGES;
 
-/// Sends our `Hello` and checks the peer's; returns the peer's agent string and features.
+/// Sends our `Hello` (announcing `features`) and checks the peer's; returns the peer's agent
+/// string and features.
 pub fn handshake<R: Read, W: Write>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
+    features: u32,
 ) -> Result<(String, u32), ProtocolError> {
     writer
         .start()
         .rest(MAGIC)
         .u32(PROTOCOL_VERSION)
-        .u32(FEATURE_ZSTD | FEATURE_RANGES)
+        .u32(features)
         .str(AGENT);
     writer.send(Kind::Hello)?;
     writer.flush()?;

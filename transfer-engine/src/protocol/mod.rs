@@ -46,7 +46,7 @@ pub use client::{Client, FetchOutcome, FetchReport, FetchRequest};
 pub use handshake::{AGENT, PROTOCOL_VERSION};
 pub use push::{PushItem, PushOutcome};
 pub use sender::MAX_SIGNATURE_BYTES;
-pub use server::serve;
+pub use server::{serve, serve_with, ServeOptions};
 
 use crate::confine::RelativePath;
 

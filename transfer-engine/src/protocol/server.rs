@@ -4,13 +4,18 @@
 //! and opened through [`crate::confine`], never through a shell and never across a symlink.
 //! Output is flushed whenever no further request is already buffered, so a pipelined client
 //! gets answers as soon as it waits for them.
+//!
+//! A read-only server ([`ServeOptions::read_only`], `barsync serve --read-only`) announces it
+//! in its `Hello` and answers every push request (file, directory, symlink, removal) with a
+//! refusal, before looking at its path: nothing below its roots is ever created, changed or
+//! removed. Its answers to reads are unchanged.
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::MetadataExt;
 
 use super::client::FLAG_IN_PLACE;
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
-use super::handshake::handshake;
+use super::handshake::{handshake, FEATURES, FEATURE_READ_ONLY};
 use super::sender::{read_signature, send_file, send_request_error, ByteRange};
 use super::server_push::PushReceiver;
 use super::{Entry, EntryKind, ProtocolError};
@@ -27,15 +32,37 @@ pub struct ServeSummary {
     pub bytes_out: u64,
 }
 
+/// How a server behaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Refuse every push request (`barsync serve --read-only`).
+    pub read_only: bool,
+}
+
 /// Serves one session on `input`/`output` until the client says it is done.
 pub fn serve<R: Read, W: Write>(
     input: R,
     output: W,
     roots: &Roots,
 ) -> Result<ServeSummary, ProtocolError> {
+    serve_with(input, output, roots, ServeOptions::default())
+}
+
+/// [`serve`] with `options`.
+pub fn serve_with<R: Read, W: Write>(
+    input: R,
+    output: W,
+    roots: &Roots,
+    options: ServeOptions,
+) -> Result<ServeSummary, ProtocolError> {
     let mut reader = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
     let mut writer = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
-    handshake(&mut reader, &mut writer)?;
+    let features = if options.read_only {
+        FEATURES | FEATURE_READ_ONLY
+    } else {
+        FEATURES
+    };
+    handshake(&mut reader, &mut writer, features)?;
     let mut summary = ServeSummary::default();
     let mut pushes = PushReceiver::default();
     loop {
@@ -99,7 +126,11 @@ pub fn serve<R: Read, W: Write>(
                 let path = fields.str()?.to_string();
                 let size = fields.u64()?;
                 fields.end()?;
-                pushes.file_header(&mut writer, roots, request, &path, size)?;
+                if options.read_only {
+                    send_request_error(&mut writer, request, &read_only_refusal(&path))?;
+                } else {
+                    pushes.file_header(&mut writer, roots, request, &path, size)?;
+                }
             }
             Kind::FileBegin | Kind::RequestError => {
                 let request = fields.u32()?;
@@ -110,20 +141,32 @@ pub fn serve<R: Read, W: Write>(
                 let path = fields.str()?.to_string();
                 let mode = fields.u32()?;
                 fields.end()?;
-                PushReceiver::make_directory(&mut writer, roots, request, &path, mode)?;
+                if options.read_only {
+                    PushReceiver::refuse(&mut writer, request, read_only_refusal(&path))?;
+                } else {
+                    PushReceiver::make_directory(&mut writer, roots, request, &path, mode)?;
+                }
             }
             Kind::MakeSymlink => {
                 let request = fields.u32()?;
                 let path = fields.str()?.to_string();
                 let target = fields.str()?.to_string();
                 fields.end()?;
-                PushReceiver::make_symlink(&mut writer, roots, request, &path, &target)?;
+                if options.read_only {
+                    PushReceiver::refuse(&mut writer, request, read_only_refusal(&path))?;
+                } else {
+                    PushReceiver::make_symlink(&mut writer, roots, request, &path, &target)?;
+                }
             }
             Kind::Remove => {
                 let request = fields.u32()?;
                 let path = fields.str()?.to_string();
                 fields.end()?;
-                PushReceiver::remove(&mut writer, roots, request, &path)?;
+                if options.read_only {
+                    PushReceiver::refuse(&mut writer, request, read_only_refusal(&path))?;
+                } else {
+                    PushReceiver::remove(&mut writer, roots, request, &path)?;
+                }
             }
             Kind::RequestsDone => {
                 fields.end()?;
@@ -288,4 +331,9 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// Why a read-only server refuses a write to `path`.
+fn read_only_refusal(path: &str) -> String {
+    format!("{path}: refused: this barsync serve is read-only (--read-only); it never writes")
 }

@@ -175,6 +175,15 @@ impl PushReceiver {
         send_done(writer, id, result.map(drop))
     }
 
+    /// Answers a directory, symlink or removal request with a refusal, doing nothing.
+    pub fn refuse<W: Write>(
+        writer: &mut FrameWriter<W>,
+        id: u32,
+        message: String,
+    ) -> Result<(), ProtocolError> {
+        send_done(writer, id, Err(message))
+    }
+
     /// `MakeDirectory`: creates the directory (replacing a file or symlink of that name).
     pub fn make_directory<W: Write>(
         writer: &mut FrameWriter<W>,
