@@ -238,10 +238,15 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
         return checks;
     };
     checks.extend(ssh_checks(server, ssh, remote_barsync));
-    let barsync_found = checks
-        .iter()
-        .any(|c| c.name == "barsync on the primary" && c.result.is_ok());
-    if barsync_found {
+    // Also when the look was refused (a key pinned to `barsync serve --read-only` on the
+    // primary refuses shell commands): the session says what the shell could not.
+    let barsync_maybe = checks.iter().any(|c| {
+        c.name == "barsync on the primary"
+            && c.result
+                .as_ref()
+                .map_or_else(|reason| reason.starts_with("cannot look"), |_| true)
+    });
+    if barsync_maybe {
         checks.push(check("barsync serve", serve_mode(server, remote_barsync)));
     }
     checks.push(check("directories", directories(server)));

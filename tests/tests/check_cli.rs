@@ -274,13 +274,13 @@ fn check_says_whether_the_primarys_serve_is_read_only() {
         "{}",
         describe(&open)
     );
-    // The primary pins the passive's key: barsync serve always runs --read-only, anything
-    // else (sync-info, check's probes) as asked.
+    // The primary pins the passive's key with the README's dispatcher: barsync serve always
+    // runs --read-only, sync-info runs without a shell, check's `true` answers, nothing else.
     let dispatcher = rig.directory.path().join("pin-serve");
     std::fs::write(
         &dispatcher,
         format!(
-            "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  \"'barsync' serve \"*) exec barsync serve --read-only --root '{}' ;;\n  *) exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\" ;;\nesac\n",
+            "#!/bin/sh\nset -f\ncase \"$SSH_ORIGINAL_COMMAND\" in\n  \"'barsync' serve \"*) exec barsync serve --read-only --root '{}' ;;\n  \"barman sync-info \"*) exec $SSH_ORIGINAL_COMMAND ;;\n  true) exit 0 ;;\n  *) echo \"refused by barsync-passive-key\" >&2; exit 1 ;;\nesac\n",
             primary.path().display()
         ),
     )
@@ -297,6 +297,11 @@ fn check_says_whether_the_primarys_serve_is_read_only() {
     let text = String::from_utf8_lossy(&pinned.stdout).into_owned();
     assert!(
         line(&text, "barsync serve").contains("OK (read-only"),
+        "{}",
+        describe(&pinned)
+    );
+    assert!(
+        line(&text, "barsync on the primary").contains("FAILED (cannot look"),
         "{}",
         describe(&pinned)
     );
