@@ -7,10 +7,12 @@
 //! [`Destination::open_parent`], never through a symlink; [`remove_at`] removes a tree the same
 //! way.
 //!
-//! Memory maps: [`MappedFile`] maps a file read-only. The engine maps only files it does not
-//! expect to change while mapped (a basis on the receiver, a finished backup or WAL file on the
-//! sender); a file truncated under a live map would fault, so callers must not map files that
-//! are still being written.
+//! Memory maps: [`MappedFile`] maps a file read-only. The engine maps files it does not expect
+//! to change while mapped (a basis on the receiver, a finished backup or WAL file on the
+//! sender), but cannot prevent it: a file truncated under a live map would fault, so every map
+//! is registered with [`crate::map_guard`], whose SIGBUS handler turns the pages past the new
+//! end into zeros and marks the map. Readers ask [`MappedFile::changed`] (the fault mark, or a
+//! size or mtime that differs from when the file was mapped) before trusting what they read.
 
 use std::borrow::Borrow;
 use std::fs::File;
@@ -30,26 +32,71 @@ pub const RELEASE_EVERY: usize = 32 << 20;
 
 /// A read-only memory map of a whole file (an empty file maps to an empty slice).
 pub struct MappedFile {
+    // Declared before `map`: fields drop in order, and the range must be unregistered before it
+    // is unmapped (the address could be reused by another map).
+    guard: Option<crate::map_guard::Registration>,
     map: Option<Mmap>,
+    /// The file, to compare its size and mtime with `mapped_as` ([`MappedFile::changed`]).
+    file: File,
+    /// Size and mtime (seconds, nanoseconds) when it was mapped.
+    mapped_as: (u64, i64, i64),
 }
 
 impl MappedFile {
     /// Maps `path`.
     pub fn open(path: &Path) -> io::Result<MappedFile> {
-        let file = File::open(path)?;
-        MappedFile::from_file(&file)
+        MappedFile::map_owned(File::open(path)?)
     }
 
     /// Maps an open file.
     pub fn from_file(file: &File) -> io::Result<MappedFile> {
-        if file.metadata()?.len() == 0 {
-            return Ok(MappedFile { map: None });
+        MappedFile::map_owned(file.try_clone()?)
+    }
+
+    fn map_owned(file: File) -> io::Result<MappedFile> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = file.metadata()?;
+        let mapped_as = (metadata.len(), metadata.mtime(), metadata.mtime_nsec());
+        if metadata.len() == 0 {
+            return Ok(MappedFile {
+                guard: None,
+                map: None,
+                file,
+                mapped_as,
+            });
         }
-        // SAFETY: see the module documentation: mapped files are not modified while mapped.
-        let map = unsafe { Mmap::map(file)? };
+        // SAFETY: the map is read-only and owned by this value. A file changed while mapped
+        // changes what the slice reads (reported by `changed`, never undefined behaviour for
+        // this process beyond reading other bytes), and one truncated while mapped faults into
+        // `map_guard`'s handler, which maps zeros over the lost pages instead of killing us.
+        let map = unsafe { Mmap::map(&file)? };
+        let guard =
+            crate::map_guard::register(map.as_ptr(), map.len()).map_err(io::Error::other)?;
         // Sequential access dominates; read-ahead helps signature and delta scans.
         let _ = map.advise(memmap2::Advice::Sequential);
-        Ok(MappedFile { map: Some(map) })
+        Ok(MappedFile {
+            guard: Some(guard),
+            map: Some(map),
+            file,
+            mapped_as,
+        })
+    }
+
+    /// Whether reading the map faulted: the file shrank under it, and what was read from the
+    /// faulting page on was zeros, not the file. One atomic load: cheap enough to ask often.
+    pub fn faulted(&self) -> bool {
+        self.guard.as_ref().is_some_and(|guard| guard.faulted())
+    }
+
+    /// Whether the file may have changed since it was mapped: a read faulted, or its size or
+    /// modification time is not what it was (or cannot be read). What was read from a changed
+    /// file must not be trusted; ask after reading.
+    pub fn changed(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.faulted()
+            || self.file.metadata().map_or(true, |m| {
+                (m.len(), m.mtime(), m.mtime_nsec()) != self.mapped_as
+            })
     }
 }
 
@@ -68,7 +115,9 @@ impl MappedFile {
             return;
         }
         // SAFETY: MADV_DONTNEED on a shared, read-only file mapping only drops page table
-        // entries: later reads repopulate them from the file, with the content explained above.
+        // entries: later reads repopulate them from the file, with the content explained above
+        // (or, past the end of a file that shrank, fault into `map_guard`'s handler again). On
+        // the zero pages that handler maps, it drops them: they read as zeros again.
         let _ = unsafe {
             map.unchecked_advise_range(
                 memmap2::UncheckedAdvice::DontNeed,

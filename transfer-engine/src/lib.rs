@@ -34,6 +34,7 @@ pub mod error;
 pub mod fs;
 pub mod index;
 pub mod local;
+pub mod map_guard;
 pub mod patch;
 pub mod protocol;
 pub mod rolling;
