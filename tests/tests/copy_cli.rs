@@ -531,3 +531,110 @@ fn a_read_only_serve_forced_in_authorized_keys_refuses_pushes_and_still_serves()
         .find_map(|p| fs::read(local.path().join(p)).ok());
     assert_eq!(pulled.as_deref(), Some(&b"primary's file"[..]));
 }
+
+/// `count` bytes that do not compress (xorshift).
+fn incompressible(count: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..count / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect()
+}
+
+/// Starts `copy`, truncates `source` to 1 MB once 30 MB of it have arrived in `dest_dir`, and
+/// checks the outcome: a clean failure naming the file, not a crash, and no temporary file left
+/// behind except the resumable partial.
+fn source_truncated_mid_copy(
+    mut copy: Command,
+    source: &std::path::Path,
+    dest_dir: &std::path::Path,
+) {
+    let mut child = copy
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while largest_temp(dest_dir) < 30_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfer did not start"
+        );
+        if child.try_wait().unwrap().is_some() {
+            panic!("the copy finished before the source could be truncated; make it larger");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    fs::File::options()
+        .write(true)
+        .open(source)
+        .unwrap()
+        .set_len(1_000_000)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), None, "killed by a signal: {stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("big changed while being read"), "{stderr}");
+    assert!(
+        !dest_dir.join("big").exists(),
+        "nothing incomplete is published"
+    );
+    let left: Vec<String> = fs::read_dir(dest_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != ".big.barsync-partial" && name != "small")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_local_source_truncated_mid_copy_fails_cleanly() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let source = source_dir.path().join("big");
+    fs::write(&source, incompressible(400_000_000)).unwrap();
+    let mut copy = Command::new(binaries::barsync());
+    copy.args(["copy", "--compress-level", "0"])
+        .arg(&source)
+        .arg(local.path().join("big"));
+    source_truncated_mid_copy(copy, &source, local.path());
+}
+
+#[test]
+fn a_remote_source_truncated_mid_copy_fails_cleanly_and_the_session_goes_on() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    fs::create_dir(remote.path().join("tree")).unwrap();
+    let source = remote.path().join("tree/big");
+    fs::write(&source, incompressible(400_000_000)).unwrap();
+    // A second file, sent after the truncated one in the same session.
+    fs::write(remote.path().join("tree/small"), b"after the big one").unwrap();
+    let (rsh, host) = rsh_and_host(&sshd);
+    let mut copy = Command::new(binaries::barsync());
+    copy.args([
+        "copy",
+        "-r",
+        "--transport",
+        "subprocess",
+        "--compress-level",
+        "0",
+        "-e",
+        &rsh,
+        "--remote-barsync",
+    ])
+    .arg(binaries::barsync())
+    .arg(format!("{host}:{}/", remote.path().join("tree").display()))
+    .arg(local.path());
+    source_truncated_mid_copy(copy, &source, local.path());
+    assert_eq!(
+        fs::read(local.path().join("small")).unwrap(),
+        b"after the big one"
+    );
+}

@@ -37,6 +37,9 @@ pub enum TransferError {
         #[source]
         source: io::Error,
     },
+    /// The source or the basis changed (shrank, or its size or mtime moved) while it was read.
+    #[error("{} changed while being read", path.display())]
+    Changed { path: PathBuf },
     /// The signature did not survive its own encoding (a bug, reported rather than hidden).
     #[error("signature round trip: {0}")]
     Signature(#[from] FormatError),
@@ -81,6 +84,12 @@ pub fn transfer_file(
     let delta_wire = encoder
         .finish(&summary)
         .expect("writing to memory cannot fail");
+
+    if new.changed() {
+        return Err(TransferError::Changed {
+            path: source.to_path_buf(),
+        });
+    }
 
     // Receiver: rebuilds, verifies and publishes.
     let own_signature = Signature::decode(&signature_wire)?;

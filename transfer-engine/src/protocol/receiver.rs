@@ -130,7 +130,8 @@ pub(super) struct OperationsEnd {
 
 /// Reads operations up to `FileEnd`, applying them to `sink` until it fails (then the rest is
 /// read and dropped, so the stream stays usable). Returns the end record, the bytes copied from
-/// the basis, and the first failure.
+/// the basis, and the first failure. A `RequestError` in place of `FileEnd` (the sender's file
+/// changed while it was read) is a failure; the end record is then meaningless.
 pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
     reader: &mut FrameReader<R>,
     incoming: &Incoming<'_>,
@@ -162,6 +163,17 @@ pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
                     Some(sink) if failure.is_none() => sink.literal(data),
                     _ => Ok(()),
                 }
+            }
+            Kind::RequestError => {
+                // The sender gave up on the file after starting it (it changed while read).
+                let message = format!("{}: {}", incoming.peer, fields.str()?);
+                fields.end()?;
+                return Ok(OperationsEnd {
+                    end: (0, FileDigest([0; 32])),
+                    reused,
+                    failure: Some(failure.unwrap_or(message)),
+                    out_of_space,
+                });
             }
             Kind::FileEnd => {
                 let end_len = fields.u64()?;
@@ -247,7 +259,7 @@ pub(super) fn receive_file<R: Read>(
         if let (true, Some(temp)) = (e.is_out_of_space(), temp.as_mut()) {
             temp.discard_partial();
         }
-        return Ok(Err(format!("{label}: {e}")));
+        return Ok(Err(format!("{label}: {e}{}", basis_note(incoming))));
     }
     let mut temp = temp.expect("patcher implies a temporary file");
     if let Err(e) = temp.set_attributes(header.mode, header.mtime) {
@@ -308,7 +320,7 @@ pub(super) fn receive_file_in_place<R: Read>(
     }
     let patcher = patcher.expect("no failure means a patcher");
     if let Err(e) = patcher.finish(end.0, &end.1) {
-        return Ok(Err(format!("{label}: {e}")));
+        return Ok(Err(format!("{label}: {e}{}", basis_note(incoming))));
     }
     if let Err(e) = set_attributes(file, header.mode, header.mtime) {
         return Ok(Err(format!("{label}: setting mode and mtime: {e}")));
@@ -318,6 +330,15 @@ pub(super) fn receive_file_in_place<R: Read>(
         digest: end.1,
         reused_bytes: reused.min(end.0),
     }))
+}
+
+/// Why a patch may have failed, when its basis shrank while the patch read it (the pages past
+/// its new end read as zeros: [`MappedFile::faulted`]).
+fn basis_note(incoming: &Incoming<'_>) -> &'static str {
+    match incoming.basis_map {
+        Some(map) if map.faulted() => " (the local basis shrank while it was read)",
+        _ => "",
+    }
 }
 
 fn set_attributes(file: &File, mode: u32, mtime: (i64, u32)) -> io::Result<()> {

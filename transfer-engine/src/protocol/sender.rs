@@ -67,8 +67,10 @@ pub(super) struct ByteRange {
 /// Streams the delta of the open regular file `file` (named `label` in messages) against
 /// `signature`, with literals compressed at zstd `level` (`None`: raw). With `range`, only those
 /// bytes (as many as the file has) are sent, as if they were the whole file, and `FileBegin`
-/// also carries the whole file's length. `Ok(Err(message))`: the file could not be read;
-/// nothing was sent for it yet.
+/// also carries the whole file's length. `Ok(Err(message))`: the file could not be read, or it
+/// changed while it was read (truncated under the map, or its size or mtime moved: rsync's
+/// "file has vanished" class); the caller answers `RequestError`, which ends the file whether
+/// or not its `FileBegin` and some operations were sent.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn send_file<W: Write>(
     writer: &mut FrameWriter<W>,
@@ -116,8 +118,17 @@ pub(super) fn send_file<W: Write>(
         writer,
         id,
         literals: LiteralEncoder::new(level),
+        map: &map,
     };
-    let summary = delta_with(bytes, signature, &mut sink, options)?;
+    let changed = || format!("{label} changed while being read");
+    let summary = match delta_with(bytes, signature, &mut sink, options) {
+        Ok(summary) => summary,
+        Err(SinkError::Protocol(e)) => return Err(e),
+        Err(SinkError::Changed) => return Ok(Err(changed())),
+    };
+    if map.changed() {
+        return Ok(Err(changed()));
+    }
     writer
         .start()
         .u32(id)
@@ -131,15 +142,36 @@ struct FrameSink<'a, W: Write> {
     writer: &'a mut FrameWriter<W>,
     id: u32,
     literals: LiteralEncoder,
+    /// The file read: once a read of it faulted, the rest of the delta is not sent.
+    map: &'a MappedFile,
+}
+
+/// Why the delta stopped.
+enum SinkError {
+    Protocol(ProtocolError),
+    /// The file shrank under its map ([`MappedFile::faulted`]).
+    Changed,
+}
+
+impl From<std::io::Error> for SinkError {
+    fn from(e: std::io::Error) -> Self {
+        SinkError::Protocol(e.into())
+    }
 }
 
 impl<W: Write> DeltaSink for FrameSink<'_, W> {
-    type Error = ProtocolError;
-    fn copy(&mut self, first: u64, count: u64) -> Result<(), ProtocolError> {
+    type Error = SinkError;
+    fn copy(&mut self, first: u64, count: u64) -> Result<(), SinkError> {
+        if self.map.faulted() {
+            return Err(SinkError::Changed);
+        }
         self.writer.start().u32(self.id).u64(first).u64(count);
         Ok(self.writer.send(Kind::Copy)?)
     }
-    fn literal(&mut self, data: &[u8]) -> Result<(), ProtocolError> {
+    fn literal(&mut self, data: &[u8]) -> Result<(), SinkError> {
+        if self.map.faulted() {
+            return Err(SinkError::Changed);
+        }
         debug_assert!(data.len() <= MAX_LITERAL_RUN);
         let mut payload = self
             .writer
