@@ -162,7 +162,8 @@ impl TempFile {
         TempFile::in_directory(dir, dir_path, destination.file_name())
     }
 
-    /// Creates `.<name>.barsync-<random>` in the destination's directory, mode 0600 (a path
+    /// Creates `.<name>.barsync-<random>` ([`crate::names::temporary`]) in the destination's
+    /// directory, mode 0600 (a path
     /// this side chose: its directory is opened as given).
     pub fn beside(destination: &Path) -> io::Result<TempFile> {
         let dir_path = parent_dir(destination).to_path_buf();
@@ -328,7 +329,8 @@ pub fn is_temp_name(name: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Runs `create` with `.<target>.barsync-<random>` names until one does not exist yet.
+/// Runs `create` with `.<target>.barsync-<random>` names ([`crate::names::temporary`], which
+/// shortens long names) until one does not exist yet.
 fn with_fresh_name<T>(
     target: &str,
     mut create: impl FnMut(&str) -> rustix::io::Result<T>,
@@ -338,7 +340,7 @@ fn with_fresh_name<T>(
         let mut nonce = [0u8; 6];
         getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
         let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-        let name = format!(".{target}.barsync-{suffix}");
+        let name = crate::names::temporary(target, &suffix);
         match create(name.as_str()) {
             Ok(value) => return Ok((name, value)),
             Err(errno) if errno == rustix::io::Errno::EXIST => {

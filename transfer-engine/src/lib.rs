@@ -35,6 +35,7 @@ pub mod fs;
 pub mod index;
 pub mod local;
 pub mod map_guard;
+pub mod names;
 pub mod patch;
 pub mod protocol;
 pub mod rolling;

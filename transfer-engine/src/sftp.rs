@@ -540,7 +540,7 @@ impl SftpSource {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let partial = remote_path.with_file_name(format!(".{name}.barsync-partial"));
+        let partial = remote_path.with_file_name(crate::names::partial(&name));
         let other = |what: &str, e: &dyn std::fmt::Display| format!("{remote}: {what}: {e}");
         let mut source = File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
         let meta = source

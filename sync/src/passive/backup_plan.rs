@@ -138,6 +138,8 @@ fn is_regular_file(path: &Path) -> bool {
 /// Entries below `destination` that are not `wanted` and not a partial transfer of a wanted
 /// file, deepest first (so directories come after their contents).
 fn stale_entries(destination: &Path, wanted: &HashSet<PathBuf>) -> Vec<PathBuf> {
+    // Partial names of long names are shortened (`transfer_engine::names`): compare whole names.
+    let partials: HashSet<PathBuf> = wanted.iter().map(|path| partial_path(path)).collect();
     let mut stale = Vec::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
@@ -154,13 +156,8 @@ fn stale_entries(destination: &Path, wanted: &HashSet<PathBuf>) -> Vec<PathBuf> 
                 }
                 continue;
             }
-            if let Some(of) = name
-                .strip_prefix('.')
-                .and_then(|n| n.strip_suffix(".barsync-partial"))
-            {
-                if wanted.contains(&relative.join(of)) {
-                    continue;
-                }
+            if name.ends_with(transfer_engine::names::PARTIAL_SUFFIX) && partials.contains(&path) {
+                continue;
             }
             if is_dir {
                 pending.push(path.clone());

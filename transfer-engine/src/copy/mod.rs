@@ -91,7 +91,7 @@ pub enum CopyError {
     #[error("{0} is a directory (use -r to copy directories)")]
     NotRecursive(String),
     /// A local file system operation failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", crate::names::shown_path(path))]
     Local {
         path: PathBuf,
         #[source]
@@ -106,13 +106,14 @@ fn local_error(path: &Path) -> impl FnOnce(io::Error) -> CopyError + '_ {
     }
 }
 
-/// The name under which an interrupted transfer of `path` is kept.
+/// The name under which an interrupted transfer of `path` is kept (`.<name>.barsync-partial`,
+/// shortened for long names: [`crate::names::partial`]).
 pub fn partial_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.barsync-partial"))
+    path.with_file_name(crate::names::partial(&name))
 }
 
 /// Whether two modification times are the same file version: equal seconds, and equal

@@ -8,6 +8,7 @@
 //! ([`Destination`], [`make_dirs_below`]), symlinks are created last and never traversed, and
 //! `delete` walks by directory handles.
 
+use crate::names::{shown, shown_path};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -109,7 +110,7 @@ fn pull_inner(
             if !local(entry).path().is_dir() {
                 report
                     .plan
-                    .push(format!("mkdir {}", local(entry).path().display()));
+                    .push(format!("mkdir {}", shown_path(&local(entry).path())));
             }
         } else {
             make_dirs_below(&root, &entry.path, InTheWay::Replace)
@@ -225,9 +226,11 @@ fn copy_symlink(
     }
     report.symlinks += 1;
     if options.dry_run {
-        report
-            .plan
-            .push(format!("symlink {} -> {target}", path.display()));
+        report.plan.push(format!(
+            "symlink {} -> {}",
+            shown_path(&path),
+            shown(target)
+        ));
         return Ok(());
     }
     let dir = dir.expect("opened unless a dry run");
@@ -264,9 +267,11 @@ fn plan_files(
             continue;
         }
         if options.dry_run {
-            report
-                .plan
-                .push(format!("fetch {} ({} bytes)", path.display(), entry.size));
+            report.plan.push(format!(
+                "fetch {} ({} bytes)",
+                shown_path(&path),
+                entry.size
+            ));
             continue;
         }
         let partial = partial_path(&path);
@@ -355,14 +360,14 @@ fn delete_extraneous(
             }
             continue;
         }
-        if name.ends_with(".barsync-partial") {
+        if name.ends_with(crate::names::PARTIAL_SUFFIX) {
             continue; // kept for resuming; removed once its file is complete
         }
         report.deleted += 1;
         if options.dry_run {
             report
                 .plan
-                .push(format!("delete {}", root.join(&path).display()));
+                .push(format!("delete {}", shown_path(&root.join(&path))));
         } else {
             remove_at(dir, &name).map_err(local_error(&root.join(&path)))?;
         }
