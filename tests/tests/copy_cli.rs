@@ -638,3 +638,78 @@ fn a_remote_source_truncated_mid_copy_fails_cleanly_and_the_session_goes_on() {
         b"after the big one"
     );
 }
+
+/// Every byte but NUL and `/` is legal in a file name, and a name may have up to 255 bytes:
+/// such names are copied (rsync does), and the temporary and partial names barsync makes from
+/// them stay within the 255-byte limit.
+#[test]
+fn names_with_control_characters_and_of_255_bytes_are_copied() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let tree = remote.path().join("tree");
+    fs::create_dir_all(tree.join("dir\twith tab")).unwrap();
+    let long_a = "a".repeat(255);
+    let long_b = format!("{}b", "a".repeat(239));
+    let names = [
+        "tab\there".to_string(),
+        "new\nline".to_string(),
+        "escape\u{1b}[31mred".to_string(),
+        "dir\twith tab/inner\rcr".to_string(),
+        long_a.clone(),
+        long_b.clone(),
+        format!("dir\twith tab/{}", "c".repeat(234)),
+    ];
+    for (i, name) in names.iter().enumerate() {
+        fs::write(tree.join(name), format!("content {i}").repeat(1000)).unwrap();
+    }
+    let (rsh, host) = rsh_and_host(&sshd);
+    let run = || {
+        Command::new(binaries::barsync())
+            .args(["copy", "-r", "--delete", "-e", &rsh, "--remote-barsync"])
+            .arg(binaries::barsync())
+            .arg(format!("{host}:{}/", tree.display()))
+            .arg(local.path().join("mirror"))
+            .output()
+            .expect("barsync runs")
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(
+            fs::read_to_string(local.path().join("mirror").join(name)).unwrap(),
+            format!("content {i}").repeat(1000),
+            "{name:?}"
+        );
+    }
+    // An update of a long-named file goes through a temporary file beside it, and a second
+    // run finds everything up to date.
+    fs::write(tree.join(&long_a), "changed").unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(10);
+    fs::File::options()
+        .write(true)
+        .open(tree.join(&long_a))
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let update = run();
+    assert!(
+        update.status.success(),
+        "{}",
+        String::from_utf8_lossy(&update.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(local.path().join("mirror").join(&long_a)).unwrap(),
+        "changed"
+    );
+    let leftovers: Vec<_> = fs::read_dir(local.path().join("mirror"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".barsync-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

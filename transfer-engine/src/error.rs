@@ -57,7 +57,7 @@ pub enum PatchError {
     #[error("reading the delta stream: {0}")]
     Read(#[source] io::Error),
     /// A file system operation failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}: {source}", crate::names::shown_path(path))]
     Io {
         action: &'static str,
         path: PathBuf,

@@ -31,20 +31,20 @@ pub struct TransferReport {
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
     /// A file could not be opened or mapped.
-    #[error("reading {}: {source}", path.display())]
+    #[error("reading {}: {source}", crate::names::shown_path(path))]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
     /// The source or the basis changed (shrank, or its size or mtime moved) while it was read.
-    #[error("{} changed while being read", path.display())]
+    #[error("{} changed while being read", crate::names::shown_path(path))]
     Changed { path: PathBuf },
     /// The signature did not survive its own encoding (a bug, reported rather than hidden).
     #[error("signature round trip: {0}")]
     Signature(#[from] FormatError),
     /// Rebuilding or publishing the destination failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", crate::names::shown_path(path))]
     Patch {
         path: PathBuf,
         #[source]

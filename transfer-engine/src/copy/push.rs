@@ -2,6 +2,7 @@
 //! side's listing, and send the directories, symlinks, changed files and (with `delete`)
 //! removals as one batch of push items.
 
+use crate::names::{shown, shown_path};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
@@ -214,15 +215,15 @@ pub fn push(
     if options.dry_run {
         for item in &items {
             report.plan.push(match item {
-                PushItem::Directory { remote_path, .. } => format!("mkdir {remote_path}"),
+                PushItem::Directory { remote_path, .. } => format!("mkdir {}", shown(remote_path)),
                 PushItem::Symlink {
                     remote_path,
                     target,
-                } => format!("symlink {remote_path} -> {target}"),
+                } => format!("symlink {} -> {}", shown(remote_path), shown(target)),
                 PushItem::File { local, remote_path } => {
-                    format!("send {} -> {remote_path}", local.display())
+                    format!("send {} -> {}", shown_path(local), shown(remote_path))
                 }
-                PushItem::Remove { remote_path } => format!("delete {remote_path}"),
+                PushItem::Remove { remote_path } => format!("delete {}", shown(remote_path)),
             });
         }
         return Ok(report);

@@ -14,7 +14,7 @@ fn list_over_sftp(
     recursive: bool,
 ) -> Result<Vec<Entry>, String> {
     sftp.list(path, recursive)
-        .map_err(|e| format!("{path}: {e}"))
+        .map_err(|e| format!("{}: {e}", crate::names::shown(path)))
 }
 
 /// Where [`push`](super::push()) writes to: a barsync session, or SFTP on a host without barsync.

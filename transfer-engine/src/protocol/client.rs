@@ -492,9 +492,10 @@ fn receive_answers<R: Read>(
             .basis
             .as_deref()
             .map_or(&[][..], |map| &map[entry.basis_range.clone()]);
+        let label = crate::names::shown(&request.remote_path);
         let incoming = Incoming {
             id,
-            label: &request.remote_path,
+            label: &label,
             peer: "remote",
             basis,
             basis_map: entry.basis.as_ref(),

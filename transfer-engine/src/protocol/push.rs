@@ -130,7 +130,7 @@ fn send_items<W: Write>(
             unreachable!("only files await signatures")
         };
         let id = first + index as u32;
-        let label = local.display().to_string();
+        let label = crate::names::shown(&local.to_string_lossy()).into_owned();
         let sent = match File::open(local) {
             Ok(file) => send_file(
                 writer,

@@ -82,6 +82,7 @@ pub(super) fn send_file<W: Write>(
     options: &DeltaOptions,
     range: Option<ByteRange>,
 ) -> Result<Result<u64, String>, ProtocolError> {
+    let label = &*crate::names::shown(label);
     let metadata = match file.metadata() {
         Ok(m) if m.is_file() => m,
         Ok(_) => return Ok(Err(format!("{label}: not a regular file"))),

@@ -203,7 +203,8 @@ fn send_requested_file<W: Write>(
         .resolve(path)
         .map_err(|e| e.to_string())
         .and_then(|(root, relative)| {
-            open_file_below(root, &relative).map_err(|e| format!("{path}: {e}"))
+            open_file_below(root, &relative)
+                .map_err(|e| format!("{}: {e}", crate::names::shown(path)))
         });
     match opened {
         Ok(file) => send_file(
@@ -245,7 +246,7 @@ fn send_listing<W: Write>(
                 mode: meta.mode() & 0o7777,
                 target: None,
             }),
-            _ => return Ok(Err(format!("{path}: {e}"))),
+            _ => return Ok(Err(format!("{}: {e}", crate::names::shown(path)))),
         }
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));

@@ -120,7 +120,7 @@ impl PushReceiver {
         writer.start().u32(id).u64(encoded.len() as u64);
         writer.send(Kind::PushSignature)?;
         send_signature(writer, id, &encoded)?;
-        let label = path.to_string();
+        let label = crate::names::shown(path).into_owned();
         self.queue.push_back(QueuedPush {
             id,
             label,
