@@ -593,3 +593,50 @@ fn bandwidth_limit_paces_the_barsync_and_the_sftp_paths() {
         );
     }
 }
+
+/// A backup file whose name holds a tab, a newline or 240 bytes (legal names; PostgreSQL never
+/// makes them, an operator or an extension could) is synced like any other, and Barman's
+/// catalog of the passive reads the backup as the primary's.
+#[test]
+fn backup_files_with_odd_names_are_synced_and_barman_reads_the_backup() {
+    let primary = fixture_primary();
+    let data = primary
+        .path()
+        .join("primary-home/pg/base/20240102T120000/data");
+    let odd = [
+        "tab\there".to_string(),
+        "new\nline".to_string(),
+        format!("{}.long", "l".repeat(235)),
+    ];
+    for (i, name) in odd.iter().enumerate() {
+        fs::write(data.join(name), format!("odd {i}").repeat(5000)).unwrap();
+    }
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let id = "20240102T120000";
+    assert!(
+        stdout(&cron).contains(&format!("Backup {id} of server pg synced")),
+        "{}",
+        describe(&cron)
+    );
+    let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
+    assert_eq!(ours, primary_backup_files(primary.path(), id));
+    let show = rig.barman(&["show-backup", "pg", id]);
+    assert!(show.status.success(), "{}", describe(&show));
+    assert!(
+        stdout(&show).contains("Status                 : DONE"),
+        "{}",
+        describe(&show)
+    );
+    let list = rig.barman(&["list-backups", "pg"]);
+    assert!(list.status.success(), "{}", describe(&list));
+    assert_eq!(stdout(&list).lines().count(), 2, "{}", describe(&list));
+    // Nothing of barsync's own is left beside the files.
+    let leftovers: Vec<_> = fs::read_dir(rig.server_directory().join(format!("base/{id}/data")))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".barsync-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
