@@ -91,3 +91,46 @@ fn a_basis_truncated_during_a_patch_fails_the_patch_not_the_process() {
     );
     assert!(map.faulted());
 }
+
+/// In a child process (this test binary run again): with the handler installed by a registered
+/// map, reads a truncated file through a map that is not registered.
+fn fault_outside_registered_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("file");
+    fs::write(&path, random_bytes(1 << 20, 4)).unwrap();
+    let registered = MappedFile::open(&path).unwrap();
+    let file = fs::File::open(&path).unwrap();
+    // SAFETY: the point of the test: this map is truncated under it, and the read faults.
+    let unregistered = unsafe { memmap2::Mmap::map(&file).unwrap() };
+    truncate(&path, 4096);
+    let byte = std::hint::black_box(&unregistered[600_000]);
+    println!(
+        "read {byte} without a fault; registered: {}",
+        registered.len()
+    );
+}
+
+#[test]
+fn a_fault_outside_registered_maps_still_kills_the_process() {
+    if std::env::var_os("BARSYNC_FAULT_CHILD").is_some() {
+        fault_outside_registered_maps();
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_fault_outside_registered_maps_still_kills_the_process",
+            "--nocapture",
+        ])
+        .env("BARSYNC_FAULT_CHILD", "1")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGBUS),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
