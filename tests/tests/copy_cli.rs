@@ -713,3 +713,26 @@ fn names_with_control_characters_and_of_255_bytes_are_copied() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn a_local_source_truncated_while_pushed_fails_cleanly() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let source = local.path().join("big");
+    fs::write(&source, incompressible(400_000_000)).unwrap();
+    let (rsh, host) = rsh_and_host(&sshd);
+    let mut copy = Command::new(binaries::barsync());
+    copy.args([
+        "copy",
+        "--compress-level",
+        "0",
+        "-e",
+        &rsh,
+        "--remote-barsync",
+    ])
+    .arg(binaries::barsync())
+    .arg(&source)
+    .arg(format!("{host}:{}/big", remote.path().display()));
+    source_truncated_mid_copy(copy, &source, remote.path());
+}
