@@ -226,9 +226,11 @@ fn copy_symlink(
     }
     report.symlinks += 1;
     if options.dry_run {
-        report
-            .plan
-            .push(format!("symlink {} -> {}", shown_path(path), shown(target)));
+        report.plan.push(format!(
+            "symlink {} -> {}",
+            shown_path(&path),
+            shown(target)
+        ));
         return Ok(());
     }
     let dir = dir.expect("opened unless a dry run");
