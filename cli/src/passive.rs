@@ -12,6 +12,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use barsync_sync::config::Config;
 use barsync_sync::passive::cron::ServerCron;
+use barsync_sync::passive::dry_run::{
+    plan_cron_all, plan_sync_backup, plan_sync_wals, DryRun, ServerPlan,
+};
 use barsync_sync::passive::{
     run_cron, sync_backup, sync_wals, BackupOutcome, PassiveOptions, TransferTotals, WalsOutcome,
 };
@@ -81,6 +84,10 @@ pub struct Common {
     /// Print the summary as one JSON document on stdout (information goes to stderr)
     #[arg(long)]
     pub json: bool,
+    /// Show what would be done (backups copied or skipped and why, WALs, purges, what
+    /// retention would delete) and change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -368,9 +375,102 @@ pub(crate) fn print_json(value: &Value) {
     );
 }
 
+/// Prints what a run would do, as text or one JSON document.
+fn print_dry_run(command: &str, plans: &[ServerPlan], json: bool) -> ExitCode {
+    let failed = plans.iter().any(|(_, plan)| plan.is_err());
+    if json {
+        let servers: Vec<Value> = plans
+            .iter()
+            .map(|(name, plan)| match plan {
+                Ok(plan) => serde_json::to_value(plan).expect("plain values serialize"),
+                Err(error) => json!({"server": name, "errors": [error]}),
+            })
+            .collect();
+        print_json(
+            &json!({"command": command, "dry_run": true, "ok": !failed, "servers": servers}),
+        );
+    }
+    for (name, plan) in plans {
+        match plan {
+            Ok(plan) => {
+                for line in dry_run_lines(plan) {
+                    ui().info(&line);
+                }
+            }
+            Err(error) => ui().error(&format!("server {name}: {error}")),
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A dry run's plan for one server, one line per action.
+fn dry_run_lines(plan: &DryRun) -> Vec<String> {
+    let name = &plan.server;
+    let mut lines = vec![format!("Dry run for server {name} (nothing is changed):")];
+    for id in &plan.purge {
+        lines.push(format!(
+            "  would purge local backup {id} (FAILED here, absent on the primary)"
+        ));
+    }
+    for backup in &plan.copy {
+        lines.push(format!(
+            "  would copy backup {}{}{}",
+            backup.backup_id,
+            backup
+                .bytes
+                .map(|b| format!(
+                    " ({} as the primary declares it)",
+                    crate::list_backups::size(b)
+                ))
+                .unwrap_or_default(),
+            backup
+                .resumes
+                .as_deref()
+                .map(|status| format!(", resuming the {status} copy here"))
+                .unwrap_or_default()
+        ));
+    }
+    for skip in &plan.skip {
+        lines.push(format!(
+            "  would not copy backup {}: {}",
+            skip.backup_id, skip.reason
+        ));
+    }
+    let wals = &plan.wals;
+    if let Some(why) = &wals.skipped {
+        lines.push(format!("  would copy no WAL: {why}"));
+    } else if let (Some(first), Some(last)) = (&wals.first, &wals.last) {
+        lines.push(format!(
+            "  would copy {} WAL files ({}): {first} to {last}",
+            wals.files,
+            crate::list_backups::size(wals.bytes)
+        ));
+    }
+    for id in &plan.retention {
+        lines.push(format!("  retention policy would then delete backup {id}"));
+    }
+    if lines.len() == 1 {
+        lines.push("  nothing to do".to_owned());
+    }
+    lines
+}
+
 pub fn run_sync_backup(args: &SyncBackupArgs) -> Result<ExitCode> {
     let (config, options) = setup(&args.common)?;
     let server = server(&config, &args.server)?;
+    if args.common.dry_run {
+        let plan = barsync_sync::syncinfo::load_primary_info(&server)
+            .map_err(|e| e.to_string())
+            .and_then(|primary| {
+                plan_sync_backup(&server, &primary, &args.backup_id).map_err(|e| e.to_string())
+            });
+        let plans = [(server.name().to_owned(), plan)];
+        return Ok(print_dry_run("sync-backup", &plans, args.common.json));
+    }
     let events = PassiveEvents::new();
     let start = Instant::now();
     let outcome = sync_backup(&server, &args.backup_id, &options, &events);
@@ -401,6 +501,13 @@ pub fn run_sync_backup(args: &SyncBackupArgs) -> Result<ExitCode> {
 pub fn run_sync_wals(args: &SyncWalsArgs) -> Result<ExitCode> {
     let (config, options) = setup(&args.common)?;
     let server = server(&config, &args.server)?;
+    if args.common.dry_run {
+        let plan = barsync_sync::syncinfo::load_primary_info(&server)
+            .map_err(|e| e.to_string())
+            .and_then(|primary| plan_sync_wals(&server, &primary).map_err(|e| e.to_string()));
+        let plans = [(server.name().to_owned(), plan)];
+        return Ok(print_dry_run("sync-wals", &plans, args.common.json));
+    }
     let events = PassiveEvents::new();
     let outcome = sync_wals(&server, &options, &events).map_err(|e| e.to_string());
     events.finish();
@@ -459,6 +566,10 @@ pub fn run_cron_command(args: &CronArgs) -> Result<ExitCode> {
     };
     options.sync_info_limits = args.sync_info.limits();
     let events = PassiveEvents::new();
+    if args.common.dry_run {
+        let plans = plan_cron_all(&config, args.server.as_deref(), &options, &events)?;
+        return Ok(print_dry_run("cron", &plans, args.common.json));
+    }
     let start = Instant::now();
     let report = run_cron(&config, args.server.as_deref(), &options, &events);
     events.finish();

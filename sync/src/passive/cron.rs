@@ -239,15 +239,7 @@ fn sync_server(
     result: &mut ServerCron,
 ) -> Result<(), PassiveError> {
     let name = server.name();
-    // The primary's coordinates from the last WAL sync. Position 0 (a one-line xlog db) is
-    // sent as a full request: a Barman primary rejects 0 and would wedge the sync.
-    let point = match read_sync_wals_info(server, events) {
-        Some((last_wal, position)) if position > 0 => SyncPoint {
-            last_wal: Some(last_wal),
-            last_position: Some(position),
-        },
-        _ => SyncPoint::default(),
-    };
+    let point = sync_point(server, events);
     let mut warn = |message: String| events.warning(&message);
     // Only the parsed answer is kept (the raw text is dropped here).
     let primary = fetch_primary_info(
@@ -319,6 +311,19 @@ fn sync_server(
     events.wals_finished(name, &wals);
     result.wals = Some(wals);
     Ok(())
+}
+
+/// What cron asks the primary for: the WALs after its coordinates from the last WAL sync.
+/// Position 0 (a one-line xlog db) is sent as a full request: a Barman primary rejects 0 and
+/// would wedge the sync.
+pub(crate) fn sync_point(server: &ServerConfig, events: &dyn Events) -> SyncPoint {
+    match read_sync_wals_info(server, events) {
+        Some((last_wal, position)) if position > 0 => SyncPoint {
+            last_wal: Some(last_wal),
+            last_position: Some(position),
+        },
+        _ => SyncPoint::default(),
+    }
 }
 
 /// The passive's own retention policy, applied by Barman's `delete` (see [`retention`]).

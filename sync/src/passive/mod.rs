@@ -21,6 +21,7 @@
 
 pub mod backup_plan;
 pub mod cron;
+pub mod dry_run;
 pub mod incremental;
 pub mod pool;
 pub mod primary_link;

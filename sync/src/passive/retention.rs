@@ -166,6 +166,30 @@ pub fn remote_is_obsolete(
     obsolete(policy, server.minimum_redundancy(), &all, now_seconds()).contains(&id)
 }
 
+/// The local backups that [`apply`] would delete now (the OBSOLETE roots; their trees go
+/// with them), for a dry run.
+pub fn would_delete(server: &ServerConfig, local: &[Candidate]) -> Vec<String> {
+    let Some(policy) = server.retention_policy().filter(|_| automatic(server)) else {
+        return Vec::new();
+    };
+    let obsolete = obsolete(policy, server.minimum_redundancy(), local, now_seconds());
+    obsolete_roots(&obsolete, local)
+}
+
+/// Deleting a root deletes its tree (Barman's delete): only the roots are deleted.
+fn obsolete_roots(obsolete: &[String], local: &[Candidate]) -> Vec<String> {
+    obsolete
+        .iter()
+        .filter(|id| {
+            local
+                .iter()
+                .find(|c| &c.id == *id)
+                .is_none_or(|c| c.parent.is_none())
+        })
+        .cloned()
+        .collect()
+}
+
 /// Deletes the local backups the policy reports OBSOLETE with `barman delete` (Barman's own
 /// deletion, WAL release included); returns the IDs deleted. Without Barman, nothing is
 /// deleted and a warning says which backups are obsolete.
@@ -182,14 +206,7 @@ pub fn apply(
     let name = server.name();
     let mut deleted = Vec::new();
     let obsolete = obsolete(policy, server.minimum_redundancy(), local, now_seconds());
-    // Deleting a root deletes its tree (Barman's delete): only the roots are deleted.
-    let roots = obsolete.iter().filter(|id| {
-        local
-            .iter()
-            .find(|c| &c.id == *id)
-            .is_none_or(|c| c.parent.is_none())
-    });
-    for id in roots.cloned() {
+    for id in obsolete_roots(&obsolete, local) {
         events.info(&format!(
             "Enforcing retention policy: removing backup {id} for server {name}"
         ));

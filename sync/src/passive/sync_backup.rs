@@ -172,7 +172,7 @@ pub fn sync_backup_with(
 
 /// The backup ID a request names: an ID, or a shortcut resolved against the primary's list
 /// (`last-failed` against the local FAILED backups, the only place those exist).
-fn resolve_backup_id(
+pub(crate) fn resolve_backup_id(
     requested: &str,
     primary: &PrimaryInfo,
     local: &[CatalogEntry],

@@ -131,20 +131,28 @@ pub fn sync_wals(
     sync_wals_locked(server, &primary, options, events)
 }
 
-/// The body of sync-wals, with the WAL sync lock held by the caller.
-pub(crate) fn sync_wals_locked(
+/// What a WAL sync copies: the primary's WALs after the last one synced, or why nothing.
+pub(crate) enum WalSelection<'a> {
+    /// Nothing to copy: Barman's message, and whether it is a warning.
+    Skip { message: String, warning: bool },
+    /// Each WAL with its path below the wals directory, in the primary's order, once each.
+    Copy(Vec<(&'a WalEntry, String)>),
+}
+
+/// The WALs of `primary` a sync copies, given the oldest backup this node has (or will have:
+/// a dry run counts the backups it would copy first). One rule for `sync-wals` and its dry run.
+pub(crate) fn select_wals<'a>(
     server: &ServerConfig,
-    primary: &PrimaryInfo,
-    options: &PassiveOptions,
+    primary: &'a PrimaryInfo,
+    oldest_backup: Option<&crate::backup_info::BackupInfo>,
     events: &dyn Events,
-) -> Result<WalsOutcome, PassiveError> {
+) -> Result<WalSelection<'a>, PassiveError> {
     let name = server.name();
     let failed = |reason: String| {
         PassiveError::Sync(format!(
             "WAL synchronisation for server {name} failed with: {reason}"
         ))
     };
-    remove_orphaned_temporary_files(&server.wals_directory(), events);
     let local_compression = server.compression();
     if primary.config.compression.as_deref() != local_compression {
         return Err(failed(format!(
@@ -153,17 +161,7 @@ pub(crate) fn sync_wals_locked(
             local_compression.unwrap_or("None")
         )));
     }
-    let skip = |message: String, warn: bool| {
-        if warn {
-            events.warning(&message);
-        } else {
-            events.info(&message);
-        }
-        Ok(WalsOutcome {
-            skipped: Some(message),
-            ..WalsOutcome::default()
-        })
-    };
+    let skip = |message: String, warning: bool| Ok(WalSelection::Skip { message, warning });
     let first_remote = primary
         .wals
         .iter()
@@ -174,13 +172,10 @@ pub(crate) fn sync_wals_locked(
             false,
         );
     };
-    let mut backups = available_backups(server)?;
-    backups.sort_by(|a, b| a.info.backup_id().cmp(b.info.backup_id()));
-    let Some(first_backup) = backups.first() else {
+    let Some(first_backup) = oldest_backup else {
         return skip(format!("No base backup for server {name}"), true);
     };
     if first_backup
-        .info
         .begin_wal()
         .is_some_and(|wal| wal > first_remote.name.as_str())
     {
@@ -192,7 +187,6 @@ pub(crate) fn sync_wals_locked(
             true,
         );
     }
-    let start = Instant::now();
     let segment_size = segment_size(primary);
     let size_limit = crate::wal::archived_size_limit(segment_size);
     let last = read_sync_wals_info(server, events);
@@ -220,6 +214,41 @@ pub(crate) fn sync_wals_locked(
             to_copy.push((wal, relative.to_string_lossy().into_owned()));
         }
     }
+    Ok(WalSelection::Copy(to_copy))
+}
+
+/// The body of sync-wals, with the WAL sync lock held by the caller.
+pub(crate) fn sync_wals_locked(
+    server: &ServerConfig,
+    primary: &PrimaryInfo,
+    options: &PassiveOptions,
+    events: &dyn Events,
+) -> Result<WalsOutcome, PassiveError> {
+    let name = server.name();
+    let failed = |reason: String| {
+        PassiveError::Sync(format!(
+            "WAL synchronisation for server {name} failed with: {reason}"
+        ))
+    };
+    remove_orphaned_temporary_files(&server.wals_directory(), events);
+    let mut backups = available_backups(server)?;
+    backups.sort_by(|a, b| a.info.backup_id().cmp(b.info.backup_id()));
+    let oldest_backup = backups.first().map(|entry| &entry.info);
+    let to_copy = match select_wals(server, primary, oldest_backup, events)? {
+        WalSelection::Copy(to_copy) => to_copy,
+        WalSelection::Skip { message, warning } => {
+            if warning {
+                events.warning(&message);
+            } else {
+                events.info(&message);
+            }
+            return Ok(WalsOutcome {
+                skipped: Some(message),
+                ..WalsOutcome::default()
+            });
+        }
+    };
+    let start = Instant::now();
     let wals_directory = server.wals_directory();
     std::fs::create_dir_all(&wals_directory).map_err(PassiveError::io(&wals_directory))?;
     // A missing xlog db is created (from what the archive holds) before any file arrives, so
