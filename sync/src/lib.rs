@@ -47,6 +47,7 @@ pub mod fsutil;
 pub mod lock;
 pub mod passive;
 pub mod python;
+pub mod ssh_liveness;
 pub mod syncinfo;
 pub mod wal;
 pub mod xlogdb;

@@ -129,3 +129,46 @@ fn a_cron_lock_held_without_progress_is_reported_by_cron_and_check() {
     );
     drop(guard);
 }
+
+#[test]
+fn a_primary_that_accepts_connections_and_never_answers_fails_cron_instead_of_hanging_it() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    // A "primary" whose TCP port accepts connections (the kernel completes them) and then
+    // says nothing: a blackholed host, as far as ssh can tell.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port().to_string();
+    let config = std::fs::read_to_string(&rig.config).unwrap();
+    let port = rig.sshd.port().to_string();
+    std::fs::write(&rig.config, config.replace(&port, &silent_port)).unwrap();
+    let mut cron = rig
+        .barsync_command(&["cron"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn barsync");
+    let start = std::time::Instant::now();
+    let finished = loop {
+        if cron.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(90) {
+            let _ = cron.kill();
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let output = cron.wait_with_output().unwrap();
+    assert!(
+        finished,
+        "cron still hung after 90 s: {}",
+        describe(&output)
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        text_of(&output.stderr).contains("Failed to retrieve the primary node status"),
+        "{}",
+        describe(&output)
+    );
+    drop(silent);
+}

@@ -110,7 +110,8 @@ impl PrimaryLink {
             })?;
         Ok(PrimaryLink {
             server: server.name().to_owned(),
-            ssh_command: ssh_command.to_owned(),
+            // A primary that stops answering ends the session instead of hanging the run.
+            ssh_command: crate::ssh_liveness::with_liveness(ssh_command),
             remote_barsync: options.remote_barsync.clone(),
             transport: options.transport,
             roots: vec![

@@ -106,7 +106,10 @@ pub fn fetch_primary_info(
     limits: &SyncInfoLimits,
     warn: &mut dyn FnMut(String),
 ) -> Result<PrimaryAnswer, SyncInfoError> {
-    let Some(ssh_command) = server.primary_ssh_command() else {
+    let Some(ssh_command) = server
+        .primary_ssh_command()
+        .map(crate::ssh_liveness::with_liveness)
+    else {
         return Err(SyncInfoError::Sync(format!(
             "server {} is not passive",
             server.name()
