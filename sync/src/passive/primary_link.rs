@@ -32,24 +32,29 @@ type RemoteClient = Client<Box<dyn Read + Send>, StreamWriter>;
 /// each costs one SSH handshake per worker rather than one per copy. Keyed by everything a
 /// session was opened with. [`SessionCache::close_all`] ends them cleanly.
 #[derive(Clone, Default)]
-pub struct SessionCache(Arc<Mutex<Vec<(String, Session)>>>);
+pub struct SessionCache {
+    idle: Arc<Mutex<Vec<(String, Session)>>>,
+    /// barsync turned out not to run on the primary: later links of the run go to SFTP
+    /// straight away, and the operator is told once.
+    no_barsync: Arc<AtomicBool>,
+}
 
 impl std::fmt::Debug for SessionCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let idle = self.0.lock().map(|idle| idle.len()).unwrap_or(0);
+        let idle = self.idle.lock().map(|idle| idle.len()).unwrap_or(0);
         write!(f, "SessionCache({idle} idle)")
     }
 }
 
 impl SessionCache {
     fn take(&self, key: &str) -> Option<Session> {
-        let mut idle = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let position = idle.iter().position(|(k, _)| k == key)?;
         Some(idle.swap_remove(position).1)
     }
 
     fn park(&self, key: String, session: Session) {
-        self.0
+        self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((key, session));
@@ -57,7 +62,7 @@ impl SessionCache {
 
     /// Closes every idle session; the errors of those that did not end cleanly.
     pub fn close_all(&self) -> Vec<String> {
-        let idle = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
         idle.into_iter()
             .filter_map(|(_, session)| session.close().err())
             .collect()
@@ -125,7 +130,13 @@ impl PrimaryLink {
                 .bandwidth_limit()
                 .filter(|&limit| limit > 0)
                 .map(Throttle::from_kib_per_second),
-            use_sftp: AtomicBool::new(options.force_sftp),
+            use_sftp: AtomicBool::new(
+                options.force_sftp
+                    || options
+                        .session_cache
+                        .as_ref()
+                        .is_some_and(|cache| cache.no_barsync.load(Ordering::Relaxed)),
+            ),
             cache: options.session_cache.clone(),
         })
     }
@@ -187,7 +198,11 @@ impl PrimaryLink {
             match self.open_barsync() {
                 Ok(session) => return Ok(session),
                 Err(OpenError::NoBarsync(detail)) => {
-                    if !self.use_sftp.swap(true, Ordering::Relaxed) {
+                    let told = self
+                        .cache
+                        .as_ref()
+                        .is_some_and(|cache| cache.no_barsync.swap(true, Ordering::Relaxed));
+                    if !self.use_sftp.swap(true, Ordering::Relaxed) && !told {
                         events.warning(&format!(
                             "`{}` cannot run on the primary of server {} ({detail}); copying whole files over SFTP",
                             self.remote_barsync, self.server
