@@ -81,15 +81,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 
 fn run_checks(args: &Args) -> Result<ExitCode> {
     let config = Config::load(args.config.as_deref())?;
-    let servers: Vec<ServerConfig> = if args.server == "all" {
-        config
-            .servers()?
-            .into_iter()
-            .filter(|s| s.is_passive() && !s.is_disabled())
-            .collect()
-    } else {
-        vec![crate::passive::server(&config, &args.server)?]
-    };
+    let servers = crate::passive::servers_named(&config, &args.server)?;
     let mut failed = false;
     let mut documents = Vec::new();
     let mut results = Vec::new();
@@ -263,7 +255,7 @@ fn check_server(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
                 "{} backups and {} WALs listed by the primary{}",
                 info.backups.len(),
                 info.wals.len(),
-                age_of(&server.primary_info_path())
+                barsync_sync::fsutil::age_seconds(&server.primary_info_path())
                     .map(|a| format!(", saved {} ago", human(a)))
                     .unwrap_or_default()
             )),
@@ -435,16 +427,6 @@ pub fn now_seconds() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-fn age_of(path: &Path) -> Option<f64> {
-    let modified = path.metadata().ok()?.modified().ok()?;
-    Some(
-        SystemTime::now()
-            .duration_since(modified)
-            .unwrap_or_default()
-            .as_secs_f64(),
-    )
 }
 
 /// `3 days 4 hours`, `12 minutes`, `40 seconds`.

@@ -82,11 +82,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     // and the others are still listed.
     let mut documents = Vec::new();
     let mut failed = false;
-    for server in config
-        .servers()?
-        .into_iter()
-        .filter(|s| s.is_passive() && !s.is_disabled())
-    {
+    for server in crate::passive::servers_named(&config, "all")? {
         match rows(&config, &server, args) {
             Ok(rows) if args.json => documents.push(server_json(&server, &rows)),
             Ok(rows) => print_server(&server, &rows, args),

@@ -244,6 +244,23 @@ fn setup(common: &Common) -> Result<(Config, PassiveOptions)> {
     Ok((config, options))
 }
 
+/// The servers a command names: every passive server that is not disabled for `all` (as
+/// Barman's `all`), else the one named.
+pub fn servers_named(
+    config: &Config,
+    name: &str,
+) -> Result<Vec<barsync_sync::config::ServerConfig>> {
+    if name == "all" {
+        Ok(config
+            .servers()?
+            .into_iter()
+            .filter(|s| s.is_passive() && !s.is_disabled())
+            .collect())
+    } else {
+        Ok(vec![server(config, name)?])
+    }
+}
+
 pub fn server(config: &Config, name: &str) -> Result<barsync_sync::config::ServerConfig> {
     config
         .server(name)?

@@ -41,15 +41,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     let config = Config::load(args.config.as_deref())?;
-    let servers = if args.server == "all" {
-        config
-            .servers()?
-            .into_iter()
-            .filter(|s| s.is_passive() && !s.is_disabled())
-            .collect()
-    } else {
-        vec![crate::passive::server(&config, &args.server)?]
-    };
+    let servers = crate::passive::servers_named(&config, &args.server)?;
     let mut statuses = Vec::new();
     for server in &servers {
         statuses.push(server_status(server)?);

@@ -51,6 +51,17 @@ pub fn fsync_directory(directory: &Path) -> io::Result<()> {
     }
 }
 
+/// Seconds since `path` was last modified (`None` when it cannot be read).
+pub fn age_seconds(path: &Path) -> Option<f64> {
+    let modified = path.metadata().ok()?.modified().ok()?;
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default()
+            .as_secs_f64(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

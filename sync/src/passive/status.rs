@@ -5,7 +5,7 @@
 //! It owns the small state file `cron` leaves for it, `<backup_directory>/barsync-cron.json`
 //! (Barman ignores it). Reading status never contacts the primary and never writes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -180,7 +180,7 @@ pub fn server_status(server: &ServerConfig) -> Result<ServerStatus, PassiveError
         backups_done: count(BackupStatus::Done),
         backups_syncing: count(BackupStatus::Syncing),
         backups_failed: count(BackupStatus::Failed),
-        primary_info_age_seconds: age_of(&server.primary_info_path()),
+        primary_info_age_seconds: crate::fsutil::age_seconds(&server.primary_info_path()),
         primary_newest_wal: primary_newest,
         newest_wal: newest_here.map(|wal| Aged {
             name: wal.name.clone(),
@@ -221,16 +221,6 @@ pub fn segments_between(ours: &str, theirs: &str, segment_size: u64) -> Option<u
     let (our_timeline, ours) = position(ours)?;
     let (their_timeline, theirs) = position(theirs)?;
     (our_timeline == their_timeline).then(|| theirs.saturating_sub(ours))
-}
-
-fn age_of(path: &Path) -> Option<f64> {
-    let modified = path.metadata().ok()?.modified().ok()?;
-    Some(
-        SystemTime::now()
-            .duration_since(modified)
-            .unwrap_or_default()
-            .as_secs_f64(),
-    )
 }
 
 /// Bytes of the regular files below `roots`, each inode once (backups share files by hard
