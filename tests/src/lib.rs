@@ -2,5 +2,6 @@
 
 pub mod barman_primary;
 pub mod binaries;
+pub mod noise;
 pub mod passive_rig;
 pub mod sshd;

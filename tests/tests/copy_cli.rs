@@ -3,6 +3,7 @@
 use std::fs;
 use std::process::Command;
 
+use barsync_tests::noise::incompressible;
 use barsync_tests::{binaries, sshd::TestSshd};
 
 /// Splits the harness's ssh command into (`-e` value, `user@host`).
@@ -213,15 +214,7 @@ fn a_connection_cut_mid_transfer_fails_cleanly_and_the_next_run_resumes() {
     let remote = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
     // Incompressible, so the transfer takes long enough to be cut in the middle.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let data: Vec<u8> = (0..400_000_000usize / 8)
-        .flat_map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()
-        })
-        .collect();
+    let data = incompressible(400_000_000, 0x9E37_79B9_7F4A_7C15);
     fs::write(remote.path().join("big"), &data).unwrap();
     let (rsh, host) = rsh_and_host(&sshd);
     let command = || {
@@ -532,19 +525,6 @@ fn a_read_only_serve_forced_in_authorized_keys_refuses_pushes_and_still_serves()
     assert_eq!(pulled.as_deref(), Some(&b"primary's file"[..]));
 }
 
-/// `count` bytes that do not compress (xorshift).
-fn incompressible(count: usize) -> Vec<u8> {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    (0..count / 8)
-        .flat_map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()
-        })
-        .collect()
-}
-
 /// Starts `copy`, truncates `source` to 1 MB once 30 MB of it have arrived in `dest_dir`, and
 /// checks the outcome: a clean failure naming the file, not a crash, and no temporary file left
 /// behind except the resumable partial.
@@ -598,7 +578,7 @@ fn a_local_source_truncated_mid_copy_fails_cleanly() {
     let source_dir = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
     let source = source_dir.path().join("big");
-    fs::write(&source, incompressible(400_000_000)).unwrap();
+    fs::write(&source, incompressible(400_000_000, 0x9E37_79B9_7F4A_7C15)).unwrap();
     let mut copy = Command::new(binaries::barsync());
     copy.args(["copy", "--compress-level", "0"])
         .arg(&source)
@@ -613,7 +593,7 @@ fn a_remote_source_truncated_mid_copy_fails_cleanly_and_the_session_goes_on() {
     let local = tempfile::tempdir().unwrap();
     fs::create_dir(remote.path().join("tree")).unwrap();
     let source = remote.path().join("tree/big");
-    fs::write(&source, incompressible(400_000_000)).unwrap();
+    fs::write(&source, incompressible(400_000_000, 0x9E37_79B9_7F4A_7C15)).unwrap();
     // A second file, sent after the truncated one in the same session.
     fs::write(remote.path().join("tree/small"), b"after the big one").unwrap();
     let (rsh, host) = rsh_and_host(&sshd);
@@ -720,7 +700,7 @@ fn a_local_source_truncated_while_pushed_fails_cleanly() {
     let remote = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
     let source = local.path().join("big");
-    fs::write(&source, incompressible(400_000_000)).unwrap();
+    fs::write(&source, incompressible(400_000_000, 0x9E37_79B9_7F4A_7C15)).unwrap();
     let (rsh, host) = rsh_and_host(&sshd);
     let mut copy = Command::new(binaries::barsync());
     copy.args([

@@ -11,18 +11,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use barsync_tests::noise::incompressible;
 use barsync_tests::passive_rig::{describe, fixture_primary, AtLimit, PassiveRig, RigOptions};
 
 /// Adds one file of `mib` MiB of incompressible data to the primary's newest backup.
 fn add_random_file(primary: &Path, name: &str, mib: usize) -> Vec<u8> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut data = vec![0u8; mib << 20];
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
+    let data = incompressible(mib << 20, 0x2545_F491_4F6C_DD1D);
     let path = primary.join(format!(
         "primary-home/pg/base/20240102T120000/data/base/1/{name}"
     ));
@@ -292,15 +286,7 @@ fn a_session_cut_after_linked_files_keeps_them_and_leaves_no_temporary_name() {
 
 /// `mib` MiB of incompressible data from `seed`.
 fn random_data(mib: usize, seed: u64) -> Vec<u8> {
-    let mut state = 0x2545_F491_4F6C_DD1Du64 ^ seed;
-    let mut data = vec![0u8; mib << 20];
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    data
+    incompressible(mib << 20, 0x2545_F491_4F6C_DD1D ^ seed)
 }
 
 /// Two sessions: one holds its stream in the middle of a large file while the other finishes

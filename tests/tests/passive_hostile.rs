@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use barsync_sync::config::Config;
 use barsync_sync::passive::sync_backup::sync_backup;
 use barsync_sync::passive::{Events, PassiveOptions};
+use barsync_tests::noise::incompressible;
 use barsync_tests::passive_rig::{
     barman_program, describe, fixture_primary, AtLimit, PassiveRig, RigOptions,
 };
@@ -246,16 +247,7 @@ fn a_directory_swapped_for_a_symlink_during_the_copy_keeps_the_backup_from_done(
     let big = primary
         .path()
         .join(format!("primary-home/pg/base/{id}/data/base/1/50000"));
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let data: Vec<u8> = (0..(16 << 20) / 8)
-        .flat_map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state.to_le_bytes()
-        })
-        .collect();
-    fs::write(&big, data).unwrap();
+    fs::write(&big, incompressible(16 << 20, 0x9E37_79B9_7F4A_7C15)).unwrap();
     let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
     let info = rig.barsync(&["sync-info", "--primary", "pg"]);
     assert!(info.status.success(), "{}", describe(&info));
