@@ -12,6 +12,7 @@ use serde_json::json;
 use anyhow::{bail, Context, Result};
 use transfer_engine::confine::Roots;
 use transfer_engine::copy::{pull, push, CopyOptions, CopyReport};
+use transfer_engine::names::shown_path;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client};
 use transfer_engine::sftp::SftpSource;
@@ -142,7 +143,7 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
             let session = with_session(args, host, &root, |client| {
                 Ok(pull(
                     client,
-                    &request,
+                    Path::new(&request),
                     contents,
                     &destination,
                     &options,
@@ -171,7 +172,12 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
             };
             let session = with_session(args, host, &root, |client| {
                 Ok(push(
-                    client, &source, contents, &request, &options, progress,
+                    client,
+                    &source,
+                    contents,
+                    Path::new(&request),
+                    &options,
+                    progress,
                 )?)
             });
             match session {
@@ -183,7 +189,14 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
                     } else {
                         path.trim_end_matches('/')
                     };
-                    push(&mut target, &source, contents, remote, &options, progress)?
+                    push(
+                        &mut target,
+                        &source,
+                        contents,
+                        Path::new(remote),
+                        &options,
+                        progress,
+                    )?
                 }
                 other => other?,
             }
@@ -212,9 +225,9 @@ fn fetched(job: &Job, outcome: &transfer_engine::protocol::FetchOutcome) {
 }
 
 /// One file done, at `-v` (errors are in the summary).
-fn print_outcome(path: &str, result: Result<u64, &String>) {
+fn print_outcome(path: &Path, result: Result<u64, &String>) {
     match result {
-        Ok(len) => tracing::debug!("{path} ({len} bytes)"),
+        Ok(len) => tracing::debug!("{} ({len} bytes)", shown_path(path)),
         Err(message) => tracing::debug!("failed: {message}"),
     }
 }
@@ -319,7 +332,7 @@ fn sftp_pull(
     let source_path = if path.is_empty() { "." } else { path };
     Ok(pull(
         &mut source,
-        source_path,
+        Path::new(source_path),
         contents,
         destination,
         options,
@@ -342,7 +355,7 @@ fn copy_locally(
     let mut client = Client::connect(from_server, to_server, client_options(args))?;
     let report = pull(
         &mut client,
-        &request,
+        Path::new(&request),
         contents,
         Path::new(&args.destination),
         options,

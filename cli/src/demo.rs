@@ -306,7 +306,7 @@ impl Events for DemoEvents {
     fn plan(&self, label: &str, files: u64, bytes: u64) {
         self.0.plan(label, files, bytes);
     }
-    fn file_done(&self, path: &str, result: &Result<FetchReport, String>) {
+    fn file_done(&self, path: &std::path::Path, result: &Result<FetchReport, String>) {
         self.0.file_done(path, result);
     }
 }

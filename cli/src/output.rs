@@ -20,6 +20,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::field::{Field, Visit};
 use tracing::{Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use transfer_engine::names::shown_path;
 use transfer_engine::protocol::FetchReport;
 
 /// tracing targets with a meaning here.
@@ -303,7 +304,7 @@ pub struct PassiveEvents {
     current: Mutex<Option<Job>>,
     pub files: std::sync::atomic::AtomicU64,
     /// Bytes already shown for the parts of split files still in progress, by path.
-    parts: Mutex<std::collections::HashMap<String, u64>>,
+    parts: Mutex<std::collections::HashMap<PathBuf, u64>>,
 }
 
 impl PassiveEvents {
@@ -363,7 +364,7 @@ impl Events for PassiveEvents {
         *self.current.lock().unwrap() = Some(ui().job(&label, Some(files), Some(bytes)));
     }
 
-    fn part_done(&self, path: &str, bytes: u64) {
+    fn part_done(&self, path: &Path, bytes: u64) {
         *self
             .parts
             .lock()
@@ -375,7 +376,7 @@ impl Events for PassiveEvents {
         }
     }
 
-    fn file_done(&self, path: &str, result: &Result<FetchReport, String>) {
+    fn file_done(&self, path: &Path, result: &Result<FetchReport, String>) {
         self.files
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shown = self.parts.lock().unwrap().remove(path).unwrap_or(0);
@@ -404,6 +405,7 @@ impl Events for PassiveEvents {
                         mib(report.reused_bytes)
                     )
                 };
+                let path = shown_path(path);
                 tracing::debug!("{path}: {} ({how})", mib(report.len));
                 tracing::trace!(
                     "{path}: {} bytes; {} bytes received, {} bytes of signature sent, {} bytes reused{}; verified by {}{}",
@@ -624,18 +626,18 @@ mod tests {
     fn parts_move_the_progress_and_their_file_is_counted_once() {
         let events = PassiveEvents::new();
         events.plan("20240102T120000", 3, 300);
-        events.file_done("/p/small", &report(100));
-        events.part_done("/p/big", 64);
-        events.part_done("/p/big", 64);
+        events.file_done(Path::new("/p/small"), &report(100));
+        events.part_done(Path::new("/p/big"), 64);
+        events.part_done(Path::new("/p/big"), 64);
         assert_eq!(shown(&events), (1, 228), "parts show bytes, not files");
-        events.file_done("/p/big", &report(150));
+        events.file_done(Path::new("/p/big"), &report(150));
         assert_eq!(
             shown(&events),
             (2, 250),
             "the file adds only what its parts did not"
         );
-        events.part_done("/p/failed", 10);
-        events.file_done("/p/failed", &Err("cut".into()));
+        events.part_done(Path::new("/p/failed"), 10);
+        events.file_done(Path::new("/p/failed"), &Err("cut".into()));
         assert!(events.current.lock().unwrap().is_none(), "every file done");
     }
 }

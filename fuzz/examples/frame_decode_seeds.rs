@@ -55,12 +55,7 @@ fn record(root: &Path, remote_root: &Path, client_dir: &Path) -> (Vec<u8>, usize
     let server = std::thread::spawn(move || {
         let _ = serve(server_input, tee, &roots);
     });
-    let succeeded = run_client_session(
-        from_server,
-        to_server,
-        client_dir,
-        &remote_root.to_string_lossy(),
-    );
+    let succeeded = run_client_session(from_server, to_server, client_dir, remote_root);
     server.join().expect("server thread");
     let bytes = copy.lock().unwrap().clone();
     (bytes, succeeded)

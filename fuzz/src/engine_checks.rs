@@ -5,7 +5,9 @@
 //! Shared by the fuzz targets and `transfer-engine/tests/fuzz_corpus.rs` (included there with
 //! `#[path]`), so only `std` and `transfer_engine` may be used here.
 
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -75,19 +77,19 @@ fn decode_payload(
         }
         Kind::List => {
             fields.u32()?;
-            fields.str()?;
+            fields.path()?;
             fields.u8()?;
         }
         Kind::FileRequest => {
             fields.u32()?;
-            fields.str()?;
+            fields.path()?;
             fields.u64()?;
             fields.u8()?;
             fields.u8()?;
         }
         Kind::RangeRequest => {
             fields.u32()?;
-            fields.str()?;
+            fields.path()?;
             fields.u64()?;
             fields.u64()?;
             fields.u64()?;
@@ -101,28 +103,32 @@ fn decode_payload(
         Kind::RequestsDone | Kind::ServerDone => {}
         Kind::PushFile => {
             fields.u32()?;
-            fields.str()?;
+            fields.path()?;
             fields.u64()?;
         }
         Kind::MakeDirectory => {
             fields.u32()?;
-            fields.str()?;
+            fields.path()?;
             fields.u32()?;
         }
         Kind::MakeSymlink => {
             fields.u32()?;
-            fields.str()?;
-            fields.str()?;
+            fields.path()?;
+            fields.path()?;
         }
-        Kind::Remove | Kind::RequestError => {
+        Kind::Remove => {
+            fields.u32()?;
+            fields.path()?;
+        }
+        Kind::RequestError => {
             fields.u32()?;
             fields.str()?;
         }
         Kind::ListEntry => {
             fields.u32()?;
-            let path = fields.str()?;
-            if let Ok(path) = RelativePath::new(path) {
-                relative_path_properties(path.as_str(), &path);
+            let path = fields.path()?;
+            if let Ok(path) = RelativePath::from_path(path) {
+                relative_path_properties(path.as_bytes(), &path);
             }
             let entry_kind = fields.u8()?;
             fields.u64()?;
@@ -130,7 +136,7 @@ fn decode_payload(
             fields.u32()?;
             fields.u32()?;
             if entry_kind == EntryKind::Symlink as u8 {
-                fields.str()?;
+                fields.path()?;
             }
         }
         Kind::ListEnd => {
@@ -239,7 +245,7 @@ fn scratch_dir(label: &str) -> PathBuf {
 /// listing, four fetches (new, with a basis, in place, linked if identical), a push of four
 /// items, finish.
 pub fn client_session(data: &[u8]) {
-    run_client_session(data, io::sink(), session_dir(), "/srv/fuzz");
+    run_client_session(data, io::sink(), session_dir(), Path::new("/srv/fuzz"));
 }
 
 /// Runs the session of [`client_session`] over `input`/`output`, with the local files in `dir`
@@ -251,7 +257,7 @@ pub fn run_client_session<R: Read, W: Write + Send>(
     input: R,
     output: W,
     dir: &Path,
-    remote_root: &str,
+    remote_root: &Path,
 ) -> usize {
     let work = dir.join("w");
     let _ = std::fs::remove_dir_all(&work);
@@ -271,14 +277,14 @@ pub fn run_client_session<R: Read, W: Write + Send>(
         Ok(Err(_)) => {}
         Ok(Ok(entries)) => {
             for entry in entries {
-                relative_path_properties(entry.path.as_str(), &entry.path);
+                relative_path_properties(entry.path.as_bytes(), &entry.path);
                 assert!(entry.mode <= 0o7777);
                 assert_eq!(entry.target.is_some(), entry.kind == EntryKind::Symlink);
             }
         }
     }
 
-    let remote = |name: &str| format!("{remote_root}/{name}");
+    let remote = |name: &str| remote_root.join(name);
     let request = |remote_name: &str, destination: &str, basis: Option<&str>| FetchRequest {
         remote_path: remote(remote_name),
         destination: transfer_engine::confine::Destination::trusted(&work.join(destination))
@@ -412,44 +418,44 @@ pub fn ssh_command_parse(data: &[u8]) {
 /// file system); `Roots::resolve` gives a root and such a path, and an absolute path it accepts
 /// names that root plus that path.
 pub fn relative_paths(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    for candidate in std::iter::once(text).chain(text.split('\n')) {
-        // The grammar: accepted exactly when these hold (any other byte is legal in a name).
+    for candidate in std::iter::once(data).chain(data.split(|&b| b == b'\n')) {
+        // The grammar: accepted exactly when these hold (any other byte is legal in a name,
+        // UTF-8 or not).
         let grammatical = candidate.len() <= MAX_PATH_LEN
-            && !candidate.starts_with('/')
-            && !candidate.contains('\0')
+            && !candidate.starts_with(b"/")
+            && !candidate.contains(&0)
             && (candidate.is_empty()
-                || candidate.split('/').all(|c| !matches!(c, "" | "." | "..")));
+                || candidate
+                    .split(|&b| b == b'/')
+                    .all(|c| !matches!(c, b"" | b"." | b"..")));
         assert_eq!(
-            RelativePath::new(candidate).is_ok(),
+            RelativePath::from_bytes(candidate).is_ok(),
             grammatical,
-            "grammar and RelativePath::new disagree on {candidate:?}"
+            "grammar and RelativePath::from_bytes disagree on {candidate:?}"
         );
-        if let Ok(path) = RelativePath::new(candidate) {
+        if let Ok(path) = RelativePath::from_bytes(candidate) {
             relative_path_properties(candidate, &path);
             if let Ok(joined) = path.join("child") {
-                relative_path_properties(joined.as_str(), &joined);
+                relative_path_properties(joined.as_bytes(), &joined);
             }
         }
-        if !candidate.contains('/') {
+        let as_path = Path::new(OsStr::from_bytes(candidate));
+        if !candidate.contains(&b'/') {
             let root = RelativePath::new("").expect("the empty path is the root");
             assert_eq!(
-                root.join(candidate).ok(),
-                RelativePath::new(candidate).ok(),
-                "join on the root is new"
+                root.join(as_path).ok(),
+                RelativePath::from_bytes(candidate).ok(),
+                "join on the root is from_bytes"
             );
         }
-        if let Ok((root, relative)) = roots().resolve(candidate) {
-            relative_path_properties(relative.as_str(), &relative);
+        if let Ok((root, relative)) = roots().resolve(as_path) {
+            relative_path_properties(relative.as_bytes(), &relative);
             assert_eq!(root, roots_dir());
-            if candidate.starts_with('/') {
-                let mut expected = root.to_path_buf();
-                if !relative.as_str().is_empty() {
-                    expected.push(relative.as_str());
-                }
-                assert_eq!(Path::new(candidate.trim_end_matches('/')), expected);
+            if candidate.starts_with(b"/") {
+                let expected = root.join(relative.as_path());
+                let trimmed: PathBuf = as_path.components().collect();
+                let expected: PathBuf = expected.components().collect();
+                assert_eq!(trimmed, expected);
             }
         }
     }
@@ -465,25 +471,35 @@ fn roots() -> &'static Roots {
     ROOTS.get_or_init(|| Roots::new(vec![roots_dir().to_path_buf()]).expect("roots"))
 }
 
-fn relative_path_properties(text: &str, path: &RelativePath) {
-    assert_eq!(path.as_str(), text);
-    assert!(text.len() <= MAX_PATH_LEN);
-    assert!(!text.starts_with('/'), "absolute path accepted: {text:?}");
-    assert!(!text.contains('\0'), "NUL accepted: {text:?}");
-    if text.is_empty() {
+fn relative_path_properties(bytes: &[u8], path: &RelativePath) {
+    assert_eq!(path.as_bytes(), bytes);
+    assert!(bytes.len() <= MAX_PATH_LEN);
+    assert!(
+        !bytes.starts_with(b"/"),
+        "absolute path accepted: {bytes:?}"
+    );
+    assert!(!bytes.contains(&0), "NUL accepted: {bytes:?}");
+    if bytes.is_empty() {
         assert_eq!(path.components().count(), 0);
         return;
     }
-    for component in text.split('/') {
+    for component in bytes.split(|&b| b == b'/') {
         assert!(
-            !matches!(component, "" | "." | ".."),
-            "component {component:?} accepted in {text:?}"
+            !matches!(component, b"" | b"." | b".."),
+            "component {component:?} accepted in {bytes:?}"
         );
     }
-    assert_eq!(path.components().collect::<Vec<_>>().join("/"), text);
+    assert_eq!(
+        path.components()
+            .map(OsStr::as_bytes)
+            .collect::<Vec<_>>()
+            .join(&b'/'),
+        bytes
+    );
+    let text = Path::new(OsStr::from_bytes(bytes));
     let below = Path::new("/root-dir").join(text);
     assert!(below.starts_with("/root-dir"));
-    assert!(Path::new(text)
+    assert!(text
         .components()
         .all(|component| matches!(component, Component::Normal(_))));
 }

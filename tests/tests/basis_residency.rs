@@ -80,7 +80,7 @@ fn fetch(root: &Path, requests: &[FetchRequest]) -> Vec<Result<FetchReport, Stri
 
 fn request(root: &Path, basis: &Path, destination: &Path) -> FetchRequest {
     FetchRequest {
-        remote_path: root.join("segment").display().to_string(),
+        remote_path: root.join("segment"),
         destination: transfer_engine::confine::Destination::trusted(destination).unwrap(),
         basis: Some(basis.to_path_buf()),
         max_len: Some(FILE),

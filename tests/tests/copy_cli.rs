@@ -716,3 +716,79 @@ fn a_local_source_truncated_while_pushed_fails_cleanly() {
     .arg(format!("{host}:{}/big", remote.path().display()));
     source_truncated_mid_copy(copy, &source, remote.path());
 }
+
+/// File names are bytes: names that are not UTF-8 (Latin-1 names from an old system, say), and
+/// symlinks pointing at them, are copied as they are, pulled and pushed, over `barsync serve`
+/// and over the SFTP fallback.
+#[test]
+fn names_that_are_not_utf8_are_copied_both_ways_over_serve_and_sftp() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let name = |bytes: &[u8]| OsStr::from_bytes(bytes).to_owned();
+    let file = name(b"caf\xe9-latin1");
+    let dir = name(b"dir-\xff");
+    let inner = name(b"inner-\xfe\xfd");
+    let link = name(b"link-\xfc");
+    let sshd = TestSshd::start().expect("sshd");
+    let (rsh, host) = rsh_and_host(&sshd);
+    for (label, remote_barsync) in [
+        ("serve", binaries::barsync().display().to_string()),
+        ("sftp", "/nonexistent/barsync".to_string()),
+    ] {
+        let remote = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let source = remote.path().join("tree");
+        fs::create_dir_all(source.join(&dir)).unwrap();
+        fs::write(source.join(&file), b"latin-1 name".repeat(1000)).unwrap();
+        fs::write(source.join(&dir).join(&inner), b"inner".repeat(1000)).unwrap();
+        std::os::unix::fs::symlink(&file, source.join(&link)).unwrap();
+        let check = |tree: &std::path::Path| {
+            assert_eq!(
+                fs::read(tree.join(&file)).unwrap(),
+                b"latin-1 name".repeat(1000),
+                "{label}: {}",
+                tree.display()
+            );
+            assert_eq!(
+                fs::read(tree.join(&dir).join(&inner)).unwrap(),
+                b"inner".repeat(1000),
+                "{label}"
+            );
+            assert_eq!(fs::read_link(tree.join(&link)).unwrap(), file, "{label}");
+        };
+        let copy = |from: String, to: String| {
+            let out = Command::new(binaries::barsync())
+                .args([
+                    "copy",
+                    "-r",
+                    "-e",
+                    &rsh,
+                    "--remote-barsync",
+                    &remote_barsync,
+                ])
+                .arg(&from)
+                .arg(&to)
+                .output()
+                .expect("barsync runs");
+            assert!(
+                out.status.success(),
+                "{label}: {from} -> {to}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        // Pull, twice (the second run finds everything up to date).
+        for _ in 0..2 {
+            copy(
+                format!("{host}:{}/", source.display()),
+                local.path().join("pulled").display().to_string(),
+            );
+            check(&local.path().join("pulled"));
+        }
+        // Push what was pulled to a new remote directory.
+        copy(
+            format!("{}/", local.path().join("pulled").display()),
+            format!("{host}:{}", remote.path().join("pushed").display()),
+        );
+        check(&remote.path().join("pushed"));
+    }
+}

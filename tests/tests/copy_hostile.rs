@@ -28,7 +28,7 @@ struct Forged<'a> {
 impl PullSource for Forged<'_> {
     fn list(
         &mut self,
-        _path: &str,
+        _path: &Path,
         _recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, CopyError> {
         Ok(Ok(self.listing.clone()))
@@ -53,7 +53,7 @@ fn entry(path: &str, kind: EntryKind, size: u64, target: Option<&Path>) -> Entry
         size,
         mtime: (1_700_000_000, 0),
         mode: 0o644,
-        target: target.map(|t| t.display().to_string()),
+        target: target.map(|t| t.as_os_str().to_owned()),
     }
 }
 
@@ -130,7 +130,7 @@ impl Scene {
             };
             let report = pull(
                 &mut forged,
-                remote_source,
+                Path::new(remote_source),
                 true,
                 &destination,
                 &options,
@@ -218,7 +218,7 @@ fn a_push_to_serve_never_writes_through_a_pushed_symlink() {
     let items = vec![
         PushItem::Symlink {
             remote_path: "a".into(),
-            target: outside.display().to_string(),
+            target: outside.clone(),
         },
         PushItem::File {
             local: file.clone(),
@@ -253,9 +253,10 @@ fn a_push_to_serve_never_writes_through_a_pushed_symlink() {
     for outcome in &outcomes[1..5] {
         let message = outcome.result.as_ref().unwrap_err();
         assert!(
-            message.contains(&outcome.remote_path) && message.contains("symlink"),
+            message.contains(&*outcome.remote_path.to_string_lossy())
+                && message.contains("symlink"),
             "{}: {message}",
-            outcome.remote_path
+            outcome.remote_path.display()
         );
     }
     assert!(outcomes[0].result.is_ok() && outcomes[5].result.is_ok());

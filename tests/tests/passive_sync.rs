@@ -598,7 +598,7 @@ fn bandwidth_limit_paces_the_barsync_and_the_sftp_paths() {
     }
 }
 
-/// A backup file whose name holds a tab, a newline or 240 bytes (legal names; PostgreSQL never
+/// A backup file whose name holds a tab, a newline, 240 bytes or bytes that are not UTF-8 (legal names; PostgreSQL never
 /// makes them, an operator or an extension could) is synced like any other, and Barman's
 /// catalog of the passive reads the backup as the primary's.
 #[test]
@@ -615,6 +615,9 @@ fn backup_files_with_odd_names_are_synced_and_barman_reads_the_backup() {
     for (i, name) in odd.iter().enumerate() {
         fs::write(data.join(name), format!("odd {i}").repeat(5000)).unwrap();
     }
+    // A name that is not UTF-8 (bytes are legal in names).
+    let latin1: &std::ffi::OsStr = std::os::unix::ffi::OsStrExt::from_bytes(b"caf\xe9");
+    fs::write(data.join(latin1), b"latin-1".repeat(5000)).unwrap();
     let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
     let cron = rig.barsync(&["cron"]);
     assert!(cron.status.success(), "{}", describe(&cron));
@@ -626,6 +629,15 @@ fn backup_files_with_odd_names_are_synced_and_barman_reads_the_backup() {
     );
     let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
     assert_eq!(ours, primary_backup_files(primary.path(), id));
+    assert_eq!(
+        fs::read(
+            rig.server_directory()
+                .join(format!("base/{id}/data"))
+                .join(latin1)
+        )
+        .unwrap(),
+        b"latin-1".repeat(5000)
+    );
     let show = rig.barman(&["show-backup", "pg", id]);
     assert!(show.status.success(), "{}", describe(&show));
     assert!(

@@ -25,23 +25,20 @@ fn fetch_tree(
     remote: &Path,
     local: &Path,
 ) -> Vec<u64> {
-    let listing = client
-        .list(&remote.display().to_string(), true)
-        .unwrap()
-        .unwrap();
+    let listing = client.list(remote, true).unwrap().unwrap();
     for dir in listing.iter().filter(|e| e.kind == EntryKind::Directory) {
-        fs::create_dir_all(local.join(dir.path.as_str())).unwrap();
+        fs::create_dir_all(local.join(dir.path.as_path())).unwrap();
     }
     let requests: Vec<FetchRequest> = listing
         .iter()
         .filter(|e| e.kind == EntryKind::File)
         .map(|e| FetchRequest {
-            remote_path: format!("{}/{}", remote.display(), e.path.as_str()),
+            remote_path: remote.join(e.path.as_path()),
             destination: transfer_engine::confine::Destination::trusted(
-                &local.join(e.path.as_str()),
+                &local.join(e.path.as_path()),
             )
             .unwrap(),
-            basis: Some(local.join(e.path.as_str())),
+            basis: Some(local.join(e.path.as_path())),
             max_len: Some(e.size),
             partial: None,
             in_place: false,

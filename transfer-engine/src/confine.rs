@@ -14,9 +14,11 @@
 //! created, renamed or linked by name inside that handle. A directory swapped for a symlink at
 //! any moment makes that one file fail; nothing is ever written through the link.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{mkdirat, openat, statat, unlinkat, AtFlags, FileType, Mode, OFlags, CWD};
@@ -36,60 +38,115 @@ pub enum PathError {
     OutsideRoots { path: String, roots: String },
 }
 
-/// A validated relative path made of plain components.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RelativePath(String);
+/// A validated relative path made of plain components. Names are bytes, as in the file
+/// system: a name need not be UTF-8 ([`RelativePath::shown`] escapes it for messages).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelativePath(Vec<u8>);
+
+impl std::fmt::Debug for RelativePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_path())
+    }
+}
 
 impl RelativePath {
     /// Validates `path` (the empty string is the tree's root itself).
     pub fn new(path: &str) -> Result<RelativePath, PathError> {
+        RelativePath::from_bytes(path.as_bytes())
+    }
+
+    /// Validates `path`, given as the file system's bytes.
+    pub fn from_bytes(path: &[u8]) -> Result<RelativePath, PathError> {
         let invalid = |reason| PathError::Invalid {
-            path: path.to_string(),
+            path: crate::names::shown_bytes(path),
             reason,
         };
         if path.len() > MAX_PATH_LEN {
             return Err(invalid("longer than 4096 bytes"));
         }
-        if path.starts_with('/') {
+        if path.starts_with(b"/") {
             return Err(invalid("absolute"));
         }
-        if path.contains('\0') {
+        if path.contains(&0) {
             return Err(invalid("contains a NUL byte"));
         }
         if !path.is_empty() {
-            for component in path.split('/') {
+            for component in path.split(|&b| b == b'/') {
                 match component {
-                    "" => return Err(invalid("empty component")),
-                    "." | ".." => return Err(invalid("`.` or `..` component")),
+                    b"" => return Err(invalid("empty component")),
+                    b"." | b".." => return Err(invalid("`.` or `..` component")),
                     _ => {}
                 }
             }
         }
-        Ok(RelativePath(path.to_string()))
+        Ok(RelativePath(path.to_vec()))
     }
 
-    /// The path as text.
-    pub fn as_str(&self) -> &str {
+    /// Validates a path given as a [`Path`] (relative, plain components).
+    pub fn from_path(path: &Path) -> Result<RelativePath, PathError> {
+        RelativePath::from_bytes(path.as_os_str().as_bytes())
+    }
+
+    /// The path's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
+    /// The path as a [`Path`] (lossless).
+    pub fn as_path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.0))
+    }
+
+    /// Whether this is the tree's root itself (the empty path).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The path as messages show it: as is when it is UTF-8 without control characters, else
+    /// quoted and escaped ([`crate::names::shown_bytes`]).
+    pub fn shown(&self) -> String {
+        crate::names::shown_bytes(&self.0)
+    }
+
     /// The components, in order.
-    pub fn components(&self) -> impl Iterator<Item = &str> {
-        self.0.split('/').filter(|c| !c.is_empty())
+    pub fn components(&self) -> impl Iterator<Item = &OsStr> {
+        self.0
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(OsStr::from_bytes)
     }
 
     /// `self/name`, validating `name` as one component.
-    pub fn join(&self, name: &str) -> Result<RelativePath, PathError> {
-        if name.contains('/') {
+    pub fn join(&self, name: impl AsRef<OsStr>) -> Result<RelativePath, PathError> {
+        let name = name.as_ref().as_bytes();
+        if name.contains(&b'/') {
             return Err(PathError::Invalid {
-                path: name.to_string(),
+                path: crate::names::shown_bytes(name),
                 reason: "a name contains `/`",
             });
         }
         if self.0.is_empty() {
-            RelativePath::new(name)
+            RelativePath::from_bytes(name)
         } else {
-            RelativePath::new(&format!("{}/{}", self.0, name))
+            let mut joined = Vec::with_capacity(self.0.len() + 1 + name.len());
+            joined.extend_from_slice(&self.0);
+            joined.push(b'/');
+            joined.extend_from_slice(name);
+            RelativePath::from_bytes(&joined)
+        }
+    }
+
+    /// `self/below`: a path below this one.
+    pub fn join_path(&self, below: &RelativePath) -> Result<RelativePath, PathError> {
+        match (self.0.is_empty(), below.0.is_empty()) {
+            (_, true) => Ok(self.clone()),
+            (true, false) => Ok(below.clone()),
+            (false, false) => {
+                let mut joined = self.0.clone();
+                joined.push(b'/');
+                joined.extend_from_slice(&below.0);
+                RelativePath::from_bytes(&joined)
+            }
         }
     }
 }
@@ -132,9 +189,10 @@ impl Roots {
     /// Splits a path from a peer into its root and the validated rest. An absolute path must lie
     /// below one of the roots (spelled as given or as resolved); a relative one names a path
     /// below the first root.
-    pub fn resolve(&self, path: &str) -> Result<(&Path, RelativePath), PathError> {
+    pub fn resolve(&self, path: &Path) -> Result<(&Path, RelativePath), PathError> {
+        let bytes = path.as_os_str().as_bytes();
         let outside = || PathError::OutsideRoots {
-            path: path.to_string(),
+            path: crate::names::shown_bytes(bytes),
             roots: self
                 .0
                 .iter()
@@ -142,26 +200,32 @@ impl Roots {
                 .collect::<Vec<_>>()
                 .join(", "),
         };
-        if !path.starts_with('/') {
+        if !bytes.starts_with(b"/") {
             return Ok((
                 self.0[0].resolved.as_path(),
-                RelativePath::new(path.trim_end_matches('/'))?,
+                RelativePath::from_bytes(trim_end(bytes))?,
             ));
         }
         for root in &self.0 {
             for spelling in [&root.resolved, &root.given] {
-                let root_text = spelling.to_string_lossy();
-                let root_text = root_text.trim_end_matches('/');
-                if let Some(rest) = path.strip_prefix(root_text) {
-                    if rest.is_empty() || rest.starts_with('/') {
-                        let rest = rest.trim_start_matches('/').trim_end_matches('/');
-                        return Ok((root.resolved.as_path(), RelativePath::new(rest)?));
+                let root_bytes = trim_end(spelling.as_os_str().as_bytes());
+                if let Some(rest) = bytes.strip_prefix(root_bytes) {
+                    if rest.is_empty() || rest.starts_with(b"/") {
+                        let start = rest.iter().position(|&b| b != b'/').unwrap_or(rest.len());
+                        let rest = trim_end(&rest[start..]);
+                        return Ok((root.resolved.as_path(), RelativePath::from_bytes(rest)?));
                     }
                 }
             }
         }
         Err(outside())
     }
+}
+
+/// `bytes` without its trailing slashes.
+fn trim_end(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    &bytes[..end]
 }
 
 /// Opens `relative` below `root` without following any symlink below the root.
@@ -172,7 +236,7 @@ pub fn open_below(root: &Path, relative: &RelativePath, directory: bool) -> io::
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let components: Vec<&str> = relative.components().collect();
+    let components: Vec<&OsStr> = relative.components().collect();
     for (index, component) in components.iter().enumerate() {
         let last = index + 1 == components.len();
         let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -268,7 +332,7 @@ pub struct Destination {
 impl Destination {
     /// `relative` below the trusted `root`; the empty path (the root itself) is refused.
     pub fn new(root: impl Into<PathBuf>, relative: RelativePath) -> Result<Destination, PathError> {
-        if relative.as_str().is_empty() {
+        if relative.is_empty() {
             return Err(PathError::Invalid {
                 path: String::new(),
                 reason: "names the root itself, not a file below it",
@@ -288,14 +352,12 @@ impl Destination {
         };
         let name = path
             .file_name()
-            .ok_or_else(|| invalid("has no file name"))?
-            .to_str()
-            .ok_or_else(|| invalid("is not UTF-8"))?;
+            .ok_or_else(|| invalid("has no file name"))?;
         let root = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        Destination::new(root, RelativePath::new(name)?)
+        Destination::new(root, RelativePath::from_bytes(name.as_bytes())?)
     }
 
     /// The trusted root.
@@ -310,18 +372,18 @@ impl Destination {
 
     /// The whole path (for messages and for reading; never written through).
     pub fn path(&self) -> PathBuf {
-        self.root.join(self.relative.as_str())
+        self.root.join(self.relative.as_path())
     }
 
     /// The last component: the name of the file in its parent directory.
-    pub fn file_name(&self) -> &str {
+    pub fn file_name(&self) -> &OsStr {
         self.relative.components().last().expect("not empty")
     }
 
     /// The path of the parent directory below the root.
     pub fn parent(&self) -> RelativePath {
-        let text = self.relative.as_str();
-        RelativePath(text[..text.rfind('/').unwrap_or(0)].to_string())
+        let bytes = self.relative.as_bytes();
+        RelativePath(bytes[..bytes.iter().rposition(|&b| b == b'/').unwrap_or(0)].to_vec())
     }
 
     /// Opens the parent directory from the root without following any symlink below it.
@@ -331,13 +393,13 @@ impl Destination {
 
     /// Whether `path` is a file of the same directory (read through [`Destination::open_parent`]
     /// then, by name), and its name.
-    pub fn sibling_name<'p>(&self, path: &'p Path) -> Option<&'p str> {
+    pub fn sibling_name<'p>(&self, path: &'p Path) -> Option<&'p OsStr> {
         let parent = self.path();
         let parent = parent.parent()?;
         (path.parent()? == parent)
-            .then(|| path.file_name()?.to_str())
+            .then(|| path.file_name())
             .flatten()
-            .filter(|name| RelativePath::new(name).is_ok())
+            .filter(|name| RelativePath::from_bytes(name.as_bytes()).is_ok())
     }
 }
 
@@ -386,22 +448,24 @@ mod tests {
         std::fs::create_dir(base.join("barman")).unwrap();
         let root = base.join("barman").display().to_string();
         let roots = Roots::new(vec![base.join("barman")]).unwrap();
+        let resolve = |path: &str| roots.resolve(Path::new(path)).map(|(_, rest)| rest);
         assert_eq!(
-            roots
-                .resolve(&format!("{root}/pg/base"))
-                .unwrap()
-                .1
-                .as_str(),
-            "pg/base"
+            resolve(&format!("{root}/pg/base")).unwrap().as_bytes(),
+            b"pg/base"
         );
-        assert_eq!(roots.resolve(&format!("{root}/")).unwrap().1.as_str(), "");
+        assert!(resolve(&format!("{root}/")).unwrap().is_empty());
         assert!(matches!(
-            roots.resolve(&format!("{root}2/x")),
+            resolve(&format!("{root}2/x")),
             Err(PathError::OutsideRoots { .. })
         ));
-        assert!(roots.resolve(&format!("{root}/../etc/passwd")).is_err());
-        assert_eq!(roots.resolve("pg/base").unwrap().1.as_str(), "pg/base");
-        assert!(roots.resolve("../x").is_err());
+        assert!(resolve(&format!("{root}/../etc/passwd")).is_err());
+        assert_eq!(resolve("pg/base").unwrap().as_bytes(), b"pg/base");
+        assert!(resolve("../x").is_err());
+        // Names are bytes: a path that is not UTF-8 resolves as it is.
+        let latin1 = Path::new(OsStr::from_bytes(b"pg/caf\xe9"));
+        let (_, rest) = roots.resolve(latin1).unwrap();
+        assert_eq!(rest.as_bytes(), b"pg/caf\xe9");
+        assert_eq!(rest.shown(), r#""pg/caf\xE9""#);
         assert!(Roots::new(vec![base.join("missing")]).is_err());
     }
 
@@ -434,18 +498,18 @@ mod tests {
         let file = Destination::new(&root, RelativePath::new("a/b/f").unwrap()).unwrap();
         assert_eq!(file.path(), root.join("a/b/f"));
         assert_eq!(file.file_name(), "f");
-        assert_eq!(file.parent().as_str(), "a/b");
+        assert_eq!(file.parent().as_bytes(), b"a/b");
         assert!(file.open_parent().is_ok());
         assert_eq!(
             file.sibling_name(&root.join("a/b/.f.barsync-partial")),
-            Some(".f.barsync-partial")
+            Some(OsStr::new(".f.barsync-partial"))
         );
         assert_eq!(file.sibling_name(&root.join("a/f")), None);
         assert!(Destination::new(&root, RelativePath::new("").unwrap()).is_err());
         let top = Destination::trusted(&root.join("top")).unwrap();
         assert_eq!(
-            (top.root(), top.relative().as_str()),
-            (root.as_path(), "top")
+            (top.root(), top.relative().as_bytes()),
+            (root.as_path(), &b"top"[..])
         );
 
         // `a` swapped for a symlink: the parent cannot be opened, nothing is followed.

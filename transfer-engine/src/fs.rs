@@ -15,10 +15,12 @@
 //! size or mtime that differs from when the file was mapped) before trusting what they read.
 
 use std::borrow::Borrow;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::ops::{Deref, Range};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -147,10 +149,10 @@ impl Deref for MappedFile {
 pub struct TempFile {
     dir: OwnedFd,
     dir_path: PathBuf,
-    name: String,
-    target: String,
+    name: OsString,
+    target: OsString,
     file: Option<File>,
-    keep_as: Option<String>,
+    keep_as: Option<OsString>,
 }
 
 impl TempFile {
@@ -174,13 +176,14 @@ impl TempFile {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        TempFile::in_directory(dir, dir_path, &target)
+        TempFile::in_directory(dir, dir_path, target)
     }
 
     /// Creates the temporary file for `target` (a plain name) in the open directory `dir`;
     /// `dir_path` is only used in messages.
-    pub fn in_directory(dir: OwnedFd, dir_path: PathBuf, target: &str) -> io::Result<TempFile> {
-        if target.is_empty() || target.contains('/') || target == "." || target == ".." {
+    pub fn in_directory(dir: OwnedFd, dir_path: PathBuf, target: &OsStr) -> io::Result<TempFile> {
+        let bytes = target.as_bytes();
+        if bytes.is_empty() || bytes.contains(&b'/') || bytes == b"." || bytes == b".." {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("invalid file name {target:?}"),
@@ -195,7 +198,7 @@ impl TempFile {
             dir,
             dir_path,
             name,
-            target: target.to_string(),
+            target: target.to_owned(),
             file: Some(File::from(fd)),
             keep_as: None,
         })
@@ -208,7 +211,7 @@ impl TempFile {
     /// does; an `existing` in that same directory (a partial copy) is named through it too.
     pub fn link_beside(existing: &Path, destination: &Destination) -> io::Result<TempFile> {
         let dir_path = parent_dir(&destination.path()).to_path_buf();
-        let target = destination.file_name().to_string();
+        let target = destination.file_name().to_owned();
         let dir = destination.open_parent()?;
         let sibling = destination.sibling_name(existing);
         let (name, ()) = with_fresh_name(&target, |name| match sibling {
@@ -239,9 +242,7 @@ impl TempFile {
     /// the partial file is in the same directory) instead of removing it, so a later transfer
     /// can use what was received as its basis.
     pub fn keep_unpublished_as(&mut self, partial: &Path) {
-        self.keep_as = partial
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
+        self.keep_as = partial.file_name().map(OsStr::to_owned);
     }
 
     /// Removes the file if it is dropped unpublished, even if [`TempFile::keep_unpublished_as`]
@@ -280,7 +281,7 @@ impl TempFile {
 /// to a basis published again over the link an earlier attempt published), `rename` succeeds
 /// without doing anything (POSIX), and `name` would stay: it is removed then, so that once
 /// published no temporary name is left whatever the destination was.
-fn rename_into_place(dir: &OwnedFd, name: &str, target: &str) -> io::Result<()> {
+fn rename_into_place(dir: &OwnedFd, name: &OsStr, target: &OsStr) -> io::Result<()> {
     renameat(dir, name, dir, target)?;
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(errno) if errno == rustix::io::Errno::NOENT => Ok(()),
@@ -298,12 +299,12 @@ impl Drop for TempFile {
         let kept = match (&self.keep_as, &self.file) {
             (Some(partial), Some(file)) => {
                 file.metadata().map(|m| m.len() > 0).unwrap_or(false)
-                    && renameat(&self.dir, self.name.as_str(), &self.dir, partial.as_str()).is_ok()
+                    && renameat(&self.dir, &self.name, &self.dir, partial).is_ok()
             }
             _ => false,
         };
         if !kept {
-            let _ = unlinkat(&self.dir, self.name.as_str(), AtFlags::empty());
+            let _ = unlinkat(&self.dir, &self.name, AtFlags::empty());
         }
     }
 }
@@ -315,33 +316,33 @@ pub const SETID_DROPPED: u32 = 0o1777;
 /// Whether `name` is one of the temporary names [`TempFile`] creates (`.<target>.barsync-`
 /// and 12 lowercase hex digits): what a killed process leaves behind, never a partial transfer
 /// (`.barsync-partial`) nor anyone else's file.
-pub fn is_temp_name(name: &str) -> bool {
-    let Some((target, suffix)) = name
-        .strip_prefix('.')
-        .and_then(|rest| rest.rsplit_once(".barsync-"))
-    else {
+pub fn is_temp_name(name: &OsStr) -> bool {
+    const MARK: &[u8] = b".barsync-";
+    let name = name.as_bytes();
+    if name.len() < 1 + 1 + MARK.len() + 12 || name[0] != b'.' {
         return false;
-    };
-    !target.is_empty()
-        && suffix.len() == 12
+    }
+    let (head, suffix) = name.split_at(name.len() - 12);
+    head.ends_with(MARK)
+        && head.len() > 1 + MARK.len()
         && suffix
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// Runs `create` with `.<target>.barsync-<random>` names ([`crate::names::temporary`], which
 /// shortens long names) until one does not exist yet.
 fn with_fresh_name<T>(
-    target: &str,
-    mut create: impl FnMut(&str) -> rustix::io::Result<T>,
-) -> io::Result<(String, T)> {
+    target: &OsStr,
+    mut create: impl FnMut(&OsStr) -> rustix::io::Result<T>,
+) -> io::Result<(OsString, T)> {
     let mut last_error = None;
     for _ in 0..8 {
         let mut nonce = [0u8; 6];
         getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
         let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
         let name = crate::names::temporary(target, &suffix);
-        match create(name.as_str()) {
+        match create(&name) {
             Ok(value) => return Ok((name, value)),
             Err(errno) if errno == rustix::io::Errno::EXIST => {
                 last_error = Some(io::Error::from(errno))
@@ -374,7 +375,7 @@ pub fn open_basis(destination: &Destination, basis: &Path) -> io::Result<File> {
 
 /// Removes `name` in the directory `dir`: a file or symlink is unlinked, a directory emptied
 /// first and removed; no symlink is ever followed.
-pub fn remove_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
+pub fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
     let stat = statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
         return Ok(unlinkat(dir, name, AtFlags::empty())?);
@@ -392,26 +393,25 @@ pub fn remove_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
 }
 
 /// The names in the open directory `dir` (without `.` and `..`).
-pub fn names_in(dir: &OwnedFd) -> io::Result<Vec<String>> {
+pub fn names_in(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name != "." && name != ".." {
-            names.push(name);
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(OsStr::from_bytes(name).to_owned());
         }
     }
     Ok(names)
 }
 
-fn file_name(path: &Path) -> io::Result<String> {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} has no file name", path.display()),
-            )
-        })
+fn file_name(path: &Path) -> io::Result<&OsStr> {
+    path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", path.display()),
+        )
+    })
 }
 
 /// A writer that writes a file from a given offset on (`pwrite`, so several writers can fill
@@ -618,9 +618,12 @@ mod tests {
 
     #[test]
     fn temporary_names_are_recognised_and_nothing_else() {
-        assert!(super::is_temp_name(
+        assert!(super::is_temp_name(OsStr::new(
             ".000000010000000000000003.barsync-0dde2d62cd20"
-        ));
+        )));
+        assert!(super::is_temp_name(OsStr::from_bytes(
+            b".caf\xe9.barsync-0dde2d62cd20"
+        )));
         for other in [
             ".000000010000000000000003.barsync-partial",
             ".000000010000000000000003.barsync-0DDE2D62CD20",
@@ -629,7 +632,7 @@ mod tests {
             "..barsync-0dde2d62cd20",
             "notes.txt",
         ] {
-            assert!(!super::is_temp_name(other), "{other}");
+            assert!(!super::is_temp_name(OsStr::new(other)), "{other}");
         }
     }
 }

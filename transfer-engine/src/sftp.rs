@@ -8,9 +8,11 @@
 //! (compared with the same hash of the local copy), else size and mtime before and after the
 //! copy. [`Verification`] says which was used. Only a verified file is published.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 use ssh2::{FileStat, Session, Sftp};
@@ -21,6 +23,7 @@ use rustix::fs::{fsync, openat, renameat, unlinkat, AtFlags, Mode, OFlags};
 
 use crate::confine::{Destination, RelativePath};
 use crate::fs::MappedFile;
+use crate::names::shown_path;
 use crate::protocol::{Entry, EntryKind};
 
 /// How a file copied over SFTP was verified.
@@ -69,12 +72,12 @@ pub struct SftpSource {
 /// One file to fetch over SFTP.
 #[derive(Clone, Copy, Debug)]
 pub struct SftpFile<'a> {
-    pub remote: &'a str,
+    pub remote: &'a Path,
     /// Where the verified file is published.
     pub destination: &'a Destination,
     /// The name of the file beside the destination it is downloaded into first (and resumed
     /// from, by length); like the destination, reached through its directory's handle.
-    pub partial: &'a str,
+    pub partial: &'a OsStr,
     /// Refuse a file larger than this (the size the caller was told).
     pub max_len: Option<u64>,
 }
@@ -88,8 +91,30 @@ pub struct SftpFetch {
     pub verification: Verification,
 }
 
-fn quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', "'\\''"))
+/// `word` as one word of a POSIX shell command, single-quoted, when it is UTF-8 without
+/// control characters (`None` otherwise: see [`shell_assignment`]).
+fn quote(word: &Path) -> Option<String> {
+    let text = word.to_str()?;
+    if text.chars().any(char::is_control) {
+        return None;
+    }
+    Some(format!("'{}'", text.replace('\'', "'\\''")))
+}
+
+/// A shell command that sets the variable `f` to the bytes of `word`, whatever they are (not
+/// UTF-8, a newline at the end): `printf` of octal escapes, then an `X` guard that command
+/// substitution cannot strip. The command itself is plain ASCII, as an SSH exec request is
+/// text.
+fn shell_assignment(word: &Path) -> String {
+    let mut escaped = String::new();
+    for &byte in word.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"._/-+,:@".contains(&byte) {
+            escaped.push(byte as char);
+        } else {
+            escaped.push_str(&format!("\\{byte:03o}"));
+        }
+    }
+    format!("f=$(printf '{escaped}X'); f=${{f%X}};")
 }
 
 impl SftpSource {
@@ -137,13 +162,14 @@ impl SftpSource {
     fn run(&self, command: &str) -> io::Result<String> {
         let mut channel = self.session.channel_session().map_err(io::Error::other)?;
         channel.exec(command).map_err(io::Error::other)?;
-        let mut out = String::new();
-        channel.read_to_string(&mut out)?;
+        let mut out = Vec::new();
+        channel.read_to_end(&mut out)?;
         channel.wait_close().map_err(io::Error::other)?;
-        Ok(out)
+        // Hashes are ASCII; file names in the output need not be UTF-8.
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
-    fn entry(path: RelativePath, stat: &FileStat, target: Option<String>) -> Option<Entry> {
+    fn entry(path: RelativePath, stat: &FileStat, target: Option<OsString>) -> Option<Entry> {
         let kind = match stat.perm.unwrap_or(0) & 0o170000 {
             0o100000 => EntryKind::File,
             0o040000 => EntryKind::Directory,
@@ -165,8 +191,8 @@ impl SftpSource {
     }
 
     /// Lists `path` as the barsync server would (a file lists as one entry with the empty path).
-    pub fn list(&mut self, path: &str, recursive: bool) -> io::Result<Vec<Entry>> {
-        let root = Path::new(path);
+    pub fn list(&mut self, path: &Path, recursive: bool) -> io::Result<Vec<Entry>> {
+        let root = path;
         let stat = self.sftp.lstat(root).map_err(io::Error::other)?;
         let here = RelativePath::new("").expect("empty is valid");
         if stat.is_file() {
@@ -177,14 +203,11 @@ impl SftpSource {
         while let Some(dir) = pending.pop() {
             for (child, _followed) in self
                 .sftp
-                .readdir(root.join(dir.as_str()))
+                .readdir(root.join(dir.as_path()))
                 .map_err(io::Error::other)?
             {
-                let name = child
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let Ok(relative) = dir.join(&name) else {
+                let name = child.file_name().unwrap_or_default();
+                let Ok(relative) = dir.join(name) else {
                     continue;
                 };
                 // readdir follows symlinks; look at the entry itself.
@@ -194,8 +217,7 @@ impl SftpSource {
                         self.sftp
                             .readlink(&child)
                             .map_err(io::Error::other)?
-                            .to_string_lossy()
-                            .into_owned(),
+                            .into_os_string(),
                     )
                 } else {
                     None
@@ -234,7 +256,7 @@ impl SftpSource {
 
     fn publish(&self, file: &SftpFile<'_>, downloaded: &Downloaded) -> Result<SftpFetch, String> {
         publish_partial(file, downloaded, self.mode_mask)
-            .map_err(|e| format!("{}: publishing: {e}", file.remote))?;
+            .map_err(|e| format!("{}: publishing: {e}", shown_path(file.remote)))?;
         Ok(SftpFetch {
             len: downloaded.len,
             received_bytes: downloaded.received,
@@ -261,13 +283,13 @@ impl SftpSource {
                 && end - start < BATCH_FILES
                 && command_bytes < BATCH_COMMAND_BYTES
             {
-                command_bytes += files[end].remote.len() + 3;
+                command_bytes += files[end].remote.as_os_str().len() + 3;
                 end += 1;
             }
             let batch = &files[start..end];
             let downloads: Vec<Result<Downloaded, FetchFailure>> =
                 batch.iter().map(|file| self.download(file)).collect();
-            let remotes: Vec<&str> = batch
+            let remotes: Vec<&Path> = batch
                 .iter()
                 .zip(&downloads)
                 .filter(|(_, d)| d.is_ok())
@@ -295,7 +317,7 @@ impl SftpSource {
     }
 
     /// The checksum tool's output for `remotes`, by path (empty without a tool).
-    fn remote_sums(&self, remotes: &[&str]) -> std::collections::HashMap<String, String> {
+    fn remote_sums(&self, remotes: &[&Path]) -> std::collections::HashMap<PathBuf, String> {
         let mut sums = std::collections::HashMap::new();
         let tool = match self.check {
             Verification::RemoteBlake3 => "b3sum",
@@ -305,10 +327,16 @@ impl SftpSource {
         if remotes.is_empty() {
             return sums;
         }
+        // Names that need `printf` to be spelled are checked one by one ([`Self::verify`]).
         let mut command = format!("{tool} --");
-        for remote in remotes {
+        let mut quoted = 0;
+        for word in remotes.iter().filter_map(|remote| quote(remote)) {
             command.push(' ');
-            command.push_str(&quote(remote));
+            command.push_str(&word);
+            quoted += 1;
+        }
+        if quoted == 0 {
+            return sums;
         }
         let Ok(output) = self.run(&command) else {
             return sums;
@@ -317,7 +345,7 @@ impl SftpSource {
             // `HASH  PATH`; a name with a backslash or newline is escaped and the line starts
             // with `\` (such a file finds no sum here and is checked on its own).
             if let Some((hash, path)) = line.split_once("  ") {
-                sums.insert(path.to_owned(), hash.to_ascii_lowercase());
+                sums.insert(PathBuf::from(path), hash.to_ascii_lowercase());
             }
         }
         sums
@@ -327,9 +355,9 @@ impl SftpSource {
     /// file when the batch has no sum for it.
     fn compare(
         &self,
-        remote: &str,
+        remote: &Path,
         local: &File,
-        sums: &std::collections::HashMap<String, String>,
+        sums: &std::collections::HashMap<PathBuf, String>,
     ) -> Result<(), FetchFailure> {
         match sums.get(remote) {
             Some(theirs) => self.compare_with(remote, local, theirs),
@@ -341,14 +369,11 @@ impl SftpSource {
     /// that the file did not change meanwhile. The partial copy is opened in the destination's
     /// directory, reached from its root without following symlinks, never through a symlink.
     fn download(&mut self, file: &SftpFile<'_>) -> Result<Downloaded, FetchFailure> {
-        let remote = file.remote;
+        let remote = &*shown_path(file.remote);
         let other = |what: &str, e: &dyn std::fmt::Display| {
             FetchFailure::Other(format!("{remote}: {what}: {e}"))
         };
-        let before = self
-            .sftp
-            .stat(Path::new(remote))
-            .map_err(|e| other("stat", &e))?;
+        let before = self.sftp.stat(file.remote).map_err(|e| other("stat", &e))?;
         let len = before.size.unwrap_or(0);
         let limit = file.max_len.unwrap_or(u64::MAX);
         if len > limit {
@@ -373,10 +398,7 @@ impl SftpSource {
             local.set_len(0).map_err(|e| other("partial copy", &e))?;
             offset = 0;
         }
-        let mut remote_file = self
-            .sftp
-            .open(Path::new(remote))
-            .map_err(|e| other("open", &e))?;
+        let mut remote_file = self.sftp.open(file.remote).map_err(|e| other("open", &e))?;
         remote_file
             .seek(SeekFrom::Start(offset))
             .map_err(|e| other("seek", &e))?;
@@ -405,10 +427,7 @@ impl SftpSource {
             }
         }
         local.sync_all().map_err(|e| other("fsync", &e))?;
-        let after = self
-            .sftp
-            .stat(Path::new(remote))
-            .map_err(|e| other("stat", &e))?;
+        let after = self.sftp.stat(file.remote).map_err(|e| other("stat", &e))?;
         let copied = local
             .metadata()
             .map_err(|e| other("partial copy", &e))?
@@ -431,25 +450,32 @@ impl SftpSource {
         })
     }
 
-    fn verify(&self, remote: &str, local: &File) -> Result<(), FetchFailure> {
+    fn verify(&self, remote: &Path, local: &File) -> Result<(), FetchFailure> {
         let tool = match self.check {
             Verification::RemoteBlake3 => "b3sum",
             Verification::RemoteSha256 => "sha256sum",
             Verification::SizeAndMtime => return Ok(()),
         };
-        let output = self
-            .run(&format!("{tool} -- {}", quote(remote)))
-            .map_err(|e| FetchFailure::Other(format!("{remote}: running {tool}: {e}")))?;
+        let command = match quote(remote) {
+            Some(word) => format!("{tool} -- {word}"),
+            None => format!("{} {tool} -- \"$f\"", shell_assignment(remote)),
+        };
+        let output = self.run(&command).map_err(|e| {
+            FetchFailure::Other(format!("{}: running {tool}: {e}", shown_path(remote)))
+        })?;
+        // A name with a backslash or newline makes the tool start its line with `\`.
         let theirs = output
             .split_whitespace()
             .next()
             .unwrap_or("")
+            .trim_start_matches('\\')
             .to_ascii_lowercase();
         self.compare_with(remote, local, &theirs)
     }
 
     /// Compares the local copy's hash with `theirs`, the host tool's hash of `remote`.
-    fn compare_with(&self, remote: &str, local: &File, theirs: &str) -> Result<(), FetchFailure> {
+    fn compare_with(&self, remote: &Path, local: &File, theirs: &str) -> Result<(), FetchFailure> {
+        let remote = shown_path(remote);
         let tool = match self.check {
             Verification::RemoteBlake3 => "b3sum",
             Verification::RemoteSha256 => "sha256sum",
@@ -534,13 +560,10 @@ impl SftpSource {
     /// Uploads `local` to `remote` through `.NAME.barsync-partial` beside it (resumed by offset
     /// when a shorter partial upload is there), verifies it with the host's checksum tool
     /// against the local file, sets mode and mtime, and renames it into place.
-    pub fn push_file(&mut self, local: &Path, remote: &str) -> Result<SftpFetch, String> {
-        let remote_path = Path::new(remote);
-        let name = remote_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let partial = remote_path.with_file_name(crate::names::partial(&name));
+    pub fn push_file(&mut self, local: &Path, remote_path: &Path) -> Result<SftpFetch, String> {
+        let remote = shown_path(remote_path);
+        let name = remote_path.file_name().unwrap_or_default();
+        let partial = remote_path.with_file_name(crate::names::partial(name));
         let other = |what: &str, e: &dyn std::fmt::Display| format!("{remote}: {what}: {e}");
         let mut source = File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
         let meta = source
@@ -584,7 +607,7 @@ impl SftpSource {
         }
         target.fsync().ok(); // not every SFTP server offers fsync@openssh.com
         drop(target);
-        if let Err(message) = self.verify_upload(local, &partial.to_string_lossy(), len) {
+        if let Err(message) = self.verify_upload(local, &partial, len) {
             let _ = self.sftp.unlink(&partial);
             return Err(message);
         }
@@ -622,11 +645,12 @@ impl SftpSource {
         })
     }
 
-    fn verify_upload(&self, local: &Path, remote: &str, len: u64) -> Result<(), String> {
-        let size = self.sftp.stat(Path::new(remote)).ok().and_then(|s| s.size);
+    fn verify_upload(&self, local: &Path, remote: &Path, len: u64) -> Result<(), String> {
+        let size = self.sftp.stat(remote).ok().and_then(|s| s.size);
         if size != Some(len) {
             return Err(format!(
-                "{remote}: uploaded {size:?} bytes, the file has {len}"
+                "{}: uploaded {size:?} bytes, the file has {len}",
+                shown_path(remote)
             ));
         }
         let local = File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
@@ -637,27 +661,27 @@ impl SftpSource {
     }
 
     /// Creates a directory (nothing if it exists).
-    pub fn make_directory(&mut self, remote: &str, mode: u32) -> Result<(), String> {
-        match self.sftp.lstat(Path::new(remote)) {
+    pub fn make_directory(&mut self, remote: &Path, mode: u32) -> Result<(), String> {
+        match self.sftp.lstat(remote) {
             Ok(stat) if stat.is_dir() => Ok(()),
             _ => self
                 .sftp
-                .mkdir(Path::new(remote), (mode & 0o7777) as i32)
-                .map_err(|e| format!("{remote}: {e}")),
+                .mkdir(remote, (mode & 0o7777) as i32)
+                .map_err(|e| format!("{}: {e}", shown_path(remote))),
         }
     }
 
     /// Creates or replaces a symlink.
-    pub fn make_symlink(&mut self, remote: &str, target: &str) -> Result<(), String> {
+    pub fn make_symlink(&mut self, remote: &Path, target: &Path) -> Result<(), String> {
         let _ = self.remove(remote);
         self.sftp
-            .symlink(Path::new(target), Path::new(remote))
-            .map_err(|e| format!("{remote}: {e}"))
+            .symlink(target, remote)
+            .map_err(|e| format!("{}: {e}", shown_path(remote)))
     }
 
     /// Removes a file, symlink or directory tree (symlinks are removed, never followed).
-    pub fn remove(&mut self, remote: &str) -> Result<(), String> {
-        let path = Path::new(remote);
+    pub fn remove(&mut self, path: &Path) -> Result<(), String> {
+        let remote = shown_path(path);
         let stat = self
             .sftp
             .lstat(path)
@@ -668,7 +692,7 @@ impl SftpSource {
                 .readdir(path)
                 .map_err(|e| format!("{remote}: {e}"))?
             {
-                self.remove(&child.to_string_lossy())?;
+                self.remove(&child)?;
             }
             self.sftp.rmdir(path).map_err(|e| format!("{remote}: {e}"))
         } else {

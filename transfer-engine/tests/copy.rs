@@ -58,7 +58,14 @@ fn copy(
 ) -> Result<CopyReport, String> {
     let contents = source.ends_with('/');
     session(root, cut_after, |client| {
-        pull(client, source, contents, destination, &options, |_| {})
+        pull(
+            client,
+            Path::new(source),
+            contents,
+            destination,
+            &options,
+            |_| {},
+        )
     })
     .0
 }
@@ -304,7 +311,14 @@ fn push_to(
     options: CopyOptions,
 ) -> Result<CopyReport, String> {
     let (result, served) = session(root, None, |client| {
-        transfer_engine::copy::push(client, source, contents, destination, &options, |_| {})
+        transfer_engine::copy::push(
+            client,
+            source,
+            contents,
+            Path::new(destination),
+            &options,
+            |_| {},
+        )
     });
     served?;
     result

@@ -38,7 +38,7 @@ fn fetch_linking(
     let requests: Vec<FetchRequest> = names
         .iter()
         .map(|name| FetchRequest {
-            remote_path: name.to_string(),
+            remote_path: name.into(),
             destination: transfer_engine::confine::Destination::trusted(&destination.join(name))
                 .unwrap(),
             basis: Some(basis_dir.join(name)),

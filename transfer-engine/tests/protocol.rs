@@ -65,7 +65,7 @@ fn requests(root: &Path, dest: &Path, paths: &[&str]) -> Vec<FetchRequest> {
     paths
         .iter()
         .map(|path| FetchRequest {
-            remote_path: format!("{}/{path}", root.display()),
+            remote_path: root.join(path),
             destination: transfer_engine::confine::Destination::trusted(&dest.join(path)).unwrap(),
             basis: Some(dest.join(path)),
             max_len: None,
@@ -108,18 +108,15 @@ fn session_lists_fetches_and_updates_a_tree() {
     let mut client = Client::connect(input, output, options()).unwrap();
     assert!(client.peer_agent().starts_with("barsync "));
 
-    let listing = client
-        .list(&root.display().to_string(), true)
-        .unwrap()
-        .unwrap();
-    let listed_files: Vec<&str> = listing
+    let listing = client.list(root, true).unwrap().unwrap();
+    let listed_files: Vec<&Path> = listing
         .iter()
         .filter(|e| e.kind == EntryKind::File)
-        .map(|e| e.path.as_str())
+        .map(|e| e.path.as_path())
         .collect();
     assert_eq!(listed_files.len(), files.len(), "{listing:?}");
     for entry in listing.iter().filter(|e| e.kind == EntryKind::Directory) {
-        fs::create_dir_all(client_dir.path().join(entry.path.as_str())).unwrap();
+        fs::create_dir_all(client_dir.path().join(entry.path.as_path())).unwrap();
     }
     let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
     let outcomes = client
@@ -176,7 +173,7 @@ fn per_file_errors_name_the_path_and_do_not_stop_the_others() {
     let (input, output, server) = start_server(&root, |w| w);
     let mut client = Client::connect(input, output, options()).unwrap();
     let request = |remote: String, name: &str| FetchRequest {
-        remote_path: remote,
+        remote_path: remote.into(),
         destination: transfer_engine::confine::Destination::trusted(&client_dir.path().join(name))
             .unwrap(),
         basis: None,
@@ -394,7 +391,7 @@ fn a_read_only_server_says_so_and_refuses_every_push() {
     });
     let mut client = Client::connect(from_server, to_server, options()).unwrap();
     assert!(client.peer_read_only());
-    let at = |path: &str| format!("{}/{path}", root.display());
+    let at = |path: &str| root.join(path);
     let items = vec![
         PushItem::File {
             local: local.clone(),
@@ -423,7 +420,7 @@ fn a_read_only_server_says_so_and_refuses_every_push() {
         assert!(
             error.contains("refused") && error.contains("read-only"),
             "{}: {error}",
-            outcome.remote_path
+            outcome.remote_path.display()
         );
     }
     assert_eq!(fs::read(root.join("kept/file")).unwrap(), b"original");

@@ -46,7 +46,7 @@ fn session(root: &Path) -> Session {
 
 fn part_request(name: &str, part: &FilePart) -> FetchRequest {
     FetchRequest {
-        remote_path: name.to_string(),
+        remote_path: name.into(),
         destination: part.file.destination().clone(),
         basis: part.file.basis().map(Path::to_path_buf),
         max_len: Some(part.len),

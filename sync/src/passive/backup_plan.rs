@@ -34,14 +34,14 @@ pub struct BackupPlan {
 }
 
 /// Whether the primary's entry is one Barman leaves out of the copy.
-fn excluded(path: &str, tablespace_oids: &[u32]) -> bool {
-    if path == "backup.info" || path == ".backup.lock" {
+fn excluded(path: &Path, tablespace_oids: &[u32]) -> bool {
+    if path == Path::new("backup.info") || path == Path::new(".backup.lock") {
         return true;
     }
-    tablespace_oids.iter().any(|oid| {
-        let link = format!("data/pg_tblspc/{oid}");
-        path == link || path.starts_with(&format!("{link}/"))
-    })
+    // `Path::starts_with` compares whole components: the link itself and what is below it.
+    tablespace_oids
+        .iter()
+        .any(|oid| path.starts_with(format!("data/pg_tblspc/{oid}")))
 }
 
 /// Plans the copy of the listing of the primary's `remote_directory` into `base/id`.
@@ -64,32 +64,39 @@ pub fn plan_backup(
     let mut plan = BackupPlan::default();
     let mut wanted: HashSet<PathBuf> = HashSet::new();
     for entry in listing {
-        let path = entry.path.as_str();
+        let path = entry.path.as_path();
+        let shown = || format!("{remote_directory}/{}", entry.path.shown());
         if excluded(path, tablespace_oids) {
             continue;
         }
         match entry.kind {
             EntryKind::Directory => {
-                wanted.insert(PathBuf::from(path));
+                wanted.insert(path.to_path_buf());
                 plan.expected.directory(&entry.path);
                 plan.directories.push((entry.path.clone(), entry.mode));
             }
-            EntryKind::Symlink if path.starts_with("data/pg_tblspc/") => {}
+            EntryKind::Symlink
+                if path.starts_with("data/pg_tblspc") && path != Path::new("data/pg_tblspc") => {}
             EntryKind::Symlink => {
                 return Err(format!(
-                    "{remote_directory}/{path} is a symbolic link; only tablespace links are expected in a backup"
+                    "{} is a symbolic link; only tablespace links are expected in a backup",
+                    shown()
                 ))
             }
             EntryKind::File => {
-                wanted.insert(PathBuf::from(path));
-                let confined = RelativePath::new(&format!("{id}/{path}"))
+                wanted.insert(path.to_path_buf());
+                let confined = RelativePath::new(id)
+                    .and_then(|backup| backup.join_path(&entry.path))
                     .and_then(|relative| Destination::new(base, relative))
-                    .map_err(|e| format!("{remote_directory}/{path}: {e}"))?;
+                    .map_err(|e| format!("{}: {e}", shown()))?;
                 let target = confined.path();
                 let partial = partial_path(&target);
                 let (basis, link) = match local_basis(&target, &partial) {
                     Some((basis, is_destination)) => (Some(basis), is_destination),
-                    None => match reference.map(|r| r.join(path)).filter(|p| is_regular_file(p)) {
+                    None => match reference
+                        .map(|r| r.join(path))
+                        .filter(|p| is_regular_file(p))
+                    {
                         Some(other) => (Some(other), link_identical),
                         None => (None, false),
                     },
@@ -98,7 +105,7 @@ pub fn plan_backup(
                 plan.expected.file(&entry.path, entry.size);
                 plan.jobs.push(Job {
                     request: FetchRequest {
-                        remote_path: format!("{remote_directory}/{path}"),
+                        remote_path: Path::new(remote_directory).join(path),
                         destination: confined,
                         basis,
                         max_len: Some(entry.size),
@@ -180,7 +187,7 @@ mod tests {
             size,
             mtime: (0, 0),
             mode: 0o700,
-            target: (kind == EntryKind::Symlink).then(|| "/elsewhere".to_owned()),
+            target: (kind == EntryKind::Symlink).then(|| "/elsewhere".into()),
         }
     }
 
@@ -217,7 +224,7 @@ mod tests {
             true,
         )
         .unwrap();
-        let basis: Vec<(String, Option<PathBuf>, bool)> = plan
+        let basis: Vec<(PathBuf, Option<PathBuf>, bool)> = plan
             .jobs
             .iter()
             .map(|j| {

@@ -9,6 +9,8 @@
 //! failure in the exit status. A sync already running elsewhere (barsync or Barman, same lock
 //! files) is skipped, not waited for, except the WAL sync, whose lock Barman also waits for.
 
+use std::path::Path;
+
 use super::incremental::{self, Refresh};
 use super::retention::{self, Candidate};
 use super::status;
@@ -119,13 +121,13 @@ impl Events for Heartbeat<'_> {
     }
     fn file_done(
         &self,
-        path: &str,
+        path: &Path,
         result: &Result<transfer_engine::protocol::FetchReport, String>,
     ) {
         self.beat();
         self.events.file_done(path, result);
     }
-    fn part_done(&self, path: &str, bytes: u64) {
+    fn part_done(&self, path: &Path, bytes: u64) {
         self.beat();
         self.events.part_done(path, bytes);
     }

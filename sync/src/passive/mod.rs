@@ -33,7 +33,7 @@ pub mod sync_wals;
 pub mod throttle;
 pub mod verify_tree;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use transfer_engine::protocol::FetchReport;
 use transfer_engine::transport::TransportPreference;
@@ -142,10 +142,10 @@ pub trait Events: Sync {
     fn plan(&self, _label: &str, _files: u64, _bytes: u64) {}
     /// One file copied (or failed); `path` is the primary's path. For a file fetched in parts,
     /// `part_done` came first for each part that arrived.
-    fn file_done(&self, _path: &str, _result: &Result<FetchReport, String>) {}
+    fn file_done(&self, _path: &Path, _result: &Result<FetchReport, String>) {}
     /// One part (`bytes` long) of the split file `path` arrived, verified (for progress: a
     /// 1 GiB segment moves the display part by part rather than once at the end).
-    fn part_done(&self, _path: &str, _bytes: u64) {}
+    fn part_done(&self, _path: &Path, _bytes: u64) {}
     /// `cron` is done with backup `id` of `server` (so a report can say it as it happens).
     fn backup_finished(&self, _server: &str, _id: &str, _outcome: &Result<BackupOutcome, String>) {}
     /// `cron` is done with the WALs of `server`.

@@ -375,7 +375,7 @@ mod tests {
     fn job(size: u64) -> Job {
         Job {
             request: FetchRequest {
-                remote_path: String::new(),
+                remote_path: std::path::PathBuf::new(),
                 destination: transfer_engine::confine::Destination::trusted(std::path::Path::new(
                     "/d/x",
                 ))

@@ -322,7 +322,7 @@ impl Session {
     /// Whether the far side still answers: one round trip, a listing of `path` (not
     /// recursive). An answer, even a refusal, shows the session works; `Err` tells why not.
     pub fn check(&mut self, path: &str) -> Result<(), String> {
-        match self.source().list(path, false) {
+        match self.source().list(std::path::Path::new(path), false) {
             Ok(_) => Ok(()),
             Err(error) => Err(format!("{}: {error}", self.peer())),
         }

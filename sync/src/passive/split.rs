@@ -159,7 +159,7 @@ mod tests {
     fn job(size: u64) -> Job {
         Job {
             request: FetchRequest {
-                remote_path: format!("/p/{size}"),
+                remote_path: format!("/p/{size}").into(),
                 destination: transfer_engine::confine::Destination::trusted(std::path::Path::new(
                     &format!("/d/{size}"),
                 ))

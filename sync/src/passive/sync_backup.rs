@@ -212,7 +212,7 @@ fn copy_backup(
         Some(session) => session,
         None => link.open(events).map_err(|e| e.to_string())?,
     };
-    let listing = match session.source().list(&remote_directory, true) {
+    let listing = match session.source().list(Path::new(&remote_directory), true) {
         Ok(Ok(listing)) => listing,
         Ok(Err(message)) => return Err(format!("listing {remote_directory}: {message}")),
         Err(error) => return Err(format!("{}: {error}", session.peer())),
@@ -368,13 +368,10 @@ fn io_message(action: &str, path: &Path, error: std::io::Error) -> String {
 }
 
 /// `id/relative`, as a path below the base backups directory.
-fn below_backup(id: &str, relative: &str) -> Result<RelativePath, String> {
-    let path = if relative.is_empty() {
-        id.to_string()
-    } else {
-        format!("{id}/{relative}")
-    };
-    RelativePath::new(&path).map_err(|e| e.to_string())
+fn below_backup(id: &str, relative: &Path) -> Result<RelativePath, String> {
+    RelativePath::new(id)
+        .and_then(|backup| backup.join_path(&RelativePath::from_path(relative)?))
+        .map_err(|e| e.to_string())
 }
 
 /// Removes what the primary does not have, creates the directories. Everything below `base`
@@ -386,12 +383,12 @@ fn prepare_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), S
     let make = |relative: &RelativePath| {
         make_dirs_below(base, relative, InTheWay::Refuse)
             .map(drop)
-            .map_err(|e| io_message("creating", &base.join(relative.as_str()), e))
+            .map_err(|e| io_message("creating", &base.join(relative.as_path()), e))
     };
-    make(&below_backup(id, "")?)?;
+    make(&below_backup(id, Path::new(""))?)?;
     for stale in &plan.stale {
-        let relative = below_backup(id, &stale.to_string_lossy())?;
-        let path = base.join(relative.as_str());
+        let relative = below_backup(id, stale)?;
+        let path = base.join(relative.as_path());
         let stale = Destination::new(base, relative).map_err(|e| e.to_string())?;
         let removed = stale
             .open_parent()
@@ -403,7 +400,7 @@ fn prepare_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), S
         }
     }
     for (relative, _) in &plan.directories {
-        make(&below_backup(id, relative.as_str())?)?;
+        make(&below_backup(id, relative.as_path())?)?;
     }
     Ok(())
 }
@@ -417,16 +414,16 @@ fn finish_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), St
     for job in &plan.jobs {
         let _ = job.request.remove_partial();
     }
-    let open = |relative: &str| -> Result<std::fs::File, String> {
+    let open = |relative: &Path| -> Result<std::fs::File, String> {
         let relative = below_backup(id, relative)?;
         open_below(base, &relative, true)
             .map(std::fs::File::from)
-            .map_err(|e| io_message("opening", &base.join(relative.as_str()), e))
+            .map_err(|e| io_message("opening", &base.join(relative.as_path()), e))
     };
-    let mut directories = vec![(base.join(id), open("")?)];
+    let mut directories = vec![(base.join(id), open(Path::new(""))?)];
     for (relative, mode) in plan.directories.iter().rev() {
-        let path = base.join(id).join(relative.as_str());
-        let directory = open(relative.as_str())?;
+        let path = base.join(id).join(relative.as_path());
+        let directory = open(relative.as_path())?;
         directory
             .set_permissions(std::fs::Permissions::from_mode(mode & 0o1777 | 0o700))
             .map_err(|e| format!("setting the mode of {}: {e}", path.display()))?;

@@ -84,7 +84,7 @@ fn remove_orphaned_temporary_files(wals_directory: &std::path::Path, events: &dy
         };
         for entry in listing.flatten() {
             let orphan = entry.file_type().is_ok_and(|t| t.is_file())
-                && transfer_engine::fs::is_temp_name(&entry.file_name().to_string_lossy());
+                && transfer_engine::fs::is_temp_name(&entry.file_name());
             if orphan {
                 if let Err(error) = std::fs::remove_file(entry.path()) {
                     events.warning(&format!(
@@ -276,7 +276,7 @@ pub(crate) fn sync_wals_locked(
         };
         jobs.push(Job {
             request: FetchRequest {
-                remote_path: link.wal_path(relative),
+                remote_path: link.wal_path(relative).into(),
                 destination: confined,
                 basis,
                 max_len: Some(wal.size as u64),

@@ -9,7 +9,7 @@
 //! lead. Entries the primary did not list are otherwise left alone.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -62,8 +62,8 @@ fn more(count: usize) -> String {
 /// What the primary listed, relative to the backup's directory.
 #[derive(Debug, Default, Clone)]
 pub struct ExpectedTree {
-    /// Children of each directory ("" is the backup's directory itself).
-    children: BTreeMap<String, BTreeMap<String, Expected>>,
+    /// Children of each directory, by their bytes (empty: the backup's directory itself).
+    children: BTreeMap<Vec<u8>, BTreeMap<OsString, Expected>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,24 +75,28 @@ enum Expected {
 impl ExpectedTree {
     /// Adds a directory (and its parents).
     pub fn directory(&mut self, path: &RelativePath) {
-        self.insert(path.as_str(), Expected::Directory);
+        self.insert(path.as_bytes(), Expected::Directory);
     }
 
     /// Adds a file of `size` bytes (and its parents).
     pub fn file(&mut self, path: &RelativePath, size: u64) {
-        self.insert(path.as_str(), Expected::File { size });
+        self.insert(path.as_bytes(), Expected::File { size });
     }
 
-    fn insert(&mut self, path: &str, what: Expected) {
-        self.children.entry(String::new()).or_default();
+    fn insert(&mut self, path: &[u8], what: Expected) {
+        self.children.entry(Vec::new()).or_default();
         if path.is_empty() {
             return;
         }
-        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
+            Some(at) => (&path[..at], &path[at + 1..]),
+            None => (&b""[..], path),
+        };
+        let name = OsStr::from_bytes(name);
         if what == Expected::Directory {
-            self.children.entry(path.to_owned()).or_default();
+            self.children.entry(path.to_vec()).or_default();
         }
-        let siblings = self.children.entry(parent.to_owned()).or_default();
+        let siblings = self.children.entry(parent.to_vec()).or_default();
         if siblings.get(name) != Some(&Expected::Directory) {
             siblings.insert(name.to_owned(), what);
         }
@@ -104,9 +108,12 @@ impl ExpectedTree {
 
 /// Whether `name` is a temporary name of the engine (`.NAME.barsync-XXXX`, a kept partial
 /// transfer `.NAME.barsync-partial` included).
-pub fn is_temporary_name(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".barsync-")
+pub fn is_temporary_name(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    name.starts_with(b".") && name.windows(MARK.len()).any(|w| w == MARK)
 }
+
+const MARK: &[u8] = b".barsync-";
 
 /// Walks `destination` (a backup's directory, itself never a symlink) and checks it holds
 /// `expected`.
@@ -114,7 +121,7 @@ pub fn verify_tree(destination: &Path, expected: &ExpectedTree) -> Result<(), Tr
     let mut problems = Vec::new();
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     match openat(CWD, destination, flags, Mode::empty()) {
-        Ok(root) => walk(&root, destination, "", expected, &mut problems),
+        Ok(root) => walk(&root, destination, b"", expected, &mut problems),
         Err(errno) => problems.push(directory_problem(CWD, destination, destination, errno)),
     }
     if problems.is_empty() {
@@ -127,7 +134,7 @@ pub fn verify_tree(destination: &Path, expected: &ExpectedTree) -> Result<(), Tr
 fn walk(
     dir: &OwnedFd,
     path: &Path,
-    relative: &str,
+    relative: &[u8],
     expected: &ExpectedTree,
     problems: &mut Vec<TreeProblem>,
 ) {
@@ -147,10 +154,9 @@ fn walk(
                     }
                 };
                 let name = OsStr::from_bytes(entry.file_name().to_bytes());
-                let name = name.to_string_lossy();
-                if is_temporary_name(&name) && !children.contains_key(name.as_ref()) {
+                if is_temporary_name(name) && !children.contains_key(name) {
                     problems.push(TreeProblem::Temporary {
-                        path: path.join(name.as_ref()),
+                        path: path.join(name),
                     });
                 }
             }
@@ -163,9 +169,9 @@ fn walk(
     for (name, what) in children {
         let child = path.join(name);
         let child_relative = if relative.is_empty() {
-            name.clone()
+            name.as_bytes().to_vec()
         } else {
-            format!("{relative}/{name}")
+            [relative, b"/", name.as_bytes()].concat()
         };
         match what {
             Expected::File { size } => {
@@ -175,9 +181,11 @@ fn walk(
             }
             Expected::Directory => {
                 let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                match openat(dir, name.as_str(), flags, Mode::empty()) {
+                match openat(dir, name.as_os_str(), flags, Mode::empty()) {
                     Ok(handle) => walk(&handle, &child, &child_relative, expected, problems),
-                    Err(errno) => problems.push(directory_problem(dir, name, &child, errno)),
+                    Err(errno) => {
+                        problems.push(directory_problem(dir, name.as_os_str(), &child, errno))
+                    }
                 }
             }
         }
@@ -185,7 +193,7 @@ fn walk(
 }
 
 /// What is wrong with a regular file expected at `name` in `dir`, if anything.
-fn file_problem(dir: &OwnedFd, name: &str, path: &Path, size: u64) -> Option<TreeProblem> {
+fn file_problem(dir: &OwnedFd, name: &OsStr, path: &Path, size: u64) -> Option<TreeProblem> {
     match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(errno) if errno == Errno::NOENT => Some(TreeProblem::Missing {
             path: path.to_path_buf(),

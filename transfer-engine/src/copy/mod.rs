@@ -109,11 +109,7 @@ fn local_error(path: &Path) -> impl FnOnce(io::Error) -> CopyError + '_ {
 /// The name under which an interrupted transfer of `path` is kept (`.<name>.barsync-partial`,
 /// shortened for long names: [`crate::names::partial`]).
 pub fn partial_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(crate::names::partial(&name))
+    path.with_file_name(crate::names::partial(path.file_name().unwrap_or_default()))
 }
 
 /// Whether two modification times are the same file version: equal seconds, and equal

@@ -8,12 +8,14 @@
 //! ([`Destination`], [`make_dirs_below`]), symlinks are created last and never traversed, and
 //! `delete` walks by directory handles.
 
-use crate::names::{shown, shown_path};
+use crate::names::shown_path;
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use super::{
     local_error, mtimes_match, partial_path, CopyError, CopyOptions, CopyReport, PullSource,
@@ -26,7 +28,7 @@ use crate::protocol::{Entry, EntryKind, FetchOutcome, FetchRequest};
 /// `contents`: the source had a trailing slash (copy what is inside it).
 pub fn pull(
     client: &mut dyn PullSource,
-    source: &str,
+    source: &Path,
     contents: bool,
     destination: &Path,
     options: &CopyOptions,
@@ -45,7 +47,7 @@ pub fn pull(
 
 fn pull_inner(
     client: &mut dyn PullSource,
-    source: &str,
+    source: &Path,
     contents: bool,
     destination: &Path,
     options: &CopyOptions,
@@ -54,12 +56,10 @@ fn pull_inner(
     let listing = client
         .list(source, options.recursive)?
         .map_err(CopyError::Remote)?;
-    let source_name = Path::new(source.trim_end_matches('/'))
-        .file_name()
-        .map(|n| n.to_owned());
-    let single_file = listing.len() == 1
-        && listing[0].path.as_str().is_empty()
-        && listing[0].kind == EntryKind::File;
+    // `Path::file_name` ignores trailing slashes.
+    let source_name = source.file_name().map(|n| n.to_owned());
+    let single_file =
+        listing.len() == 1 && listing[0].path.is_empty() && listing[0].kind == EntryKind::File;
     let mut report = CopyReport::default();
     if single_file {
         let target = match (destination.is_dir(), &source_name) {
@@ -73,7 +73,7 @@ fn pull_inner(
         let requests = plan_files(
             &listing,
             |_| target.clone(),
-            |_| source.to_string(),
+            |_| source.to_path_buf(),
             options,
             &mut report,
         )?;
@@ -81,19 +81,19 @@ fn pull_inner(
         return Ok(report);
     }
     if !options.recursive && listing.iter().any(|e| e.kind != EntryKind::File) {
-        return Err(CopyError::NotRecursive(source.to_string()));
+        return Err(CopyError::NotRecursive(shown_path(source)));
     }
     let listing = consistent_entries(listing, &mut report);
     let root = match (contents, &source_name) {
         (false, Some(name)) => destination.join(name),
         _ => destination.to_path_buf(),
     };
+    // `Path::join` of an empty relative path would add a trailing slash.
     let remote = |entry: &Entry| {
-        let base = source.trim_end_matches('/');
-        if base.is_empty() {
-            entry.path.as_str().to_string()
+        if entry.path.is_empty() {
+            source.to_path_buf()
         } else {
-            format!("{base}/{}", entry.path.as_str())
+            source.join(entry.path.as_path())
         }
     };
     let local = |entry: &Entry| {
@@ -121,16 +121,17 @@ fn pull_inner(
     fetch(client, &requests, options, &mut report, progress)?;
     for entry in listing.iter().filter(|e| e.kind == EntryKind::Symlink) {
         let at = local(entry);
-        let target = entry.target.as_deref().unwrap_or("");
+        let target = entry.target.as_deref().unwrap_or_default();
         if let Err(error) = copy_symlink(&at, target, options, &mut report) {
             report.errors.push(error.to_string());
         }
     }
     if options.delete {
-        let keep: BTreeSet<&str> = listing.iter().map(|e| e.path.as_str()).collect();
+        let keep: BTreeSet<&[u8]> = listing.iter().map(|e| e.path.as_bytes()).collect();
         let dir = open_below(&root, &RelativePath::new("").expect("empty is valid"), true)
             .map_err(local_error(&root))?;
-        delete_extraneous(&root, &dir, "", &keep, options, &mut report)?;
+        let top = RelativePath::new("").expect("empty is valid");
+        delete_extraneous(&root, &dir, &top, &keep, options, &mut report)?;
     }
     Ok(report)
 }
@@ -141,48 +142,55 @@ fn pull_inner(
 /// the report, and so is everything below them.
 fn consistent_entries(listing: Vec<Entry>, report: &mut CopyReport) -> Vec<Entry> {
     use std::collections::BTreeMap;
-    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    let parent_of = |path: &[u8]| -> Vec<u8> {
+        path[..path.iter().rposition(|&b| b == b'/').unwrap_or(0)].to_vec()
+    };
+    let mut count: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
     for entry in &listing {
-        *count.entry(entry.path.as_str()).or_default() += 1;
+        *count.entry(entry.path.as_bytes().to_vec()).or_default() += 1;
     }
-    let twice: BTreeSet<String> = count
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(path, _)| path.to_string())
+    let twice: BTreeSet<Vec<u8>> = count
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(path, _)| path)
         .collect();
-    let directories: BTreeSet<String> = listing
+    let directories: BTreeSet<Vec<u8>> = listing
         .iter()
-        .filter(|e| e.kind == EntryKind::Directory && !twice.contains(e.path.as_str()))
-        .map(|e| e.path.as_str().to_string())
+        .filter(|e| e.kind == EntryKind::Directory && !twice.contains(e.path.as_bytes()))
+        .map(|e| e.path.as_bytes().to_vec())
         .collect();
     let mut kept = Vec::with_capacity(listing.len());
     let mut refused = BTreeSet::new();
     for entry in listing {
-        let path = entry.path.as_str();
-        let parent = path.rfind('/').map_or("", |at| &path[..at]);
+        let path = entry.path.as_bytes();
+        let parent = parent_of(path);
         // An ancestor refused makes its parent refused too: parents are checked all the way up.
         let parents_ok = {
-            let mut at = parent;
+            let mut at = parent.clone();
             loop {
                 if at.is_empty() {
                     break true;
                 }
-                if !directories.contains(at) {
+                if !directories.contains(&at) {
                     break false;
                 }
-                at = at.rfind('/').map_or("", |i| &at[..i]);
+                at = parent_of(&at);
             }
         };
         let reason = if twice.contains(path) {
             Some("it is listed twice".to_string())
         } else if !parents_ok {
-            Some(format!("{parent} is not a directory of the listing"))
+            Some(format!(
+                "{} is not a directory of the listing",
+                crate::names::shown_bytes(&parent)
+            ))
         } else {
             None
         };
         match reason {
-            Some(reason) if refused.insert(path.to_string()) => report.errors.push(format!(
-                "refused {path} from the far side's listing: {reason}"
+            Some(reason) if refused.insert(path.to_vec()) => report.errors.push(format!(
+                "refused {} from the far side's listing: {reason}",
+                entry.path.shown()
             )),
             Some(_) => {}
             None => kept.push(entry),
@@ -205,7 +213,7 @@ fn make_directory(path: &Path) -> Result<(), CopyError> {
 /// following symlinks; the new link is never followed either.
 fn copy_symlink(
     at: &Destination,
-    target: &str,
+    target: &OsStr,
     options: &CopyOptions,
     report: &mut CopyReport,
 ) -> Result<(), CopyError> {
@@ -229,7 +237,7 @@ fn copy_symlink(
         report.plan.push(format!(
             "symlink {} -> {}",
             shown_path(&path),
-            shown(target)
+            shown_path(Path::new(target))
         ));
         return Ok(());
     }
@@ -245,7 +253,7 @@ fn copy_symlink(
 fn plan_files(
     listing: &[Entry],
     local: impl Fn(&Entry) -> Destination,
-    remote: impl Fn(&Entry) -> String,
+    remote: impl Fn(&Entry) -> PathBuf,
     options: &CopyOptions,
     report: &mut CopyReport,
 ) -> Result<Vec<FetchRequest>, CopyError> {
@@ -331,45 +339,45 @@ fn fetch(
 fn delete_extraneous(
     root: &Path,
     dir: &OwnedFd,
-    relative: &str,
-    keep: &BTreeSet<&str>,
+    relative: &RelativePath,
+    keep: &BTreeSet<&[u8]>,
     options: &CopyOptions,
     report: &mut CopyReport,
 ) -> Result<(), CopyError> {
-    let here = root.join(relative);
+    let here = root.join(relative.as_path());
     for name in names_in(dir).map_err(local_error(&here))? {
-        let path = if relative.is_empty() {
-            name.clone()
-        } else {
-            format!("{relative}/{name}")
-        };
-        let stat = rustix::fs::statat(dir, name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        let path = relative
+            .join(&name)
+            .map_err(|e| local_error(&here.join(&name))(io::Error::other(e)))?;
+        let stat = rustix::fs::statat(dir, &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| local_error(&here.join(&name))(e.into()))?;
         let is_dir =
             rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory;
-        if keep.contains(path.as_str()) {
+        if keep.contains(path.as_bytes()) {
             if is_dir {
                 let flags = rustix::fs::OFlags::RDONLY
                     | rustix::fs::OFlags::DIRECTORY
                     | rustix::fs::OFlags::NOFOLLOW
                     | rustix::fs::OFlags::CLOEXEC;
-                let child =
-                    rustix::fs::openat(dir, name.as_str(), flags, rustix::fs::Mode::empty())
-                        .map_err(|e| local_error(&here.join(&name))(e.into()))?;
+                let child = rustix::fs::openat(dir, &name, flags, rustix::fs::Mode::empty())
+                    .map_err(|e| local_error(&here.join(&name))(e.into()))?;
                 delete_extraneous(root, &child, &path, keep, options, report)?;
             }
             continue;
         }
-        if name.ends_with(crate::names::PARTIAL_SUFFIX) {
+        if name
+            .as_bytes()
+            .ends_with(crate::names::PARTIAL_SUFFIX.as_bytes())
+        {
             continue; // kept for resuming; removed once its file is complete
         }
         report.deleted += 1;
         if options.dry_run {
             report
                 .plan
-                .push(format!("delete {}", shown_path(&root.join(&path))));
+                .push(format!("delete {}", shown_path(&root.join(path.as_path()))));
         } else {
-            remove_at(dir, &name).map_err(local_error(&root.join(&path)))?;
+            remove_at(dir, &name).map_err(local_error(&root.join(path.as_path())))?;
         }
     }
     Ok(())

@@ -2,21 +2,23 @@
 //! side's listing, and send the directories, symlinks, changed files and (with `delete`)
 //! removals as one batch of push items.
 
-use crate::names::{shown, shown_path};
+use crate::names::shown_path;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{local_error, mtimes_match, CopyError, CopyOptions, CopyReport, PushTarget};
 use crate::confine::RelativePath;
 use crate::protocol::{Entry, EntryKind, PushItem, PushOutcome};
 
-fn join_remote(base: &str, relative: &str) -> String {
-    match (base.trim_end_matches('/'), relative) {
-        (base, "") => base.to_string(),
-        ("", relative) => relative.to_string(),
-        (base, relative) => format!("{base}/{relative}"),
+/// `base/relative` on the far side (`base` alone for the empty path; no trailing slash).
+fn join_remote(base: &Path, relative: &Path) -> PathBuf {
+    let base: PathBuf = base.components().collect();
+    if relative.as_os_str().is_empty() {
+        base
+    } else {
+        base.join(relative)
     }
 }
 
@@ -34,12 +36,12 @@ pub fn local_entries(root: &Path) -> Result<Vec<Entry>, CopyError> {
     let mut out = Vec::new();
     let mut pending = vec![RelativePath::new("").expect("empty is valid")];
     while let Some(dir) = pending.pop() {
-        let dir_path = root.join(dir.as_str());
+        let dir_path = root.join(dir.as_path());
         for item in fs::read_dir(&dir_path).map_err(local_error(&dir_path))? {
             let item = item.map_err(local_error(&dir_path))?;
             let path = item.path();
             let meta = fs::symlink_metadata(&path).map_err(local_error(&path))?;
-            let name = item.file_name().to_string_lossy().into_owned();
+            let name = item.file_name();
             let relative = dir.join(&name).map_err(|e| CopyError::Local {
                 path: path.clone(),
                 source: io::Error::other(e),
@@ -57,8 +59,7 @@ pub fn local_entries(root: &Path) -> Result<Vec<Entry>, CopyError> {
                 EntryKind::Symlink => Some(
                     fs::read_link(&path)
                         .map_err(local_error(&path))?
-                        .to_string_lossy()
-                        .into_owned(),
+                        .into_os_string(),
                 ),
                 _ => None,
             };
@@ -89,7 +90,7 @@ pub fn push(
     client: &mut dyn PushTarget,
     source: &Path,
     contents: bool,
-    destination: &str,
+    destination: &Path,
     options: &CopyOptions,
     mut progress: impl FnMut(&PushOutcome),
 ) -> Result<CopyReport, CopyError> {
@@ -97,22 +98,19 @@ pub fn push(
     use std::os::unix::fs::MetadataExt;
     let mut report = CopyReport::default();
     let meta = fs::symlink_metadata(source).map_err(local_error(source))?;
-    let name = source
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = PathBuf::from(source.file_name().unwrap_or_default());
     let traffic_before = client.traffic();
     let mut items = Vec::new();
     if meta.is_file() {
         let listed = client.list(destination, false)?;
         let target = match &listed {
-            Ok(entries) if !(entries.len() == 1 && entries[0].path.as_str().is_empty()) => {
+            Ok(entries) if !(entries.len() == 1 && entries[0].path.is_empty()) => {
                 join_remote(destination, &name)
             }
-            _ => destination.to_string(),
+            _ => destination.to_path_buf(),
         };
         let remote = match client.list(&target, false)? {
-            Ok(entries) if entries.len() == 1 && entries[0].path.as_str().is_empty() => {
+            Ok(entries) if entries.len() == 1 && entries[0].path.is_empty() => {
                 Some(entries[0].clone())
             }
             _ => None,
@@ -139,22 +137,22 @@ pub fn push(
             return Err(CopyError::NotRecursive(source.display().to_string()));
         }
         let remote_root = if contents {
-            destination.to_string()
+            destination.to_path_buf()
         } else {
             join_remote(destination, &name)
         };
-        if !contents && !destination.is_empty() && client.list(destination, false)?.is_err() {
+        if !contents
+            && !destination.as_os_str().is_empty()
+            && client.list(destination, false)?.is_err()
+        {
             // As rsync: a missing destination directory is created (its parent must exist).
             items.push(PushItem::Directory {
-                remote_path: destination.to_string(),
+                remote_path: destination.to_path_buf(),
                 mode: 0o755,
             });
         }
-        let remote: BTreeMap<String, Entry> = match client.list(&remote_root, true)? {
-            Ok(entries) => entries
-                .into_iter()
-                .map(|e| (e.path.as_str().to_string(), e))
-                .collect(),
+        let remote: BTreeMap<RelativePath, Entry> = match client.list(&remote_root, true)? {
+            Ok(entries) => entries.into_iter().map(|e| (e.path.clone(), e)).collect(),
             Err(_) => {
                 items.push(PushItem::Directory {
                     remote_path: remote_root.clone(),
@@ -164,10 +162,10 @@ pub fn push(
             }
         };
         let local = local_entries(source)?;
-        let local_paths: BTreeSet<&str> = local.iter().map(|e| e.path.as_str()).collect();
+        let local_paths: BTreeSet<&RelativePath> = local.iter().map(|e| &e.path).collect();
         for entry in &local {
-            let remote_path = join_remote(&remote_root, entry.path.as_str());
-            let there = remote.get(entry.path.as_str());
+            let remote_path = join_remote(&remote_root, entry.path.as_path());
+            let there = remote.get(&entry.path);
             match entry.kind {
                 EntryKind::Directory if there.map(|r| r.kind) != Some(EntryKind::Directory) => {
                     items.push(PushItem::Directory {
@@ -181,7 +179,7 @@ pub fn push(
                     report.symlinks += 1;
                     items.push(PushItem::Symlink {
                         remote_path,
-                        target: entry.target.clone().unwrap_or_default(),
+                        target: PathBuf::from(entry.target.clone().unwrap_or_default()),
                     });
                 }
                 EntryKind::File => {
@@ -190,7 +188,7 @@ pub fn push(
                         report.skipped += 1;
                     } else {
                         items.push(PushItem::File {
-                            local: source.join(entry.path.as_str()),
+                            local: source.join(entry.path.as_path()),
                             remote_path,
                         });
                     }
@@ -199,14 +197,17 @@ pub fn push(
             }
         }
         if options.delete {
-            let mut removed: Vec<&str> = Vec::new();
+            let mut removed: Vec<&RelativePath> = Vec::new();
             for path in remote.keys() {
-                let inside_removed = removed.iter().any(|r| path.starts_with(&format!("{r}/")));
-                if !local_paths.contains(path.as_str()) && !inside_removed {
+                // `Path::starts_with` compares whole components.
+                let inside_removed = removed
+                    .iter()
+                    .any(|r| path.as_path().starts_with(r.as_path()));
+                if !local_paths.contains(path) && !inside_removed {
                     removed.push(path);
                     report.deleted += 1;
                     items.push(PushItem::Remove {
-                        remote_path: join_remote(&remote_root, path),
+                        remote_path: join_remote(&remote_root, path.as_path()),
                     });
                 }
             }
@@ -215,15 +216,23 @@ pub fn push(
     if options.dry_run {
         for item in &items {
             report.plan.push(match item {
-                PushItem::Directory { remote_path, .. } => format!("mkdir {}", shown(remote_path)),
+                PushItem::Directory { remote_path, .. } => {
+                    format!("mkdir {}", shown_path(remote_path))
+                }
                 PushItem::Symlink {
                     remote_path,
                     target,
-                } => format!("symlink {} -> {}", shown(remote_path), shown(target)),
+                } => format!(
+                    "symlink {} -> {}",
+                    shown_path(remote_path),
+                    shown_path(target)
+                ),
                 PushItem::File { local, remote_path } => {
-                    format!("send {} -> {}", shown_path(local), shown(remote_path))
+                    format!("send {} -> {}", shown_path(local), shown_path(remote_path))
                 }
-                PushItem::Remove { remote_path } => format!("delete {}", shown(remote_path)),
+                PushItem::Remove { remote_path } => {
+                    format!("delete {}", shown_path(remote_path))
+                }
             });
         }
         return Ok(report);
@@ -239,7 +248,7 @@ pub fn push(
             (_, Ok(())) => {}
             (_, Err(message)) => report
                 .errors
-                .push(format!("{}: {message}", outcome.remote_path)),
+                .push(format!("{}: {message}", shown_path(&outcome.remote_path))),
         }
     }
     if let (Some((sent0, received0)), Some((sent1, received1))) = (traffic_before, client.traffic())

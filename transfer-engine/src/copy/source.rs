@@ -3,6 +3,7 @@
 //! ([`Client`]) and for SFTP on a host without barsync ([`SftpSource`](crate::sftp::SftpSource)).
 
 use std::io::{Read, Write};
+use std::path::Path;
 
 use super::{partial_path, CopyError};
 use crate::protocol::{Client, Entry, FetchOutcome, FetchRequest, PushItem, PushOutcome};
@@ -10,11 +11,11 @@ use crate::protocol::{Client, Entry, FetchOutcome, FetchRequest, PushItem, PushO
 /// Lists over SFTP; a failure is the far side's answer for that path, not a session error.
 fn list_over_sftp(
     sftp: &mut crate::sftp::SftpSource,
-    path: &str,
+    path: &Path,
     recursive: bool,
 ) -> Result<Vec<Entry>, String> {
     sftp.list(path, recursive)
-        .map_err(|e| format!("{}: {e}", crate::names::shown(path)))
+        .map_err(|e| format!("{}: {e}", crate::names::shown_path(path)))
 }
 
 /// Where [`push`](super::push()) writes to: a barsync session, or SFTP on a host without barsync.
@@ -22,7 +23,7 @@ pub trait PushTarget {
     /// Lists `path`; `Ok(Err(message))` when the far side refused or failed (or it is missing).
     fn list(
         &mut self,
-        path: &str,
+        path: &Path,
         recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, CopyError>;
     /// Applies each item, reporting each outcome as it completes.
@@ -42,7 +43,7 @@ pub trait PushTarget {
 impl<R: Read, W: Write + Send> PushTarget for Client<R, W> {
     fn list(
         &mut self,
-        path: &str,
+        path: &Path,
         recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, CopyError> {
         Ok(Client::list(self, path, recursive)?)
@@ -65,7 +66,7 @@ impl<R: Read, W: Write + Send> PushTarget for Client<R, W> {
 impl PushTarget for crate::sftp::SftpSource {
     fn list(
         &mut self,
-        path: &str,
+        path: &Path,
         recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, CopyError> {
         Ok(list_over_sftp(self, path, recursive))
@@ -92,7 +93,7 @@ impl PushTarget for crate::sftp::SftpSource {
             };
             let outcome = PushOutcome {
                 index,
-                remote_path: item.remote_path().to_string(),
+                remote_path: item.remote_path().to_path_buf(),
                 result,
             };
             progress(&outcome);
@@ -110,7 +111,7 @@ pub trait PullSource {
     /// Lists `path`; `Ok(Err(message))` when the far side refused or failed.
     fn list(
         &mut self,
-        path: &str,
+        path: &Path,
         recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, CopyError>;
     /// Fetches each request, reporting each outcome as it completes.
@@ -128,7 +129,7 @@ pub trait PullSource {
 impl<R: Read, W: Write + Send> PullSource for Client<R, W> {
     fn list(
         &mut self,
-        path: &str,
+        path: &Path,
         recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, CopyError> {
         Ok(Client::list(self, path, recursive)?)
@@ -148,7 +149,7 @@ impl<R: Read, W: Write + Send> PullSource for Client<R, W> {
 impl PullSource for crate::sftp::SftpSource {
     fn list(
         &mut self,
-        path: &str,
+        path: &Path,
         recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, CopyError> {
         Ok(list_over_sftp(self, path, recursive))
@@ -171,13 +172,13 @@ impl PullSource for crate::sftp::SftpSource {
                 remote_path: request.remote_path.clone(),
                 result: Err(format!(
                     "{}: SFTP copies whole files; a byte range needs barsync serve on the other side",
-                    request.remote_path
+                    crate::names::shown_path(&request.remote_path)
                 )),
             };
             progress(&outcome);
             outcomes.push(outcome);
         }
-        let partials: Vec<String> = whole
+        let partials: Vec<std::ffi::OsString> = whole
             .iter()
             .map(|&i| {
                 let r = &requests[i];
@@ -185,19 +186,16 @@ impl PullSource for crate::sftp::SftpSource {
                     .partial
                     .clone()
                     .unwrap_or_else(|| partial_path(&r.destination.path()));
-                partial
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                partial.file_name().unwrap_or_default().to_owned()
             })
             .collect();
         let files: Vec<crate::sftp::SftpFile<'_>> = whole
             .iter()
             .zip(&partials)
             .map(|(&i, partial)| crate::sftp::SftpFile {
-                remote: requests[i].remote_path.as_str(),
+                remote: &requests[i].remote_path,
                 destination: &requests[i].destination,
-                partial: partial.as_str(),
+                partial,
                 max_len: requests[i].max_len,
             })
             .collect();

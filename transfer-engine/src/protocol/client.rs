@@ -8,7 +8,7 @@
 //! reported in its [`FetchOutcome`] and does not stop the others.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
@@ -50,7 +50,7 @@ pub const MAX_IN_FLIGHT: usize = 256;
 #[derive(Clone, Debug)]
 pub struct FetchRequest {
     /// Absolute path on the server.
-    pub remote_path: String,
+    pub remote_path: PathBuf,
     /// Where the verified file is published: below a trusted root, reached without following
     /// any symlink below it (a directory swapped for a symlink fails this file).
     pub destination: Destination,
@@ -117,7 +117,7 @@ pub struct FetchReport {
 #[derive(Debug)]
 pub struct FetchOutcome {
     pub index: usize,
-    pub remote_path: String,
+    pub remote_path: PathBuf,
     pub result: Result<FetchReport, String>,
 }
 
@@ -197,7 +197,7 @@ impl<R: Read, W: Write + Send> Client<R, W> {
     /// Lists `remote_path` on the server; `Ok(Err(message))` when the server refused or failed.
     pub fn list(
         &mut self,
-        remote_path: &str,
+        remote_path: &Path,
         recursive: bool,
     ) -> Result<Result<Vec<Entry>, String>, ProtocolError> {
         let request = self.next_request;
@@ -205,7 +205,7 @@ impl<R: Read, W: Write + Send> Client<R, W> {
         self.writer()
             .start()
             .u32(request)
-            .str(remote_path)
+            .path(remote_path)
             .u8(recursive as u8);
         self.writer().send(Kind::List)?;
         self.writer().flush()?;
@@ -290,8 +290,8 @@ impl<R: Read, W: Write + Send> Client<R, W> {
 }
 
 fn read_entry(fields: &mut Fields<'_>) -> Result<Entry, ProtocolError> {
-    let path =
-        RelativePath::new(fields.str()?).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    let path = RelativePath::from_path(fields.path()?)
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
     let kind = match fields.u8()? {
         0 => EntryKind::File,
         1 => EntryKind::Directory,
@@ -306,7 +306,7 @@ fn read_entry(fields: &mut Fields<'_>) -> Result<Entry, ProtocolError> {
     let mtime = (fields.i64()?, fields.u32()?);
     let mode = fields.u32()? & 0o7777;
     let target = if kind == EntryKind::Symlink {
-        Some(fields.str()?.to_string())
+        Some(fields.path()?.as_os_str().to_owned())
     } else {
         None
     };
@@ -405,7 +405,7 @@ fn send_requests<W: Write>(
                 writer
                     .start()
                     .u32(id)
-                    .str(&request.remote_path)
+                    .path(&request.remote_path)
                     .u64(part.offset)
                     .u64(part.len)
                     .u64(encoded.len() as u64)
@@ -417,7 +417,7 @@ fn send_requests<W: Write>(
                 writer
                     .start()
                     .u32(id)
-                    .str(&request.remote_path)
+                    .path(&request.remote_path)
                     .u64(encoded.len() as u64)
                     .u8(level)
                     .u8(flags);
@@ -492,7 +492,7 @@ fn receive_answers<R: Read>(
             .basis
             .as_deref()
             .map_or(&[][..], |map| &map[entry.basis_range.clone()]);
-        let label = crate::names::shown(&request.remote_path);
+        let label = crate::names::shown_path(&request.remote_path);
         let incoming = Incoming {
             id,
             label: &label,

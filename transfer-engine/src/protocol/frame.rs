@@ -226,6 +226,11 @@ impl Payload<'_> {
     pub fn str(self, value: &str) -> Self {
         self.bytes(value.as_bytes())
     }
+    /// A path or file name: its bytes (names need not be UTF-8), with a u32 length.
+    pub fn path(self, value: &std::path::Path) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        self.bytes(value.as_os_str().as_bytes())
+    }
     /// Bytes with a u32 length.
     pub fn bytes(self, value: &[u8]) -> Self {
         self.0
@@ -287,6 +292,13 @@ impl<'a> Fields<'a> {
     pub fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
         let len = self.u32()? as usize;
         self.take(len)
+    }
+    /// A path or file name written by `path` of the frame writer: any bytes.
+    pub fn path(&mut self) -> Result<&'a std::path::Path, ProtocolError> {
+        use std::os::unix::ffi::OsStrExt;
+        Ok(std::path::Path::new(std::ffi::OsStr::from_bytes(
+            self.bytes()?,
+        )))
     }
     pub fn str(&mut self) -> Result<&'a str, ProtocolError> {
         let kind = self.kind;

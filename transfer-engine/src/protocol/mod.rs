@@ -96,5 +96,5 @@ pub struct Entry {
     /// Permission bits.
     pub mode: u32,
     /// Target of a symlink.
-    pub target: Option<String>,
+    pub target: Option<std::ffi::OsString>,
 }

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use super::client::{Client, MAX_IN_FLIGHT};
@@ -22,18 +22,24 @@ use crate::signature::Signature;
 #[derive(Clone, Debug)]
 pub enum PushItem {
     /// Create a directory (parents must exist or come earlier in the batch).
-    Directory { remote_path: String, mode: u32 },
+    Directory { remote_path: PathBuf, mode: u32 },
     /// Create or replace a symlink.
-    Symlink { remote_path: String, target: String },
+    Symlink {
+        remote_path: PathBuf,
+        target: PathBuf,
+    },
     /// Make the server's file equal to this local file (delta against the server's copy).
-    File { local: PathBuf, remote_path: String },
+    File {
+        local: PathBuf,
+        remote_path: PathBuf,
+    },
     /// Remove a file, symlink or directory tree.
-    Remove { remote_path: String },
+    Remove { remote_path: PathBuf },
 }
 
 impl PushItem {
     /// The server path this item changes.
-    pub fn remote_path(&self) -> &str {
+    pub fn remote_path(&self) -> &Path {
         match self {
             PushItem::Directory { remote_path, .. }
             | PushItem::Symlink { remote_path, .. }
@@ -47,7 +53,7 @@ impl PushItem {
 #[derive(Debug)]
 pub struct PushOutcome {
     pub index: usize,
-    pub remote_path: String,
+    pub remote_path: PathBuf,
     pub result: Result<(), String>,
 }
 
@@ -94,23 +100,23 @@ fn send_items<W: Write>(
             let id = first + next as u32;
             match &items[next] {
                 PushItem::Directory { remote_path, mode } => {
-                    writer.start().u32(id).str(remote_path).u32(*mode);
+                    writer.start().u32(id).path(remote_path).u32(*mode);
                     writer.send(Kind::MakeDirectory)?;
                 }
                 PushItem::Symlink {
                     remote_path,
                     target,
                 } => {
-                    writer.start().u32(id).str(remote_path).str(target);
+                    writer.start().u32(id).path(remote_path).path(target);
                     writer.send(Kind::MakeSymlink)?;
                 }
                 PushItem::Remove { remote_path } => {
-                    writer.start().u32(id).str(remote_path);
+                    writer.start().u32(id).path(remote_path);
                     writer.send(Kind::Remove)?;
                 }
                 PushItem::File { local, remote_path } => {
                     let size = std::fs::metadata(local).map(|m| m.len()).unwrap_or(0);
-                    writer.start().u32(id).str(remote_path).u64(size);
+                    writer.start().u32(id).path(remote_path).u64(size);
                     writer.send(Kind::PushFile)?;
                     awaiting_signature.push_back(next);
                 }
@@ -130,7 +136,7 @@ fn send_items<W: Write>(
             unreachable!("only files await signatures")
         };
         let id = first + index as u32;
-        let label = crate::names::shown(&local.to_string_lossy()).into_owned();
+        let label = crate::names::shown_path(local);
         let sent = match File::open(local) {
             Ok(file) => send_file(
                 writer,
@@ -214,7 +220,7 @@ fn read_answers<R: Read>(
         }
         let outcome = PushOutcome {
             index,
-            remote_path: items[index].remote_path().to_string(),
+            remote_path: items[index].remote_path().to_path_buf(),
             result,
         };
         progress(&outcome);

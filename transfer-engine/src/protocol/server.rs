@@ -11,7 +11,9 @@
 //! removed. Its answers to reads are unchanged.
 
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use super::client::FLAG_IN_PLACE;
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
@@ -75,7 +77,7 @@ pub fn serve_with<R: Read, W: Write>(
         match kind {
             Kind::List => {
                 let request = fields.u32()?;
-                let path = fields.str()?.to_string();
+                let path = fields.path()?.to_path_buf();
                 let recursive = fields.u8()? != 0;
                 fields.end()?;
                 if let Err(message) = send_listing(&mut writer, roots, request, &path, recursive)? {
@@ -84,7 +86,7 @@ pub fn serve_with<R: Read, W: Write>(
             }
             Kind::FileRequest | Kind::RangeRequest => {
                 let request = fields.u32()?;
-                let path = fields.str()?.to_string();
+                let path = fields.path()?.to_path_buf();
                 let range = if kind == Kind::RangeRequest {
                     Some(ByteRange {
                         offset: fields.u64()?,
@@ -123,7 +125,7 @@ pub fn serve_with<R: Read, W: Write>(
             }
             Kind::PushFile => {
                 let request = fields.u32()?;
-                let path = fields.str()?.to_string();
+                let path = fields.path()?.to_path_buf();
                 let size = fields.u64()?;
                 fields.end()?;
                 if options.read_only {
@@ -138,7 +140,7 @@ pub fn serve_with<R: Read, W: Write>(
             }
             Kind::MakeDirectory => {
                 let request = fields.u32()?;
-                let path = fields.str()?.to_string();
+                let path = fields.path()?.to_path_buf();
                 let mode = fields.u32()?;
                 fields.end()?;
                 if options.read_only {
@@ -149,8 +151,8 @@ pub fn serve_with<R: Read, W: Write>(
             }
             Kind::MakeSymlink => {
                 let request = fields.u32()?;
-                let path = fields.str()?.to_string();
-                let target = fields.str()?.to_string();
+                let path = fields.path()?.to_path_buf();
+                let target = fields.path()?.to_path_buf();
                 fields.end()?;
                 if options.read_only {
                     PushReceiver::refuse(&mut writer, request, read_only_refusal(&path))?;
@@ -160,7 +162,7 @@ pub fn serve_with<R: Read, W: Write>(
             }
             Kind::Remove => {
                 let request = fields.u32()?;
-                let path = fields.str()?.to_string();
+                let path = fields.path()?.to_path_buf();
                 fields.end()?;
                 if options.read_only {
                     PushReceiver::refuse(&mut writer, request, read_only_refusal(&path))?;
@@ -193,7 +195,7 @@ fn send_requested_file<W: Write>(
     writer: &mut FrameWriter<W>,
     roots: &Roots,
     request: u32,
-    path: &str,
+    path: &Path,
     signature: &Signature,
     level: i8,
     options: &DeltaOptions,
@@ -204,14 +206,14 @@ fn send_requested_file<W: Write>(
         .map_err(|e| e.to_string())
         .and_then(|(root, relative)| {
             open_file_below(root, &relative)
-                .map_err(|e| format!("{}: {e}", crate::names::shown(path)))
+                .map_err(|e| format!("{}: {e}", crate::names::shown_path(path)))
         });
     match opened {
         Ok(file) => send_file(
             writer,
             request,
             &file,
-            path,
+            &crate::names::shown_path(path),
             signature,
             (level > 0).then_some(level as i32),
             options,
@@ -226,7 +228,7 @@ fn send_listing<W: Write>(
     writer: &mut FrameWriter<W>,
     roots: &Roots,
     request: u32,
-    path: &str,
+    path: &Path,
     recursive: bool,
 ) -> Result<Result<(), String>, ProtocolError> {
     let (root, relative) = match roots.resolve(path) {
@@ -246,7 +248,7 @@ fn send_listing<W: Write>(
                 mode: meta.mode() & 0o7777,
                 target: None,
             }),
-            _ => return Ok(Err(format!("{}: {e}", crate::names::shown(path)))),
+            _ => return Ok(Err(format!("{}: {e}", crate::names::shown_path(path)))),
         }
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -254,14 +256,14 @@ fn send_listing<W: Write>(
         let mut payload = writer
             .start()
             .u32(request)
-            .str(entry.path.as_str())
+            .path(entry.path.as_path())
             .u8(entry.kind as u8)
             .u64(entry.size)
             .i64(entry.mtime.0)
             .u32(entry.mtime.1)
             .u32(entry.mode);
         if let Some(target) = &entry.target {
-            payload = payload.str(target);
+            payload = payload.path(Path::new(target));
         }
         let _ = payload;
         writer.send(Kind::ListEntry)?;
@@ -278,19 +280,12 @@ fn walk(
     recursive: bool,
     out: &mut Vec<Entry>,
 ) -> std::io::Result<()> {
-    let full = if below.as_str().is_empty() {
-        base.clone()
-    } else if base.as_str().is_empty() {
-        below.clone()
-    } else {
-        RelativePath::new(&format!("{}/{}", base.as_str(), below.as_str()))
-            .map_err(std::io::Error::other)?
-    };
+    let full = base.join_path(below).map_err(std::io::Error::other)?;
     let dir = open_below(root, &full, true)?;
     let listing = rustix::fs::Dir::read_from(&dir).map_err(std::io::Error::from)?;
     for item in listing {
         let item = item.map_err(std::io::Error::from)?;
-        let name = item.file_name().to_string_lossy().into_owned();
+        let name = std::ffi::OsStr::from_bytes(item.file_name().to_bytes());
         if name == "." || name == ".." {
             continue;
         }
@@ -309,12 +304,12 @@ fn walk(
                     .map_err(std::io::Error::from)?;
                 (
                     EntryKind::Symlink,
-                    Some(target.to_string_lossy().into_owned()),
+                    Some(std::ffi::OsString::from_vec(target.into_bytes())),
                 )
             }
             _ => continue, // sockets, fifos, devices: never part of a backup
         };
-        let path = below.join(&name).map_err(std::io::Error::other)?;
+        let path = below.join(name).map_err(std::io::Error::other)?;
         out.push(Entry {
             path: path.clone(),
             kind,
@@ -335,6 +330,9 @@ fn walk(
 }
 
 /// Why a read-only server refuses a write to `path`.
-fn read_only_refusal(path: &str) -> String {
-    format!("{path}: refused: this barsync serve is read-only (--read-only); it never writes")
+fn read_only_refusal(path: &Path) -> String {
+    format!(
+        "{}: refused: this barsync serve is read-only (--read-only); it never writes",
+        crate::names::shown_path(path)
+    )
 }

@@ -9,9 +9,10 @@
 //! far), so a batch of small files costs no round trip per file.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{mkdirat, openat, statat, symlinkat, AtFlags, FileType, Mode, OFlags};
 
@@ -23,6 +24,7 @@ use super::sender::send_request_error;
 use super::ProtocolError;
 use crate::confine::{open_below, RelativePath, Roots};
 use crate::fs::{remove_at as remove_entry, MappedFile, TempFile};
+use crate::names::shown_path;
 use crate::signature::{signature, signature_of_map, Signature, SignatureOptions};
 
 /// Pushed files whose signature was sent but whose delta has not arrived yet (each holds a
@@ -38,7 +40,7 @@ struct QueuedPush {
     label: String,
     dir: OwnedFd,
     dir_path: PathBuf,
-    name: String,
+    name: OsString,
     basis: Option<MappedFile>,
     signature: Signature,
     size: u64,
@@ -52,16 +54,23 @@ pub(super) struct PushReceiver {
 }
 
 /// The parent directory (as a handle) and the name of a path from the client.
-fn parent_and_name(roots: &Roots, path: &str) -> Result<(OwnedFd, PathBuf, String), String> {
+fn parent_and_name(roots: &Roots, path: &Path) -> Result<(OwnedFd, PathBuf, OsString), String> {
     let (root, relative) = roots.resolve(path).map_err(|e| e.to_string())?;
-    let components: Vec<&str> = relative.components().collect();
-    let Some((name, parents)) = components.split_last() else {
-        return Err(format!("refused path {path:?}: it names a root itself"));
+    let shown = shown_path(path);
+    let Some(name) = relative.components().last().map(ToOwned::to_owned) else {
+        return Err(format!("refused path {shown}: it names a root itself"));
     };
-    let parent = RelativePath::new(&parents.join("/")).map_err(|e| e.to_string())?;
+    let parent = relative
+        .as_path()
+        .parent()
+        .map_or_else(
+            || Ok(RelativePath::new("").expect("empty is valid")),
+            RelativePath::from_path,
+        )
+        .map_err(|e| e.to_string())?;
     let dir =
-        open_below(root, &parent, true).map_err(|e| format!("{path}: parent directory: {e}"))?;
-    Ok((dir, root.join(parent.as_str()), name.to_string()))
+        open_below(root, &parent, true).map_err(|e| format!("{shown}: parent directory: {e}"))?;
+    Ok((dir, root.join(parent.as_path()), name))
 }
 
 fn send_done<W: Write>(
@@ -84,7 +93,7 @@ impl PushReceiver {
         writer: &mut FrameWriter<W>,
         roots: &Roots,
         id: u32,
-        path: &str,
+        path: &Path,
         size: u64,
     ) -> Result<(), ProtocolError> {
         if self.queue.len() >= MAX_QUEUED_PUSHES {
@@ -98,7 +107,7 @@ impl PushReceiver {
         };
         let basis = match openat(
             &dir,
-            name.as_str(),
+            &name,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
@@ -120,7 +129,7 @@ impl PushReceiver {
         writer.start().u32(id).u64(encoded.len() as u64);
         writer.send(Kind::PushSignature)?;
         send_signature(writer, id, &encoded)?;
-        let label = crate::names::shown(path).into_owned();
+        let label = shown_path(path);
         self.queue.push_back(QueuedPush {
             id,
             label,
@@ -189,19 +198,20 @@ impl PushReceiver {
         writer: &mut FrameWriter<W>,
         roots: &Roots,
         id: u32,
-        path: &str,
+        path: &Path,
         mode: u32,
     ) -> Result<(), ProtocolError> {
+        let shown = shown_path(path);
         let result = parent_and_name(roots, path).and_then(|(dir, _, name)| {
-            match statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            match statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
                     return Ok(())
                 }
-                Ok(_) => remove_entry(&dir, &name).map_err(|e| format!("{path}: {e}"))?,
+                Ok(_) => remove_entry(&dir, &name).map_err(|e| format!("{shown}: {e}"))?,
                 Err(_) => {}
             }
-            mkdirat(&dir, name.as_str(), Mode::from_raw_mode(mode & 0o7777))
-                .map_err(|e| format!("{path}: {}", std::io::Error::from(e)))
+            mkdirat(&dir, &name, Mode::from_raw_mode(mode & 0o7777))
+                .map_err(|e| format!("{shown}: {}", std::io::Error::from(e)))
         });
         send_done(writer, id, result)
     }
@@ -211,15 +221,16 @@ impl PushReceiver {
         writer: &mut FrameWriter<W>,
         roots: &Roots,
         id: u32,
-        path: &str,
-        target: &str,
+        path: &Path,
+        target: &Path,
     ) -> Result<(), ProtocolError> {
+        let shown = shown_path(path);
         let result = parent_and_name(roots, path).and_then(|(dir, _, name)| {
-            if statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
-                remove_entry(&dir, &name).map_err(|e| format!("{path}: {e}"))?;
+            if statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+                remove_entry(&dir, &name).map_err(|e| format!("{shown}: {e}"))?;
             }
-            symlinkat(target, &dir, name.as_str())
-                .map_err(|e| format!("{path}: {}", std::io::Error::from(e)))
+            symlinkat(target, &dir, &name)
+                .map_err(|e| format!("{shown}: {}", std::io::Error::from(e)))
         });
         send_done(writer, id, result)
     }
@@ -229,10 +240,10 @@ impl PushReceiver {
         writer: &mut FrameWriter<W>,
         roots: &Roots,
         id: u32,
-        path: &str,
+        path: &Path,
     ) -> Result<(), ProtocolError> {
         let result = parent_and_name(roots, path).and_then(|(dir, _, name)| {
-            remove_entry(&dir, &name).map_err(|e| format!("{path}: {e}"))
+            remove_entry(&dir, &name).map_err(|e| format!("{}: {e}", shown_path(path)))
         });
         send_done(writer, id, result)
     }
