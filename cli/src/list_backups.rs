@@ -1,18 +1,17 @@
 //! `barsync list-backups SERVER`: the primary's backups (from `primary.info`, or asked afresh
-//! with `--refresh`) and this passive node's, side by side: synced, missing, syncing, failed or
-//! local only, with the primary's size and what is on this node's disk.
+//! with `--refresh`) and this passive node's, side by side ([`barsync_sync::backup_list`]),
+//! rendered as a table or JSON.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use barsync_sync::backup_info::BackupStatus;
-use barsync_sync::catalog::load_backups;
+use barsync_sync::backup_list::{backup_rows, BackupRow};
 use barsync_sync::config::{Config, ServerConfig};
-use barsync_sync::passive::sync_backup::{skipped_on_purpose, SkipReason};
 use barsync_sync::syncinfo::{
     fetch_primary_info, load_primary_info, RemoteProgram, SyncInfoLimits, SyncPoint,
 };
+use serde::Serialize;
 use serde_json::json;
 
 use crate::output::ui;
@@ -50,17 +49,6 @@ pub struct Args {
     /// Server name (a passive server section of the configuration), or `all`
     #[arg(add = clap_complete::ArgValueCompleter::new(crate::generate::passive_servers_or_all))]
     server: String,
-}
-
-struct Row {
-    id: String,
-    primary_status: Option<String>,
-    primary_size: Option<u64>,
-    state: &'static str,
-    local_status: Option<String>,
-    local_bytes: Option<u64>,
-    /// Why a backup of the primary is not copied on purpose (Barman's message).
-    note: Option<String>,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -111,8 +99,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     })
 }
 
-/// One server's rows: the primary's backups and this node's, side by side.
-fn rows(config: &Config, server: &ServerConfig, args: &Args) -> Result<Vec<Row>> {
+/// One server's rows: the primary's backups (from `primary.info`, or asked now) and this
+/// node's, side by side.
+fn rows(config: &Config, server: &ServerConfig, args: &Args) -> Result<Vec<BackupRow>> {
     let primary = if args.refresh {
         let mut warn = |message: String| ui().warning(&message);
         let program = match args.remote {
@@ -132,87 +121,31 @@ fn rows(config: &Config, server: &ServerConfig, args: &Args) -> Result<Vec<Row>>
     } else {
         load_primary_info(server).context("run `barsync cron` first, or use --refresh")?
     };
-    let local = load_backups(server)?;
-    let mut ids: Vec<String> = primary
-        .backup_ids()
-        .map(str::to_owned)
-        .chain(local.iter().map(|e| e.info.backup_id().to_owned()))
-        .collect();
-    ids.sort();
-    ids.dedup();
-    let base = server.basebackups_directory();
-    let mut rows = Vec::with_capacity(ids.len());
-    for id in ids {
-        let remote = primary.backup(server.name(), &id).ok().flatten();
-        let entry = local.iter().find(|e| e.info.backup_id() == id);
-        let local_status = entry.and_then(|e| e.info.status().ok());
-        let mut note = None;
-        let state = match (remote.is_some(), local_status) {
-            (_, Some(BackupStatus::Done | BackupStatus::WaitingForWals)) if remote.is_none() => {
-                "local only"
-            }
-            (_, Some(BackupStatus::Done | BackupStatus::WaitingForWals)) => "synced",
-            (_, Some(BackupStatus::Syncing)) => "syncing",
-            (_, Some(BackupStatus::Failed)) => "failed",
-            (true, _) => match skipped_on_purpose(server, &primary, &local, &id)? {
-                Some(skip) => {
-                    note = Some(skip.message);
-                    match skip.reason {
-                        SkipReason::Obsolete => "obsolete",
-                        SkipReason::ParentAbsent => "skipped",
-                    }
-                }
-                None => "missing",
-            },
-            (false, _) => "local only",
-        };
-        let directory = base.join(&id);
-        rows.push(Row {
-            primary_status: remote
-                .as_ref()
-                .and_then(|(info, _)| info.text("status").map(str::to_owned)),
-            primary_size: remote.as_ref().and_then(|(info, _)| {
-                info.int("size")
-                    .ok()
-                    .flatten()
-                    .and_then(|v| u64::try_from(v).ok())
-            }),
-            state,
-            local_status: local_status.map(|s| s.as_str().to_owned()),
-            local_bytes: directory.is_dir().then(|| disk_bytes(&directory)),
-            note,
-            id,
-        });
-    }
-    Ok(rows)
+    Ok(backup_rows(server, &primary)?)
+}
+
+/// What `list-backups --json` prints for one server.
+#[derive(Serialize)]
+struct ServerDocument<'a> {
+    command: &'static str,
+    server: &'a str,
+    ok: bool,
+    backups: &'a [BackupRow],
 }
 
 /// One server's list as a JSON object.
-fn server_json(server: &ServerConfig, rows: &[Row]) -> serde_json::Value {
-    let backups: Vec<_> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "backup_id": r.id,
-                "state": r.state,
-                "primary_status": r.primary_status,
-                "primary_size": r.primary_size,
-                "passive_status": r.local_status,
-                "passive_bytes_on_disk": r.local_bytes,
-                "note": r.note,
-            })
-        })
-        .collect();
-    json!({
-        "command": "list-backups",
-        "server": server.name(),
-        "ok": true,
-        "backups": backups,
+fn server_json(server: &ServerConfig, rows: &[BackupRow]) -> serde_json::Value {
+    serde_json::to_value(ServerDocument {
+        command: "list-backups",
+        server: server.name(),
+        ok: true,
+        backups: rows,
     })
+    .expect("plain data serializes")
 }
 
 /// One server's list as text.
-fn print_server(server: &ServerConfig, rows: &[Row], args: &Args) {
+fn print_server(server: &ServerConfig, rows: &[BackupRow], args: &Args) {
     let source = if args.refresh {
         "asked now".to_owned()
     } else {
@@ -229,11 +162,13 @@ fn print_server(server: &ServerConfig, rows: &[Row], args: &Args) {
     for row in rows {
         ui().result(&format!(
             "  {:<17} {:<17} {:>11}   {:<11} {:>11}",
-            row.id,
+            row.backup_id,
             row.primary_status.as_deref().unwrap_or("-"),
             row.primary_size.map(size).unwrap_or_else(|| "-".into()),
-            row.state,
-            row.local_bytes.map(size).unwrap_or_else(|| "-".into()),
+            row.state.as_str(),
+            row.passive_bytes_on_disk
+                .map(size)
+                .unwrap_or_else(|| "-".into()),
         ));
     }
     if rows.is_empty() {
@@ -241,7 +176,7 @@ fn print_server(server: &ServerConfig, rows: &[Row], args: &Args) {
     }
     for row in rows {
         if let Some(note) = &row.note {
-            ui().result(&format!("  {}: {note}", row.id));
+            ui().result(&format!("  {}: {note}", row.backup_id));
         }
     }
 }
@@ -254,7 +189,7 @@ fn saved_ago(path: &Path) -> String {
         .map(|age| {
             format!(
                 "primary.info saved {} ago",
-                crate::check::human(age.as_secs_f64())
+                barsync_sync::human::human_duration(age.as_secs_f64())
             )
         })
         .unwrap_or_else(|| "primary.info".into())
@@ -274,25 +209,4 @@ pub fn size(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", units[unit])
     }
-}
-
-/// Bytes of the regular files below `directory` (hard links to another backup counted too).
-fn disk_bytes(directory: &Path) -> u64 {
-    let mut total = 0;
-    let mut pending = vec![directory.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            match entry.file_type() {
-                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
-                Ok(kind) if kind.is_file() => {
-                    total += entry.metadata().map(|m| m.len()).unwrap_or(0)
-                }
-                _ => {}
-            }
-        }
-    }
-    total
 }

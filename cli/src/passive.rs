@@ -211,24 +211,6 @@ pub fn preflight(config: Option<Option<&std::path::Path>>) -> Option<ExitCode> {
     None
 }
 
-/// The `configuration` check: `FAILED` with every setting of the server's section and of
-/// `[barman]` that Barman ignores or misreads.
-pub fn configuration_check(server: &barsync_sync::config::ServerConfig) -> Result<String, String> {
-    let problems: Vec<String> = server
-        .config_warnings
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    match problems.len() {
-        0 => Ok(String::new()),
-        1 => Err(problems.join("")),
-        n => Err(format!(
-            "{n} settings ignored or misread: {}",
-            problems.join("; ")
-        )),
-    }
-}
-
 fn setup(common: &Common) -> Result<(Config, PassiveOptions)> {
     let config = Config::load(common.config.as_deref())?;
     let options = PassiveOptions {

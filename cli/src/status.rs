@@ -9,9 +9,9 @@ use anyhow::Result;
 use barsync_sync::config::Config;
 use barsync_sync::passive::status::{server_status, ServerStatus};
 
-use crate::check::human;
 use crate::list_backups::size;
 use crate::output::ui;
+use barsync_sync::human::{human_duration as human, now_seconds};
 
 pub const AFTER_HELP: &str = concat!(
     "Examples:
@@ -102,7 +102,7 @@ fn print_status(status: &ServerStatus) {
     ui().result(&format!("\tWALs: newest here {here}; {primary}: {lag}"));
     ui().result(&match &status.last_cron {
         Some(run) => {
-            let since = crate::check::now_seconds() - run.finished;
+            let since = now_seconds() - run.finished;
             format!(
                 "\tlast cron: {}, {} ({} backups synced, {} WALs listed, {:.1} s){}",
                 if run.ok { "OK" } else { "FAILED" },

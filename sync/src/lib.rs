@@ -41,9 +41,12 @@
 //!   standby check that needs PostgreSQL.
 
 pub mod backup_info;
+pub mod backup_list;
 pub mod catalog;
+pub mod check;
 pub mod config;
 pub mod fsutil;
+pub mod human;
 pub mod lock;
 pub mod passive;
 pub mod python;

@@ -1,0 +1,41 @@
+//! Times as an operator reads them: the current time in seconds since the epoch
+//! ([`now_seconds`]) and a duration in words ([`human_duration`]: `3 days 4 hours`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the epoch, now.
+pub fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `3 days 4 hours`, `12 minutes`, `40 seconds`.
+pub fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    let (days, hours, minutes) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{s} seconds"),
+        (0, 0, m) => format!("{m} minutes"),
+        (0, h, m) => format!("{h} hours {m} minutes"),
+        (d, h, _) => format!("{d} days {h} hours"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_in_words() {
+        assert_eq!(human_duration(40.0), "40 seconds");
+        assert_eq!(human_duration(12.0 * 60.0 + 5.0), "12 minutes");
+        assert_eq!(human_duration(3.0 * 3600.0 + 60.0), "3 hours 1 minutes");
+        assert_eq!(
+            human_duration(86_400.0 * 3.0 + 4.0 * 3600.0),
+            "3 days 4 hours"
+        );
+        assert_eq!(human_duration(-5.0), "0 seconds");
+    }
+}
