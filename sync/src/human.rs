@@ -18,6 +18,7 @@ pub fn human_duration(seconds: f64) -> String {
     match (days, hours, minutes) {
         (0, 0, 0) => format!("{s} seconds"),
         (0, 0, m) => format!("{m} minutes"),
+        (0, h, 0) => format!("{h} hours"),
         (0, h, m) => format!("{h} hours {m} minutes"),
         (d, h, _) => format!("{d} days {h} hours"),
     }
@@ -32,6 +33,7 @@ mod tests {
         assert_eq!(human_duration(40.0), "40 seconds");
         assert_eq!(human_duration(12.0 * 60.0 + 5.0), "12 minutes");
         assert_eq!(human_duration(3.0 * 3600.0 + 60.0), "3 hours 1 minutes");
+        assert_eq!(human_duration(7200.0 + 30.0), "2 hours");
         assert_eq!(
             human_duration(86_400.0 * 3.0 + 4.0 * 3600.0),
             "3 days 4 hours"

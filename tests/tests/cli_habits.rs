@@ -128,3 +128,39 @@ fn shell_completion_offers_the_passive_server_names() {
     let commands = complete(home.path(), &["barsync", "sta"]);
     assert_eq!(commands, vec!["status".to_owned()]);
 }
+
+/// A server with `active = false` is left alone by cron, as Barman's cron leaves it (nothing
+/// copied, its retention not applied), and cron says so; the other servers are synced.
+#[test]
+fn cron_skips_an_inactive_server_as_barman_does() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            server_lines: vec!["active = false".to_owned()],
+            ..RigOptions::default()
+        },
+    );
+    for args in [
+        &["cron", "--dry-run"][..],
+        &["cron", "--dry-run", "pg"][..],
+        &["cron"][..],
+        &["cron", "pg"][..],
+    ] {
+        let cron = rig.barsync(args);
+        assert_eq!(cron.status.code(), Some(0), "{}", describe(&cron));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&cron.stdout),
+            String::from_utf8_lossy(&cron.stderr)
+        );
+        assert!(
+            said.contains("Server pg is inactive (active = false)"),
+            "{}",
+            describe(&cron)
+        );
+        let base = rig.server_directory().join("base");
+        let copied = std::fs::read_dir(&base).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(copied, 0, "{args:?} copied backups of an inactive server");
+    }
+}

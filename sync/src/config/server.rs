@@ -557,6 +557,11 @@ impl ServerConfig {
     pub fn is_disabled(&self) -> bool {
         self.bool("disabled")
     }
+
+    /// Barman's `active` (default true): an inactive server is left alone by cron.
+    pub fn is_active(&self) -> bool {
+        self.bool("active")
+    }
 }
 
 impl RetentionPolicy {

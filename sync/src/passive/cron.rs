@@ -19,6 +19,7 @@ use super::sync_wals::{read_sync_wals_info, sync_wals_locked, WalsOutcome};
 use super::{Events, PassiveError, PassiveOptions};
 use crate::catalog::{available_backups, load_backups};
 use crate::config::{Config, ServerConfig};
+use crate::human::human_duration;
 use crate::lock::{self, LockError, LockKind};
 use crate::syncinfo::{fetch_primary_info, SyncPoint};
 
@@ -26,7 +27,7 @@ use crate::syncinfo::{fetch_primary_info, SyncPoint};
 #[derive(Debug, Default)]
 pub struct ServerCron {
     pub server: String,
-    /// Why the server was skipped (another cron holds its lock).
+    /// Why the server was skipped (another cron holds its lock, or it is inactive).
     pub skipped: Option<String>,
     /// A failure that stopped this server's sync (sync-info, locks, the catalog).
     pub error: Option<String>,
@@ -156,6 +157,21 @@ pub fn run_cron(
             continue;
         }
         if !server.is_passive() || server.is_disabled() {
+            continue;
+        }
+        if !server.is_active() {
+            // Barman's `Server.cron` returns at once for an inactive server: no sync, no
+            // retention.
+            let message = format!(
+                "Server {} is inactive (active = false): skipped, as Barman's cron skips it",
+                server.name()
+            );
+            events.info(&message);
+            report.servers.push(ServerCron {
+                server: server.name().to_owned(),
+                skipped: Some(message),
+                ..ServerCron::default()
+            });
             continue;
         }
         report.servers.push(cron_server(&server, options, events));
@@ -351,15 +367,4 @@ fn apply_retention(
         events,
     )?;
     Ok(())
-}
-
-/// `2 hours 5 minutes`, `45 minutes`, `30 seconds`.
-pub fn human_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    match (s / 3600, s % 3600 / 60) {
-        (0, 0) => format!("{s} seconds"),
-        (0, m) => format!("{m} minutes"),
-        (h, 0) => format!("{h} hours"),
-        (h, m) => format!("{h} hours {m} minutes"),
-    }
 }

@@ -84,6 +84,13 @@ pub fn plan_cron_all(
         {
             continue;
         }
+        if !server.is_active() {
+            events.info(&format!(
+                "Server {} is inactive (active = false): cron would skip it, as Barman's cron does",
+                server.name()
+            ));
+            continue;
+        }
         let mut warn = |message: String| events.warning(&message);
         let plan = fetch_primary_info(
             &server,
@@ -97,7 +104,17 @@ pub fn plan_cron_all(
         .and_then(|answer| plan_cron(&server, &answer.info).map_err(|e| e.to_string()));
         plans.push((server.name().to_owned(), plan));
     }
+    let inactive = |name: &str| {
+        config
+            .server(name)
+            .ok()
+            .flatten()
+            .is_some_and(|server| server.is_passive() && !server.is_active())
+    };
     if let (Some(name), true) = (only, plans.is_empty()) {
+        if inactive(name) {
+            return Ok(plans);
+        }
         return Err(PassiveError::Sync(format!(
             "server {name} is not passive (or does not exist, or is disabled)"
         )));
