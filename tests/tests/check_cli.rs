@@ -300,11 +300,20 @@ fn check_says_whether_the_primarys_serve_is_read_only() {
         "{}",
         describe(&pinned)
     );
+    // The key refuses the shell command that looks for programs: what the session and the
+    // last sync-info showed stands in, and the recommended setup passes its check.
     assert!(
-        line(&text, "barsync on the primary").contains("FAILED (cannot look"),
+        line(&text, "barsync on the primary").contains("OK (answered a barsync session"),
         "{}",
         describe(&pinned)
     );
+    assert!(
+        line(&text, "barman on the primary")
+            .contains("OK (not looked for: the primary's key refuses shell commands"),
+        "{}",
+        describe(&pinned)
+    );
+    assert_eq!(pinned.status.code(), Some(0), "{}", describe(&pinned));
     // And the passive still syncs through it.
     let again = rig.barsync(&["cron"]);
     assert!(again.status.success(), "{}", describe(&again));

@@ -105,18 +105,24 @@ fn checks(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
         ));
         return checks;
     };
-    checks.extend(ssh_probe::ssh_checks(server, ssh, remote_barsync));
+    let probe = ssh_probe::probe(server, ssh, remote_barsync);
     // Also when the look for programs was refused (a key pinned to `barsync serve
     // --read-only` on the primary refuses shell commands): the session says what the shell
     // could not. Always the line, for a stable set of checks.
-    let reached = checks.iter().any(|c| c.name == "ssh" && c.ok);
+    let serve = if probe.connected {
+        ssh_probe::serve_mode(server, remote_barsync)
+    } else {
+        Err("not checked: the primary was not reached".into())
+    };
+    checks.extend(probe.checks);
+    checks.extend(ssh_probe::program_checks(
+        &probe.lookup,
+        remote_barsync,
+        &serve,
+    ));
     checks.push(Check::new(
         "barsync serve",
-        if reached {
-            ssh_probe::serve_mode(server, remote_barsync)
-        } else {
-            Err("not checked: the primary was not reached".into())
-        },
+        serve.map(ssh_probe::ServeMode::detail),
     ));
     checks.push(Check::new("directories", directories(server)));
     let primary = load_primary_info(server);

@@ -38,8 +38,25 @@ pub fn host_key_complaint(stderr: &str) -> HostKeyComplaint {
     }
 }
 
-/// The ssh checks, from two commands run through `primary_ssh_command` as Barman runs it.
-pub(super) fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str) -> Vec<Check> {
+/// What the primary's shell said when asked where the barsync and barman programs are.
+pub(super) enum ProgramLookup {
+    /// The primary was not reached.
+    Unreached,
+    /// One line per program: its path, or empty when it is not on the `PATH`.
+    Found(Vec<String>),
+    /// The command was refused or failed (a key pinned to a forced command refuses it): why.
+    Refused(String),
+}
+
+/// The first ssh checks (host key, connection, clean output) and the look for programs.
+pub(super) struct SshProbe {
+    pub checks: Vec<Check>,
+    pub connected: bool,
+    pub lookup: ProgramLookup,
+}
+
+/// Runs `true`, then the look for programs, through `primary_ssh_command` as Barman runs it.
+pub(super) fn probe(server: &ServerConfig, ssh: &str, remote_barsync: &str) -> SshProbe {
     let is_ssh = ssh
         .split_whitespace()
         .next()
@@ -61,7 +78,6 @@ pub(super) fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str)
     };
     let said = last_lines(&stderr);
     let connected = status == Some(0);
-    let unreached = || Err("not checked: the primary was not reached".to_owned());
     let mut checks = vec![Check::new(
         "ssh host key",
         match host_key_complaint(&stderr) {
@@ -97,7 +113,7 @@ pub(super) fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str)
     checks.push(Check::new(
         "ssh output clean",
         if !connected {
-            unreached()
+            Err(NOT_REACHED.to_owned())
         } else if stdout.trim().is_empty() {
             Ok(String::new())
         } else {
@@ -107,8 +123,7 @@ pub(super) fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str)
             ))
         },
     ));
-    let programs = [remote_barsync, "barman"];
-    let script = programs
+    let script = [remote_barsync, "barman"]
         .iter()
         .map(|p| {
             format!(
@@ -118,44 +133,98 @@ pub(super) fn ssh_checks(server: &ServerConfig, ssh: &str, remote_barsync: &str)
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let found: Vec<String> = if !connected {
-        Vec::new()
+    let lookup = if !connected {
+        ProgramLookup::Unreached
     } else {
         match run_remote(server, &prefix, &script) {
-            Ok((Some(0), out, _)) => out.lines().map(str::to_owned).collect(),
-            Ok((_, _, err)) => vec![format!("!{}", last_lines(&err)); 2],
-            Err(error) => vec![format!("!{error}"); 2],
+            Ok((Some(0), out, _)) => ProgramLookup::Found(out.lines().map(str::to_owned).collect()),
+            Ok((_, _, err)) => ProgramLookup::Refused(last_lines(&err)),
+            Err(error) => ProgramLookup::Refused(error.to_string()),
         }
     };
-    for (index, (name, program)) in [
-        ("barsync on the primary", remote_barsync),
-        ("barman on the primary", "barman"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let line = found.get(index).map(String::as_str).unwrap_or("");
-        let result = match line {
-            _ if !connected => unreached(),
+    SshProbe {
+        checks,
+        connected,
+        lookup,
+    }
+}
+
+const NOT_REACHED: &str = "not checked: the primary was not reached";
+
+/// `barsync on the primary` and `barman on the primary`. When the primary's key refuses the
+/// look (a key pinned to a forced command, as the README recommends), what the barsync
+/// session showed stands in for barsync, and barman is not looked for: sync-info, which
+/// needs it, is what the key allows.
+pub(super) fn program_checks(
+    lookup: &ProgramLookup,
+    remote_barsync: &str,
+    serve: &Result<ServeMode, String>,
+) -> Vec<Check> {
+    let barsync = match lookup {
+        ProgramLookup::Unreached => Err(NOT_REACHED.to_owned()),
+        ProgramLookup::Found(lines) => match lines.first().map(String::as_str).unwrap_or("") {
             // Without barsync there, syncs still work, whole files over SFTP verified by the
             // primary's checksum program: a supported setup, not a failure.
-            "" if index == 0 => Ok(format!("not installed: whole files over SFTP, verified by the primary's b3sum or sha256sum (install `{program}` there for delta transfers)")),
-            "" => Err("`barman` is not on the primary's PATH: sync-info cannot run (or use `barsync cron --remote barsync`)".to_owned()),
-            error if error.starts_with('!') => Err(format!("cannot look: {}", &error[1..])),
+            "" => Ok(format!("not installed: whole files over SFTP, verified by the primary's b3sum or sha256sum (install `{remote_barsync}` there for delta transfers)")),
             path => Ok(path.to_owned()),
-        };
-        checks.push(Check::new(name, result));
+        },
+        ProgramLookup::Refused(why) => match serve {
+            Ok(ServeMode::ReadOnly | ServeMode::ReadWrite) => Ok(format!(
+                "answered a barsync session (the primary's key refuses the shell command that looks for programs: {why})"
+            )),
+            Ok(ServeMode::Sftp) => Ok(format!("not installed: whole files over SFTP (the primary's key refuses the shell command that looks for programs: {why})")),
+            Ok(ServeMode::NoPrimaryInfo) => Ok(format!("not looked for: the primary's key refuses shell commands ({why}); the first `barsync cron` opens a session")),
+            Err(error) => Err(format!("cannot look: {why}; and no session: {error}")),
+        },
+    };
+    let barman = match lookup {
+        ProgramLookup::Unreached => Err(NOT_REACHED.to_owned()),
+        ProgramLookup::Found(lines) => match lines.get(1).map(String::as_str).unwrap_or("") {
+            "" => Err("`barman` is not on the primary's PATH: sync-info cannot run (or use `barsync cron --remote barsync`)".to_owned()),
+            path => Ok(path.to_owned()),
+        },
+        ProgramLookup::Refused(why) => Ok(format!(
+            "not looked for: the primary's key refuses shell commands ({why}); sync-info, which it runs, is what `primary.info` shows"
+        )),
+    };
+    vec![
+        Check::new("barsync on the primary", barsync),
+        Check::new("barman on the primary", barman),
+    ]
+}
+
+/// What a session with the primary's `barsync serve` showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ServeMode {
+    /// It refuses every write.
+    ReadOnly,
+    /// It accepts writes.
+    ReadWrite,
+    /// No barsync there: the session went to SFTP.
+    Sftp,
+    /// Not tried: no `primary.info` to find the roots yet.
+    NoPrimaryInfo,
+}
+
+impl ServeMode {
+    /// The `barsync serve` check's detail.
+    pub(super) fn detail(self) -> String {
+        match self {
+            ServeMode::ReadOnly => "read-only: the primary refuses any write from this node".into(),
+            ServeMode::ReadWrite => "read-write: pin this node's key to `barsync serve --read-only` on the primary (README, \"A read-only key on the primary\")".into(),
+            ServeMode::Sftp => "not checked: the primary is reached over SFTP".into(),
+            ServeMode::NoPrimaryInfo => "not checked: no primary.info yet (run `barsync cron`)".into(),
+        }
     }
-    checks
 }
 
 /// Whether the primary's `barsync serve` refuses writes, from the `Hello` of a session opened
-/// as the passive opens them (roots from `primary.info`). Read-write is OK, with a hint.
-pub(super) fn serve_mode(server: &ServerConfig, remote_barsync: &str) -> Result<String, String> {
+/// as the passive opens them (roots from `primary.info`).
+pub(super) fn serve_mode(server: &ServerConfig, remote_barsync: &str) -> Result<ServeMode, String> {
     use crate::passive::primary_link::PrimaryLink;
     use crate::passive::{PassiveOptions, Quiet};
     let Ok(primary) = load_primary_info(server) else {
-        return Ok("not checked: no primary.info yet (run `barsync cron`)".into());
+        return Ok(ServeMode::NoPrimaryInfo);
     };
     let options = PassiveOptions {
         remote_barsync: remote_barsync.to_owned(),
@@ -165,11 +234,11 @@ pub(super) fn serve_mode(server: &ServerConfig, remote_barsync: &str) -> Result<
     let session = link.open(&Quiet).map_err(|e| e.to_string())?;
     let read_only = session.serves_read_only();
     session.close()?;
-    match read_only {
-        Some(true) => Ok("read-only: the primary refuses any write from this node".into()),
-        Some(false) => Ok("read-write: pin this node's key to `barsync serve --read-only` on the primary (README, \"A read-only key on the primary\")".into()),
-        None => Ok("not checked: the primary is reached over SFTP".into()),
-    }
+    Ok(match read_only {
+        Some(true) => ServeMode::ReadOnly,
+        Some(false) => ServeMode::ReadWrite,
+        None => ServeMode::Sftp,
+    })
 }
 
 /// Runs `<prefix> '<command>'` through /bin/sh (with the server's `path_prefix`): exit code,
