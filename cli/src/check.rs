@@ -19,6 +19,13 @@ use serde::Serialize;
 
 use crate::output::ui;
 
+/// `println!` through [`crate::output::stdout_line`] (no panic on a closed pipe).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        crate::output::stdout_line(&format!($($arg)*))
+    };
+}
+
 pub const AFTER_HELP: &str = concat!(
     "Examples:
   barsync check pg                        # one server
@@ -63,7 +70,7 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<ExitCode> {
     match run_checks(args) {
         Err(error) if args.nagios => {
-            println!("BARSYNC CRITICAL - {error:#}");
+            outln!("BARSYNC CRITICAL - {error:#}");
             Ok(ExitCode::from(2))
         }
         result => result,
@@ -133,12 +140,12 @@ fn print_nagios(results: &[ServerChecks]) {
     let failing: Vec<&ServerChecks> = results.iter().filter(|report| !report.ok).collect();
     if failing.is_empty() {
         match results {
-            [] => println!("BARSYNC OK - No server configured"),
-            [report] => println!(
+            [] => outln!("BARSYNC OK - No server configured"),
+            [report] => outln!(
                 "BARSYNC OK - Ready to serve the Espresso backup for {}",
                 report.server
             ),
-            _ => println!(
+            _ => outln!(
                 "BARSYNC OK - Ready to serve the Espresso backup for {} servers * {}",
                 results.len(),
                 results
@@ -158,13 +165,13 @@ fn print_nagios(results: &[ServerChecks]) {
         })
         .collect();
     if results.len() == 1 {
-        println!(
+        outln!(
             "BARSYNC CRITICAL - server {} has issues * {}",
             results[0].server,
             summaries.join(" * ")
         );
     } else {
-        println!(
+        outln!(
             "BARSYNC CRITICAL - {} server out of {} have issues * {}",
             failing.len(),
             results.len(),
@@ -173,9 +180,11 @@ fn print_nagios(results: &[ServerChecks]) {
     }
     for report in failing {
         for check in report.failures() {
-            println!(
+            outln!(
                 "{}.{}: FAILED ({})",
-                report.server, check.name, check.detail
+                report.server,
+                check.name,
+                check.detail
             );
         }
     }

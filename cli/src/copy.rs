@@ -392,9 +392,8 @@ fn print_report(args: &Args, report: &CopyReport, seconds: f64) {
             "plan": report.plan,
             "errors": report.errors,
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("JSON values serialize")
+        crate::output::stdout_line(
+            &serde_json::to_string_pretty(&value).expect("JSON values serialize"),
         );
         return;
     }

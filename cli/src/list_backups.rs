@@ -57,10 +57,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let server = crate::passive::server(&config, &args.server)?;
         let rows = rows(&config, &server, args)?;
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&server_json(&server, &rows))?
-            );
+            crate::output::stdout_line(&serde_json::to_string_pretty(&server_json(
+                &server, &rows,
+            ))?);
         } else {
             print_server(&server, &rows, args);
         }
@@ -83,14 +82,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "command": "list-backups",
-                "ok": !failed,
-                "servers": documents,
-            }))?
-        );
+        crate::output::stdout_line(&serde_json::to_string_pretty(&json!({
+            "command": "list-backups",
+            "ok": !failed,
+            "servers": documents,
+        }))?);
     }
     Ok(if failed {
         ExitCode::from(1)

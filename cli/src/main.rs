@@ -199,9 +199,9 @@ fn report(command: &str, result: anyhow::Result<std::process::ExitCode>) -> std:
         let message = format!("{error:#}");
         output::ui().error(&message);
         if output::ui().json() {
-            println!(
-                "{}",
-                serde_json::json!({"command": command, "ok": false, "errors": [message]})
+            output::stdout_line(
+                &serde_json::json!({"command": command, "ok": false, "errors": [message]})
+                    .to_string(),
             );
         }
         std::process::ExitCode::from(1)

@@ -70,6 +70,27 @@ pub fn warn_once_initialised(message: String) {
     PENDING_WARNINGS.lock().unwrap().push(message);
 }
 
+/// Set once stdout's reader is gone (`barsync status | head`): later output is dropped.
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes `text` and a newline to stdout. Once the reader has gone (a closed pipe), output
+/// stops, silently, and the command goes on to its own exit status: no panic (as `println!`
+/// would), and a cron whose output nobody reads any more still finishes its work.
+pub fn stdout_line(text: &str) {
+    use std::sync::atomic::Ordering;
+    if STDOUT_GONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if written.is_err() {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The output state ([`init`] sets it; until then, defaults).
 pub fn ui() -> &'static Ui {
     UI.get_or_init(|| Ui::new(Verbosity(0), false))
@@ -119,7 +140,7 @@ impl Ui {
     pub fn result(&self, message: &str) {
         tracing::info!(target: TARGET_OUT, "{message}");
         if !self.json {
-            self.suspend(|| println!("{message}"));
+            self.suspend(|| stdout_line(message));
         }
     }
 
@@ -127,7 +148,7 @@ impl Ui {
     /// itself and would flood the log if written there on every run (`check`).
     pub fn print(&self, message: &str) {
         if !self.json {
-            self.suspend(|| println!("{message}"));
+            self.suspend(|| stdout_line(message));
         }
     }
 

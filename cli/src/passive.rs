@@ -148,7 +148,8 @@ pub struct CronArgs {
 /// The SSH transport named on the command line (`--transport`).
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum Transport {
-    /// libssh2 when the ssh command allows it, else the ssh command
+    /// the ssh command when it is installed (with fast ciphers unless the configuration names
+    /// its own), else libssh2 in this process
     Auto,
     /// libssh2, in this process
     InProcess,
@@ -368,9 +369,8 @@ fn merge(into: &mut Value, from: Value) {
 }
 
 pub(crate) fn print_json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialize")
+    crate::output::stdout_line(
+        &serde_json::to_string_pretty(value).expect("JSON values serialize"),
     );
 }
 

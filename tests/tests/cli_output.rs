@@ -172,3 +172,35 @@ fn a_primary_that_accepts_connections_and_never_answers_fails_cron_instead_of_ha
     );
     drop(silent);
 }
+
+/// Output into a closed pipe (`barsync status --json | head -c 0`) is not a crash: no panic,
+/// no backtrace, and the command's own exit status.
+#[test]
+fn output_into_a_closed_pipe_does_not_panic() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert_eq!(cron.status.code(), Some(0), "{}", describe(&cron));
+    for args in [
+        &["status", "--json"][..],
+        &["status"][..],
+        &["list-backups", "pg"][..],
+        &["list-backups", "--json", "pg"][..],
+        &["check", "--json", "pg"][..],
+        &["check", "--nagios", "pg"][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = rig
+            .barsync_command(args)
+            .stdout(writer)
+            .output()
+            .expect("barsync runs");
+        let stderr = text_of(&output.stderr);
+        assert!(
+            !stderr.contains("panicked") && output.status.code() != Some(101),
+            "{args:?}: {}",
+            describe(&output)
+        );
+    }
+}
