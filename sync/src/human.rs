@@ -1,5 +1,6 @@
-//! Times as an operator reads them: the current time in seconds since the epoch
-//! ([`now_seconds`]) and a duration in words ([`human_duration`]: `3 days 4 hours`).
+//! Times and messages as an operator reads them: the current time in seconds since the epoch
+//! ([`now_seconds`]), a duration in words ([`human_duration`]: `3 days 4 hours`), and another
+//! program's error output on one line ([`one_line`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,9 +25,30 @@ pub fn human_duration(seconds: f64) -> String {
     }
 }
 
+/// Another program's error output (ssh's, the primary's) as one line of a message: each line
+/// trimmed, empty lines and ssh's `@@@@` banner lines dropped, the rest joined with spaces. A
+/// multi-line error would otherwise break the log's one-line-per-message shape.
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.chars().all(|c| c == '@'))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::human_duration;
+    use super::{human_duration, one_line};
+
+    #[test]
+    fn error_output_on_one_line() {
+        let ssh = "@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n@@@@@@@@\nIT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\n\nHost key verification failed.\n";
+        assert_eq!(
+            one_line(ssh),
+            "@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @ IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY! Host key verification failed."
+        );
+        assert_eq!(one_line("\n"), "");
+    }
 
     #[test]
     fn durations_in_words() {

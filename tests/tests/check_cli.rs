@@ -110,6 +110,21 @@ fn check_reports_each_check_and_a_changed_host_key() {
         key["detail"].as_str().unwrap().contains("CHANGED"),
         "{document}"
     );
+    // cron fails, with ssh's complaint on the one line of its error (not ssh's banner spread
+    // over the log).
+    let cron = rig.barsync(&["cron"]);
+    assert_eq!(cron.status.code(), Some(1), "{}", describe(&cron));
+    let stderr = String::from_utf8_lossy(&cron.stderr).into_owned();
+    let error = stderr
+        .lines()
+        .find(|l| l.contains("sync-info execution on remote primary server pg failed"))
+        .unwrap_or_else(|| panic!("{}", describe(&cron)));
+    assert!(
+        error.contains("HOST IDENTIFICATION HAS CHANGED")
+            && error.contains("Host key verification failed"),
+        "{}",
+        describe(&cron)
+    );
 }
 
 #[test]

@@ -142,7 +142,7 @@ pub fn fetch_primary_info(
         return Err(SyncInfoError::Sync(format!(
             "sync-info execution on remote primary server {} failed: {}",
             server.name(),
-            String::from_utf8_lossy(&output.stderr)
+            crate::human::one_line(&String::from_utf8_lossy(&output.stderr))
         )));
     };
     let text = std::str::from_utf8(&output.stdout).map_err(|_| {
