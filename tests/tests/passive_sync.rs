@@ -656,3 +656,63 @@ fn backup_files_with_odd_names_are_synced_and_barman_reads_the_backup() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A local FAILED backup the primary no longer lists is purged, with Barman's warning, by
+/// `sync-backup` and by `cron` alike; a DONE one the primary dropped is kept.
+#[test]
+fn a_failed_backup_the_primary_dropped_is_purged_by_cron_and_sync_backup() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let base = rig.server_directory().join("base");
+    let meta = rig.server_directory().join("meta");
+    let template = fs::read_to_string(meta.join("20240101T120000-backup.info")).unwrap();
+    let plant = |id: &str, status: &str| {
+        let text: String = template
+            .lines()
+            .map(|line| {
+                if line.starts_with("backup_id=") {
+                    format!("backup_id={id}\n")
+                } else if line.starts_with("status=") {
+                    format!("status={status}\n")
+                } else {
+                    format!("{line}\n")
+                }
+            })
+            .collect();
+        fs::create_dir_all(base.join(id)).unwrap();
+        fs::write(meta.join(format!("{id}-backup.info")), text).unwrap();
+    };
+    plant("20230101T000000", "FAILED");
+    plant("20230102T000000", "FAILED");
+    plant("20230103T000000", "DONE");
+    let purge = |id: &str| {
+        format!(
+            "Backup {id} is absent on pg server and is incomplete locally, purging local backup"
+        )
+    };
+    let one = rig.barsync(&["sync-backup", "pg", "20230101T000000"]);
+    assert!(one.status.success(), "{}", describe(&one));
+    assert!(
+        String::from_utf8_lossy(&one.stderr).contains(&purge("20230101T000000")),
+        "{}",
+        describe(&one)
+    );
+    assert_eq!(rig.backup_status("20230101T000000"), "absent");
+    assert!(!base.join("20230101T000000").exists());
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert!(
+        String::from_utf8_lossy(&cron.stderr).contains(&purge("20230102T000000")),
+        "{}",
+        describe(&cron)
+    );
+    assert_eq!(rig.backup_status("20230102T000000"), "absent");
+    assert!(!base.join("20230102T000000").exists());
+    assert_eq!(
+        rig.backup_status("20230103T000000"),
+        "DONE",
+        "a DONE backup is kept"
+    );
+}

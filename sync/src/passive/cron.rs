@@ -14,7 +14,7 @@ use std::path::Path;
 use super::incremental::{self, Refresh};
 use super::retention::{self, Candidate};
 use super::status;
-use super::sync_backup::{delete_backup, sync_backup_with, BackupOutcome};
+use super::sync_backup::{delete_backup, purge_reason, sync_backup_with, BackupOutcome};
 use super::sync_wals::{read_sync_wals_info, sync_wals_locked, WalsOutcome};
 use super::{Events, PassiveError, PassiveOptions};
 use crate::catalog::{available_backups, load_backups};
@@ -271,13 +271,10 @@ fn sync_server(
     .map_err(|e| PassiveError::Sync(format!("Failed to retrieve the primary node status: {e}")))?
     .info;
     for entry in load_backups(server)? {
-        let id = entry.info.backup_id().to_owned();
-        if entry.info.raw("status") == Some("FAILED") && !primary.backup_ids().any(|b| b == id) {
-            events.warning(&format!(
-                "Backup {id} is absent on {name} server and is incomplete locally, purging local backup"
-            ));
+        if let Some(message) = purge_reason(server, &primary, &entry) {
+            events.warning(&message);
             delete_backup(server, &entry, events)?;
-            result.purged.push(id);
+            result.purged.push(entry.info.backup_id().to_owned());
         }
     }
     let local: Vec<String> = available_backups(server)?

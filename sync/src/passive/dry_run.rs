@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::cron::sync_point;
 use super::retention::{self, Candidate};
-use super::sync_backup::{resolve_backup_id, skipped_on_purpose};
+use super::sync_backup::{purge_reason, resolve_backup_id, skipped_on_purpose};
 use super::sync_wals::{select_wals, WalSelection};
 use super::{Events, PassiveError, PassiveOptions, Quiet};
 use crate::backup_info::BackupInfo;
@@ -130,9 +130,8 @@ pub fn plan_cron(server: &ServerConfig, primary: &PrimaryInfo) -> Result<DryRun,
     };
     let local = load_backups(server)?;
     for entry in &local {
-        let id = entry.info.backup_id();
-        if entry.info.raw("status") == Some("FAILED") && !primary.backup_ids().any(|b| b == id) {
-            plan.purge.push(id.to_owned());
+        if purge_reason(server, primary, entry).is_some() {
+            plan.purge.push(entry.info.backup_id().to_owned());
         }
     }
     let mut ids: Vec<&str> = primary.backup_ids().collect();

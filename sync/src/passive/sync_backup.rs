@@ -83,19 +83,18 @@ pub fn sync_backup_with(
     let local_entry = local.iter().find(|e| e.info.backup_id() == id);
     let on_primary = primary.backup_ids().any(|b| b == id);
     let name = server.name();
+    if let Some(entry) = local_entry {
+        if let Some(message) = purge_reason(server, primary, entry) {
+            events.warning(&message);
+            delete_backup(server, entry, events)?;
+            return Ok(BackupOutcome::Purged(message));
+        }
+    }
     match (on_primary, local_entry) {
         (false, None) => {
             return Err(PassiveError::Sync(format!(
                 "Backup {id} is absent on {name} server"
             )))
-        }
-        (false, Some(entry)) if entry.info.status()? == BackupStatus::Failed => {
-            let message = format!(
-                "Backup {id} is absent on {name} server and is incomplete locally, purging local backup"
-            );
-            events.warning(&message);
-            delete_backup(server, entry, events)?;
-            return Ok(BackupOutcome::Purged(message));
         }
         (false, Some(_)) => {
             return Ok(BackupOutcome::NothingToDo(format!(
@@ -168,6 +167,25 @@ pub fn sync_backup_with(
             Err(PassiveError::Sync(error))
         }
     }
+}
+
+/// Barman's rule for a local backup the primary no longer lists: when it is FAILED here (an
+/// incomplete copy that can never be finished) it is purged, with Barman's warning (`Some`).
+/// The one place the rule is decided: `cron`, `sync-backup` and their dry runs ask here.
+pub fn purge_reason(
+    server: &ServerConfig,
+    primary: &PrimaryInfo,
+    entry: &CatalogEntry,
+) -> Option<String> {
+    let id = entry.info.backup_id();
+    (entry.info.raw("status") == Some("FAILED") && !primary.backup_ids().any(|b| b == id)).then(
+        || {
+            format!(
+                "Backup {id} is absent on {} server and is incomplete locally, purging local backup",
+                server.name()
+            )
+        },
+    )
 }
 
 /// The backup ID a request names: an ID, or a shortcut resolved against the primary's list
