@@ -9,6 +9,10 @@ macro_rules! exit_codes {
     };
 }
 
+#[cfg(feature = "bench")]
+mod bench;
+#[cfg(not(feature = "bench"))]
+#[path = "bench_not_built.rs"]
 mod bench;
 mod check;
 mod copy;
@@ -83,6 +87,7 @@ enum Command {
     #[command(after_help = passive::CRON_HELP)]
     Cron(passive::CronArgs),
     /// barsync against rsync and Barman's passive sync, side by side (issue 6 workloads)
+    #[cfg_attr(not(feature = "bench"), command(hide = true))]
     Bench(bench::Args),
     /// Check a passive node: ssh to the primary, host key, programs, directories, freshness
     #[command(after_help = check::AFTER_HELP)]

@@ -1,7 +1,8 @@
-//! The side-by-side benchmark harness behind `barsync bench` (issue 6): it owns the options of
-//! a benchmark run, the typed errors, and the order of work: prepare each workload once, then
-//! alternate barsync and its anchor (rsync, or Barman's own passive commands) through the same
-//! sshd, and collect one [`Row`] per measured case into a [`Report`].
+//! The side-by-side benchmark harness behind `barsync bench` (issue 6; in a `barsync` built with
+//! `--features bench`): it owns the options of a benchmark run, the typed errors, and the order
+//! of work: prepare each workload once, then alternate barsync and its anchor (rsync, or
+//! Barman's own passive commands) through the same sshd, and collect one [`Row`] per measured
+//! case into a [`Report`].
 //!
 //! Modules:
 //! - [`workloads`]: the data of W1–W8 and where it lives (a local scratch directory and a
