@@ -4,7 +4,8 @@
 //! Barman's formats exactly ([`config`], [`backup_info`], [`xlogdb`], [`wal`], [`lock`],
 //! [`catalog`]) and speaks its sync-info JSON ([`syncinfo`]), with Python's own formatting
 //! rules reimplemented in [`python`]. [`passive`] is the passive node itself: sync-backup,
-//! sync-wals and cron through the `transfer_engine` delta engine.
+//! sync-wals and cron through the `transfer_engine` delta engine. [`fixture`] writes a fake
+//! primary (a catalog without PostgreSQL) for the demo, the tests and the bench.
 //!
 //! # Deliberate differences from Barman 3.20.1
 //! - `sync-info SERVER LAST_WAL 0` is accepted: 0 is the offset of the first xlog db line, and
@@ -45,6 +46,7 @@ pub mod backup_list;
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod fixture;
 pub mod fsutil;
 pub mod human;
 pub mod lock;

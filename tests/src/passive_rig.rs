@@ -15,9 +15,10 @@
 //! ```
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use barsync_sync::fixture;
 
 use crate::binaries::barsync;
 use crate::sshd::TestSshd;
@@ -64,8 +65,7 @@ pub fn barman_program() -> PathBuf {
 }
 
 fn write_executable(path: &Path, text: &str) {
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    fixture::write_executable(path, text).unwrap();
 }
 
 impl PassiveRig {
@@ -79,11 +79,7 @@ impl PassiveRig {
         fs::create_dir_all(&bin).unwrap();
         write_executable(
             &bin.join("barman"),
-            &format!(
-                "#!/bin/sh\nexec '{}' -c '{}' \"$@\"\n",
-                barman_program().display(),
-                primary_config.display()
-            ),
+            &fixture::barman_wrapper(&barman_program(), primary_config),
         );
         if options.barsync_on_primary {
             std::os::unix::fs::symlink(barsync(), bin.join("barsync")).unwrap();
@@ -96,18 +92,20 @@ impl PassiveRig {
         let home = directory.path().join("passive-home");
         fs::create_dir_all(&home).unwrap();
         let config = directory.path().join("passive.conf");
-        let mut text = format!(
-            "[barman]\nbarman_home = {home}\nbarman_user = {user}\nlog_file = {log}\nlog_level = INFO\n\n\
-             [pg]\ndescription = passive copy of pg\nprimary_ssh_command = {ssh}\n",
-            home = home.display(),
-            user = sshd.user(),
-            log = directory.path().join("passive.log").display(),
-            ssh = sshd.ssh_command(),
+        let log_file = format!(
+            "log_file = {}",
+            directory.path().join("passive.log").display()
         );
-        for line in &options.server_lines {
-            text.push_str(line);
-            text.push('\n');
-        }
+        let ssh = format!("primary_ssh_command = {}", sshd.ssh_command());
+        let mut server_lines = vec!["description = passive copy of pg", ssh.as_str()];
+        server_lines.extend(options.server_lines.iter().map(String::as_str));
+        let text = fixture::barman_conf(
+            &home,
+            sshd.user(),
+            &[&log_file, "log_level = INFO"],
+            "pg",
+            &server_lines,
+        );
         fs::write(&config, text).unwrap();
         PassiveRig {
             directory,
@@ -354,22 +352,13 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
-/// Builds the hand-made Barman primary of `tests/fixtures/make-barman-fixture.sh` (no
-/// PostgreSQL) in a new directory and returns it; its configuration is `primary.conf` there.
+/// Builds the sample primary of [`barsync_sync::fixture::sample`] (no PostgreSQL) in a new
+/// directory and returns it; its configuration is `primary.conf` there.
 pub fn fixture_primary() -> tempfile::TempDir {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/make-barman-fixture.sh");
-    assert!(script.is_file(), "{} is missing", script.display());
     let base = tempfile::Builder::new()
         .prefix("barsync-primary-")
         .tempdir()
         .unwrap();
-    let status = Command::new("bash")
-        .arg(&script)
-        .arg(base.path())
-        .env("BARMAN_BIN", barman_program())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "make-barman-fixture.sh failed");
+    barsync_sync::fixture::sample::write(base.path()).expect("write the sample primary");
     base
 }

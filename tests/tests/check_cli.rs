@@ -1,5 +1,6 @@
-//! `barsync check` on a passive node behind a real sshd, against the hand-made Barman primary
-//! of `make-barman-fixture.sh`: before the first sync, after it, and with a changed host key.
+//! `barsync check` on a passive node behind a real sshd, against the sample Barman primary of
+//! `barsync_sync::fixture::sample`: before the first sync, after it, and with a changed host
+//! key.
 
 use barsync_tests::passive_rig::{describe, fixture_primary, PassiveRig, RigOptions};
 

@@ -1,6 +1,6 @@
 //! PostgreSQL 17 block-level incremental chains on a passive synced by `barsync cron` from the
-//! hand-made primary of `make-barman-fixture.sh` (backup.info files edited into a chain), behind
-//! a real sshd: the passive's parents list their children as on the primary (Barman 3.20.1's
+//! sample primary of `barsync_sync::fixture::sample` (backup.info files edited into a chain),
+//! behind a real sshd: the passive's parents list their children as on the primary (Barman 3.20.1's
 //! `sync_parent_backup_info`, plus barsync's refresh on every run), real Barman on the passive
 //! lists, shows and deletes the chain, and a child whose parent left the primary is skipped.
 

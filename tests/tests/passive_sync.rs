@@ -1,6 +1,6 @@
-//! The passive node against a real Barman catalog behind a real sshd: the hand-made primary of
-//! `make-barman-fixture.sh` (no PostgreSQL), a passive synced by `barsync cron`, `sync-backup`
-//! and `sync-wals`, then read by real Barman. The PostgreSQL end-to-end test lives in
+//! The passive node against a real Barman catalog behind a real sshd: the sample primary of
+//! `barsync_sync::fixture::sample` (no PostgreSQL), a passive synced by `barsync cron`,
+//! `sync-backup` and `sync-wals`, then read by real Barman. The PostgreSQL end-to-end test lives in
 //! `passive_postgres.rs`.
 
 use std::fs;

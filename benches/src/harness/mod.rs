@@ -15,10 +15,10 @@
 //! The harness reuses the end-to-end fixtures of the `barsync-tests` crate (a path
 //! dependency): [`barsync_tests::sshd::TestSshd`] for the loopback sshd,
 //! [`barsync_tests::barman_primary::BarmanPrimary`] for the PostgreSQL 15 + pgbench + Barman
-//! primary of W3, W4 and W7, [`barsync_tests::passive_rig::fixture_primary`] for the hand-made
-//! Barman primary of W8, and [`barsync_tests::passive_rig::PassiveRig`] for the passive nodes
-//! of W4, W7 and W8. Those fixtures panic on failure (they are test helpers); the harness
-//! turns such a panic into [`HarnessError::Fixture`].
+//! primary of W3, W4 and W7, [`barsync_tests::passive_rig::fixture_primary`] for the sample
+//! Barman primary of W8 (no PostgreSQL), and [`barsync_tests::passive_rig::PassiveRig`] for the
+//! passive nodes of W4, W7 and W8. Those fixtures panic on failure (they are test helpers); the
+//! harness turns such a panic into [`HarnessError::Fixture`].
 
 pub mod proxy;
 pub mod report;

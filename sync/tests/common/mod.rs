@@ -1,5 +1,5 @@
-//! Shared helpers of the tests against real Barman: locating Barman 3.20.1 and the shared
-//! fixture script, running Barman, and generating Barman catalogs of any size.
+//! Shared helpers of the tests against real Barman: locating Barman 3.20.1, the sample primary
+//! with a passive node next to it, running Barman, and generating Barman catalogs of any size.
 
 #![allow(dead_code)]
 
@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use barsync_sync::fixture;
 use barsync_sync::python::json::{self, Json};
 use barsync_sync::syncinfo::{run_sync_info, CommandOutcome, SyncInfoArgs};
 
@@ -31,22 +32,55 @@ pub fn barman_python() -> PathBuf {
     python
 }
 
-/// The repository's test fixtures (`tests/fixtures`): the hand-made Barman catalog builder
-/// and Barman 3.20.1's sample sync-info output.
+/// The repository's test fixtures (`tests/fixtures`): Barman 3.20.1's sample sync-info output.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
-/// Builds the shared hand-made fixture (primary.conf, passive.conf, catalog) in `base`.
+/// Builds the sample primary ([`fixture::sample`]: `primary.conf`, `primary-home/pg`) in `base`
+/// and a passive node of it: `passive.conf` (`passive-home/`) whose `primary_ssh_command` is
+/// `bin/fakessh primary-barman`, a local stand-in for ssh that logs its arguments to `ssh.log`
+/// and runs the command with `primary-bin/barman` (the real Barman with `primary.conf`) first
+/// in PATH.
 pub fn make_fixture(base: &Path) {
-    let status = Command::new("bash")
-        .arg(fixtures().join("make-barman-fixture.sh"))
-        .arg(base)
-        .env("BARMAN_BIN", barman())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run make-barman-fixture.sh");
-    assert!(status.success(), "make-barman-fixture.sh failed");
+    fixture::sample::write(base).expect("write the sample primary");
+    for directory in ["bin", "primary-bin", "passive-home"] {
+        std::fs::create_dir_all(base.join(directory)).unwrap();
+    }
+    let ssh_log = base.join("ssh.log");
+    std::fs::write(&ssh_log, "").unwrap();
+    fixture::write_executable(
+        &base.join("bin/fakessh"),
+        &fixture::ssh_stand_in(
+            &format!(
+                "{}:/usr/bin:/bin",
+                fixture::shell_quote(&base.join("primary-bin").display().to_string())
+            ),
+            Some(&ssh_log),
+        ),
+    )
+    .unwrap();
+    fixture::write_executable(
+        &base.join("primary-bin/barman"),
+        &fixture::barman_wrapper(&barman(), &base.join("primary.conf")),
+    )
+    .unwrap();
+    let log_file = format!("log_file = {}", base.join("passive.log").display());
+    let ssh = format!(
+        "primary_ssh_command = {} primary-barman",
+        base.join("bin/fakessh").display()
+    );
+    std::fs::write(
+        base.join("passive.conf"),
+        fixture::barman_conf(
+            &base.join("passive-home"),
+            &fixture::current_user(),
+            &[&log_file, "log_level = DEBUG", "compression ="],
+            "pg",
+            &["description = \"passive copy of pg\"", &ssh],
+        ),
+    )
+    .unwrap();
 }
 
 /// Runs `barman -c CONFIG ARGS...`.

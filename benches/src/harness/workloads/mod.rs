@@ -25,7 +25,7 @@
 //! | W8 | the second of two backups of the fixture primary (no PostgreSQL) whose largest file is a `size_mib` relation segment, the W1 file in the first and the W2 file (1% rewritten) in the second; the first already on the passive (`reuse_backup = link`) | `sync-backup -j 2` (default part size, 64M: split), `sync-backup -j 2 --part-size 0` | `barman sync-backup` |
 //!
 //! W4, W7 and W8 always use a local Barman primary (W4, W7: PostgreSQL + Barman; W8: the
-//! hand-made fixture of `make-barman-fixture.sh`) behind its own loopback sshd
+//! sample primary of `barsync_sync::fixture::sample`) behind its own loopback sshd
 //! ([`barsync_tests::passive_rig::PassiveRig`]), also when a remote host is given; W6 needs
 //! the loopback sshd (the proxy must know the server's address).
 

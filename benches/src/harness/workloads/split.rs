@@ -1,6 +1,6 @@
 //! W8: a backup whose largest file is one big relation segment, changed 1%, synced to a
 //! passive that has the older backup: the case `--part-size` (split files) is for. Owns the
-//! fixture Barman primary of `make-barman-fixture.sh` (no PostgreSQL) with that segment
+//! sample Barman primary of `barsync_sync::fixture::sample` (no PostgreSQL) with that segment
 //! (`data/base/1/16384`: W1's file in the older backup, W2's 1% rewrite of it in the newer),
 //! the two rows, `barsync sync-backup -j 2` with the default part size and with
 //! `--part-size 0`, each against `barman sync-backup`, and their checks (both backups DONE,
@@ -42,9 +42,7 @@ impl<'a> Context<'a> {
             )));
         }
         let (v1, v2) = self.ensure_v2()?;
-        (self.progress)(
-            "   fixture Barman primary (make-barman-fixture.sh), segment in both backups",
-        );
+        (self.progress)("   sample Barman primary (no PostgreSQL), segment in both backups");
         let primary = fixture(fixture_primary)?;
         let primary_server = primary.path().join("primary-home/pg");
         let segment = |id: &str| backup_data(&primary_server, id).join(SEGMENT);
