@@ -14,18 +14,16 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 use barsync_sync::backup_info::{BackupInfo, BackupStatus};
 use barsync_sync::config::Config;
+use barsync_sync::fixture::{self, shell_quote, BackupSpec, FakePrimary};
 use barsync_sync::passive::cron::ServerCron;
 use barsync_sync::passive::{run_cron, BackupOutcome, Events, PassiveOptions, TransferTotals};
-use barsync_sync::xlogdb::WalEntry;
 use transfer_engine::protocol::FetchReport;
 use transfer_engine::transport::TransportPreference;
 
@@ -78,10 +76,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 
 /// The primary being built: its catalog and what it holds.
 struct Primary {
-    home: PathBuf,
+    catalog: FakePrimary,
     segment_size: u64,
     next_segment: u64,
-    wals: Vec<WalEntry>,
     rng: XorShift,
 }
 
@@ -89,13 +86,12 @@ fn demo(size_mib: u64, root: &Path) -> Result<ExitCode> {
     let started = Instant::now();
     let size = size_mib << 20;
     let mut primary = Primary {
-        home: root.join("primary-home"),
+        catalog: FakePrimary::create(&root.join("primary-home"), "pg")?,
         segment_size: (size / 8).next_power_of_two().clamp(1 << 20, 16 << 20),
         next_segment: 1,
-        wals: Vec::new(),
         rng: XorShift(0x2545_F491_4F6C_DD1D),
     };
-    let passive_conf = write_configs(root)?;
+    let passive_conf = write_configs(root, &primary.catalog)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
     let first_id = backup_id(now - 2 * 86_400);
     let second_id = backup_id(now - 86_400);
@@ -105,7 +101,7 @@ fn demo(size_mib: u64, root: &Path) -> Result<ExitCode> {
     primary.backup(&first_id, now - 2 * 86_400, 3)?;
     primary.traffic(&first_id, &second_id, &relations)?;
     primary.backup(&second_id, now - 86_400, 3)?;
-    let files = count_files(&primary.home.join("pg/base").join(&first_id))?;
+    let (files, _) = fixture::files_and_bytes(&primary.catalog.backup_directory(&first_id))?;
     ui().result(&format!(
         "barsync demo: a Barman primary and a passive node in {}",
         root.display()
@@ -165,49 +161,45 @@ fn demo(size_mib: u64, root: &Path) -> Result<ExitCode> {
 }
 
 /// Writes primary.conf, passive.conf and the stand-in programs; returns passive.conf.
-fn write_configs(root: &Path) -> Result<PathBuf> {
+fn write_configs(root: &Path, primary: &FakePrimary) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the barsync binary")?;
-    for directory in ["bin", "primary-bin", "primary-home/pg", "passive-home"] {
+    for directory in ["bin", "primary-bin", "passive-home"] {
         fs::create_dir_all(root.join(directory))?;
     }
     let primary_conf = root.join("primary.conf");
-    fs::write(
+    primary.write_config(
         &primary_conf,
-        format!(
-            "[barman]\nbarman_home = {home}\nbarman_user = {user}\ncompression =\n\n\
-             [pg]\ndescription = \"barsync demo primary\"\n\
-             conninfo = host=127.0.0.1 port=1 user=barman dbname=postgres connect_timeout=1\n\
-             ssh_command = ssh postgres@127.0.0.1\nbackup_method = rsync\n\
-             backup_options = concurrent_backup\narchiver = on\n",
-            home = root.join("primary-home").display(),
-            user = user_name(),
-        ),
+        &["compression ="],
+        "\"barsync demo primary\"",
+        "ssh postgres@127.0.0.1",
+        &[],
     )?;
     let passive_conf = root.join("passive.conf");
+    let ssh = format!(
+        "primary_ssh_command = {} primary",
+        root.join("bin/demo-ssh").display()
+    );
     fs::write(
         &passive_conf,
-        format!(
-            "[barman]\nbarman_home = {home}\nbarman_user = {user}\ncompression =\n\n\
-             [pg]\ndescription = \"barsync demo passive node\"\n\
-             primary_ssh_command = {ssh} primary\nreuse_backup = link\n",
-            home = root.join("passive-home").display(),
-            user = user_name(),
-            ssh = root.join("bin/demo-ssh").display(),
+        fixture::barman_conf(
+            &root.join("passive-home"),
+            &fixture::current_user(),
+            &["compression ="],
+            "pg",
+            &[
+                "description = \"barsync demo passive node\"",
+                &ssh,
+                "reuse_backup = link",
+            ],
         ),
     )?;
-    let quote = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', "'\\''"));
-    executable(
+    let quote = |path: &Path| shell_quote(&path.display().to_string());
+    fixture::write_executable(
         &root.join("bin/demo-ssh"),
-        &format!(
-            "#!/bin/sh\n# Stand-in for `ssh HOST COMMAND`: drops HOST (and -o options), runs COMMAND\n\
-             # with /bin/sh as sshd would, with the primary's programs first in PATH.\n\
-             shift\nwhile [ \"$1\" = -o ]; do shift 2; done\n\
-             PATH={}:$PATH exec /bin/sh -c \"$*\"\n",
-            quote(&root.join("primary-bin"))
-        ),
+        &fixture::ssh_stand_in(&format!("{}:$PATH", quote(&root.join("primary-bin"))), None),
     )?;
     std::os::unix::fs::symlink(&exe, root.join("primary-bin/barsync"))?;
-    executable(
+    fixture::write_executable(
         &root.join("primary-bin/barman"),
         &format!(
             "#!/bin/sh\n# The primary's Barman, for sync-info: barsync answers as Barman 3.20.1 would.\n\
@@ -218,28 +210,6 @@ fn write_configs(root: &Path) -> Result<PathBuf> {
         ),
     )?;
     Ok(passive_conf)
-}
-
-fn executable(path: &Path, text: &str) -> Result<()> {
-    fs::write(path, text)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
-/// The current user's name (Barman refuses to run as another `barman_user`).
-fn user_name() -> String {
-    // SAFETY: getpwuid returns a pointer to static storage or null; it is read at once, on
-    // the main thread, before any other thread exists.
-    let name = unsafe {
-        let entry = libc::getpwuid(libc::getuid());
-        (!entry.is_null() && !(*entry).pw_name.is_null()).then(|| {
-            std::ffi::CStr::from_ptr((*entry).pw_name)
-                .to_string_lossy()
-                .into_owned()
-        })
-    };
-    name.or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "barman".into())
 }
 
 /// Runs cron once and prints one line per copy; the sum of the copies, and the totals of the
@@ -344,7 +314,7 @@ fn civil(unix: i64) -> (String, String) {
 
 impl Primary {
     fn server(&self) -> PathBuf {
-        self.home.join("pg")
+        self.catalog.server_directory()
     }
 
     fn segments(&self) -> u64 {
@@ -465,95 +435,39 @@ impl Primary {
             }
         }
         self.next_segment += count;
-        let directory = self.server().join("base").join(id);
-        let (size, _) = tree_size(&directory)?;
+        let directory = self.catalog.backup_directory(id);
+        let (_, size) = fixture::files_and_bytes(&directory)?;
         let (begin_date, begin_clock) = civil(begin_time);
         let (end_date, end_clock) = civil(end);
         let begin_xlog = format!("0/{:X}", begin * self.segment_size + 40);
-        let end_xlog = format!("0/{:X}", (begin + count - 1) * self.segment_size + 312);
         let label = format!(
-            "'START WAL LOCATION: {begin_xlog} (file {begin_wal})\\nCHECKPOINT LOCATION: 0/{:X}\\n\
-             BACKUP METHOD: streamed\\nBACKUP FROM: primary\\nSTART TIME: {begin_date} {begin_clock} UTC\\n\
-             LABEL: Barman backup pg {id}\\nSTART TIMELINE: 1\\n'",
+            "START WAL LOCATION: {begin_xlog} (file {begin_wal})\nCHECKPOINT LOCATION: 0/{:X}\n\
+             BACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: {begin_date} {begin_clock} UTC\n\
+             LABEL: Barman backup pg {id}\nSTART TIMELINE: 1\n",
             begin * self.segment_size + 96
         );
-        fs::write(
-            directory.join("data/backup_label"),
-            label.trim_matches('\'').replace("\\n", "\n"),
-        )?;
-        let mut info = BackupInfo::new(id);
-        let fields: [(&str, String); 33] = [
-            ("backup_label", label),
-            ("begin_offset", "40".into()),
-            ("begin_time", format!("{begin_date} {begin_clock}+00:00")),
-            ("begin_wal", begin_wal),
-            ("begin_xlog", begin_xlog),
-            ("children_backup_ids", "None".into()),
-            ("cluster_size", size.to_string()),
-            ("compression", "None".into()),
-            ("config_file", "/var/lib/postgresql/16/main/postgresql.conf".into()),
-            (
-                "copy_stats",
-                "{'copy_time': 1.25, 'analysis_time': 0.5, 'number_of_workers': 1, 'total_time': 2.0}"
-                    .into(),
-            ),
-            ("data_checksums", "on".into()),
-            ("deduplicated_size", size.to_string()),
-            ("encryption", "None".into()),
-            ("end_offset", "312".into()),
-            ("end_time", format!("{end_date} {end_clock}+00:00")),
-            ("end_wal", end_wal),
-            ("end_xlog", end_xlog),
-            ("error", "None".into()),
-            ("hba_file", "/var/lib/postgresql/16/main/pg_hba.conf".into()),
-            ("ident_file", "/var/lib/postgresql/16/main/pg_ident.conf".into()),
-            ("included_files", "None".into()),
-            ("mode", "rsync-concurrent".into()),
-            ("parent_backup_id", "None".into()),
-            ("pgdata", "/var/lib/postgresql/16/main".into()),
-            ("server_name", "pg".into()),
-            ("size", size.to_string()),
-            ("summarize_wal", "off".into()),
-            ("systemid", "7318000000000000001".into()),
-            ("tablespaces", "None".into()),
-            ("timeline", "1".into()),
-            ("version", "160002".into()),
-            ("xlog_segment_size", self.segment_size.to_string()),
-            ("status", BackupStatus::Done.as_str().into()),
-        ];
-        for (key, value) in &fields {
-            info.set_raw(key, value);
+        fs::write(directory.join("data/backup_label"), &label)?;
+        let info = BackupSpec {
+            id,
+            server: self.catalog.server(),
+            label: &label,
+            begin_time: &format!("{begin_date} {begin_clock}+00:00"),
+            end_time: &format!("{end_date} {end_clock}+00:00"),
+            begin_wal: &begin_wal,
+            end_wal: &end_wal,
+            begin_xlog: &begin_xlog,
+            end_xlog: &format!("0/{:X}", (begin + count - 1) * self.segment_size + 312),
+            size,
+            xlog_segment_size: self.segment_size,
         }
-        let meta = self.server().join("meta");
-        fs::create_dir_all(&meta)?;
-        info.save(&meta)?;
+        .to_backup_info();
+        self.catalog.write_backup_info(&info)?;
         Ok(())
     }
 
     /// One archived WAL file: in its hash directory, listed in the xlog db with its mtime.
     fn archive(&mut self, name: &str, content: &[u8], time: i64) -> Result<()> {
-        let wals = self.server().join("wals");
-        let directory = wals.join(&name[..16]);
-        fs::create_dir_all(&directory)?;
-        let path = directory.join(name);
-        fs::write(&path, content)?;
-        fs::File::options()
-            .write(true)
-            .open(&path)?
-            .set_modified(UNIX_EPOCH + Duration::from_secs(time as u64))?;
-        let entry = WalEntry {
-            name: name.to_owned(),
-            size: content.len() as i64,
-            time: time as f64,
-            compression: None,
-            encryption: None,
-        };
-        fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(wals.join("pg-xlog.db"))?
-            .write_all(entry.to_line().as_bytes())?;
-        self.wals.push(entry);
+        self.catalog.archive_wal(name, content, time as f64, None)?;
         Ok(())
     }
 }
@@ -593,7 +507,7 @@ fn verify(primary: &Primary, passive_home: &Path) -> Result<Verified> {
         verified.bytes += bytes;
         verified.backups += 1;
     }
-    for wal in &primary.wals {
+    for wal in primary.catalog.wals() {
         let relative = Path::new(&wal.name[..16]).join(&wal.name);
         let (a, b) = (
             theirs.join("wals").join(&relative),
@@ -619,7 +533,7 @@ fn verify(primary: &Primary, passive_home: &Path) -> Result<Verified> {
         unique.len() == listed.len(),
         "the passive's xlog db lists a WAL twice"
     );
-    let expected: BTreeSet<&String> = primary.wals.iter().map(|w| &w.name).collect();
+    let expected: BTreeSet<&String> = primary.catalog.wals().iter().map(|w| &w.name).collect();
     ensure!(
         unique == expected,
         "the passive's xlog db lists {:?}, the primary archived {:?}",
@@ -670,20 +584,6 @@ fn files_below(root: &Path) -> Result<BTreeSet<PathBuf>> {
         }
     }
     Ok(files)
-}
-
-fn count_files(root: &Path) -> Result<usize> {
-    Ok(files_below(root)?.len())
-}
-
-/// (bytes, files) below `root`.
-fn tree_size(root: &Path) -> Result<(u64, u64)> {
-    let mut bytes = 0;
-    let files = files_below(root)?;
-    for relative in &files {
-        bytes += fs::metadata(root.join(relative))?.len();
-    }
-    Ok((bytes, files.len() as u64))
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
