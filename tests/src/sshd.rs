@@ -51,7 +51,7 @@ impl TestSshd {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/usr/sbin/sshd"));
         let directory = tempfile::Builder::new().prefix("barsync-sshd-").tempdir()?;
-        let user = current_user()?;
+        let user = barsync_sync::fixture::current_user();
         let mut sshd = TestSshd {
             directory,
             sshd_program,
@@ -319,15 +319,6 @@ fn banner_received(port: u16) -> bool {
 
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
-}
-
-fn current_user() -> io::Result<String> {
-    let output = Command::new("id").arg("-un").output()?;
-    let name = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if name.is_empty() {
-        return Err(io::Error::other("cannot tell the current user (id -un)"));
-    }
-    Ok(name)
 }
 
 /// All descendants of `pid`, children first, from `/proc/*/stat`.

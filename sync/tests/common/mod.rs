@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -208,62 +207,39 @@ fn wal_name(timeline: u32, segment: u64) -> String {
     format!("{timeline:08X}{:08X}{:08X}", segment >> 8, segment & 0xff)
 }
 
-/// Writes a Barman catalog that real Barman accepts: config, backups in `meta/` (and
-/// optionally `base/`), WAL files in hash directories, history files, the xlog db.
+/// Writes a Barman catalog that real Barman accepts (with [`fixture::FakePrimary`]): config,
+/// backups in `meta/` (and optionally `base/`), WAL files in hash directories, history files,
+/// the xlog db.
 pub fn generate_catalog(base: &Path, spec: &CatalogSpec) -> GeneratedCatalog {
     let home = base.join("home");
-    let server_dir = home.join(&spec.server);
-    for sub in ["base", "wals", "incoming", "streaming", "errors", "meta"] {
-        std::fs::create_dir_all(server_dir.join(sub)).unwrap();
-    }
-    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let mut primary = fixture::FakePrimary::create(&home, &spec.server).unwrap();
     let config = base.join("barman.conf");
-    let compression_line = spec
-        .compression
-        .map(|c| format!("compression = {c}\n"))
-        .unwrap_or_default();
-    std::fs::write(
-        &config,
-        format!(
-            "[barman]\nbarman_home = {}\nbarman_user = {}\nlog_file = {}/barman.log\n{compression_line}\n[{}]\ndescription = \"generated catalog\"\nconninfo = host=127.0.0.1 port=1 user=barman dbname=postgres connect_timeout=1\nssh_command = ssh postgres@127.0.0.1 -p 1\nbackup_method = rsync\nbackup_options = concurrent_backup\narchiver = on\nretention_policy = REDUNDANCY 50\n",
-            home.display(),
-            user.trim(),
-            base.display(),
-            spec.server
-        ),
-    )
-    .unwrap();
+    let log_file = format!("log_file = {}/barman.log", base.display());
+    let compression_line = spec.compression.map(|c| format!("compression = {c}"));
+    let mut global = vec![log_file.as_str()];
+    global.extend(compression_line.as_deref());
+    primary
+        .write_config(
+            &config,
+            &global,
+            "\"generated catalog\"",
+            "ssh postgres@127.0.0.1 -p 1",
+            &["retention_policy = REDUNDANCY 50"],
+        )
+        .unwrap();
 
-    let wals_dir = server_dir.join("wals");
-    let mut xlogdb = String::new();
-    let mut wal_names = Vec::new();
     let mut backup_ids = Vec::new();
     let mut segment: u64 = 1;
     let mut timeline: u32 = 1;
     let mut time: f64 = 1_704_067_200.0;
     let switch_every = (spec.backups / spec.timelines as usize).max(1);
-    let write_wal = |name: &str,
-                     dir: &Path,
-                     contents: &[u8],
-                     time: f64,
-                     xlogdb: &mut String,
-                     names: &mut Vec<String>| {
-        std::fs::create_dir_all(dir).unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, contents).unwrap();
-        let compression = if contents.starts_with(b"\x1f\x8b\x08") {
-            spec.compression.unwrap_or("gzip")
-        } else {
-            "None"
-        };
-        let time_text = barsync_sync::python::float::repr(time);
-        writeln!(
-            xlogdb,
-            "{name}\t{}\t{time_text}\t{compression}\tNone",
-            contents.len()
-        )
-        .unwrap();
-        names.push(name.to_owned());
+    let mut write_wal = |name: &str, contents: &[u8], time: f64| {
+        let compression = contents
+            .starts_with(b"\x1f\x8b\x08")
+            .then(|| spec.compression.unwrap_or("gzip"));
+        primary
+            .archive_wal(name, contents, time, compression)
+            .unwrap();
     };
     let wal_body = |seed: u64| -> Vec<u8> {
         let mut body = if spec.compression.is_some() {
@@ -276,33 +252,22 @@ pub fn generate_catalog(base: &Path, spec: &CatalogSpec) -> GeneratedCatalog {
     };
     // A few WALs older than the first backup (sync-info drops them on full requests).
     for _ in 0..2 {
-        let name = wal_name(timeline, segment);
-        write_wal(
-            &name,
-            &wals_dir.join(&name[..16]),
-            &wal_body(segment),
-            time,
-            &mut xlogdb,
-            &mut wal_names,
-        );
+        write_wal(&wal_name(timeline, segment), &wal_body(segment), time);
         segment += 1;
         time += 60.25;
     }
+    let mut backups = Vec::new();
     for index in 0..spec.backups {
         if index > 0 && index % switch_every == 0 && timeline < spec.timelines {
             timeline += 1;
-            let name = format!("{timeline:08X}.history");
             write_wal(
-                &name,
-                &wals_dir,
+                &format!("{timeline:08X}.history"),
                 format!(
                     "{}\t0/{segment:X}000000\tno recovery target specified\n",
                     timeline - 1
                 )
                 .as_bytes(),
                 time,
-                &mut xlogdb,
-                &mut wal_names,
             );
             time += 1.5;
         }
@@ -314,24 +279,22 @@ pub fn generate_catalog(base: &Path, spec: &CatalogSpec) -> GeneratedCatalog {
             index % 60
         );
         let begin = wal_name(timeline, segment);
-        let label = format!("{begin}.00000028.backup");
+        write_wal(&begin, &wal_body(segment), time);
         write_wal(
-            &begin,
-            &wals_dir.join(&begin[..16]),
-            &wal_body(segment),
-            time,
-            &mut xlogdb,
-            &mut wal_names,
-        );
-        write_wal(
-            &label,
-            &wals_dir.join(&begin[..16]),
+            &format!("{begin}.00000028.backup"),
             b"START WAL LOCATION: 0/28\n",
             time + 0.1,
-            &mut xlogdb,
-            &mut wal_names,
         );
         segment += 1;
+        backups.push((index, backup_id, begin, segment, month, day, timeline));
+        for _ in 0..spec.wals_per_backup {
+            write_wal(&wal_name(timeline, segment), &wal_body(segment), time);
+            segment += 1;
+            time += 0.37;
+        }
+        time += 3600.0;
+    }
+    for (index, backup_id, begin, segment, month, day, timeline) in backups {
         let status = if spec.mixed_statuses && index == spec.backups - 1 {
             "WAITING_FOR_WALS"
         } else {
@@ -345,62 +308,71 @@ pub fn generate_catalog(base: &Path, spec: &CatalogSpec) -> GeneratedCatalog {
                 .collect();
             format!("[{}]", items.join(", "))
         };
-        let info = format!(
-            "backup_label='START WAL LOCATION: 0/{segment:X}000028 (file {begin})\\nLABEL: Barman backup {} {backup_id}\\n'\nbegin_offset=40\nbegin_time=2024-{month:02}-{day:02} {:02}:{:02}:00.{:06}+00:00\nbegin_wal={begin}\nbegin_xlog=0/{segment:X}000028\nchildren_backup_ids=None\ncluster_size=1000{index}\ncompression=None\nconfig_file=/var/lib/postgresql/16/main/postgresql.conf\ncopy_stats={{'copy_time': 1.25, 'analysis_time': 0.5, 'number_of_workers': 1, 'total_time': {}.0}}\ndata_checksums=on\ndeduplicated_size=900{index}\nencryption=None\nend_offset=312\nend_time=2024-{month:02}-{day:02} {:02}:{:02}:30+01:00\nend_wal={begin}\nend_xlog=0/{segment:X}000138\nerror=None\nhba_file=/var/lib/postgresql/16/main/pg_hba.conf\nident_file=/var/lib/postgresql/16/main/pg_ident.conf\nincluded_files=None\nmode=rsync-concurrent\nparent_backup_id=None\npgdata=/var/lib/postgresql/16/main\nserver_name={}\nsize=1000{index}\nstatus={status}\nsummarize_wal=off\nsystemid=7318000000000000001\ntablespaces={tablespaces}\ntimeline={timeline}\nversion=160002\nxlog_segment_size=16777216\n",
-            spec.server, index % 24, index % 60, index * 1111, index + 2, index % 24, index % 60, spec.server
+        let (hour, minute) = (index % 24, index % 60);
+        let mut info = fixture::BackupSpec {
+            id: &backup_id,
+            server: &spec.server,
+            label: &format!(
+                "START WAL LOCATION: 0/{segment:X}000028 (file {begin})\nLABEL: Barman backup {} {backup_id}\n",
+                spec.server
+            ),
+            begin_time: &format!(
+                "2024-{month:02}-{day:02} {hour:02}:{minute:02}:00.{:06}+00:00",
+                index * 1111
+            ),
+            end_time: &format!("2024-{month:02}-{day:02} {hour:02}:{minute:02}:30+01:00"),
+            begin_wal: &begin,
+            end_wal: &begin,
+            begin_xlog: &format!("0/{segment:X}000028"),
+            end_xlog: &format!("0/{segment:X}000138"),
+            size: format!("1000{index}").parse().unwrap(),
+            xlog_segment_size: 16 << 20,
+        }
+        .to_backup_info();
+        info.set_raw(
+            "copy_stats",
+            &format!(
+                "{{'copy_time': 1.25, 'analysis_time': 0.5, 'number_of_workers': 1, 'total_time': {}.0}}",
+                index + 2
+            ),
         );
-        let data = server_dir.join("base").join(&backup_id).join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        std::fs::write(data.join("PG_VERSION"), "16\n").unwrap();
+        info.set_raw("deduplicated_size", &format!("900{index}"));
+        info.set_raw("status", status);
+        info.set_raw("tablespaces", &tablespaces);
+        info.set_raw("timeline", &timeline.to_string());
+        let directory = primary.backup_directory(&backup_id);
+        std::fs::create_dir_all(directory.join("data")).unwrap();
+        std::fs::write(directory.join("data/PG_VERSION"), "16\n").unwrap();
         if spec.legacy_backup_info && index % 2 == 1 {
-            std::fs::write(
-                server_dir.join("base").join(&backup_id).join("backup.info"),
-                &info,
-            )
-            .unwrap();
+            std::fs::write(directory.join("backup.info"), info.to_file_text()).unwrap();
         } else {
-            std::fs::write(
-                server_dir
-                    .join("meta")
-                    .join(format!("{backup_id}-backup.info")),
-                &info,
-            )
-            .unwrap();
+            primary.write_backup_info(&info).unwrap();
         }
         backup_ids.push(backup_id);
-        for _ in 0..spec.wals_per_backup {
-            let name = wal_name(timeline, segment);
-            write_wal(
-                &name,
-                &wals_dir.join(&name[..16]),
-                &wal_body(segment),
-                time,
-                &mut xlogdb,
-                &mut wal_names,
-            );
-            segment += 1;
-            time += 0.37;
-        }
-        time += 3600.0;
     }
     if spec.mixed_statuses {
         let failed = "20231231T000000";
         std::fs::write(
-            server_dir.join("meta").join(format!("{failed}-backup.info")),
+            primary
+                .server_directory()
+                .join("meta")
+                .join(format!("{failed}-backup.info")),
             format!("begin_wal=000000010000000000000001\nerror='failure syncing'\nserver_name={}\nstatus=FAILED\n", spec.server),
         )
         .unwrap();
     }
     if spec.duplicate_lines {
-        let lines: Vec<&str> = xlogdb.lines().collect();
-        let duplicated: String = lines.iter().take(5).map(|l| format!("{l}\n")).collect();
-        xlogdb.push_str(&duplicated);
+        let duplicated: String = primary.wals().iter().take(5).map(|w| w.to_line()).collect();
+        let mut xlogdb = std::fs::OpenOptions::new()
+            .append(true)
+            .open(primary.xlog_db())
+            .unwrap();
+        std::io::Write::write_all(&mut xlogdb, duplicated.as_bytes()).unwrap();
     }
-    std::fs::write(wals_dir.join(format!("{}-xlog.db", spec.server)), &xlogdb).unwrap();
     GeneratedCatalog {
         config,
         home,
-        wal_names,
+        wal_names: primary.wals().iter().map(|w| w.name.clone()).collect(),
         backup_ids,
     }
 }

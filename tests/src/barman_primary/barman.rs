@@ -5,11 +5,12 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::process::{current_user, describe, tail};
+use barsync_sync::fixture;
+
+use super::process::{describe, tail};
 use super::{BarmanPrimary, BACKUP_DEADLINE, SERVER_NAME, WAL_WAIT_SECONDS};
 
 impl BarmanPrimary {
@@ -148,42 +149,41 @@ impl BarmanPrimary {
     }
 
     pub(super) fn write_barman_conf(&self) -> io::Result<()> {
-        let config = format!(
-            "[barman]\n\
-             barman_home = {home}\n\
-             barman_user = {user}\n\
-             log_file = {log}\n\
-             log_level = INFO\n\
-             \n\
-             [{SERVER_NAME}]\n\
-             description = barsync-tests Barman primary\n\
-             conninfo = host=127.0.0.1 port={port} user=postgres dbname=postgres\n\
-             streaming_conninfo = host=127.0.0.1 port={port} user=postgres\n\
-             backup_method = postgres\n\
-             backup_options = concurrent_backup\n\
-             immediate_checkpoint = true\n\
-             archiver = on\n\
-             streaming_archiver = off\n\
-             path_prefix = {pg_bin}\n",
-            home = self.barman_home().display(),
-            user = current_user()?,
-            log = self.path("barman.log").display(),
-            port = self.port,
-            pg_bin = self.pg_bin.display(),
+        let log_file = format!("log_file = {}", self.path("barman.log").display());
+        let conninfo = format!(
+            "conninfo = host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        );
+        let streaming_conninfo = format!(
+            "streaming_conninfo = host=127.0.0.1 port={} user=postgres",
+            self.port
+        );
+        let path_prefix = format!("path_prefix = {}", self.pg_bin.display());
+        let config = fixture::barman_conf(
+            &self.barman_home(),
+            &fixture::current_user(),
+            &[&log_file, "log_level = INFO"],
+            SERVER_NAME,
+            &[
+                "description = barsync-tests Barman primary",
+                &conninfo,
+                &streaming_conninfo,
+                "backup_method = postgres",
+                "backup_options = concurrent_backup",
+                "immediate_checkpoint = true",
+                "archiver = on",
+                "streaming_archiver = off",
+                &path_prefix,
+            ],
         );
         fs::write(self.config_path(), config)
     }
 
     pub(super) fn write_wrapper(&self) -> io::Result<()> {
-        let wrapper = self.remote_path_dir().join("barman");
-        fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nexec '{}' -c '{}' \"$@\"\n",
-                self.barman.display(),
-                self.config_path().display()
-            ),
-        )?;
-        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755))
+        fixture::write_executable(
+            &self.remote_path_dir().join("barman"),
+            &fixture::barman_wrapper(&self.barman, &self.config_path()),
+        )
+        .map_err(io::Error::other)
     }
 }

@@ -1,10 +1,10 @@
 //! Small helpers around child processes and files: checking and describing a command's
-//! output, the tail of a log file, and the current user's name.
+//! output, and the tail of a log file.
 
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 pub(super) fn check_output(output: &Output, what: &str) -> io::Result<()> {
     if output.status.success() {
@@ -31,13 +31,4 @@ pub(super) fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_else(|error| format!("({error})"));
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-pub(super) fn current_user() -> io::Result<String> {
-    let output = Command::new("id").arg("-un").output()?;
-    let name = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    if name.is_empty() {
-        return Err(io::Error::other("cannot tell the current user (id -un)"));
-    }
-    Ok(name)
 }

@@ -2,10 +2,10 @@
 //! starting it, taking its two backups (with pgbench traffic between them), and the size of
 //! a backup for the report.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
+use barsync_sync::fixture::files_and_bytes;
 use barsync_tests::barman_primary::BarmanPrimary;
 
 use super::{fixture, Context, Primary, MIB};
@@ -84,27 +84,7 @@ impl<'a> Context<'a> {
             return "?".into();
         };
         let root = primary.primary.barman_home().join("pg/base").join(id);
-        let (files, bytes) = tree_size(&root);
+        let (files, bytes) = files_and_bytes(&root).unwrap_or_default();
         format!("{:.0} MiB in {files} files", bytes as f64 / MIB as f64)
     }
-}
-
-fn tree_size(root: &Path) -> (u64, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                files += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    (files, bytes)
 }
