@@ -86,7 +86,7 @@ enum Command {
     /// Sync every passive server: sync-info, all missing backups, WALs (as `barman cron`)
     #[command(after_help = passive::CRON_HELP)]
     Cron(passive::CronArgs),
-    /// barsync against rsync and Barman's passive sync, side by side (issue 6 workloads)
+    /// barsync against rsync and Barman's passive sync, side by side (workloads W1 to W8)
     #[cfg_attr(not(feature = "bench"), command(hide = true))]
     Bench(bench::Args),
     /// Check a passive node: ssh to the primary, host key, programs, directories, freshness
