@@ -485,16 +485,6 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Barman's `log_level` (a name or a number) as a tracing level.
-pub fn log_level(text: Option<&str>) -> Level {
-    match text.map(|t| t.trim().to_ascii_uppercase()).as_deref() {
-        Some("DEBUG") | Some("10") => Level::DEBUG,
-        Some("WARNING") | Some("WARN") | Some("30") => Level::WARN,
-        Some("ERROR") | Some("CRITICAL") | Some("40") | Some("50") => Level::ERROR,
-        _ => Level::INFO,
-    }
-}
-
 /// Where log events go.
 enum Sink {
     /// stderr: warnings and errors as Barman prints them, information at the verbosity's
@@ -606,18 +596,17 @@ fn timestamp() -> String {
     )
 }
 
-/// The `log_file` and `log_level` of a Barman configuration's `[barman]` section.
+/// `[barman]`'s `log_file` with its level as tracing's.
 pub fn barman_log_file(config: &barsync_sync::config::Config) -> Option<(PathBuf, Level)> {
-    let sections = config.sections();
-    let (_, options) = sections.iter().find(|(name, _)| name == "barman")?;
-    let get = |key: &str| {
-        options
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+    use barsync_sync::config::LogLevel;
+    let log = config.log_file()?;
+    let level = match log.level {
+        LogLevel::Debug => Level::DEBUG,
+        LogLevel::Info => Level::INFO,
+        LogLevel::Warning => Level::WARN,
+        LogLevel::Error => Level::ERROR,
     };
-    let file = get("log_file").filter(|f| !f.is_empty() && f != "None")?;
-    Some((PathBuf::from(file), log_level(get("log_level").as_deref())))
+    Some((log.path, level))
 }
 
 #[cfg(test)]

@@ -199,6 +199,23 @@ impl Config {
         items
     }
 
+    /// `[barman]`'s `log_file` and `log_level`, as Barman reads them: no file when unset,
+    /// empty or `None`; the level by name or number, `INFO` for anything else.
+    pub fn log_file(&self) -> Option<LogFile> {
+        let get = |key: &str| {
+            self.store
+                .options("barman")
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, entry)| entry.value.trim().trim_matches('"').to_owned())
+        };
+        let path = get("log_file").filter(|f| !f.is_empty() && f != "None")?;
+        Some(LogFile {
+            path: PathBuf::from(path),
+            level: LogLevel::parse(get("log_level").as_deref()),
+        })
+    }
+
     /// The file given with `-c` or found at a default location.
     pub fn config_file(&self) -> &Path {
         &self.config_file
@@ -441,6 +458,35 @@ fn expand_user(path: &str) -> PathBuf {
             expanded
         }
         _ => PathBuf::from(path),
+    }
+}
+
+/// Where Barman's log goes (`[barman] log_file`), and from which level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    pub path: PathBuf,
+    pub level: LogLevel,
+}
+
+/// Barman's `log_level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    /// `DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL` (any case) or 10 to 50; anything else
+    /// (unset included) is `INFO`, as Barman falls back.
+    pub fn parse(text: Option<&str>) -> LogLevel {
+        match text.map(|t| t.trim().to_ascii_uppercase()).as_deref() {
+            Some("DEBUG") | Some("10") => LogLevel::Debug,
+            Some("WARNING") | Some("WARN") | Some("30") => LogLevel::Warning,
+            Some("ERROR") | Some("CRITICAL") | Some("40") | Some("50") => LogLevel::Error,
+            _ => LogLevel::Info,
+        }
     }
 }
 

@@ -341,3 +341,26 @@ fn readme_sample_configuration_has_nothing_ignored() {
     assert_eq!(pg.reuse_backup(), ReuseBackup::Link);
     assert_eq!(pg.parallel_jobs(), 4);
 }
+
+#[test]
+fn log_file_and_level_are_read_as_barman_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |text: &str| Config::load(Some(&write_config(dir.path(), text))).unwrap();
+    let config = load("[barman]\nbarman_home = /srv\nlog_file = /var/log/barman/barman.log\nlog_level = warning\n");
+    assert_eq!(
+        config.log_file(),
+        Some(LogFile {
+            path: PathBuf::from("/var/log/barman/barman.log"),
+            level: LogLevel::Warning
+        })
+    );
+    let numeric = load("[barman]\nbarman_home = /srv\nlog_file = /l\nlog_level = 10\n");
+    assert_eq!(numeric.log_file().unwrap().level, LogLevel::Debug);
+    let unknown = load("[barman]\nbarman_home = /srv\nlog_file = /l\nlog_level = loud\n");
+    assert_eq!(unknown.log_file().unwrap().level, LogLevel::Info);
+    assert_eq!(
+        load("[barman]\nbarman_home = /srv\nlog_file = None\n").log_file(),
+        None
+    );
+    assert_eq!(load("[barman]\nbarman_home = /srv\n").log_file(), None);
+}
