@@ -16,6 +16,8 @@
 //!   decoded once, as on the primary; Barman's passive stores it double-encoded.
 //! - Keys of a primary's sync-info that barsync does not know are skipped (Barman's passive
 //!   crashes on them); unknown configuration options are ignored without Barman's warning.
+//! - A primary's failing sync-info is reported with its error output joined on one line (Barman
+//!   keeps ssh's newlines: a multi-line ERROR and a blank line in the log).
 //! - Files are fsynced before they are renamed into place; `primary.info` is written with
 //!   fsync too. Configuration errors name the file and line instead of a Python traceback.
 //! - `backup_options` with several values is joined in parse order, where Barman uses Python's
