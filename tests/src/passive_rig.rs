@@ -30,6 +30,9 @@ pub struct RigOptions {
     pub barsync_on_primary: bool,
     /// Extra lines for the passive's `[pg]` section (e.g. `reuse_backup = link`).
     pub server_lines: Vec<String>,
+    /// Whether the system's directories are on the "primary"'s PATH (else only its own
+    /// `barman` wrapper, and `barsync` if installed, are: no `sha256sum` nor `b3sum`).
+    pub system_path_on_primary: bool,
 }
 
 impl Default for RigOptions {
@@ -37,6 +40,7 @@ impl Default for RigOptions {
         RigOptions {
             barsync_on_primary: true,
             server_lines: Vec::new(),
+            system_path_on_primary: true,
         }
     }
 }
@@ -84,11 +88,14 @@ impl PassiveRig {
         if options.barsync_on_primary {
             std::os::unix::fs::symlink(barsync(), bin.join("barsync")).unwrap();
         }
-        let sshd = TestSshd::start_with_config_lines(&[format!(
-            "SetEnv PATH={}:/usr/local/bin:/usr/bin:/bin",
-            bin.display()
-        )])
-        .expect("start sshd");
+        let system = if options.system_path_on_primary {
+            ":/usr/local/bin:/usr/bin:/bin"
+        } else {
+            ""
+        };
+        let sshd =
+            TestSshd::start_with_config_lines(&[format!("SetEnv PATH={}{system}", bin.display())])
+                .expect("start sshd");
         let home = directory.path().join("passive-home");
         fs::create_dir_all(&home).unwrap();
         let config = directory.path().join("passive.conf");

@@ -283,9 +283,18 @@ fn reuse_backup_link_shares_identical_files_between_backups() {
     );
     let cron = rig.barsync(&["cron"]);
     assert!(cron.status.success(), "{}", describe(&cron));
+    let (linked, _) = links_to_the_previous_backup(&rig);
+    assert!(linked > 0, "no identical file was linked");
+    assert!(stdout(&cron).contains("linked"), "{}", describe(&cron));
+}
+
+/// How the passive's second backup shares files with its first: (files that are hard links to
+/// the first's, files whose content equals the first's). Panics on a link between files whose
+/// content differs.
+fn links_to_the_previous_backup(rig: &PassiveRig) -> (usize, usize) {
     let base = rig.server_directory().join("base");
     let (first, second) = (base.join("20240101T120000"), base.join("20240102T120000"));
-    let mut linked = 0;
+    let (mut linked, mut identical) = (0, 0);
     for (relative, content) in files_below(&second) {
         let older = first.join(&relative);
         let Ok(old_content) = fs::read(&older) else {
@@ -293,11 +302,97 @@ fn reuse_backup_link_shares_identical_files_between_backups() {
         };
         let same_inode = fs::metadata(&older).unwrap().ino()
             == fs::metadata(second.join(&relative)).unwrap().ino();
-        assert_eq!(same_inode, old_content == content, "{relative}");
+        assert!(
+            !same_inode || old_content == content,
+            "{relative} is linked to a different file"
+        );
         linked += usize::from(same_inode);
+        identical += usize::from(old_content == content);
     }
-    assert!(linked > 0, "no identical file was linked");
-    assert!(stdout(&cron).contains("linked"), "{}", describe(&cron));
+    (linked, identical)
+}
+
+/// "N linked" from the summary line of backup `id` (0 when it says nothing about links).
+fn linked_in_summary(text: &str, id: &str) -> usize {
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("Backup {id} of server pg synced")))
+        .unwrap_or_else(|| panic!("no summary for {id} in {text}"));
+    line.split(" linked")
+        .next()
+        .filter(|before| before.len() < line.len())
+        .and_then(|before| before.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Over SFTP (no barsync on the primary), `reuse_backup = link` links the files the primary's
+/// checksum tool (`sha256sum` here; `b3sum` when installed) shows identical to the previous
+/// backup's, copies the others, and says how many it linked, as the barsync path does.
+#[test]
+fn reuse_backup_link_over_sftp_links_what_the_primarys_checksum_shows_identical() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            barsync_on_primary: false,
+            server_lines: vec!["reuse_backup = link".into()],
+            ..RigOptions::default()
+        },
+    );
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert!(
+        stdout(&cron).contains("SFTP, remote"),
+        "{}",
+        describe(&cron)
+    );
+    let (linked, identical) = links_to_the_previous_backup(&rig);
+    assert!(
+        identical > 0,
+        "the fixture has no file shared by its backups"
+    );
+    assert_eq!(linked, identical, "{}", describe(&cron));
+    assert_eq!(
+        linked_in_summary(&stdout(&cron), "20240102T120000"),
+        linked,
+        "{}",
+        describe(&cron)
+    );
+    let id = "20240102T120000";
+    let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
+    assert_eq!(ours, primary_backup_files(primary.path(), id));
+}
+
+/// Without a checksum tool on the primary, identity cannot be proved: nothing is linked (size
+/// and mtime alone never make a link), every file is copied and checked by size and mtime.
+#[test]
+fn reuse_backup_link_over_sftp_without_a_checksum_tool_links_nothing() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            barsync_on_primary: false,
+            system_path_on_primary: false,
+            server_lines: vec!["reuse_backup = link".into()],
+        },
+    );
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert!(
+        stdout(&cron).contains("SFTP, size and mtime only"),
+        "{}",
+        describe(&cron)
+    );
+    let (linked, identical) = links_to_the_previous_backup(&rig);
+    assert!(
+        identical > 0,
+        "the fixture has no file shared by its backups"
+    );
+    assert_eq!(linked, 0, "{}", describe(&cron));
+    assert_eq!(linked_in_summary(&stdout(&cron), "20240102T120000"), 0);
+    let id = "20240102T120000";
+    let ours = files_below(&rig.server_directory().join(format!("base/{id}")));
+    assert_eq!(ours, primary_backup_files(primary.path(), id));
 }
 
 /// Adds `count` files of `mib` MiB of incompressible data to the primary's newest backup.
@@ -603,6 +698,17 @@ fn bandwidth_limit_paces_the_barsync_and_the_sftp_paths() {
 /// catalog of the passive reads the backup as the primary's.
 #[test]
 fn backup_files_with_odd_names_are_synced_and_barman_reads_the_backup() {
+    odd_names_synced(&["cron"]);
+}
+
+/// Over SFTP the primary's checksum tool escapes such names in its output (`\HASH  new\nline`):
+/// they are verified like the others.
+#[test]
+fn backup_files_with_odd_names_are_synced_over_sftp() {
+    odd_names_synced(&["cron", "--sftp"]);
+}
+
+fn odd_names_synced(cron_args: &[&str]) {
     let primary = fixture_primary();
     let data = primary
         .path()
@@ -619,7 +725,7 @@ fn backup_files_with_odd_names_are_synced_and_barman_reads_the_backup() {
     let latin1: &std::ffi::OsStr = std::os::unix::ffi::OsStrExt::from_bytes(b"caf\xe9");
     fs::write(data.join(latin1), b"latin-1".repeat(5000)).unwrap();
     let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
-    let cron = rig.barsync(&["cron"]);
+    let cron = rig.barsync(cron_args);
     assert!(cron.status.success(), "{}", describe(&cron));
     let id = "20240102T120000";
     assert!(

@@ -197,6 +197,10 @@ impl PullSource for crate::sftp::SftpSource {
                 destination: &requests[i].destination,
                 partial,
                 max_len: requests[i].max_len,
+                link_basis: requests[i]
+                    .basis
+                    .as_deref()
+                    .filter(|_| requests[i].link_identical),
             })
             .collect();
         self.fetch_many(&files, &mut |position, result| {
@@ -212,7 +216,7 @@ impl PullSource for crate::sftp::SftpSource {
                     signature_bytes: 0,
                     reused_bytes: fetched.len - fetched.received_bytes,
                     basis_problem: None,
-                    linked: false,
+                    linked: fetched.linked,
                 }),
             };
             progress(&outcome);

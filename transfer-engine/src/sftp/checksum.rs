@@ -1,12 +1,14 @@
 //! The host's checksum tool (`b3sum`, else `sha256sum`, found once per session) and how its
 //! answers are compared with the hash of a local file: what [`Verification`] a copy gets.
 
+use std::collections::HashMap;
 use std::fs::File;
+use std::io;
 
 use sha2::Digest;
 
 use super::{FetchFailure, SftpSource};
-use crate::fs::MappedFile;
+use crate::fs::{MappedFile, RELEASE_EVERY};
 
 /// How a file copied over SFTP was verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +30,50 @@ impl Verification {
             Verification::SizeAndMtime => "SFTP, size and mtime only",
         }
     }
+
+    /// The host's tool behind this check (`None`: size and mtime only).
+    pub(super) fn tool(self) -> Option<&'static str> {
+        match self {
+            Verification::RemoteBlake3 => Some("b3sum"),
+            Verification::RemoteSha256 => Some("sha256sum"),
+            Verification::SizeAndMtime => None,
+        }
+    }
+
+    /// The hash the host's tool would print for the content of `file` (lowercase hex), read
+    /// through a map released as it goes; `Ok(None)` without a tool. An error when the file
+    /// changed while it was read: the hash would not be of any one version of it.
+    pub(super) fn hash_local(self, file: &File) -> io::Result<Option<String>> {
+        if self == Verification::SizeAndMtime {
+            return Ok(None);
+        }
+        let map = MappedFile::from_file(file)?;
+        let mut blake3 = blake3::Hasher::new();
+        let mut sha256 = sha2::Sha256::new();
+        let mut at = 0;
+        while at < map.len() {
+            let end = (at + RELEASE_EVERY).min(map.len());
+            match self {
+                Verification::RemoteBlake3 => {
+                    blake3.update(&map[at..end]);
+                }
+                _ => sha256.update(&map[at..end]),
+            }
+            map.release(at..end);
+            at = end;
+        }
+        if map.changed() {
+            return Err(io::Error::other("the file changed while it was hashed"));
+        }
+        Ok(Some(match self {
+            Verification::RemoteBlake3 => blake3.finalize().to_hex().to_string(),
+            _ => sha256
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        }))
+    }
 }
 
 impl std::fmt::Display for Verification {
@@ -45,6 +91,49 @@ pub(super) fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
 }
 
+/// The host tool's hashes of remote files (lowercase hex), by path.
+pub(super) type RemoteSums = HashMap<String, String>;
+
+/// Files and bytes of command line in one run of the checksum tool: each run is a round trip
+/// and a process on the host, so many files share one. The command is one argument of the
+/// host's `sh -c`, which Linux limits to 128 KiB.
+const SUM_BATCH_FILES: usize = 256;
+const SUM_BATCH_COMMAND_BYTES: usize = 96 * 1024;
+
+/// One line of `b3sum` or `sha256sum` output: `HASH  PATH`, or, for a name holding a
+/// backslash, a newline or a carriage return, `\HASH  ESCAPED` (`\\`, `\n`, `\r`), as GNU
+/// coreutils and b3sum print them: (path, lowercase hash). `None` for what is not such a line.
+fn parse_sum_line(line: &str) -> Option<(String, String)> {
+    let (escaped, line) = match line.strip_prefix('\\') {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
+    let (hash, name) = line.split_once("  ")?;
+    if hash.is_empty() || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let name = if escaped {
+        let mut out = String::with_capacity(name.len());
+        let mut chars = name.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next()? {
+                '\\' => out.push('\\'),
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                _ => return None,
+            }
+        }
+        out
+    } else {
+        name.to_owned()
+    };
+    Some((name, hash.to_ascii_lowercase()))
+}
+
 impl SftpSource {
     /// The best checksum tool on the host: `b3sum`, else `sha256sum`, else none.
     pub(super) fn find_checksum_tool(&self) -> Verification {
@@ -60,53 +149,48 @@ impl SftpSource {
         }
     }
 
-    /// The checksum tool's output for `remotes`, by path (empty without a tool).
-    pub(super) fn remote_sums(
-        &self,
-        remotes: &[&str],
-    ) -> std::collections::HashMap<String, String> {
-        let mut sums = std::collections::HashMap::new();
-        let tool = match self.check {
-            Verification::RemoteBlake3 => "b3sum",
-            Verification::RemoteSha256 => "sha256sum",
-            Verification::SizeAndMtime => return sums,
-        };
-        if remotes.is_empty() {
-            return sums;
-        }
-        let mut command = format!("{tool} --");
-        for remote in remotes {
-            command.push(' ');
-            command.push_str(&quote(remote));
-        }
-        let Ok(output) = self.run(&command) else {
+    /// The host tool's hashes of `remotes`, by path: one run of the tool per batch of files,
+    /// not one per file. Empty without a tool; a file the tool could not read (or a run that
+    /// failed) has no entry, and its caller asks again for that file alone or copies it.
+    pub(super) fn remote_sums(&self, remotes: &[&str]) -> RemoteSums {
+        let mut sums = RemoteSums::new();
+        let Some(tool) = self.check.tool() else {
             return sums;
         };
-        for line in output.lines() {
-            // `HASH  PATH`; a name with a backslash or newline is escaped and the line starts
-            // with `\` (such a file finds no sum here and is checked on its own).
-            if let Some((hash, path)) = line.split_once("  ") {
-                sums.insert(path.to_owned(), hash.to_ascii_lowercase());
+        let mut start = 0;
+        while start < remotes.len() {
+            let mut command = format!("{tool} --");
+            let mut end = start;
+            while end < remotes.len() && end - start < SUM_BATCH_FILES {
+                let quoted = quote(remotes[end]);
+                if end > start && command.len() + 1 + quoted.len() > SUM_BATCH_COMMAND_BYTES {
+                    break;
+                }
+                command.push(' ');
+                command.push_str(&quoted);
+                end += 1;
             }
+            if let Ok(output) = self.run(&command) {
+                sums.extend(output.lines().filter_map(parse_sum_line));
+            }
+            start = end;
         }
         sums
     }
 
     /// Compares the local copy with the host tool's hash of `remote`, asked for this one file.
     pub(super) fn verify(&self, remote: &str, local: &File) -> Result<(), FetchFailure> {
-        let tool = match self.check {
-            Verification::RemoteBlake3 => "b3sum",
-            Verification::RemoteSha256 => "sha256sum",
-            Verification::SizeAndMtime => return Ok(()),
+        let Some(tool) = self.check.tool() else {
+            return Ok(());
         };
         let output = self
             .run(&format!("{tool} -- {}", quote(remote)))
             .map_err(|e| FetchFailure::Other(format!("{remote}: running {tool}: {e}")))?;
         let theirs = output
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
+            .lines()
+            .find_map(parse_sum_line)
+            .map(|(_, hash)| hash)
+            .unwrap_or_default();
         self.compare_with(remote, local, &theirs)
     }
 
@@ -117,20 +201,14 @@ impl SftpSource {
         local: &File,
         theirs: &str,
     ) -> Result<(), FetchFailure> {
-        let tool = match self.check {
-            Verification::RemoteBlake3 => "b3sum",
-            Verification::RemoteSha256 => "sha256sum",
-            Verification::SizeAndMtime => return Ok(()),
+        let Some(tool) = self.check.tool() else {
+            return Ok(());
         };
-        let map = MappedFile::from_file(local)
-            .map_err(|e| FetchFailure::Other(format!("{remote}: the local copy: {e}")))?;
-        let ours = match self.check {
-            Verification::RemoteBlake3 => blake3::hash(&map).to_hex().to_string(),
-            _ => sha2::Sha256::digest(&*map)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        };
+        let ours = self
+            .check
+            .hash_local(local)
+            .map_err(|e| FetchFailure::Other(format!("{remote}: the local copy: {e}")))?
+            .unwrap_or_default();
         if ours == theirs {
             Ok(())
         } else {
@@ -138,5 +216,49 @@ impl SftpSource {
                 "{remote}: {tool} on the host says {theirs}, the copy hashes to {ours}"
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sum_lines_plain_and_escaped() {
+        let hash = "ab".repeat(32);
+        assert_eq!(
+            parse_sum_line(&format!("{}  /b/a  b", hash.to_uppercase())),
+            Some(("/b/a  b".to_owned(), hash.clone()))
+        );
+        assert_eq!(
+            parse_sum_line(&format!("\\{hash}  /b/new\\nline\\\\back\\rcr")),
+            Some(("/b/new\nline\\back\rcr".to_owned(), hash.clone()))
+        );
+        assert_eq!(parse_sum_line(&format!("\\{hash}  /b/odd\\t")), None);
+        assert_eq!(parse_sum_line("sha256sum: /b/x: No such file"), None);
+        assert_eq!(parse_sum_line(""), None);
+    }
+
+    #[test]
+    fn local_hashes_are_what_the_tools_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let file = File::open(&path).unwrap();
+        assert_eq!(
+            Verification::RemoteSha256
+                .hash_local(&file)
+                .unwrap()
+                .unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            Verification::RemoteBlake3
+                .hash_local(&file)
+                .unwrap()
+                .unwrap(),
+            blake3::hash(b"abc").to_hex().to_string()
+        );
+        assert_eq!(Verification::SizeAndMtime.hash_local(&file).unwrap(), None);
     }
 }

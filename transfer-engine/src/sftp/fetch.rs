@@ -1,6 +1,7 @@
 //! Fetching files over SFTP: each is downloaded into its partial copy (resumed by length),
 //! checked against the host's checksum tool, and published by a rename inside its directory,
-//! reached from the destination's root without following symlinks.
+//! reached from the destination's root without following symlinks. A file the tool shows
+//! identical to a local basis is hard-linked to it instead (`reuse_backup = link`).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -9,8 +10,10 @@ use std::path::Path;
 
 use rustix::fs::{fsync, openat, renameat, unlinkat, AtFlags, Mode, OFlags};
 
+use super::checksum::RemoteSums;
 use super::{FetchFailure, SftpSource, Verification};
 use crate::confine::Destination;
+use crate::fs::{open_basis, TempFile};
 
 /// One file to fetch over SFTP.
 #[derive(Clone, Copy, Debug)]
@@ -23,6 +26,11 @@ pub struct SftpFile<'a> {
     pub partial: &'a str,
     /// Refuse a file larger than this (the size the caller was told).
     pub max_len: Option<u64>,
+    /// A local file to hard-link as the destination, instead of copying, when the host's
+    /// checksum tool shows the remote file identical to it (Barman's `reuse_backup = link`);
+    /// it may be the destination itself (then nothing is written). Read through the
+    /// destination's directory when it is beside the destination, never through a symlink.
+    pub link_basis: Option<&'a Path>,
 }
 
 /// What fetching one file over SFTP did.
@@ -32,6 +40,8 @@ pub struct SftpFetch {
     /// Bytes read over SFTP (less than `len` when a partial copy was resumed).
     pub received_bytes: u64,
     pub verification: Verification,
+    /// The destination is a hard link to the identical [`SftpFile::link_basis`].
+    pub linked: bool,
 }
 
 impl SftpSource {
@@ -62,42 +72,50 @@ impl SftpSource {
             len: downloaded.len,
             received_bytes: downloaded.received,
             verification: self.check,
+            linked: false,
         })
     }
 
-    /// Fetches many files: each is downloaded into its partial copy, then the host's checksum
-    /// tool runs once per batch of files (not once per file: each command is a round trip and a
-    /// process on the host), then each verified file is published. A file whose check fails is
-    /// fetched once more on its own. `done(index, result)` is called for each, in order.
+    /// Fetches many files, a batch at a time. First the files with a basis to link: where the
+    /// host's checksum tool (one run for the batch) shows the remote file identical to its basis
+    /// (the local hash of the same kind), the basis is hard-linked as the destination and
+    /// nothing is downloaded; never on size and mtime alone, so without a tool every file is
+    /// copied. The others are downloaded into their partial copies, checked against the tool's
+    /// hashes (one more run for those not hashed yet) and published. A file whose check fails
+    /// is fetched once more on its own. `done(index, result)` is called once for each.
     pub fn fetch_many(
         &mut self,
         files: &[SftpFile<'_>],
         done: &mut dyn FnMut(usize, Result<SftpFetch, String>),
     ) {
+        // Each downloaded file of a batch stays open until the batch is checked.
         const BATCH_FILES: usize = 256;
-        const BATCH_COMMAND_BYTES: usize = 96 * 1024;
-        let mut start = 0;
-        while start < files.len() {
-            let mut end = start;
-            let mut command_bytes = 0;
-            while end < files.len()
-                && end - start < BATCH_FILES
-                && command_bytes < BATCH_COMMAND_BYTES
+        for (number, batch) in files.chunks(BATCH_FILES).enumerate() {
+            let start = number * BATCH_FILES;
+            let mut sums = RemoteSums::new();
+            let mut to_copy = Vec::with_capacity(batch.len());
+            for (offset, linked) in self
+                .link_identical(batch, &mut sums)
+                .into_iter()
+                .enumerate()
             {
-                command_bytes += files[end].remote.len() + 3;
-                end += 1;
+                match linked {
+                    Some(result) => done(start + offset, result),
+                    None => to_copy.push(offset),
+                }
             }
-            let batch = &files[start..end];
-            let downloads: Vec<Result<Downloaded, FetchFailure>> =
-                batch.iter().map(|file| self.download(file)).collect();
-            let remotes: Vec<&str> = batch
-                .iter()
-                .zip(&downloads)
-                .filter(|(_, d)| d.is_ok())
-                .map(|(file, _)| file.remote)
+            let downloads: Vec<(usize, Result<Downloaded, FetchFailure>)> = to_copy
+                .into_iter()
+                .map(|offset| (offset, self.download(&batch[offset])))
                 .collect();
-            let sums = self.remote_sums(&remotes);
-            for (offset, (file, download)) in batch.iter().zip(downloads).enumerate() {
+            let unhashed: Vec<&str> = downloads
+                .iter()
+                .filter(|(offset, d)| d.is_ok() && !sums.contains_key(batch[*offset].remote))
+                .map(|(offset, _)| batch[*offset].remote)
+                .collect();
+            sums.extend(self.remote_sums(&unhashed));
+            for (offset, download) in downloads {
+                let file = &batch[offset];
                 let result = match download {
                     Err(FetchFailure::Mismatch(_)) => self.fetch(file),
                     Err(FetchFailure::Other(message)) => Err(message),
@@ -113,18 +131,82 @@ impl SftpSource {
                 };
                 done(start + offset, result);
             }
-            start = end;
         }
+    }
+
+    /// Links the files of `batch` that the host's checksum tool shows identical to their
+    /// [`link_basis`](SftpFile::link_basis): per file, its result when it was linked (or the
+    /// link failed), `None` when it is to be copied. The tool's hashes are left in `sums` (a
+    /// file that differs is checked against its hash once downloaded).
+    fn link_identical(
+        &self,
+        batch: &[SftpFile<'_>],
+        sums: &mut RemoteSums,
+    ) -> Vec<Option<Result<SftpFetch, String>>> {
+        let mut results: Vec<Option<Result<SftpFetch, String>>> = vec![None; batch.len()];
+        if self.check.tool().is_none() {
+            return results;
+        }
+        // The basis is opened (never through a symlink) and must have the size the caller
+        // was told: a different length is a different file, not worth a hash on either side.
+        let candidates: Vec<(usize, &Path, File, u64)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(offset, file)| {
+                let basis = file.link_basis?;
+                let opened = open_basis(file.destination, basis).ok()?;
+                let len = opened.metadata().ok()?.len();
+                match file.max_len {
+                    Some(max) if max != len => None,
+                    _ => Some((offset, basis, opened, len)),
+                }
+            })
+            .collect();
+        let remotes: Vec<&str> = candidates
+            .iter()
+            .map(|(offset, ..)| batch[*offset].remote)
+            .collect();
+        sums.extend(self.remote_sums(&remotes));
+        for (offset, basis, opened, len) in candidates {
+            let file = &batch[offset];
+            let Some(theirs) = sums.get(file.remote) else {
+                continue;
+            };
+            let Ok(Some(ours)) = self.check.hash_local(&opened) else {
+                continue;
+            };
+            if &ours != theirs {
+                continue;
+            }
+            let linked = SftpFetch {
+                len,
+                received_bytes: 0,
+                verification: self.check,
+                linked: true,
+            };
+            results[offset] = Some(if basis == file.destination.path() {
+                // Already in place and shown identical: nothing to publish.
+                Ok(linked)
+            } else {
+                TempFile::link_beside(basis, file.destination)
+                    .and_then(TempFile::publish)
+                    .map(|()| linked)
+                    .map_err(|e| {
+                        format!(
+                            "{}: linking {} to {}: {e}",
+                            file.remote,
+                            basis.display(),
+                            file.destination.path().display()
+                        )
+                    })
+            });
+        }
+        results
     }
 
     /// Compares the local copy with the host's sum from `sums`, or asks the host for this one
     /// file when the batch has no sum for it.
-    fn compare(
-        &self,
-        remote: &str,
-        local: &File,
-        sums: &std::collections::HashMap<String, String>,
-    ) -> Result<(), FetchFailure> {
+    fn compare(&self, remote: &str, local: &File, sums: &RemoteSums) -> Result<(), FetchFailure> {
         match sums.get(remote) {
             Some(theirs) => self.compare_with(remote, local, theirs),
             None => self.verify(remote, local),

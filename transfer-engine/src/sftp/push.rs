@@ -98,6 +98,7 @@ impl SftpSource {
             len,
             received_bytes: sent,
             verification: self.check,
+            linked: false,
         })
     }
 
