@@ -363,6 +363,44 @@ fn reuse_backup_link_over_sftp_links_what_the_primarys_checksum_shows_identical(
     assert_eq!(ours, primary_backup_files(primary.path(), id));
 }
 
+/// Over SFTP the primary's checksum tool runs once per batch of files, not once per file:
+/// each run is a round trip and a process on the primary (300 files over a 50 ms link would
+/// otherwise cost 15 s in round trips alone). Counted in sshd's log of started commands.
+#[test]
+fn sftp_runs_the_checksum_tool_once_per_batch_not_once_per_file() {
+    let primary = fixture_primary();
+    let data = primary
+        .path()
+        .join("primary-home/pg/base/20240102T120000/data/base/1");
+    for index in 0..300u64 {
+        fs::write(
+            data.join(format!("{}", 40000 + index)),
+            barsync_tests::noise::incompressible(1000, index + 1),
+        )
+        .unwrap();
+    }
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            server_lines: vec!["reuse_backup = link".into()],
+            ..RigOptions::default()
+        },
+    );
+    let cron = rig.barsync(&["cron", "--sftp"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert!(
+        stdout(&cron).contains("by SFTP, remote"),
+        "{}",
+        describe(&cron)
+    );
+    let log = rig.sshd.log();
+    let commands = log.matches("Starting session: command").count();
+    assert!(
+        (1..40).contains(&commands),
+        "{commands} commands for 2 backups of 5 and 305 files and 9 WALs:\n{log}"
+    );
+}
+
 /// Without a checksum tool on the primary, identity cannot be proved: nothing is linked (size
 /// and mtime alone never make a link), every file is copied and checked by size and mtime.
 #[test]

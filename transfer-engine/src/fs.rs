@@ -145,7 +145,7 @@ impl Deref for MappedFile {
 /// [`TempFile::for_destination`] reaches that directory from a trusted root without following
 /// any symlink below it (what every file received from a peer uses); [`TempFile::in_directory`]
 /// takes a handle opened by the caller; [`TempFile::beside`] opens the directory of a path this
-/// side chose, as given.
+/// side chose, as given. [`TempFile::adopt`] takes over a file that is already there.
 pub struct TempFile {
     dir: OwnedFd,
     dir_path: PathBuf,
@@ -153,6 +153,8 @@ pub struct TempFile {
     target: OsString,
     file: Option<File>,
     keep_as: Option<OsString>,
+    /// The file was there before ([`TempFile::adopt`]): left unpublished, it stays.
+    adopted: bool,
 }
 
 impl TempFile {
@@ -201,6 +203,7 @@ impl TempFile {
             target: target.to_owned(),
             file: Some(File::from(fd)),
             keep_as: None,
+            adopted: false,
         })
     }
 
@@ -225,6 +228,39 @@ impl TempFile {
             target,
             file: None,
             keep_as: None,
+            adopted: false,
+        })
+    }
+
+    /// Takes over `name`, a complete file in the open directory `dir` (`file` open on it), to
+    /// publish it as `target` the way a temporary file is published, alone or in a
+    /// [`PublishBatch`] (a verified partial copy, say). Left unpublished, it stays under
+    /// `name`: it was there before. `dir_path` is only used in messages.
+    pub fn adopt(
+        dir: OwnedFd,
+        dir_path: PathBuf,
+        name: impl AsRef<OsStr>,
+        target: impl AsRef<OsStr>,
+        file: File,
+    ) -> io::Result<TempFile> {
+        let (name, target) = (name.as_ref(), target.as_ref());
+        for plain in [name, target] {
+            let bytes = plain.as_bytes();
+            if bytes.is_empty() || bytes.contains(&b'/') || bytes == b"." || bytes == b".." {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("invalid file name {plain:?}"),
+                ));
+            }
+        }
+        Ok(TempFile {
+            dir,
+            dir_path,
+            name: name.to_owned(),
+            target: target.to_owned(),
+            file: Some(file),
+            keep_as: None,
+            adopted: true,
         })
     }
 
@@ -293,7 +329,7 @@ fn rename_into_place(dir: &OwnedFd, name: &OsStr, target: &OsStr) -> io::Result<
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if self.name.is_empty() {
+        if self.name.is_empty() || self.adopted {
             return;
         }
         let kept = match (&self.keep_as, &self.file) {
@@ -614,6 +650,36 @@ mod tests {
         assert!(batch.commit().iter().all(Result::is_ok));
         assert_eq!(names_in(dir.path()), ["basis", "dest"]);
         assert_eq!(std::fs::read(&destination).unwrap(), b"identical");
+    }
+
+    #[test]
+    fn an_adopted_file_is_published_in_a_batch_and_stays_when_dropped_unpublished() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            let handle = openat(
+                CWD,
+                dir.path(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .unwrap();
+            std::fs::write(dir.path().join(name), name).unwrap();
+            let file = File::open(dir.path().join(name)).unwrap();
+            TempFile::adopt(handle, dir.path().to_path_buf(), name, "dest", file).unwrap()
+        };
+        drop(open(".dest.barsync-partial"));
+        assert_eq!(names_in(dir.path()), [".dest.barsync-partial"]);
+        let mut batch = PublishBatch::default();
+        batch.push(open(".dest.barsync-partial"), 21);
+        assert!(batch.commit().iter().all(Result::is_ok));
+        assert_eq!(names_in(dir.path()), ["dest"]);
+        assert_eq!(
+            std::fs::read(dir.path().join("dest")).unwrap(),
+            b".dest.barsync-partial"
+        );
+        let handle = openat(CWD, dir.path(), OFlags::RDONLY, Mode::empty()).unwrap();
+        let file = File::open(dir.path().join("dest")).unwrap();
+        assert!(TempFile::adopt(handle, dir.path().into(), "a/b", "dest", file).is_err());
     }
 
     #[test]

@@ -1,19 +1,23 @@
 //! Fetching files over SFTP: each is downloaded into its partial copy (resumed by length),
 //! checked against the host's checksum tool, and published by a rename inside its directory,
-//! reached from the destination's root without following symlinks. A file the tool shows
-//! identical to a local basis is hard-linked to it instead (`reuse_backup = link`).
+//! reached from the destination's root without following symlinks; a batch of files is made
+//! durable and published together. A file the tool shows identical to a local basis is
+//! hard-linked to it instead (`reuse_backup = link`).
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use rustix::fs::{fsync, openat, renameat, unlinkat, AtFlags, Mode, OFlags};
+use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags};
 
 use super::checksum::RemoteSums;
 use super::{FetchFailure, SftpSource, Verification};
 use crate::confine::Destination;
-use crate::fs::{open_basis, TempFile};
+use crate::fs::{open_basis, PublishBatch, TempFile};
+
+/// The largest read of file data asked of libssh2 at once (see [`SftpSource::download`]).
+const READ_BUFFER: usize = 1 << 20;
 
 /// One file to fetch over SFTP.
 #[derive(Clone, Copy, Debug)]
@@ -62,18 +66,61 @@ impl SftpSource {
     fn fetch_once(&mut self, file: &SftpFile<'_>) -> Result<SftpFetch, FetchFailure> {
         let downloaded = self.download(file)?;
         self.verify(file.remote, &downloaded.file)?;
-        self.publish(file, &downloaded).map_err(FetchFailure::Other)
+        self.publish(file, downloaded).map_err(FetchFailure::Other)
     }
 
-    fn publish(&self, file: &SftpFile<'_>, downloaded: &Downloaded) -> Result<SftpFetch, String> {
-        publish_partial(file, downloaded, self.mode_mask)
+    /// Publishes one verified file on its own (its data and its directory fsynced).
+    fn publish(&self, file: &SftpFile<'_>, downloaded: Downloaded) -> Result<SftpFetch, String> {
+        let (temp, fetched) = self.ready(file, downloaded)?;
+        temp.publish()
             .map_err(|e| format!("{}: publishing: {e}", file.remote))?;
-        Ok(SftpFetch {
-            len: downloaded.len,
-            received_bytes: downloaded.received,
-            verification: self.check,
-            linked: false,
-        })
+        Ok(fetched)
+    }
+
+    /// A verified partial copy with the remote mode and mtime set, ready to be renamed over
+    /// its destination: alone ([`TempFile::publish`]) or with others ([`PublishBatch`]).
+    fn ready(
+        &self,
+        file: &SftpFile<'_>,
+        downloaded: Downloaded,
+    ) -> Result<(TempFile, SftpFetch), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let failed = |e: io::Error| format!("{}: publishing: {e}", file.remote);
+        let local = &downloaded.file;
+        local
+            .set_permissions(std::fs::Permissions::from_mode(
+                downloaded.mode & self.mode_mask,
+            ))
+            .map_err(failed)?;
+        local
+            .set_modified(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(downloaded.mtime.max(0) as u64),
+            )
+            .map_err(failed)?;
+        let dir_path = file
+            .destination
+            .path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let temp = TempFile::adopt(
+            downloaded.dir,
+            dir_path,
+            file.partial,
+            file.destination.file_name(),
+            downloaded.file,
+        )
+        .map_err(failed)?;
+        Ok((
+            temp,
+            SftpFetch {
+                len: downloaded.len,
+                received_bytes: downloaded.received,
+                verification: self.check,
+                linked: false,
+            },
+        ))
     }
 
     /// Fetches many files, a batch at a time. First the files with a basis to link: where the
@@ -81,8 +128,10 @@ impl SftpSource {
     /// (the local hash of the same kind), the basis is hard-linked as the destination and
     /// nothing is downloaded; never on size and mtime alone, so without a tool every file is
     /// copied. The others are downloaded into their partial copies, checked against the tool's
-    /// hashes (one more run for those not hashed yet) and published. A file whose check fails
-    /// is fetched once more on its own. `done(index, result)` is called once for each.
+    /// hashes (one more run for those not hashed yet), and published together with the links
+    /// ([`PublishBatch`]: one `syncfs` and one fsync per directory, not two fsyncs per file). A
+    /// file whose check fails is fetched once more on its own. `done(index, result)` is called
+    /// once for each.
     pub fn fetch_many(
         &mut self,
         files: &[SftpFile<'_>],
@@ -92,6 +141,7 @@ impl SftpSource {
         const BATCH_FILES: usize = 256;
         for (number, batch) in files.chunks(BATCH_FILES).enumerate() {
             let start = number * BATCH_FILES;
+            let mut publishing = Publishing::default();
             let mut sums = RemoteSums::new();
             let mut to_copy = Vec::with_capacity(batch.len());
             for (offset, linked) in self
@@ -99,9 +149,14 @@ impl SftpSource {
                 .into_iter()
                 .enumerate()
             {
+                let remote = batch[offset].remote;
                 match linked {
-                    Some(result) => done(start + offset, result),
-                    None => to_copy.push(offset),
+                    Linking::Copy => to_copy.push(offset),
+                    Linking::Link(link, fetched) => {
+                        publishing.push(start + offset, remote, link, fetched, done)
+                    }
+                    Linking::InPlace(fetched) => done(start + offset, Ok(fetched)),
+                    Linking::Failed(message) => done(start + offset, Err(message)),
                 }
             }
             let downloads: Vec<(usize, Result<Downloaded, FetchFailure>)> = to_copy
@@ -120,7 +175,13 @@ impl SftpSource {
                     Err(FetchFailure::Mismatch(_)) => self.fetch(file),
                     Err(FetchFailure::Other(message)) => Err(message),
                     Ok(downloaded) => match self.compare(file.remote, &downloaded.file, &sums) {
-                        Ok(()) => self.publish(file, &downloaded),
+                        Ok(()) => match self.ready(file, downloaded) {
+                            Ok((temp, fetched)) => {
+                                publishing.push(start + offset, file.remote, temp, fetched, done);
+                                continue;
+                            }
+                            Err(message) => Err(message),
+                        },
                         Err(FetchFailure::Mismatch(_)) => {
                             drop(downloaded);
                             remove_partial(file);
@@ -131,19 +192,15 @@ impl SftpSource {
                 };
                 done(start + offset, result);
             }
+            publishing.commit(done);
         }
     }
 
     /// Links the files of `batch` that the host's checksum tool shows identical to their
-    /// [`link_basis`](SftpFile::link_basis): per file, its result when it was linked (or the
-    /// link failed), `None` when it is to be copied. The tool's hashes are left in `sums` (a
-    /// file that differs is checked against its hash once downloaded).
-    fn link_identical(
-        &self,
-        batch: &[SftpFile<'_>],
-        sums: &mut RemoteSums,
-    ) -> Vec<Option<Result<SftpFetch, String>>> {
-        let mut results: Vec<Option<Result<SftpFetch, String>>> = vec![None; batch.len()];
+    /// [`link_basis`](SftpFile::link_basis); what was decided for each file. The tool's hashes
+    /// are left in `sums` (a file that differs is checked against its hash once downloaded).
+    fn link_identical(&self, batch: &[SftpFile<'_>], sums: &mut RemoteSums) -> Vec<Linking> {
+        let mut results: Vec<Linking> = (0..batch.len()).map(|_| Linking::Copy).collect();
         if self.check.tool().is_none() {
             return results;
         }
@@ -184,22 +241,19 @@ impl SftpSource {
                 verification: self.check,
                 linked: true,
             };
-            results[offset] = Some(if basis == file.destination.path() {
-                // Already in place and shown identical: nothing to publish.
-                Ok(linked)
+            results[offset] = if basis == file.destination.path() {
+                Linking::InPlace(linked)
             } else {
-                TempFile::link_beside(basis, file.destination)
-                    .and_then(TempFile::publish)
-                    .map(|()| linked)
-                    .map_err(|e| {
-                        format!(
-                            "{}: linking {} to {}: {e}",
-                            file.remote,
-                            basis.display(),
-                            file.destination.path().display()
-                        )
-                    })
-            });
+                match TempFile::link_beside(basis, file.destination) {
+                    Ok(link) => Linking::Link(link, linked),
+                    Err(e) => Linking::Failed(format!(
+                        "{}: linking {} to {}: {e}",
+                        file.remote,
+                        basis.display(),
+                        file.destination.path().display()
+                    )),
+                }
+            };
         }
         results
     }
@@ -256,11 +310,17 @@ impl SftpSource {
         remote_file
             .seek(SeekFrom::Start(offset))
             .map_err(|e| other("seek", &e))?;
-        let mut buffer = vec![0u8; 256 * 1024];
+        // libssh2 keeps requests for up to four times the buffer in flight, in chunks of about
+        // 30 KB: a large buffer keeps a large file streaming. Each read asks for no more than
+        // what the file has left, so a small file does not send dozens of requests past its
+        // end (each answered, and each waited for when the handle is closed). Growth past the
+        // length read shows in the size after the copy.
+        let mut buffer = vec![0u8; READ_BUFFER.min(len.saturating_sub(offset).max(1) as usize)];
         let mut received = 0u64;
-        loop {
+        while offset + received < len {
+            let want = (len - offset - received).min(buffer.len() as u64) as usize;
             let n = remote_file
-                .read(&mut buffer)
+                .read(&mut buffer[..want])
                 .map_err(|e| other("read", &e))?;
             if n == 0 {
                 break;
@@ -280,7 +340,7 @@ impl SftpSource {
                 hook(n);
             }
         }
-        local.sync_all().map_err(|e| other("fsync", &e))?;
+        // Not fsynced here: publishing makes the data durable before the rename.
         let after = self
             .sftp
             .stat(Path::new(remote))
@@ -343,17 +403,56 @@ fn remove_partial(file: &SftpFile<'_>) {
     }
 }
 
-/// Sets mode and mtime, fsyncs, renames the partial copy over the destination inside the
-/// directory handle it was downloaded through, and fsyncs that directory.
-fn publish_partial(file: &SftpFile<'_>, downloaded: &Downloaded, mode_mask: u32) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let local = &downloaded.file;
-    local.set_permissions(std::fs::Permissions::from_mode(downloaded.mode & mode_mask))?;
-    local.set_modified(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(downloaded.mtime.max(0) as u64),
-    )?;
-    local.sync_all()?;
-    let dir = &downloaded.dir;
-    renameat(dir, file.partial, dir, file.destination.file_name())?;
-    Ok(fsync(dir)?)
+/// What [`SftpSource::link_identical`] decided for one file.
+enum Linking {
+    /// Not shown identical (or no tool, no basis to link): copy it.
+    Copy,
+    /// Identical, and the basis is the destination itself: nothing to publish.
+    InPlace(SftpFetch),
+    /// Identical: this link to the basis is to be published as the destination.
+    Link(TempFile, SftpFetch),
+    /// Identical, but the link could not be made.
+    Failed(String),
+}
+
+/// Verified files and links of a batch waiting to be published together: one [`PublishBatch`]
+/// commit for the lot (committed early when it is full), each file reported once committed.
+#[derive(Default)]
+struct Publishing {
+    batch: PublishBatch,
+    /// Index, remote path and report of each file in the batch, in push order.
+    waiting: Vec<(usize, String, SftpFetch)>,
+}
+
+impl Publishing {
+    fn push(
+        &mut self,
+        index: usize,
+        remote: &str,
+        temp: TempFile,
+        fetched: SftpFetch,
+        done: &mut dyn FnMut(usize, Result<SftpFetch, String>),
+    ) {
+        let bytes = if fetched.linked { 0 } else { fetched.len };
+        self.batch.push(temp, bytes);
+        self.waiting.push((index, remote.to_owned(), fetched));
+        if self.batch.is_full() {
+            self.commit(done);
+        }
+    }
+
+    fn commit(&mut self, done: &mut dyn FnMut(usize, Result<SftpFetch, String>)) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let results = self.batch.commit();
+        for ((index, remote, fetched), result) in self.waiting.drain(..).zip(results) {
+            done(
+                index,
+                result
+                    .map(|()| fetched)
+                    .map_err(|e| format!("{remote}: publishing: {e}")),
+            );
+        }
+    }
 }
