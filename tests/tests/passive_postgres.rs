@@ -162,17 +162,26 @@ fn barsync_passive_of_a_real_barman_primary_restores_the_primarys_data() {
     check_passive(&primary, &rig, &[first.clone(), second.clone()], &expected);
     phase("second backup recovered on the passive");
 
-    // 2. No barsync on the primary: SFTP, whole files.
+    // 2. No barsync on the primary: SFTP, whole files; reuse_backup = link links the second
+    // backup's files that the primary's checksum tool shows identical to the first's.
     let sftp = PassiveRig::new(
         &primary.config_path(),
         &RigOptions {
             barsync_on_primary: false,
+            server_lines: vec!["reuse_backup = link".into()],
             ..RigOptions::default()
         },
     );
     let cron = sftp.barsync(&["cron"]);
     assert!(cron.status.success(), "{}", describe(&cron));
     assert!(text(&cron).contains("SFTP, remote"), "{}", describe(&cron));
+    let summary = text(&cron)
+        .lines()
+        .find(|l| l.contains(&format!("Backup {second} of server pg synced")))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    eprintln!("over SFTP: {summary}");
+    assert!(summary.contains(" linked;"), "{}", describe(&cron));
     phase("SFTP cron");
     check_passive(&primary, &sftp, &[first.clone(), second.clone()], &expected);
     phase("SFTP passive recovered");
