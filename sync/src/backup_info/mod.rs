@@ -264,9 +264,13 @@ impl BackupInfo {
         self.raw(key).filter(|value| *value != "None")
     }
 
-    /// Sets a plain string field (`None` for null).
+    /// Sets a plain string field (`None` for null). backup.info holds one field per line: a
+    /// line break in `value` (a failure naming a file whose name holds one) would end the
+    /// field and start lines of its own, other fields or lines no reader accepts, so line
+    /// breaks are written as `\n` and `\r`.
     pub fn set_text(&mut self, key: &str, value: Option<&str>) {
-        self.set_raw(key, value.unwrap_or("None"));
+        let value = value.map(|text| text.replace('\n', "\\n").replace('\r', "\\r"));
+        self.set_raw(key, value.as_deref().unwrap_or("None"));
     }
 
     /// An integer field.

@@ -167,3 +167,21 @@ fn backup_id_detection() {
         "20240101T120000"
     );
 }
+
+#[test]
+fn a_text_field_with_a_line_break_keeps_the_file_readable() {
+    // A failure naming a file whose name holds a newline (legal, and chosen by the primary):
+    // written as is, the FAILED backup's file had a line no reader accepts, and every later
+    // command on the server failed with "invalid line".
+    let mut info = sample();
+    info.set_status(BackupStatus::Failed);
+    info.set_text("error", Some("failure: /b/x\nstatus=DONE: mismatch\r"));
+    let text = info.to_file_text();
+    assert_eq!(text.lines().count(), SAMPLE.lines().count(), "{text}");
+    let back = BackupInfo::parse("20240101T120000", &text, Path::new("sample")).unwrap();
+    assert_eq!(
+        back.text("error"),
+        Some("failure: /b/x\\nstatus=DONE: mismatch\\r")
+    );
+    assert_eq!(back.status().unwrap(), BackupStatus::Failed);
+}
