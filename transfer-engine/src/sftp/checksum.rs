@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
 use super::{FetchFailure, SftpSource};
 use crate::fs::{MappedFile, RELEASE_EVERY};
+use crate::names::shown_path;
 
 /// How a file copied over SFTP was verified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,13 +89,30 @@ impl std::fmt::Display for Verification {
     }
 }
 
-/// `word` quoted for the host's shell (any byte but NUL survives).
-pub(super) fn quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', "'\\''"))
+/// `word` single-quoted for the host's shell (any character survives), when it is UTF-8: an
+/// SSH exec request is text. `None` otherwise: see [`shell_assignment`].
+pub(super) fn quote(word: &Path) -> Option<String> {
+    let text = word.to_str()?;
+    Some(format!("'{}'", text.replace('\'', "'\\''")))
+}
+
+/// A shell command that sets the variable `f` to the bytes of `word`, whatever they are (not
+/// UTF-8, a newline at the end): `printf` of octal escapes, then an `X` guard that command
+/// substitution cannot strip. The command itself is plain ASCII.
+pub(super) fn shell_assignment(word: &Path) -> String {
+    let mut escaped = String::new();
+    for &byte in word.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"._/-+,:@".contains(&byte) {
+            escaped.push(byte as char);
+        } else {
+            escaped.push_str(&format!("\\{byte:03o}"));
+        }
+    }
+    format!("f=$(printf '{escaped}X'); f=${{f%X}};")
 }
 
 /// The host tool's hashes of remote files (lowercase hex), by path.
-pub(super) type RemoteSums = HashMap<String, String>;
+pub(super) type RemoteSums = HashMap<PathBuf, String>;
 
 /// Files and bytes of command line in one run of the checksum tool: each run is a round trip
 /// and a process on the host, so many files share one. The command is one argument of the
@@ -152,26 +172,34 @@ impl SftpSource {
     /// The host tool's hashes of `remotes`, by path: one run of the tool per batch of files,
     /// not one per file. Empty without a tool; a file the tool could not read (or a run that
     /// failed) has no entry, and its caller asks again for that file alone or copies it.
-    pub(super) fn remote_sums(&self, remotes: &[&str]) -> RemoteSums {
+    pub(super) fn remote_sums(&self, remotes: &[&Path]) -> RemoteSums {
         let mut sums = RemoteSums::new();
         let Some(tool) = self.check.tool() else {
             return sums;
         };
+        // A name that is not UTF-8 cannot be in the command's text: such a file is asked
+        // for alone ([`Self::verify`]), spelled by `printf`.
+        let quoted: Vec<String> = remotes.iter().filter_map(|remote| quote(remote)).collect();
         let mut start = 0;
-        while start < remotes.len() {
+        while start < quoted.len() {
             let mut command = format!("{tool} --");
             let mut end = start;
-            while end < remotes.len() && end - start < SUM_BATCH_FILES {
-                let quoted = quote(remotes[end]);
-                if end > start && command.len() + 1 + quoted.len() > SUM_BATCH_COMMAND_BYTES {
+            while end < quoted.len() && end - start < SUM_BATCH_FILES {
+                let word = &quoted[end];
+                if end > start && command.len() + 1 + word.len() > SUM_BATCH_COMMAND_BYTES {
                     break;
                 }
                 command.push(' ');
-                command.push_str(&quoted);
+                command.push_str(word);
                 end += 1;
             }
             if let Ok(output) = self.run(&command) {
-                sums.extend(output.lines().filter_map(parse_sum_line));
+                sums.extend(
+                    output
+                        .lines()
+                        .filter_map(parse_sum_line)
+                        .map(|(path, hash)| (PathBuf::from(path), hash)),
+                );
             }
             start = end;
         }
@@ -179,13 +207,17 @@ impl SftpSource {
     }
 
     /// Compares the local copy with the host tool's hash of `remote`, asked for this one file.
-    pub(super) fn verify(&self, remote: &str, local: &File) -> Result<(), FetchFailure> {
+    pub(super) fn verify(&self, remote: &Path, local: &File) -> Result<(), FetchFailure> {
         let Some(tool) = self.check.tool() else {
             return Ok(());
         };
-        let output = self
-            .run(&format!("{tool} -- {}", quote(remote)))
-            .map_err(|e| FetchFailure::Other(format!("{remote}: running {tool}: {e}")))?;
+        let command = match quote(remote) {
+            Some(word) => format!("{tool} -- {word}"),
+            None => format!("{} {tool} -- \"$f\"", shell_assignment(remote)),
+        };
+        let output = self.run(&command).map_err(|e| {
+            FetchFailure::Other(format!("{}: running {tool}: {e}", shown_path(remote)))
+        })?;
         let theirs = output
             .lines()
             .find_map(parse_sum_line)
@@ -197,10 +229,11 @@ impl SftpSource {
     /// Compares the local copy's hash with `theirs`, the host tool's hash of `remote`.
     pub(super) fn compare_with(
         &self,
-        remote: &str,
+        remote: &Path,
         local: &File,
         theirs: &str,
     ) -> Result<(), FetchFailure> {
+        let remote = shown_path(remote);
         let Some(tool) = self.check.tool() else {
             return Ok(());
         };

@@ -4,6 +4,7 @@
 //! durable and published together. A file the tool shows identical to a local basis is
 //! hard-linked to it instead (`reuse_backup = link`).
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::OwnedFd;
@@ -15,6 +16,7 @@ use super::checksum::RemoteSums;
 use super::{FetchFailure, SftpSource, Verification};
 use crate::confine::Destination;
 use crate::fs::{open_basis, PublishBatch, TempFile};
+use crate::names::shown_path;
 
 /// The largest read of file data asked of libssh2 at once (see [`SftpSource::download`]).
 const READ_BUFFER: usize = 1 << 20;
@@ -22,12 +24,12 @@ const READ_BUFFER: usize = 1 << 20;
 /// One file to fetch over SFTP.
 #[derive(Clone, Copy, Debug)]
 pub struct SftpFile<'a> {
-    pub remote: &'a str,
+    pub remote: &'a Path,
     /// Where the verified file is published.
     pub destination: &'a Destination,
     /// The name of the file beside the destination it is downloaded into first (and resumed
     /// from, by length); like the destination, reached through its directory's handle.
-    pub partial: &'a str,
+    pub partial: &'a OsStr,
     /// Refuse a file larger than this (the size the caller was told).
     pub max_len: Option<u64>,
     /// A local file to hard-link as the destination, instead of copying, when the host's
@@ -73,7 +75,7 @@ impl SftpSource {
     fn publish(&self, file: &SftpFile<'_>, downloaded: Downloaded) -> Result<SftpFetch, String> {
         let (temp, fetched) = self.ready(file, downloaded)?;
         temp.publish()
-            .map_err(|e| format!("{}: publishing: {e}", file.remote))?;
+            .map_err(|e| format!("{}: publishing: {e}", shown_path(file.remote)))?;
         Ok(fetched)
     }
 
@@ -85,7 +87,7 @@ impl SftpSource {
         downloaded: Downloaded,
     ) -> Result<(TempFile, SftpFetch), String> {
         use std::os::unix::fs::PermissionsExt;
-        let failed = |e: io::Error| format!("{}: publishing: {e}", file.remote);
+        let failed = |e: io::Error| format!("{}: publishing: {e}", shown_path(file.remote));
         let local = &downloaded.file;
         local
             .set_permissions(std::fs::Permissions::from_mode(
@@ -163,7 +165,7 @@ impl SftpSource {
                 .into_iter()
                 .map(|offset| (offset, self.download(&batch[offset])))
                 .collect();
-            let unhashed: Vec<&str> = downloads
+            let unhashed: Vec<&Path> = downloads
                 .iter()
                 .filter(|(offset, d)| d.is_ok() && !sums.contains_key(batch[*offset].remote))
                 .map(|(offset, _)| batch[*offset].remote)
@@ -219,7 +221,7 @@ impl SftpSource {
                 }
             })
             .collect();
-        let remotes: Vec<&str> = candidates
+        let remotes: Vec<&Path> = candidates
             .iter()
             .map(|(offset, ..)| batch[*offset].remote)
             .collect();
@@ -248,7 +250,7 @@ impl SftpSource {
                     Ok(link) => Linking::Link(link, linked),
                     Err(e) => Linking::Failed(format!(
                         "{}: linking {} to {}: {e}",
-                        file.remote,
+                        shown_path(file.remote),
                         basis.display(),
                         file.destination.path().display()
                     )),
@@ -260,7 +262,7 @@ impl SftpSource {
 
     /// Compares the local copy with the host's sum from `sums`, or asks the host for this one
     /// file when the batch has no sum for it.
-    fn compare(&self, remote: &str, local: &File, sums: &RemoteSums) -> Result<(), FetchFailure> {
+    fn compare(&self, remote: &Path, local: &File, sums: &RemoteSums) -> Result<(), FetchFailure> {
         match sums.get(remote) {
             Some(theirs) => self.compare_with(remote, local, theirs),
             None => self.verify(remote, local),
@@ -271,14 +273,11 @@ impl SftpSource {
     /// that the file did not change meanwhile. The partial copy is opened in the destination's
     /// directory, reached from its root without following symlinks, never through a symlink.
     fn download(&mut self, file: &SftpFile<'_>) -> Result<Downloaded, FetchFailure> {
-        let remote = file.remote;
+        let remote = &*shown_path(file.remote);
         let other = |what: &str, e: &dyn std::fmt::Display| {
             FetchFailure::Other(format!("{remote}: {what}: {e}"))
         };
-        let before = self
-            .sftp
-            .stat(Path::new(remote))
-            .map_err(|e| other("stat", &e))?;
+        let before = self.sftp.stat(file.remote).map_err(|e| other("stat", &e))?;
         let len = before.size.unwrap_or(0);
         let limit = file.max_len.unwrap_or(u64::MAX);
         if len > limit {
@@ -303,10 +302,7 @@ impl SftpSource {
             local.set_len(0).map_err(|e| other("partial copy", &e))?;
             offset = 0;
         }
-        let mut remote_file = self
-            .sftp
-            .open(Path::new(remote))
-            .map_err(|e| other("open", &e))?;
+        let mut remote_file = self.sftp.open(file.remote).map_err(|e| other("open", &e))?;
         remote_file
             .seek(SeekFrom::Start(offset))
             .map_err(|e| other("seek", &e))?;
@@ -341,10 +337,7 @@ impl SftpSource {
             }
         }
         // Not fsynced here: publishing makes the data durable before the rename.
-        let after = self
-            .sftp
-            .stat(Path::new(remote))
-            .map_err(|e| other("stat", &e))?;
+        let after = self.sftp.stat(file.remote).map_err(|e| other("stat", &e))?;
         let copied = local
             .metadata()
             .map_err(|e| other("partial copy", &e))?
@@ -428,14 +421,14 @@ impl Publishing {
     fn push(
         &mut self,
         index: usize,
-        remote: &str,
+        remote: &Path,
         temp: TempFile,
         fetched: SftpFetch,
         done: &mut dyn FnMut(usize, Result<SftpFetch, String>),
     ) {
         let bytes = if fetched.linked { 0 } else { fetched.len };
         self.batch.push(temp, bytes);
-        self.waiting.push((index, remote.to_owned(), fetched));
+        self.waiting.push((index, shown_path(remote), fetched));
         if self.batch.is_full() {
             self.commit(done);
         }

@@ -12,6 +12,7 @@
 //! comparison with local hashes, `fetch.rs` downloading and publishing files, `push.rs`
 //! uploading and the other writes on the host.
 
+use std::ffi::OsString;
 use std::io::{self, Read};
 use std::path::Path;
 
@@ -74,13 +75,14 @@ impl SftpSource {
     fn run(&self, command: &str) -> io::Result<String> {
         let mut channel = self.session.channel_session().map_err(io::Error::other)?;
         channel.exec(command).map_err(io::Error::other)?;
-        let mut out = String::new();
-        channel.read_to_string(&mut out)?;
+        let mut out = Vec::new();
+        channel.read_to_end(&mut out)?;
         channel.wait_close().map_err(io::Error::other)?;
-        Ok(out)
+        // Hashes are ASCII; file names in the output need not be UTF-8.
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
-    fn entry(path: RelativePath, stat: &FileStat, target: Option<String>) -> Option<Entry> {
+    fn entry(path: RelativePath, stat: &FileStat, target: Option<OsString>) -> Option<Entry> {
         let kind = match stat.perm.unwrap_or(0) & 0o170000 {
             0o100000 => EntryKind::File,
             0o040000 => EntryKind::Directory,
@@ -102,8 +104,8 @@ impl SftpSource {
     }
 
     /// Lists `path` as the barsync server would (a file lists as one entry with the empty path).
-    pub fn list(&mut self, path: &str, recursive: bool) -> io::Result<Vec<Entry>> {
-        let root = Path::new(path);
+    pub fn list(&mut self, path: &Path, recursive: bool) -> io::Result<Vec<Entry>> {
+        let root = path;
         let stat = self.sftp.lstat(root).map_err(io::Error::other)?;
         let here = RelativePath::new("").expect("empty is valid");
         if stat.is_file() {
@@ -114,14 +116,11 @@ impl SftpSource {
         while let Some(dir) = pending.pop() {
             for (child, _followed) in self
                 .sftp
-                .readdir(root.join(dir.as_str()))
+                .readdir(root.join(dir.as_path()))
                 .map_err(io::Error::other)?
             {
-                let name = child
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let Ok(relative) = dir.join(&name) else {
+                let name = child.file_name().unwrap_or_default();
+                let Ok(relative) = dir.join(name) else {
                     continue;
                 };
                 // readdir follows symlinks; look at the entry itself.
@@ -131,8 +130,7 @@ impl SftpSource {
                         self.sftp
                             .readlink(&child)
                             .map_err(io::Error::other)?
-                            .to_string_lossy()
-                            .into_owned(),
+                            .into_os_string(),
                     )
                 } else {
                     None

@@ -8,18 +8,16 @@ use std::path::Path;
 use ssh2::FileStat;
 
 use super::{FetchFailure, SftpFetch, SftpSource};
+use crate::names::shown_path;
 
 impl SftpSource {
     /// Uploads `local` to `remote` through `.NAME.barsync-partial` beside it (resumed by offset
     /// when a shorter partial upload is there), verifies it with the host's checksum tool
     /// against the local file, sets mode and mtime, and renames it into place.
-    pub fn push_file(&mut self, local: &Path, remote: &str) -> Result<SftpFetch, String> {
-        let remote_path = Path::new(remote);
-        let name = remote_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let partial = remote_path.with_file_name(crate::names::partial(&name));
+    pub fn push_file(&mut self, local: &Path, remote_path: &Path) -> Result<SftpFetch, String> {
+        let remote = shown_path(remote_path);
+        let name = remote_path.file_name().unwrap_or_default();
+        let partial = remote_path.with_file_name(crate::names::partial(name));
         let other = |what: &str, e: &dyn std::fmt::Display| format!("{remote}: {what}: {e}");
         let mut source = File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
         let meta = source
@@ -63,7 +61,7 @@ impl SftpSource {
         }
         target.fsync().ok(); // not every SFTP server offers fsync@openssh.com
         drop(target);
-        if let Err(message) = self.verify_upload(local, &partial.to_string_lossy(), len) {
+        if let Err(message) = self.verify_upload(local, &partial, len) {
             let _ = self.sftp.unlink(&partial);
             return Err(message);
         }
@@ -102,11 +100,12 @@ impl SftpSource {
         })
     }
 
-    fn verify_upload(&self, local: &Path, remote: &str, len: u64) -> Result<(), String> {
-        let size = self.sftp.stat(Path::new(remote)).ok().and_then(|s| s.size);
+    fn verify_upload(&self, local: &Path, remote: &Path, len: u64) -> Result<(), String> {
+        let size = self.sftp.stat(remote).ok().and_then(|s| s.size);
         if size != Some(len) {
             return Err(format!(
-                "{remote}: uploaded {size:?} bytes, the file has {len}"
+                "{}: uploaded {size:?} bytes, the file has {len}",
+                shown_path(remote)
             ));
         }
         let local = File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
@@ -117,27 +116,27 @@ impl SftpSource {
     }
 
     /// Creates a directory (nothing if it exists).
-    pub fn make_directory(&mut self, remote: &str, mode: u32) -> Result<(), String> {
-        match self.sftp.lstat(Path::new(remote)) {
+    pub fn make_directory(&mut self, remote: &Path, mode: u32) -> Result<(), String> {
+        match self.sftp.lstat(remote) {
             Ok(stat) if stat.is_dir() => Ok(()),
             _ => self
                 .sftp
-                .mkdir(Path::new(remote), (mode & 0o7777) as i32)
-                .map_err(|e| format!("{remote}: {e}")),
+                .mkdir(remote, (mode & 0o7777) as i32)
+                .map_err(|e| format!("{}: {e}", shown_path(remote))),
         }
     }
 
     /// Creates or replaces a symlink.
-    pub fn make_symlink(&mut self, remote: &str, target: &str) -> Result<(), String> {
+    pub fn make_symlink(&mut self, remote: &Path, target: &Path) -> Result<(), String> {
         let _ = self.remove(remote);
         self.sftp
-            .symlink(Path::new(target), Path::new(remote))
-            .map_err(|e| format!("{remote}: {e}"))
+            .symlink(target, remote)
+            .map_err(|e| format!("{}: {e}", shown_path(remote)))
     }
 
     /// Removes a file, symlink or directory tree (symlinks are removed, never followed).
-    pub fn remove(&mut self, remote: &str) -> Result<(), String> {
-        let path = Path::new(remote);
+    pub fn remove(&mut self, path: &Path) -> Result<(), String> {
+        let remote = shown_path(path);
         let stat = self
             .sftp
             .lstat(path)
@@ -148,7 +147,7 @@ impl SftpSource {
                 .readdir(path)
                 .map_err(|e| format!("{remote}: {e}"))?
             {
-                self.remove(&child.to_string_lossy())?;
+                self.remove(&child)?;
             }
             self.sftp.rmdir(path).map_err(|e| format!("{remote}: {e}"))
         } else {
