@@ -10,14 +10,14 @@ use std::time::Instant;
 use serde_json::json;
 
 use anyhow::{bail, Context, Result};
+use barsync_transport::libssh2::Libssh2Transport;
+use barsync_transport::{choose_transport, memory_pipe, Transport};
 use transfer_engine::confine::Roots;
 use transfer_engine::copy::{pull, push, CopyOptions, CopyReport};
 use transfer_engine::names::shown_path;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client};
 use transfer_engine::sftp::SftpSource;
-use transfer_engine::transport::libssh2::Libssh2Transport;
-use transfer_engine::transport::{choose_transport, memory_pipe, Transport};
 
 use crate::output::{ui, Job};
 
@@ -232,8 +232,7 @@ fn print_outcome(path: &Path, result: Result<u64, &String>) {
     }
 }
 
-type RemoteClient =
-    Client<transfer_engine::transport::StreamReader, transfer_engine::transport::StreamWriter>;
+type RemoteClient = Client<barsync_transport::StreamReader, barsync_transport::StreamWriter>;
 
 /// Starts `barsync serve --root ROOT` on `host` and runs `work` in the session.
 fn with_session(

@@ -24,8 +24,8 @@ use barsync_sync::config::Config;
 use barsync_sync::fixture::{self, shell_quote, BackupSpec, FakePrimary};
 use barsync_sync::passive::cron::ServerCron;
 use barsync_sync::passive::{run_cron, BackupOutcome, Events, PassiveOptions, TransferTotals};
+use barsync_transport::TransportPreference;
 use transfer_engine::protocol::FetchReport;
-use transfer_engine::transport::TransportPreference;
 
 use crate::output::{mib, ui, PassiveEvents};
 

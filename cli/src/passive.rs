@@ -19,8 +19,8 @@ use barsync_sync::passive::{
     run_cron, sync_backup, sync_wals, BackupOutcome, PassiveOptions, TransferTotals, WalsOutcome,
 };
 use barsync_sync::syncinfo::{RemoteProgram, SyncInfoLimits};
+use barsync_transport::TransportPreference;
 use serde_json::{json, Value};
-use transfer_engine::transport::TransportPreference;
 
 use crate::output::{mib, ui, PassiveEvents};
 

@@ -36,8 +36,8 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<std::process::ExitCode> {
     let roots = Roots::new(args.roots.clone()).context("barsync serve")?;
     // Larger pipe buffers towards sshd (a hint; ignored when stdin/stdout are not pipes).
-    transfer_engine::transport::enlarge_pipe(&std::io::stdin());
-    transfer_engine::transport::enlarge_pipe(&std::io::stdout());
+    barsync_transport::enlarge_pipe(&std::io::stdin());
+    barsync_transport::enlarge_pipe(&std::io::stdout());
     let options = ServeOptions {
         read_only: args.read_only,
     };

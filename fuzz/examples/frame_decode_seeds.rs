@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use barsync_fuzz::engine_checks::{run_client_session, session_basis, session_push_source};
 use transfer_engine::confine::Roots;
 use transfer_engine::protocol::serve;
-use transfer_engine::transport::memory_pipe;
+use barsync_transport::memory_pipe;
 
 /// Passes writes through and keeps a copy of them.
 struct Tee<W> {

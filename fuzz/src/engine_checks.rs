@@ -11,14 +11,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
 
+use barsync_transport::ssh_command::{split_shell_words, SshCommand};
+use barsync_transport::ssh_config::SshConfig;
 use transfer_engine::confine::{RelativePath, Roots, MAX_PATH_LEN};
 use transfer_engine::delta::MAX_LITERAL_RUN;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::frame::{Fields, FrameReader, FrameWriter, Kind};
 use transfer_engine::protocol::literal::LiteralDecoder;
 use transfer_engine::protocol::{Client, EntryKind, FetchRequest, ProtocolError, PushItem};
-use transfer_engine::transport::ssh_command::{split_shell_words, SshCommand};
-use transfer_engine::transport::ssh_config::SshConfig;
 
 /// `frame_decode`: `data` is what a server sent. Decodes it frame by frame (every field of every
 /// kind, literals decompressed), then runs a whole client session against it.

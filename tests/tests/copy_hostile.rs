@@ -8,13 +8,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use barsync_tests::{binaries, sshd::TestSshd};
+use barsync_transport::libssh2::Libssh2Transport;
+use barsync_transport::{choose_transport, TransportPreference};
 use transfer_engine::confine::RelativePath;
 use transfer_engine::copy::{pull, CopyError, CopyOptions, PullSource};
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{Client, Entry, EntryKind, FetchOutcome, FetchRequest, PushItem};
 use transfer_engine::sftp::SftpSource;
-use transfer_engine::transport::libssh2::Libssh2Transport;
-use transfer_engine::transport::{choose_transport, TransportPreference};
 
 /// A real far side whose listing is replaced by a forged one; with `swap`, the directory
 /// `swap.0` is replaced by a symlink to `swap.1` once the copy has created it, just before the

@@ -4,9 +4,9 @@ use std::fs;
 use std::path::Path;
 
 use barsync_tests::{binaries, sshd::TestSshd};
+use barsync_transport::{choose_transport, TransportPreference};
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{Client, EntryKind, FetchRequest};
-use transfer_engine::transport::{choose_transport, TransportPreference};
 
 fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;

@@ -5,8 +5,8 @@
 use std::process::Command;
 
 use barsync_tests::sshd::TestSshd;
-use transfer_engine::transport::libssh2::Libssh2Transport;
-use transfer_engine::transport::{Transport, TransportError};
+use barsync_transport::libssh2::Libssh2Transport;
+use barsync_transport::{Transport, TransportError};
 
 struct Agent {
     pid: String,

@@ -9,9 +9,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use barsync_tests::sshd::TestSshd;
-use transfer_engine::transport::command::SshCommandTransport;
-use transfer_engine::transport::libssh2::Libssh2Transport;
-use transfer_engine::transport::{Transport, TransportError};
+use barsync_transport::command::SshCommandTransport;
+use barsync_transport::libssh2::Libssh2Transport;
+use barsync_transport::{Transport, TransportError};
 
 /// Runs `work` on a thread; fails the test if it takes longer than `deadline`.
 fn within<T: Send + 'static>(deadline: Duration, work: impl FnOnce() -> T + Send + 'static) -> T {

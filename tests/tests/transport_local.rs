@@ -3,8 +3,8 @@
 
 use std::io::{Read, Write};
 
-use transfer_engine::transport::local::{InProcessTransport, LocalCommandTransport};
-use transfer_engine::transport::Transport;
+use barsync_transport::local::{InProcessTransport, LocalCommandTransport};
+use barsync_transport::Transport;
 
 fn pattern(length: usize) -> Vec<u8> {
     (0..length).map(|i| (i * 7 + i / 251) as u8).collect()

@@ -10,9 +10,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use barsync_tests::sshd::TestSshd;
-use transfer_engine::transport::command::SshCommandTransport;
-use transfer_engine::transport::libssh2::Libssh2Transport;
-use transfer_engine::transport::{Transport, TransportError};
+use barsync_transport::command::SshCommandTransport;
+use barsync_transport::libssh2::Libssh2Transport;
+use barsync_transport::{Transport, TransportError};
 
 fn both_transports(ssh_command: &str) -> Vec<Box<dyn Transport>> {
     vec![
@@ -41,7 +41,7 @@ fn run_with_input(
     transport: &dyn Transport,
     command: &str,
     input: Vec<u8>,
-) -> (Vec<u8>, transfer_engine::transport::RemoteExit) {
+) -> (Vec<u8>, barsync_transport::RemoteExit) {
     let (mut reader, mut writer, exit) = transport
         .open(command)
         .unwrap_or_else(|e| panic!("{:?} open: {e}", transport.kind()))
@@ -392,7 +392,7 @@ fn the_harness_known_hosts_matches_what_ssh_keyscan_sees() {
 
 #[test]
 fn auto_prefers_the_ssh_subprocess_and_in_process_refuses_what_it_cannot_honour() {
-    use transfer_engine::transport::{choose_transport, TransportKind, TransportPreference};
+    use barsync_transport::{choose_transport, TransportKind, TransportPreference};
     let sshd = TestSshd::start().expect("start sshd");
     let command = sshd.ssh_command();
     let auto = choose_transport(&command, TransportPreference::Auto).unwrap();

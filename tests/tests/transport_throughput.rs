@@ -1,7 +1,7 @@
 //! Throughput of each transport: N bytes (1 GiB by default) read through an exec channel
 //! running `cat FILE` on a local sshd, median of several runs, with wall time and the CPU seconds
 //! of this process (and of its children, i.e. the ssh client) — the measurement behind
-//! `transfer-engine/src/transport/PERFORMANCE.md`. Ignored by default (it takes minutes):
+//! `transport/src/PERFORMANCE.md`. Ignored by default (it takes minutes):
 //!
 //! ```text
 //! CARGO_TARGET_DIR=/work/target-transport cargo test -p barsync-tests --test transport_throughput \
@@ -14,10 +14,10 @@ use std::io::Read;
 use std::time::Instant;
 
 use barsync_tests::sshd::TestSshd;
-use transfer_engine::transport::command::SshCommandTransport;
-use transfer_engine::transport::libssh2::{Libssh2Transport, Libssh2Tuning};
-use transfer_engine::transport::local::LocalCommandTransport;
-use transfer_engine::transport::{choose_transport, Transport, TransportPreference};
+use barsync_transport::command::SshCommandTransport;
+use barsync_transport::libssh2::{Libssh2Transport, Libssh2Tuning};
+use barsync_transport::local::LocalCommandTransport;
+use barsync_transport::{choose_transport, Transport, TransportPreference};
 
 /// CPU seconds (user, system) of this process and of its waited-for children, from /proc.
 fn cpu_seconds() -> (f64, f64) {

@@ -42,7 +42,6 @@ pub mod rolling;
 pub mod sftp;
 pub mod signature;
 pub mod split_file;
-pub mod transport;
 
 pub use delta::{delta, delta_with, DeltaOptions, DeltaSink, DeltaStats, DeltaSummary};
 pub use delta_codec::{DeltaEncoder, DeltaReader};

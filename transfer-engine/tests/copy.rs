@@ -7,12 +7,12 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::thread;
 
+use barsync_transport::{memory_pipe, PipeReader, PipeWriter};
 use common::random_bytes;
 use transfer_engine::confine::Roots;
 use transfer_engine::copy::{partial_path, pull, CopyError, CopyOptions, CopyReport};
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client};
-use transfer_engine::transport::{memory_pipe, PipeReader, PipeWriter};
 
 /// Runs `work` in a session with a server on `root`; `cut_after`: the server's output breaks
 /// after that many bytes. Returns the client's result and the server's.

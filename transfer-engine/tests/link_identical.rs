@@ -9,11 +9,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::thread;
 
+use barsync_transport::memory_pipe;
 use common::random_bytes;
 use transfer_engine::confine::Roots;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client, FetchReport, FetchRequest};
-use transfer_engine::transport::memory_pipe;
 
 /// Fetches `names` from `server_root` into `destination`, each against the same name in
 /// `basis_dir`, with `link_identical`.

@@ -8,12 +8,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 
+use barsync_transport::{memory_pipe, PipeReader, PipeWriter};
 use common::random_bytes;
 use transfer_engine::confine::Roots;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::frame::{FrameWriter, Kind};
 use transfer_engine::protocol::{serve, Client, EntryKind, FetchRequest, ProtocolError, PushItem};
-use transfer_engine::transport::{memory_pipe, PipeReader, PipeWriter};
 
 const PIPE: usize = 256 * 1024;
 

@@ -10,18 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 
+use barsync_transport::memory_pipe;
 use common::random_bytes;
 use transfer_engine::confine::Roots;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client, FetchReport, FetchRequest};
 use transfer_engine::split_file::{FilePart, SplitFile};
-use transfer_engine::transport::memory_pipe;
 
 const MIB: usize = 1 << 20;
 
 /// A connected client and its server thread, serving `root`.
 struct Session {
-    client: Client<transfer_engine::transport::PipeReader, transfer_engine::transport::PipeWriter>,
+    client: Client<barsync_transport::PipeReader, barsync_transport::PipeWriter>,
     server: thread::JoinHandle<()>,
 }
 

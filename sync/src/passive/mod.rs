@@ -35,8 +35,8 @@ pub mod verify_tree;
 
 use std::path::{Path, PathBuf};
 
+use barsync_transport::TransportPreference;
 use transfer_engine::protocol::FetchReport;
-use transfer_engine::transport::TransportPreference;
 
 use crate::syncinfo::RemoteProgram;
 

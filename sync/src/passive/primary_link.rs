@@ -14,12 +14,12 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use barsync_transport::libssh2::Libssh2Transport;
+use barsync_transport::{choose_transport, ExitWaiter, StreamWriter};
 use transfer_engine::copy::PullSource;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::Client;
 use transfer_engine::sftp::SftpSource;
-use transfer_engine::transport::libssh2::Libssh2Transport;
-use transfer_engine::transport::{choose_transport, ExitWaiter, StreamWriter};
 
 use super::throttle::{Throttle, ThrottledReader};
 use super::{Events, PassiveError, PassiveOptions};
@@ -74,7 +74,7 @@ pub struct PrimaryLink {
     server: String,
     ssh_command: String,
     remote_barsync: String,
-    transport: transfer_engine::transport::TransportPreference,
+    transport: barsync_transport::TransportPreference,
     roots: Vec<String>,
     compression: Option<i32>,
     throttle: Option<Arc<Throttle>>,

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::TransportError;
+use crate::TransportError;
 
 /// One `Keyword value` line of a config file.
 #[derive(Clone, Debug, PartialEq, Eq)]

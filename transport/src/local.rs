@@ -10,9 +10,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::memory_pipe::{memory_pipe, PipeReader, PipeWriter};
-use super::process::{spawn_child_stream, Status255};
-use super::{
+use crate::memory_pipe::{memory_pipe, PipeReader, PipeWriter};
+use crate::process::{spawn_child_stream, Status255};
+use crate::{
     ExitWaiter, Peer, RemoteExit, RemoteStream, StreamReader, StreamWriter, Transport,
     TransportError, TransportKind, WaitForExit, WriteHalf,
 };

@@ -10,7 +10,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::ssh_config::host_matches_patterns;
+use crate::ssh_config::host_matches_patterns;
 
 /// What known_hosts says about a server key.
 #[derive(Clone, Debug, PartialEq, Eq)]

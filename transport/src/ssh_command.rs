@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::ssh_config::SshConfig;
-pub use super::ssh_target::{home_directory, local_user_name, SshTarget, StrictHostKeyChecking};
-use super::{Peer, TransportError};
+use crate::ssh_config::SshConfig;
+pub use crate::ssh_target::{home_directory, local_user_name, SshTarget, StrictHostKeyChecking};
+use crate::{Peer, TransportError};
 
 /// Settings gathered from the command line and the config file; the first value obtained wins.
 #[derive(Clone, Debug, Default)]

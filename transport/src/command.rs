@@ -7,9 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::process::{spawn_child_stream, Status255};
-use super::ssh_command::SshCommand;
-use super::{Peer, RemoteStream, Transport, TransportError, TransportKind};
+use crate::process::{spawn_child_stream, Status255};
+use crate::ssh_command::SshCommand;
+use crate::{Peer, RemoteStream, Transport, TransportError, TransportKind};
 
 /// OpenSSH's default cipher set, reordered so that the ones OpenSSH moves fastest on CPUs with
 /// AES instructions come first (PERFORMANCE.md: aes128-gcm needs less than half the CPU of the

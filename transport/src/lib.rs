@@ -1,10 +1,21 @@
-//! Transports: how barsync reaches the process that runs on the far side.
+//! barsync-transport: how barsync reaches the process that runs on the far side. It moves bytes
+//! and knows nothing of files, deltas or Barman; the wire protocol that runs over these streams
+//! lives in `transfer-engine`.
 //!
-//! A [`Transport`] opens a remote command (for example `barsync serve --root /x`) and hands back a
-//! [`RemoteStream`]: a duplex byte stream (the command's stdin and stdout) that can be used as one
-//! `Read + Write` object or split into a [`StreamReader`], a [`StreamWriter`] and an [`ExitWaiter`]
-//! for use from different threads. Closing the writer sends EOF to the command; the exit waiter
-//! gives the command's exit status and the tail of its stderr.
+//! # Public API
+//! - [`Transport`] opens a remote command (for example `barsync serve --root /x`) and hands back a
+//!   [`RemoteStream`]: a duplex byte stream (the command's stdin and stdout) that can be used as
+//!   one `Read + Write` object or split into a [`StreamReader`], a [`StreamWriter`] and an
+//!   [`ExitWaiter`] for use from different threads. Closing the writer sends EOF to the command;
+//!   the exit waiter gives the command's [`RemoteExit`] (status and the tail of its stderr).
+//! - [`choose_transport`] builds the transport for a user's ssh command and a
+//!   [`TransportPreference`] (see `PERFORMANCE.md` beside this file for why the default is what
+//!   it is).
+//! - Every failure is a [`TransportError`] naming the [`Peer`]; host key failures carry
+//!   [`HostKeyDetails`].
+//! - [`memory_pipe`] ([`PipeReader`], [`PipeWriter`]) is a bounded in-memory pipe, used by the
+//!   in-process transports and by tests that run the protocol without a process;
+//!   [`enlarge_pipe`] raises an OS pipe's capacity.
 //!
 //! Implementations:
 //! - [`libssh2::Libssh2Transport`]: in-process SSH (ssh2 crate), configured from an OpenSSH-style
@@ -14,9 +25,6 @@
 //! - [`command::SshCommandTransport`]: the user's ssh command run as a subprocess, like `rsync -e`.
 //! - [`local::LocalCommandTransport`] (a local child over pipes) and
 //!   [`local::InProcessTransport`] (a handler running on a thread of this process).
-//!
-//! [`choose_transport`] picks the default for a user's ssh command (see `PERFORMANCE.md`).
-//! The wire protocol that runs over these streams lives elsewhere; transports only move bytes.
 
 pub mod command;
 pub mod known_hosts;

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::ssh_command::Settings;
-use super::{Peer, TransportError};
+use crate::ssh_command::Settings;
+use crate::{Peer, TransportError};
 
 /// How unknown host keys are treated (OpenSSH `StrictHostKeyChecking`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

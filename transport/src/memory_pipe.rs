@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 
-use super::TransportError;
+use crate::TransportError;
 
 /// The largest chunk one `write` call puts into the pipe.
 pub const MAX_CHUNK: usize = 256 * 1024;

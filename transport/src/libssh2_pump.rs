@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use ssh2::{BlockDirections, Channel, Session};
 
-use super::memory_pipe::{memory_pipe, PipeReader, PipeWriter, TryRecv, TrySend};
-use super::process::push_tail;
-use super::{
+use crate::memory_pipe::{memory_pipe, PipeReader, PipeWriter, TryRecv, TrySend};
+use crate::process::push_tail;
+use crate::{
     ExitWaiter, Peer, RemoteExit, RemoteStream, StreamReader, StreamWriter, TransportError,
     WaitForExit, WriteHalf,
 };

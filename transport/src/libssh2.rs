@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use ssh2::{HashType, MethodType, Session};
 
-use super::known_hosts::{self, HostKeyVerdict};
-use super::libssh2_pump::{start_pump, PumpSettings};
-use super::ssh_command::{SshCommand, SshTarget, StrictHostKeyChecking};
-use super::{HostKeyDetails, Peer, RemoteStream, Transport, TransportError, TransportKind};
+use crate::known_hosts::{self, HostKeyVerdict};
+use crate::libssh2_pump::{start_pump, PumpSettings};
+use crate::ssh_command::{SshCommand, SshTarget, StrictHostKeyChecking};
+use crate::{HostKeyDetails, Peer, RemoteStream, Transport, TransportError, TransportKind};
 
 /// Performance knobs of the libssh2 transport (defaults from the measurements in PERFORMANCE.md:
 /// aes128-ctr with an encrypt-then-MAC HMAC costs libssh2 ~40% less CPU than aes128-gcm, which it

@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread::JoinHandle;
 
-use super::{
+use crate::{
     ExitWaiter, Peer, RemoteExit, RemoteStream, StreamReader, StreamWriter, TransportError,
     WaitForExit, WriteHalf, STDERR_TAIL_LIMIT,
 };
