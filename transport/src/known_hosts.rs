@@ -3,12 +3,22 @@
 //! Understands plain host patterns (`host`, `[host]:port`, comma lists, `*`/`?`, `!` negation),
 //! hashed entries (`|1|salt|hmac-sha1`), and the `@revoked` marker (`@cert-authority` lines are
 //! skipped: certificates are not supported). A host on port 22 is looked up as `host`, on any
-//! other port as `[host]:port`, as OpenSSH does. Includes the small SHA-1/HMAC and base64 code
-//! that hashed entries need.
+//! other port as `[host]:port`, as OpenSSH does. Hashed names are HMAC-SHA1 (the `hmac` and
+//! `sha1` crates) of the name keyed by a random salt; keys and salts are base64 (the `base64`
+//! crate).
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use base64::alphabet;
+use base64::engine::general_purpose::{
+    GeneralPurpose, GeneralPurposeConfig, STANDARD, STANDARD_NO_PAD,
+};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
 
 use crate::ssh_config::host_matches_patterns;
 
@@ -48,7 +58,7 @@ pub fn key_type_of_blob(blob: &[u8]) -> String {
 
 /// OpenSSH's fingerprint form: `SHA256:` and the unpadded base64 of the digest.
 pub fn fingerprint_sha256(digest: &[u8]) -> String {
-    format!("SHA256:{}", base64_encode(digest).trim_end_matches('='))
+    format!("SHA256:{}", STANDARD_NO_PAD.encode(digest))
 }
 
 struct Entry {
@@ -106,7 +116,7 @@ fn hosts_field_matches(field: &str, name: &str) -> bool {
         let (Some(salt), Some(hash)) = (base64_decode(salt), base64_decode(hash)) else {
             return false;
         };
-        return hmac_sha1(&salt, name.as_bytes()).as_slice() == hash.as_slice();
+        return hmac_sha1(&salt, name.as_bytes()).is_ok_and(|mac| mac.verify_slice(&hash).is_ok());
     }
     let patterns: Vec<String> = field.split(',').map(str::to_string).collect();
     host_matches_patterns(name, &patterns)
@@ -166,11 +176,11 @@ pub fn append_host_key(file: &Path, name: &str, blob: &[u8], hashed: bool) -> io
     let host_field = if hashed {
         let mut salt = [0u8; 20];
         getrandom::fill(&mut salt).map_err(|e| io::Error::other(format!("random salt: {e}")))?;
-        format!(
-            "|1|{}|{}",
-            base64_encode(&salt),
-            base64_encode(&hmac_sha1(&salt, name.as_bytes()))
-        )
+        let hash = hmac_sha1(&salt, name.as_bytes())
+            .map_err(|e| io::Error::other(format!("HMAC-SHA1 key: {e}")))?
+            .finalize()
+            .into_bytes();
+        format!("|1|{}|{}", base64_encode(&salt), base64_encode(&hash))
     } else {
         name.to_string()
     };
@@ -188,109 +198,33 @@ pub fn append_host_key(file: &Path, name: &str, blob: &[u8], hashed: bool) -> io
     output.sync_all()
 }
 
-const BASE64_ALPHABET: &[u8; 64] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
-pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let bytes = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let group = (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2]);
-        for position in 0..4 {
-            if position <= chunk.len() {
-                out.push(BASE64_ALPHABET[((group >> (18 - 6 * position)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// Standard base64 with padding, as known_hosts writes keys, salts and hashes.
+fn base64_encode(data: &[u8]) -> String {
+    STANDARD.encode(data)
 }
 
-/// Decodes standard base64 (padding optional); `None` on invalid input.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut group = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let value = BASE64_ALPHABET.iter().position(|&a| a == c)? as u32;
-        group = (group << 6) | value;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((group >> bits) as u8);
-            group &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+/// Standard base64 as known_hosts holds it: padding optional, and (as OpenSSH accepts) unused
+/// bits of the last character need not be zero.
+const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Decodes a base64 field of known_hosts; `None` on invalid input.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    LENIENT_BASE64.decode(text).ok()
 }
 
-/// SHA-1 (FIPS 180-4); used only for the HMAC of hashed known_hosts names.
-fn sha1(message: &[u8]) -> [u8; 20] {
-    let mut state: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
-    let mut padded = message.to_vec();
-    padded.push(0x80);
-    while padded.len() % 64 != 56 {
-        padded.push(0);
-    }
-    padded.extend_from_slice(&((message.len() as u64) * 8).to_be_bytes());
-    for block in padded.chunks(64) {
-        let mut words = [0u32; 80];
-        for (i, word) in block.chunks(4).enumerate() {
-            words[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
-        }
-        for i in 16..80 {
-            words[i] = (words[i - 3] ^ words[i - 8] ^ words[i - 14] ^ words[i - 16]).rotate_left(1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e] = state;
-        for (i, word) in words.iter().enumerate() {
-            let (f, k) = match i {
-                0..=19 => ((b & c) | (!b & d), 0x5A827999),
-                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
-                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
-                _ => (b ^ c ^ d, 0xCA62C1D6),
-            };
-            let temp = a
-                .rotate_left(5)
-                .wrapping_add(f)
-                .wrapping_add(e)
-                .wrapping_add(k)
-                .wrapping_add(*word);
-            e = d;
-            d = c;
-            c = b.rotate_left(30);
-            b = a;
-            a = temp;
-        }
-        for (slot, value) in state.iter_mut().zip([a, b, c, d, e]) {
-            *slot = slot.wrapping_add(value);
-        }
-    }
-    let mut digest = [0u8; 20];
-    for (i, value) in state.iter().enumerate() {
-        digest[i * 4..i * 4 + 4].copy_from_slice(&value.to_be_bytes());
-    }
-    digest
-}
+type HmacSha1 = Hmac<Sha1>;
 
-/// HMAC-SHA1 (RFC 2104).
-fn hmac_sha1(key: &[u8], message: &[u8]) -> [u8; 20] {
-    let mut block_key = [0u8; 64];
-    if key.len() > 64 {
-        block_key[..20].copy_from_slice(&sha1(key));
-    } else {
-        block_key[..key.len()].copy_from_slice(key);
-    }
-    let mut inner: Vec<u8> = block_key.iter().map(|b| b ^ 0x36).collect();
-    inner.extend_from_slice(message);
-    let mut outer: Vec<u8> = block_key.iter().map(|b| b ^ 0x5c).collect();
-    outer.extend_from_slice(&sha1(&inner));
-    sha1(&outer)
+/// HMAC-SHA1 (RFC 2104) of `message` keyed by `key`, ready to finalize or verify. HMAC takes keys
+/// of any length, so the error is never expected in practice.
+fn hmac_sha1(key: &[u8], message: &[u8]) -> Result<HmacSha1, hmac::digest::InvalidLength> {
+    let mut mac = HmacSha1::new_from_slice(key)?;
+    mac.update(message);
+    Ok(mac)
 }
 
 #[cfg(test)]
