@@ -1,7 +1,8 @@
 //! The SSH transports (in-process libssh2 and the ssh subprocess) against a real sshd on
 //! 127.0.0.1 started by [`barsync_tests::sshd::TestSshd`]: exact bytes through `cat`,
 //! `sha256sum` and `head -c N /dev/urandom`, exit statuses and stderr, host key policy (changed,
-//! unknown, accept-new, no), a wrong client key, and a connection cut in the middle of a transfer.
+//! unknown, accept-new, no), hashed known_hosts entries and fingerprints as OpenSSH reads them, a
+//! wrong client key, and a connection cut in the middle of a transfer.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -271,6 +272,67 @@ fn an_unknown_host_is_refused_when_strict_and_recorded_with_accept_new() {
     );
     // The recorded key now satisfies strict checking, for both transports.
     for transport in both_transports(&sshd.ssh_command_with(&recorded, "yes")) {
+        assert!(
+            transport.open("true").unwrap().finish().unwrap().success(),
+            "{:?}",
+            transport.kind()
+        );
+    }
+}
+
+/// Hashed known_hosts names (`HashKnownHosts yes`, HMAC-SHA1 of the name under a random salt)
+/// that the in-process transport writes are found by OpenSSH's own tools, and the fingerprints it
+/// shows are the ones `ssh-keygen -l` prints.
+#[test]
+fn hashed_entries_and_fingerprints_agree_with_openssh() {
+    let sshd = TestSshd::start().expect("start sshd");
+    let listed = Command::new("ssh-keygen")
+        .arg("-l")
+        .arg("-f")
+        .arg(sshd.known_hosts())
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let fingerprint = listed.split_whitespace().nth(1).unwrap().to_string();
+    assert!(fingerprint.starts_with("SHA256:"), "{listed}");
+
+    let empty = sshd.directory().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let error = open_error(
+        &Libssh2Transport::from_command_string(&sshd.ssh_command_with(&empty, "yes")).unwrap(),
+    );
+    assert!(
+        error.to_string().contains(&fingerprint),
+        "{fingerprint}: {error}"
+    );
+
+    let hashed = sshd.directory().join("hashed_known_hosts");
+    let command = |strict: &str| {
+        sshd.ssh_command_with(&hashed, strict)
+            .replace("-o BatchMode=yes", "-o BatchMode=yes -o HashKnownHosts=yes")
+    };
+    let accept_new = Libssh2Transport::from_command_string(&command("accept-new")).unwrap();
+    assert!(accept_new.open("true").unwrap().finish().unwrap().success());
+    let recorded = std::fs::read_to_string(&hashed).unwrap();
+    assert!(
+        recorded.starts_with("|1|") && !recorded.contains("127.0.0.1"),
+        "{recorded}"
+    );
+    let name = format!("[127.0.0.1]:{}", sshd.port());
+    let found = Command::new("ssh-keygen")
+        .arg("-F")
+        .arg(&name)
+        .arg("-f")
+        .arg(&hashed)
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&found.stdout);
+    assert!(
+        found.contains("found: line 1"),
+        "ssh-keygen -F {name}: {found}"
+    );
+    for transport in both_transports(&command("yes")) {
         assert!(
             transport.open("true").unwrap().finish().unwrap().success(),
             "{:?}",
