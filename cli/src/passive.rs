@@ -11,10 +11,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use barsync_sync::config::Config;
-use barsync_sync::passive::cron::ServerCron;
 use barsync_sync::passive::dry_run::{
     plan_cron_all, plan_sync_backup, plan_sync_wals, DryRun, ServerPlan,
 };
+use barsync_sync::passive::report::{BackupReport, ServerCronReport, TotalsReport, WalsReport};
 use barsync_sync::passive::{
     run_cron, sync_backup, sync_wals, BackupOutcome, PassiveOptions, TransferTotals, WalsOutcome,
 };
@@ -279,28 +279,6 @@ pub fn totals_line(totals: &TransferTotals, seconds: f64) -> String {
     )
 }
 
-/// The totals of a copy as JSON fields.
-pub fn totals_json(totals: &TransferTotals, seconds: f64) -> Value {
-    json!({
-        "files": totals.files,
-        "bytes_synced": totals.bytes,
-        "bytes_on_the_wire": totals.received_bytes + totals.sent_bytes,
-        "bytes_received": totals.received_bytes,
-        "bytes_sent": totals.sent_bytes,
-        "bytes_reused": totals.reused_bytes,
-        "files_linked": totals.linked,
-        "files_split": totals.split_files,
-        "parts": totals.parts,
-        "sessions": totals.sessions,
-        "verified": totals.verified_by,
-        "duration_seconds": round(seconds),
-    })
-}
-
-fn round(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
-}
-
 pub(crate) fn backup_line(server: &str, outcome: &BackupOutcome) -> String {
     match outcome {
         BackupOutcome::Synced {
@@ -315,27 +293,6 @@ pub(crate) fn backup_line(server: &str, outcome: &BackupOutcome) -> String {
     }
 }
 
-fn backup_json(id: &str, outcome: &Result<BackupOutcome, String>) -> Value {
-    match outcome {
-        Ok(BackupOutcome::Synced {
-            backup_id,
-            totals,
-            seconds,
-        }) => {
-            let mut value = json!({"backup_id": backup_id, "outcome": "synced"});
-            merge(&mut value, totals_json(totals, *seconds));
-            value
-        }
-        Ok(BackupOutcome::NothingToDo(message)) => {
-            json!({"backup_id": id, "outcome": "nothing_to_do", "message": message})
-        }
-        Ok(BackupOutcome::Purged(message)) => {
-            json!({"backup_id": id, "outcome": "purged", "message": message})
-        }
-        Err(error) => json!({"backup_id": id, "outcome": "failed", "errors": [error]}),
-    }
-}
-
 pub(crate) fn wals_line(server: &str, outcome: &WalsOutcome) -> Option<String> {
     if outcome.skipped.is_some() {
         return None;
@@ -347,31 +304,46 @@ pub(crate) fn wals_line(server: &str, outcome: &WalsOutcome) -> Option<String> {
     ))
 }
 
-fn wals_json(outcome: &Result<WalsOutcome, String>) -> Value {
-    match outcome {
-        Ok(outcome) => {
-            let mut value = json!({
-                "outcome": if outcome.skipped.is_some() { "skipped" } else { "synced" },
-                "listed_in_xlog_db": outcome.listed,
-                "message": outcome.skipped,
-            });
-            merge(&mut value, totals_json(&outcome.totals, outcome.seconds));
-            value
-        }
-        Err(error) => json!({"outcome": "failed", "errors": [error]}),
-    }
-}
-
-fn merge(into: &mut Value, from: Value) {
-    if let (Value::Object(into), Value::Object(from)) = (into, from) {
-        into.extend(from);
-    }
-}
-
 pub(crate) fn print_json(value: &Value) {
     crate::output::stdout_line(
         &serde_json::to_string_pretty(value).expect("JSON values serialize"),
     );
+}
+
+/// Prints a typed document as JSON on stdout.
+fn print_document(document: &impl serde::Serialize) {
+    print_json(&serde_json::to_value(document).expect("plain data serializes"));
+}
+
+/// What `sync-backup --json` prints.
+#[derive(serde::Serialize)]
+struct SyncBackupDocument<'a> {
+    command: &'static str,
+    server: &'a str,
+    ok: bool,
+    #[serde(flatten)]
+    backup: BackupReport,
+    total_duration_seconds: f64,
+}
+
+/// What `sync-wals --json` prints.
+#[derive(serde::Serialize)]
+struct SyncWalsDocument<'a> {
+    command: &'static str,
+    server: &'a str,
+    ok: bool,
+    #[serde(flatten)]
+    wals: WalsReport,
+}
+
+/// What `cron --json` prints.
+#[derive(serde::Serialize)]
+struct CronDocument {
+    command: &'static str,
+    ok: bool,
+    servers: Vec<ServerCronReport>,
+    totals: TotalsReport,
+    errors: Vec<String>,
 }
 
 /// Prints what a run would do, as text or one JSON document.
@@ -477,13 +449,13 @@ pub fn run_sync_backup(args: &SyncBackupArgs) -> Result<ExitCode> {
     let failed = outcome.is_err();
     let outcome = outcome.map_err(|e| e.to_string());
     if args.common.json {
-        let mut value = json!({"command": "sync-backup", "server": server.name(), "ok": !failed});
-        merge(&mut value, backup_json(&args.backup_id, &outcome));
-        merge(
-            &mut value,
-            json!({"total_duration_seconds": round(start.elapsed().as_secs_f64())}),
-        );
-        print_json(&value);
+        print_document(&SyncBackupDocument {
+            command: "sync-backup",
+            server: server.name(),
+            ok: !failed,
+            backup: BackupReport::new(&args.backup_id, &outcome),
+            total_duration_seconds: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        });
     }
     match outcome {
         Ok(outcome) => {
@@ -511,10 +483,12 @@ pub fn run_sync_wals(args: &SyncWalsArgs) -> Result<ExitCode> {
     let outcome = sync_wals(&server, &options, &events).map_err(|e| e.to_string());
     events.finish();
     if args.common.json {
-        let mut value =
-            json!({"command": "sync-wals", "server": server.name(), "ok": outcome.is_ok()});
-        merge(&mut value, wals_json(&outcome));
-        print_json(&value);
+        print_document(&SyncWalsDocument {
+            command: "sync-wals",
+            server: server.name(),
+            ok: outcome.is_ok(),
+            wals: WalsReport::new(&outcome),
+        });
     }
     match outcome {
         Ok(outcome) => {
@@ -528,33 +502,6 @@ pub fn run_sync_wals(args: &SyncWalsArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
-}
-
-fn server_json(server: &ServerCron) -> Value {
-    let mut totals = TransferTotals::default();
-    let mut errors: Vec<String> = server.error.iter().cloned().collect();
-    for (_, outcome) in &server.backups {
-        match outcome {
-            Ok(BackupOutcome::Synced { totals: t, .. }) => totals.add(t),
-            Err(error) => errors.push(error.clone()),
-            _ => {}
-        }
-    }
-    match &server.wals {
-        Some(Ok(outcome)) => totals.add(&outcome.totals),
-        Some(Err(error)) => errors.push(error.clone()),
-        None => {}
-    }
-    json!({
-        "server": server.server,
-        "ok": !server.failed(),
-        "skipped": server.skipped,
-        "purged": server.purged,
-        "backups": server.backups.iter().map(|(id, o)| backup_json(id, o)).collect::<Vec<_>>(),
-        "wals": server.wals.as_ref().map(wals_json),
-        "totals": totals_json(&totals, 0.0),
-        "errors": errors,
-    })
 }
 
 pub fn run_cron_command(args: &CronArgs) -> Result<ExitCode> {
@@ -580,30 +527,20 @@ pub fn run_cron_command(args: &CronArgs) -> Result<ExitCode> {
         }
     }
     if args.common.json {
-        let servers: Vec<Value> = report.servers.iter().map(server_json).collect();
-        let errors: Vec<Value> = servers
-            .iter()
-            .flat_map(|s| s["errors"].as_array().cloned().unwrap_or_default())
-            .collect();
+        let servers: Vec<ServerCronReport> =
+            report.servers.iter().map(ServerCronReport::new).collect();
+        let errors = servers.iter().flat_map(|s| s.errors.clone()).collect();
         let mut totals = TransferTotals::default();
         for server in &report.servers {
-            for (_, outcome) in &server.backups {
-                if let Ok(BackupOutcome::Synced { totals: t, .. }) = outcome {
-                    totals.add(t);
-                }
-            }
-            if let Some(Ok(outcome)) = &server.wals {
-                totals.add(&outcome.totals);
-            }
+            totals.add(&server.totals());
         }
-        let seconds = start.elapsed().as_secs_f64();
-        print_json(&json!({
-            "command": "cron",
-            "ok": !report.failed(),
-            "servers": servers,
-            "totals": totals_json(&totals, seconds),
-            "errors": errors,
-        }));
+        print_document(&CronDocument {
+            command: "cron",
+            ok: !report.failed(),
+            servers,
+            totals: TotalsReport::new(&totals, start.elapsed().as_secs_f64()),
+            errors,
+        });
     }
     Ok(if report.failed() {
         ExitCode::from(1)

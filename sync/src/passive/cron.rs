@@ -52,6 +52,34 @@ impl ServerCron {
             || self.parents.iter().any(|(_, r)| r.is_err())
             || matches!(self.wals, Some(Err(_)))
     }
+
+    /// The copies of the backups and the WALs together.
+    pub fn totals(&self) -> super::TransferTotals {
+        let mut totals = super::TransferTotals::default();
+        for (_, outcome) in &self.backups {
+            if let Ok(BackupOutcome::Synced { totals: t, .. }) = outcome {
+                totals.add(t);
+            }
+        }
+        if let Some(Ok(outcome)) = &self.wals {
+            totals.add(&outcome.totals);
+        }
+        totals
+    }
+
+    /// Every error of the run: the one that stopped it, then those of backups and WALs.
+    pub fn errors(&self) -> Vec<String> {
+        let mut errors: Vec<String> = self.error.iter().cloned().collect();
+        errors.extend(
+            self.backups
+                .iter()
+                .filter_map(|(_, outcome)| outcome.as_ref().err().cloned()),
+        );
+        if let Some(Err(error)) = &self.wals {
+            errors.push(error.clone());
+        }
+        errors
+    }
 }
 
 /// What cron did.

@@ -25,6 +25,7 @@ pub mod dry_run;
 pub mod incremental;
 pub mod pool;
 pub mod primary_link;
+pub mod report;
 pub mod retention;
 mod split;
 pub mod status;
