@@ -20,7 +20,7 @@ use barsync_sync::passive::{
 };
 use barsync_sync::syncinfo::{RemoteProgram, SyncInfoLimits};
 use barsync_transport::TransportPreference;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::output::{mib, ui, PassiveEvents};
 
@@ -336,6 +336,26 @@ struct SyncWalsDocument<'a> {
     wals: WalsReport,
 }
 
+/// What a `--dry-run --json` prints.
+#[derive(serde::Serialize)]
+struct DryRunDocument<'a> {
+    command: &'a str,
+    dry_run: bool,
+    ok: bool,
+    servers: Vec<PlanOrError<'a>>,
+}
+
+/// One server of a dry run: its plan, or why there is none.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum PlanOrError<'a> {
+    Plan(&'a DryRun),
+    Error {
+        server: &'a str,
+        errors: Vec<&'a String>,
+    },
+}
+
 /// What `cron --json` prints.
 #[derive(serde::Serialize)]
 struct CronDocument {
@@ -350,16 +370,21 @@ struct CronDocument {
 fn print_dry_run(command: &str, plans: &[ServerPlan], json: bool) -> ExitCode {
     let failed = plans.iter().any(|(_, plan)| plan.is_err());
     if json {
-        let servers: Vec<Value> = plans
-            .iter()
-            .map(|(name, plan)| match plan {
-                Ok(plan) => serde_json::to_value(plan).expect("plain values serialize"),
-                Err(error) => json!({"server": name, "errors": [error]}),
-            })
-            .collect();
-        print_json(
-            &json!({"command": command, "dry_run": true, "ok": !failed, "servers": servers}),
-        );
+        print_document(&DryRunDocument {
+            command,
+            dry_run: true,
+            ok: !failed,
+            servers: plans
+                .iter()
+                .map(|(name, plan)| match plan {
+                    Ok(plan) => PlanOrError::Plan(plan),
+                    Err(error) => PlanOrError::Error {
+                        server: name,
+                        errors: vec![error],
+                    },
+                })
+                .collect(),
+        });
     }
     for (name, plan) in plans {
         match plan {
