@@ -28,7 +28,7 @@ pub mod workloads;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use report::{Machine, Report, Row, SideStats, Versions};
+pub use report::{Floor, Machine, Report, Row, SideStats, Versions};
 pub use workloads::Workload;
 
 /// Everything that can stop a benchmark run.
@@ -158,6 +158,7 @@ pub fn run(options: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
     let machine = Machine::detect();
     let versions = Versions::detect(options, context.barman().as_deref());
     let mut rows = Vec::new();
+    let mut floors = Vec::new();
     let mut skipped = Vec::new();
     for workload in &options.workloads {
         progress(&format!("== {} {}", workload.id(), workload.title()));
@@ -167,6 +168,10 @@ pub fn run(options: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
             .unwrap_or_else(|error| workloads::Outcome::Skipped(format!("failed: {error}")));
         match outcome {
             workloads::Outcome::Rows(mut new_rows) => rows.append(&mut new_rows),
+            workloads::Outcome::RowsAndFloors(mut new_rows, mut new_floors) => {
+                rows.append(&mut new_rows);
+                floors.append(&mut new_floors);
+            }
             workloads::Outcome::Skipped(reason) => {
                 progress(&format!("   skipped: {reason}"));
                 skipped.push((workload.id().to_owned(), reason));
@@ -178,6 +183,7 @@ pub fn run(options: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
         "rsync runs with the ssh command as given (the operator's default ssh settings); barsync copy picks its own cipher (aes128-gcm when the command names none): that choice is part of what is measured".to_owned(),
         "wire: payload bytes as each tool counts them: barsync's summary (MiB received + sent), rsync's --stats (total bytes sent + received); n/a where the tool does not say".to_owned(),
         "peak RSS: the largest VmHWM among the local client process and its descendants (ssh included; the remote side not counted), sampled every 5 ms, largest over runs; CPU: user + system of that process tree from wait4, median".to_owned(),
+        "floors: what the machine alone takes for the same bytes, run in the same rounds; barsync / floor = barsync median / floor median (1: at the floor). rsync --fsync rows: rsync made as durable as barsync (which fsyncs every file)".to_owned(),
         "page cache warm on both sides (same machine on loopback); every destination reset before each run".to_owned(),
     ];
     notes.extend(context.notes());
@@ -190,6 +196,7 @@ pub fn run(options: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
         target: context.target_description(),
         notes,
         rows,
+        floors,
         skipped,
         load_after: Machine::loadavg(),
     })

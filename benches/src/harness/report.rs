@@ -1,6 +1,7 @@
 //! What a benchmark run reports and how it is printed: the machine (cores, CPU model, load),
-//! the versions of the tools, one [`Row`] per measured case with both sides' [`SideStats`],
-//! rendered as a Markdown table ([`Report::render_table`]) or JSON ([`Report::to_json`]).
+//! the versions of the tools, one [`Row`] per measured case with both sides' [`SideStats`], and
+//! the machine's floors ([`Floor`]: what the hardware and OpenSSH alone take for the same
+//! bytes), rendered as Markdown tables ([`Report::render_table`]) or JSON ([`Report::to_json`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -162,6 +163,38 @@ impl Row {
     }
 }
 
+/// A floor: what the machine alone takes for the bytes of a case (one ssh stream, a local
+/// copy), measured in the same rounds as that case, and barsync's time as a multiple of it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Floor {
+    /// `W1-floor-ssh`, ...
+    pub id: String,
+    pub floor: SideStats,
+    /// The row barsync's time is taken from.
+    pub case: String,
+    pub barsync_median_seconds: f64,
+    /// barsync median / floor median: 1 is the floor itself, above 1 how far barsync is from
+    /// it.
+    pub times_floor: f64,
+}
+
+impl Floor {
+    pub fn new(id: &str, floor: SideStats, case: &Row) -> Floor {
+        let times_floor = if floor.median_seconds > 0.0 {
+            case.barsync.median_seconds / floor.median_seconds
+        } else {
+            0.0
+        };
+        Floor {
+            id: id.to_owned(),
+            case: case.id.clone(),
+            barsync_median_seconds: case.barsync.median_seconds,
+            floor,
+            times_floor,
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -174,6 +207,8 @@ pub struct Report {
     pub target: String,
     pub notes: Vec<String>,
     pub rows: Vec<Row>,
+    /// The floors measured beside the rows (W1: one ssh stream; W2: a local rebuild).
+    pub floors: Vec<Floor>,
     /// Workloads not run, with the reason.
     pub skipped: Vec<(String, String)>,
     /// 1-minute load average when the run ended.
@@ -220,63 +255,53 @@ impl Report {
             "barsync CPU",
             "anchor CPU",
         ];
-        let mut lines: Vec<Vec<String>> = Vec::new();
-        for row in &self.rows {
-            lines.push(vec![
-                format!("{} {}", row.id, row.workload),
-                row.anchor.tool.clone(),
-                format!("{:.2} s", row.barsync.median_seconds),
-                format!("{:.2} s", row.anchor.median_seconds),
-                format!("{:.2}x", row.ratio),
-                bytes(row.barsync.wire_bytes),
-                bytes(row.anchor.wire_bytes),
-                format!("{:.1} MiB", row.barsync.peak_rss_kib as f64 / 1024.0),
-                format!("{:.1} MiB", row.anchor.peak_rss_kib as f64 / 1024.0),
-                format!("{:.2} s", row.barsync.cpu_seconds),
-                format!("{:.2} s", row.anchor.cpu_seconds),
-            ]);
-        }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|column| {
-                lines
-                    .iter()
-                    .map(|line| line[column].chars().count())
-                    .chain([header[column].len()])
-                    .max()
-                    .unwrap_or(0)
+        let lines: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                vec![
+                    format!("{} {}", row.id, row.workload),
+                    row.anchor.tool.clone(),
+                    format!("{:.2} s", row.barsync.median_seconds),
+                    format!("{:.2} s", row.anchor.median_seconds),
+                    format!("{:.2}x", row.ratio),
+                    bytes(row.barsync.wire_bytes),
+                    bytes(row.anchor.wire_bytes),
+                    format!("{:.1} MiB", row.barsync.peak_rss_kib as f64 / 1024.0),
+                    format!("{:.1} MiB", row.anchor.peak_rss_kib as f64 / 1024.0),
+                    format!("{:.2} s", row.barsync.cpu_seconds),
+                    format!("{:.2} s", row.anchor.cpu_seconds),
+                ]
             })
             .collect();
-        let render = |cells: Vec<String>| {
-            let padded: Vec<String> = cells
+        out.push_str(&markdown(&header, lines));
+        if !self.floors.is_empty() {
+            let header = [
+                "floor",
+                "what",
+                "floor time",
+                "barsync case",
+                "barsync time",
+                "barsync / floor",
+                "floor CPU",
+            ];
+            let lines = self
+                .floors
                 .iter()
-                .enumerate()
-                .map(|(column, cell)| {
-                    let pad = widths[column] - cell.chars().count();
-                    if column < 2 {
-                        format!("{cell}{}", " ".repeat(pad))
-                    } else {
-                        format!("{}{cell}", " ".repeat(pad))
-                    }
+                .map(|floor| {
+                    vec![
+                        floor.id.clone(),
+                        floor.floor.tool.clone(),
+                        format!("{:.2} s", floor.floor.median_seconds),
+                        floor.case.clone(),
+                        format!("{:.2} s", floor.barsync_median_seconds),
+                        format!("{:.2}x", floor.times_floor),
+                        format!("{:.2} s", floor.floor.cpu_seconds),
+                    ]
                 })
                 .collect();
-            format!("| {} |\n", padded.join(" | "))
-        };
-        out.push_str(&render(header.iter().map(|h| h.to_string()).collect()));
-        out.push_str(&format!(
-            "|{}|\n",
-            widths
-                .iter()
-                .enumerate()
-                .map(|(column, width)| if column < 2 {
-                    format!(":{}", "-".repeat(width + 1))
-                } else {
-                    format!("{}:", "-".repeat(width + 1))
-                })
-                .collect::<Vec<_>>()
-                .join("|")
-        ));
-        for line in lines {
-            out.push_str(&render(line));
+            out.push('\n');
+            out.push_str(&markdown(&header, lines));
         }
         for (id, reason) in &self.skipped {
             out.push_str(&format!("\nskipped {id}: {reason}"));
@@ -290,6 +315,54 @@ impl Report {
         }
         out
     }
+}
+
+/// A Markdown table: the first two columns left-aligned, the others right-aligned, every column
+/// as wide as its widest cell.
+fn markdown(header: &[&str], lines: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|column| {
+            lines
+                .iter()
+                .map(|line| line[column].chars().count())
+                .chain([header[column].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let render = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(column, cell)| {
+                let pad = widths[column] - cell.chars().count();
+                if column < 2 {
+                    format!("{cell}{}", " ".repeat(pad))
+                } else {
+                    format!("{}{cell}", " ".repeat(pad))
+                }
+            })
+            .collect();
+        format!("| {} |\n", padded.join(" | "))
+    };
+    let mut out = render(header.iter().map(|h| h.to_string()).collect());
+    out.push_str(&format!(
+        "|{}|\n",
+        widths
+            .iter()
+            .enumerate()
+            .map(|(column, width)| if column < 2 {
+                format!(":{}", "-".repeat(width + 1))
+            } else {
+                format!("{}:", "-".repeat(width + 1))
+            })
+            .collect::<Vec<_>>()
+            .join("|")
+    ));
+    for line in lines {
+        out.push_str(&render(line));
+    }
+    out
 }
 
 /// `1,234,567` or `n/a`.
@@ -347,6 +420,16 @@ mod tests {
             &[run(2.0, 1)],
             &[Some(5)],
         );
+        let rows = vec![
+            Row::new("W1", "new 1 GiB file", barsync, anchor),
+            Row::new("W4", "second backup", single, barman),
+        ];
+        let ssh = SideStats::from_runs(
+            "ssh cat",
+            "ssh h cat /a",
+            &[run(1.0, 1), run(0.5, 1), run(0.8, 1)],
+            &[None, None, None],
+        );
         Report {
             machine: Machine {
                 cores: 2,
@@ -365,10 +448,8 @@ mod tests {
             scale: 10,
             target: "loopback sshd".into(),
             notes: vec!["a note".into()],
-            rows: vec![
-                Row::new("W1", "new 1 GiB file", barsync, anchor),
-                Row::new("W4", "second backup", single, barman),
-            ],
+            floors: vec![Floor::new("W1-floor-ssh", ssh, &rows[0])],
+            rows,
             skipped: vec![("W6".into(), "no reason".into())],
             load_after: 2.0,
         }
@@ -392,8 +473,12 @@ mod tests {
         let text = sample().render_table();
         assert!(text.starts_with("machine: 2 cores, Test CPU, 23.4 GiB RAM, Linux 6.1.0; load average 1.50 at start, 2.00 at end\n"), "{text}");
         assert!(text.contains("barman not found"), "{text}");
-        let table: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
-        assert_eq!(table.len(), 4, "{text}");
+        let table: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .take(4)
+            .collect();
+        assert!(table[3].starts_with("| W4"), "{text}");
         let width = table[0].chars().count();
         assert!(table.iter().all(|l| l.chars().count() == width), "{text}");
         assert!(
@@ -409,6 +494,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("skipped W6: no reason"), "{text}");
+        let floors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .skip(4)
+            .collect();
+        assert_eq!(floors.len(), 3, "{text}");
+        assert!(floors[0].starts_with("| floor "), "{text}");
+        // barsync's 2.0 s against the floor's median of 0.8 s.
+        assert!(
+            floors[2].contains("W1-floor-ssh") && floors[2].contains("2.50x"),
+            "{text}"
+        );
         assert!(text.contains("- a note"), "{text}");
     }
 
@@ -432,6 +529,8 @@ mod tests {
             3
         );
         assert_eq!(value["skipped"][0][0], "W6");
+        assert_eq!(value["floors"][0]["case"], "W1");
+        assert_eq!(value["floors"][0]["times_floor"], 2.5);
         assert_eq!(
             value["versions"]["rsync"],
             "rsync version 3.5.0 protocol version 32"

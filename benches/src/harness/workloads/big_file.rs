@@ -1,7 +1,7 @@
 //! W1 (one new file of `size_mib` incompressible bytes) and W2 (the same file with 1% of it
 //! rewritten, copied over the original, plus its in-place variant as Barman runs rsync): the
-//! cases, the generation of their data (W8's segment is the same two files), and the file
-//! writers behind it.
+//! cases (with `rsync --fsync` beside plain rsync, and their floors), the generation of their
+//! data (W8's segment is the same two files), and the file writers behind it.
 
 use std::fs;
 use std::io::{self, Write};
@@ -18,53 +18,108 @@ const REGIONS_PER_GIB: u64 = 100;
 const REGION_LEN: usize = 100 * 1024;
 
 impl<'a> Context<'a> {
+    /// W1 against `rsync -a` and `rsync -a --fsync`, with the one-stream ssh floor.
     pub(super) fn w1(&mut self) -> Result<Outcome> {
         self.ensure_w1()?;
         let size = size_label(self.options.size_mib);
         let dst = self.work.join("dst");
         let target = dst.join("big");
         let reset = || reset_dir(&dst);
-        let row = self.compare(
+        let compared = self.compare_with(
             "W1",
             &format!("new {size} file (incompressible)"),
             self.copy_side(&self.ssh, &[], "w1/big", &target, Box::new(reset)),
-            self.rsync_side(
-                &self.ssh,
-                "rsync -a",
-                &["-a"],
-                "w1/big",
-                &target,
-                Box::new(reset),
-            ),
+            vec![
+                (
+                    "W1".to_owned(),
+                    self.rsync_side(
+                        &self.ssh,
+                        "rsync -a",
+                        &["-a"],
+                        "w1/big",
+                        &target,
+                        Box::new(reset),
+                    ),
+                ),
+                (
+                    "W1-fsync".to_owned(),
+                    self.rsync_side(
+                        &self.ssh,
+                        "rsync -a --fsync",
+                        &["-a", "--fsync"],
+                        "w1/big",
+                        &target,
+                        Box::new(reset),
+                    ),
+                ),
+            ],
+            vec![("W1-floor-ssh".to_owned(), self.ssh_stream_floor("w1/big"))],
         )?;
-        Ok(Outcome::Rows(vec![row]))
+        Ok(Outcome::RowsAndFloors(compared.rows, compared.floors))
     }
 
+    /// W2 against `rsync -a` and `rsync -a --fsync`, with the local rebuild floors (`cp` +
+    /// `sync -f`, `copy_file_range` + `fsync` of the basis); W2-inplace against rsync
+    /// `--inplace` as Barman runs it.
     pub(super) fn w2(&mut self) -> Result<Outcome> {
         self.ensure_w2()?;
         let size = size_label(self.options.size_mib);
-        let mut rows = Vec::new();
-        for (id, label, barsync_flags, rsync_tool, rsync_flags) in [
-            ("W2", "1% rewritten", &[][..], "rsync -a", &["-a"][..]),
-            (
-                "W2-inplace",
-                "1% rewritten, in place",
-                &["--inplace"][..],
-                "rsync -rLKpts --inplace",
-                &["-rLKpts", "--inplace"][..],
-            ),
-        ] {
-            let ssh = self.ssh.clone();
-            rows.push(self.w2_case(
-                &ssh,
-                id,
-                &format!("{size} file, {label}"),
-                barsync_flags,
-                rsync_tool,
-                rsync_flags,
-            )?);
-        }
-        Ok(Outcome::Rows(rows))
+        let dst = self.work.join("dst");
+        let target = dst.join("big");
+        let rebuilt = dst.join("rebuilt");
+        let basis = self.work.join("gen/big.v1");
+        let reset = || {
+            reset_dir(&dst)?;
+            fs::copy(&basis, &target).map_err(HarnessError::io("copying the W2 basis"))?;
+            set_old_mtime(&target)
+        };
+        let ssh = self.ssh.clone();
+        let compared = self.compare_with(
+            "W2",
+            &format!("{size} file, 1% rewritten"),
+            self.copy_side(&ssh, &[], "w2/big", &target, Box::new(reset)),
+            vec![
+                (
+                    "W2".to_owned(),
+                    self.rsync_side(
+                        &ssh,
+                        "rsync -a",
+                        &["-a"],
+                        "w2/big",
+                        &target,
+                        Box::new(reset),
+                    ),
+                ),
+                (
+                    "W2-fsync".to_owned(),
+                    self.rsync_side(
+                        &ssh,
+                        "rsync -a --fsync",
+                        &["-a", "--fsync"],
+                        "w2/big",
+                        &target,
+                        Box::new(reset),
+                    ),
+                ),
+            ],
+            vec![
+                ("W2-floor-cp".to_owned(), self.cp_floor(&basis, &rebuilt)),
+                (
+                    "W2-floor-copy_file_range".to_owned(),
+                    self.copy_file_range_floor(&basis, &rebuilt),
+                ),
+            ],
+        )?;
+        let mut rows = compared.rows;
+        rows.push(self.w2_case(
+            &ssh,
+            "W2-inplace",
+            &format!("{size} file, 1% rewritten, in place"),
+            &["--inplace"],
+            "rsync -rLKpts --inplace",
+            &["-rLKpts", "--inplace"],
+        )?);
+        Ok(Outcome::RowsAndFloors(rows, compared.floors))
     }
 
     pub(super) fn w2_case(

@@ -11,12 +11,13 @@
 //! - `passive`: W4 and W7, barsync against Barman's own passive commands;
 //! - `split`: W8, a backup's one big relation segment, split into parts or not;
 //! - `primary`: the PostgreSQL 15 + Barman primary shared by W3, W4 and W7;
-//! - `measure`: the alternating barsync/anchor runs of one case.
+//! - `measure`: the alternating barsync/anchor runs of one case;
+//! - `floors`: the machine's floors measured beside W1 and W2 (one ssh stream, a local rebuild).
 //!
 //! | id | data | barsync | anchor |
 //! |---|---|---|---|
-//! | W1 | one new file of `size_mib` incompressible bytes | `copy` | `rsync -a` |
-//! | W2 | the W1 file with 1% rewritten (100 regions of 100 KiB per GiB) over a copy of the original | `copy`, `copy --inplace` | `rsync -a`, `rsync -rLKpts --inplace` (as Barman) |
+//! | W1 | one new file of `size_mib` incompressible bytes | `copy` | `rsync -a`, `rsync -a --fsync`; floor: one ssh stream |
+//! | W2 | the W1 file with 1% rewritten (100 regions of 100 KiB per GiB) over a copy of the original | `copy`, `copy --inplace` | `rsync -a`, `rsync -a --fsync`, `rsync -rLKpts --inplace` (as Barman); floors: `cp` + `sync -f`, `copy_file_range` + `fsync` |
 //! | W3 | 64 WAL segments of 16 MiB from PostgreSQL 15 running pgbench (synthetic stand-in without PostgreSQL/Barman) | `copy -r` | `rsync -a` |
 //! | W4 | the second of two Barman backups, the first already on the passive (`reuse_backup = link`) | `sync-backup` | `barman sync-backup` |
 //! | W5 | 10,000 files of 2 KiB: initial copy, then a resync with nothing changed | `copy -r` | `rsync -a` |
@@ -39,11 +40,12 @@ use std::str::FromStr;
 use barsync_tests::barman_primary::BarmanPrimary;
 use barsync_tests::sshd::TestSshd;
 
-use super::report::Row;
+use super::report::{Floor, Row};
 use super::runner::{self, Measurement};
 use super::{HarnessError, Options, Result};
 
 mod big_file;
+mod floors;
 mod measure;
 mod passive;
 mod primary;
@@ -123,6 +125,8 @@ impl FromStr for Workload {
 /// What running a workload gave.
 pub enum Outcome {
     Rows(Vec<Row>),
+    /// Rows and the floors measured beside them.
+    RowsAndFloors(Vec<Row>, Vec<Floor>),
     Skipped(String),
 }
 
