@@ -386,6 +386,7 @@ fn print_report(args: &Args, report: &CopyReport, seconds: f64) {
             "bytes_received": report.received_bytes,
             "bytes_sent": report.sent_bytes,
             "bytes_reused": report.reused_bytes,
+            "bytes_reused_by": report.reused_by,
             "verified": report.verified_by,
             "duration_seconds": (seconds * 1000.0).round() / 1000.0,
             "plan": report.plan,
@@ -401,6 +402,12 @@ fn print_report(args: &Args, report: &CopyReport, seconds: f64) {
     }
     for (how, count) in &report.verified_by {
         ui().info(&format!("verified by {how}: {count} files"));
+    }
+    for (how, bytes) in &report.reused_by {
+        ui().info(&format!(
+            "reused by {how}: {:.1} MiB",
+            *bytes as f64 / 1048576.0
+        ));
     }
     let mib = |bytes: u64| bytes as f64 / 1048576.0;
     ui().result(&format!(

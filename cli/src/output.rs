@@ -429,11 +429,12 @@ impl Events for PassiveEvents {
                 let path = shown_path(path);
                 tracing::debug!("{path}: {} ({how})", mib(report.len));
                 tracing::trace!(
-                    "{path}: {} bytes; {} bytes received, {} bytes of signature sent, {} bytes reused{}; verified by {}{}",
+                    "{path}: {} bytes; {} bytes received, {} bytes of signature sent, {} bytes reused{}{}; verified by {}{}",
                     report.len,
                     report.received_bytes,
                     report.signature_bytes,
                     report.reused_bytes,
+                    report.copied_by.map(|how| format!(" (by {how})")).unwrap_or_default(),
                     if report.linked { ", hard-linked to the previous backup's copy" } else { "" },
                     report.verified_by,
                     report
@@ -621,6 +622,7 @@ mod tests {
             received_bytes: 0,
             signature_bytes: 0,
             reused_bytes: 0,
+            copied_by: None,
             basis_problem: None,
             linked: false,
         })

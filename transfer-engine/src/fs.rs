@@ -103,6 +103,11 @@ impl MappedFile {
 }
 
 impl MappedFile {
+    /// The mapped file (for copies done by the kernel, [`crate::kernel_copy`]).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Drops this process's mappings of the pages of `range` (`madvise(MADV_DONTNEED)`), so that
     /// bytes already read stop counting in its resident set, which would otherwise grow to the
     /// size of the file. The pages stay in the page cache; reading them again faults them back
@@ -192,7 +197,8 @@ impl TempFile {
             ));
         }
         let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            // Read too: a rebuild reads back what the kernel copied into it, to verify it.
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let (name, fd) = with_fresh_name(target, |name| {
             openat(&dir, name, flags, Mode::from_raw_mode(0o600))
         })?;

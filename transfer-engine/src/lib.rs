@@ -15,7 +15,9 @@
 //!   ending with the [`FileDigest`] of the new file.
 //! - [`Patcher`] (a [`DeltaSink`]) rebuilds the file from the basis and the operations, checking
 //!   the digest; [`patch_file`] does that into a temporary file that is published (fsync, rename,
-//!   fsync of the directory) only once verified ([`fs`]).
+//!   fsync of the directory) only once verified ([`fs`]). A receiver rebuilding into a file of
+//!   its own uses [`rebuild::FilePatcher`] instead: matched block runs are copied by the
+//!   kernel ([`kernel_copy`]: reflink or `copy_file_range`), only literals are written.
 //!
 //! Operations can also travel as bytes: [`DeltaEncoder`] writes them, [`DeltaReader`] decodes
 //! them strictly ([`delta_codec`]).
@@ -33,11 +35,13 @@ pub mod digest;
 pub mod error;
 pub mod fs;
 pub mod index;
+pub mod kernel_copy;
 pub mod local;
 pub mod map_guard;
 pub mod names;
 pub mod patch;
 pub mod protocol;
+pub mod rebuild;
 pub mod rolling;
 pub mod sftp;
 pub mod signature;

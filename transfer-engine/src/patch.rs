@@ -32,13 +32,13 @@ pub struct Patcher<'b, W: Write> {
 /// Releases the pages of a memory-mapped basis every [`RELEASE_EVERY`] bytes copied from it, so
 /// that a patch's resident set does not grow with the size of the basis.
 #[derive(Default)]
-struct Release<'b> {
-    map: Option<&'b MappedFile>,
-    copied: usize,
+pub(crate) struct Release<'b> {
+    pub(crate) map: Option<&'b MappedFile>,
+    pub(crate) copied: usize,
 }
 
 impl Release<'_> {
-    fn copied(&mut self, len: usize) {
+    pub(crate) fn copied(&mut self, len: usize) {
         let Some(map) = self.map else { return };
         self.copied += len;
         if self.copied >= RELEASE_EVERY {
@@ -139,7 +139,7 @@ impl<W: Write> DeltaSink for Patcher<'_, W> {
 
 /// Refuses a basis that is not the one the signature was made from (by length; the digest
 /// catches a change of content).
-fn check_basis(basis: &[u8], signature: &Signature) -> Result<(), PatchError> {
+pub(crate) fn check_basis(basis: &[u8], signature: &Signature) -> Result<(), PatchError> {
     if basis.len() as u64 == signature.basis_len() {
         Ok(())
     } else {
@@ -152,7 +152,7 @@ fn check_basis(basis: &[u8], signature: &Signature) -> Result<(), PatchError> {
 
 /// The byte range of basis blocks `first .. first + count`, refusing empty and out-of-range
 /// copies (the last block may be short).
-fn block_range(
+pub(crate) fn block_range(
     first: u64,
     count: u64,
     block_size: u64,

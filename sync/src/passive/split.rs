@@ -127,6 +127,7 @@ fn finish_split(
         received_bytes: 0,
         signature_bytes: 0,
         reused_bytes: 0,
+        copied_by: None,
         basis_problem: None,
         linked: false,
     };
@@ -213,6 +214,7 @@ mod tests {
                 received_bytes: 1,
                 signature_bytes: 1,
                 reused_bytes: 0,
+                copied_by: None,
                 basis_problem: None,
                 linked: false,
             })

@@ -67,6 +67,9 @@ pub struct CopyReport {
     pub sent_bytes: u64,
     /// Bytes rebuilt from local data rather than received.
     pub reused_bytes: u64,
+    /// Of those, how many were copied each way ("kernel copy", "reflink", "user copy"), where
+    /// the rebuild says.
+    pub reused_by: std::collections::BTreeMap<&'static str, u64>,
     /// Symlinks created or replaced.
     pub symlinks: u64,
     /// Local entries removed by `delete`.

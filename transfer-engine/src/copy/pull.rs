@@ -325,6 +325,9 @@ fn fetch(
                 report.received_bytes += fetched.received_bytes;
                 report.sent_bytes += fetched.signature_bytes;
                 report.reused_bytes += fetched.reused_bytes;
+                if let Some(path) = fetched.copied_by {
+                    *report.reused_by.entry(path.label()).or_insert(0) += fetched.reused_bytes;
+                }
                 *report.verified_by.entry(fetched.verified_by).or_insert(0) += 1;
                 let _ = request.remove_partial();
             }

@@ -215,6 +215,7 @@ impl PullSource for crate::sftp::SftpSource {
                     received_bytes: fetched.received_bytes,
                     signature_bytes: 0,
                     reused_bytes: fetched.len - fetched.received_bytes,
+                    copied_by: None,
                     basis_problem: None,
                     linked: fetched.linked,
                 }),

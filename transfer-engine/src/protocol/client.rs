@@ -107,6 +107,8 @@ pub struct FetchReport {
     pub signature_bytes: u64,
     /// Bytes rebuilt from the local basis.
     pub reused_bytes: u64,
+    /// How the reused bytes were copied (`None`: none were, or the path does not say).
+    pub copied_by: Option<crate::kernel_copy::CopyPath>,
     /// Set when the basis could not be used and the file was fetched whole.
     pub basis_problem: Option<String>,
     /// The destination is a hard link to the (identical) basis.
@@ -559,6 +561,7 @@ fn receive_answers<R: Read>(
             received_bytes: reader.bytes - start_bytes,
             signature_bytes: entry.signature_bytes,
             reused_bytes: received.reused_bytes,
+            copied_by: received.copied_by,
             basis_problem: entry.problem.clone(),
             linked,
         });

@@ -185,6 +185,7 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
         len: end.0,
         digest: end.1,
         reused_bytes: reused.min(end.0),
+        copied_by: None,
     };
     let whole_basis = match sink.verify_whole_basis(&end) {
         Ok(whole) => whole,

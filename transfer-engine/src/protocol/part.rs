@@ -87,6 +87,7 @@ pub(super) fn receive_part<R: Read>(
     Ok(Ok(Received {
         len: end.0,
         digest: end.1,
+        copied_by: None,
         reused_bytes: reused.min(end.0),
     }))
 }

@@ -12,7 +12,9 @@ use crate::delta::{DeltaSink, MAX_LITERAL_RUN};
 use crate::digest::FileDigest;
 use crate::error::PatchError;
 use crate::fs::{MappedFile, PublishBatch, TempFile, WritebackWriter};
+use crate::kernel_copy::CopyPath;
 use crate::patch::{InPlacePatcher, Patcher};
+use crate::rebuild::FilePatcher;
 use crate::signature::Signature;
 
 /// What the receiver knows about a file it is about to receive.
@@ -44,6 +46,44 @@ pub(super) struct Received {
     pub len: u64,
     pub digest: FileDigest,
     pub reused_bytes: u64,
+    /// How bytes were copied from the basis (`None`: nothing was, or not by a rebuild that
+    /// says).
+    pub copied_by: Option<CopyPath>,
+}
+
+/// What rebuilds a received file: from a mapped basis file, a [`FilePatcher`] (matched runs
+/// copied by the kernel); without one, a [`Patcher`] writing everything.
+enum Rebuilder<'b> {
+    Kernel(FilePatcher<'b>),
+    Stream(Patcher<'b, BufWriter<WritebackWriter<&'b File>>>),
+}
+
+impl Rebuilder<'_> {
+    /// Verifies the result; returns how copied bytes got there.
+    fn finish(self, end: &(u64, FileDigest)) -> Result<Option<CopyPath>, PatchError> {
+        match self {
+            Rebuilder::Kernel(patcher) => Ok(patcher.finish(end.0, &end.1)?.copy_path()),
+            Rebuilder::Stream(patcher) => patcher.finish(end.0, &end.1).map(|_| None),
+        }
+    }
+}
+
+impl DeltaSink for Rebuilder<'_> {
+    type Error = PatchError;
+
+    fn copy(&mut self, first: u64, count: u64) -> Result<(), PatchError> {
+        match self {
+            Rebuilder::Kernel(patcher) => patcher.copy(first, count),
+            Rebuilder::Stream(patcher) => patcher.copy(first, count),
+        }
+    }
+
+    fn literal(&mut self, data: &[u8]) -> Result<(), PatchError> {
+        match self {
+            Rebuilder::Kernel(patcher) => patcher.literal(data),
+            Rebuilder::Stream(patcher) => patcher.literal(data),
+        }
+    }
 }
 
 /// Sends an encoded signature as `SignatureChunk` frames.
@@ -225,15 +265,31 @@ pub(super) fn receive_file<R: Read>(
     };
     let mut patcher = match temp.as_mut() {
         Some(temp) if local_error.is_none() => {
-            let out = BufWriter::with_capacity(256 * 1024, WritebackWriter::new(temp.file()));
-            match Patcher::new(
-                incoming.basis,
-                incoming.signature,
-                header.digest_block,
-                out,
-                Some(header.len),
-            ) {
-                Ok(patcher) => Some(patcher.releasing(incoming.basis_map)),
+            let file: &File = temp.file();
+            let made = match incoming.basis_map {
+                Some(map) => FilePatcher::new(
+                    map,
+                    incoming.basis,
+                    incoming.signature,
+                    header.digest_block,
+                    file,
+                    Some(header.len),
+                )
+                .map(Rebuilder::Kernel),
+                None => {
+                    let out = BufWriter::with_capacity(256 * 1024, WritebackWriter::new(file));
+                    Patcher::new(
+                        incoming.basis,
+                        incoming.signature,
+                        header.digest_block,
+                        out,
+                        Some(header.len),
+                    )
+                    .map(Rebuilder::Stream)
+                }
+            };
+            match made {
+                Ok(patcher) => Some(patcher),
                 Err(e) => {
                     local_error = Some(e.to_string());
                     None
@@ -255,12 +311,18 @@ pub(super) fn receive_file<R: Read>(
         }
         return Ok(Err(message));
     }
-    if let Err(e) = finish_patch(patcher, &end) {
-        if let (true, Some(temp)) = (e.is_out_of_space(), temp.as_mut()) {
-            temp.discard_partial();
+    let copied_by = match patcher
+        .expect("no local error means a patcher")
+        .finish(&end)
+    {
+        Ok(copied_by) => copied_by,
+        Err(e) => {
+            if let (true, Some(temp)) = (e.is_out_of_space(), temp.as_mut()) {
+                temp.discard_partial();
+            }
+            return Ok(Err(format!("{label}: {e}{}", basis_note(incoming))));
         }
-        return Ok(Err(format!("{label}: {e}{}", basis_note(incoming))));
-    }
+    };
     let mut temp = temp.expect("patcher implies a temporary file");
     if let Err(e) = temp.set_attributes(header.mode, header.mtime) {
         return Ok(Err(format!("{label}: setting mode and mtime: {e}")));
@@ -277,6 +339,7 @@ pub(super) fn receive_file<R: Read>(
         len: end.0,
         digest: end.1,
         reused_bytes: reused.min(end.0),
+        copied_by,
     }))
 }
 
@@ -329,6 +392,7 @@ pub(super) fn receive_file_in_place<R: Read>(
         len: end.0,
         digest: end.1,
         reused_bytes: reused.min(end.0),
+        copied_by: None,
     }))
 }
 
@@ -347,17 +411,6 @@ fn set_attributes(file: &File, mode: u32, mtime: (i64, u32)) -> io::Result<()> {
     let when = std::time::UNIX_EPOCH
         + std::time::Duration::new(mtime.0.max(0) as u64, mtime.1.min(999_999_999));
     file.set_modified(when)
-}
-
-/// Verifies a patch that received every operation (consuming it releases the temporary file).
-fn finish_patch<W: Write>(
-    patcher: Option<Patcher<'_, W>>,
-    end: &(u64, FileDigest),
-) -> Result<(), PatchError> {
-    match patcher {
-        Some(patcher) => patcher.finish(end.0, &end.1).map(drop),
-        None => unreachable!("no local error means a patcher"),
-    }
 }
 
 /// Checks that a frame answers request `id` (and turns `Fatal` into an error).
