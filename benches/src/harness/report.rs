@@ -108,6 +108,9 @@ pub struct SideStats {
     pub peak_rss_kib: u64,
     /// Median over runs.
     pub cpu_seconds: f64,
+    /// How barsync copied what it reused from the basis in the last run (`kernel copy: 1013.8
+    /// MiB`, ...), when it said.
+    pub reused_by: Option<String>,
 }
 
 impl SideStats {
@@ -130,6 +133,9 @@ impl SideStats {
                 .then(|| median(&known).round() as u64),
             peak_rss_kib: runs.iter().map(|run| run.max_rss_kib).max().unwrap_or(0),
             cpu_seconds: median(&cpu),
+            reused_by: runs
+                .last()
+                .and_then(|run| super::runner::barsync_reused_by(&run.stdout)),
         }
     }
 }
@@ -303,6 +309,20 @@ impl Report {
             out.push('\n');
             out.push_str(&markdown(&header, lines));
         }
+        let mut reuse = Vec::new();
+        for row in &self.rows {
+            if let Some(how) = &row.barsync.reused_by {
+                if !reuse.iter().any(|(_, seen)| seen == &how) {
+                    reuse.push((row.id.as_str(), how));
+                }
+            }
+        }
+        if !reuse.is_empty() {
+            out.push('\n');
+        }
+        for (id, how) in reuse {
+            out.push_str(&format!("{id}: barsync reused from the basis by {how}\n"));
+        }
         for (id, reason) in &self.skipped {
             out.push_str(&format!("\nskipped {id}: {reason}"));
         }
@@ -399,7 +419,14 @@ mod tests {
         let barsync = SideStats::from_runs(
             "barsync copy",
             "barsync copy -e ssh h:/a /b",
-            &[run(1.0, 2048), run(3.0, 4096), run(2.0, 1024)],
+            &[
+                run(1.0, 2048),
+                run(3.0, 4096),
+                Measurement {
+                    stdout: "reused by kernel copy: 1.5 MiB\n".into(),
+                    ..run(2.0, 1024)
+                },
+            ],
             &[Some(1_000), Some(1_200), Some(1_100)],
         );
         let anchor = SideStats::from_runs(
@@ -494,6 +521,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("skipped W6: no reason"), "{text}");
+        assert!(
+            text.contains("W1: barsync reused from the basis by kernel copy: 1.5 MiB\n"),
+            "{text}"
+        );
         let floors: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with('|'))

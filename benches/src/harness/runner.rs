@@ -194,6 +194,17 @@ pub fn barsync_wire_bytes(output: &str) -> Option<u64> {
     found.then(|| (total * 1048576.0).round() as u64)
 }
 
+/// How barsync copied the bytes it reused from the local basis, from `barsync copy`'s
+/// `reused by <how>: <MiB> MiB` lines (e.g. `kernel copy: 1013.8 MiB`); `None` when it did not
+/// say.
+pub fn barsync_reused_by(output: &str) -> Option<String> {
+    let ways: Vec<&str> = output
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("reused by "))
+        .collect();
+    (!ways.is_empty()).then(|| ways.join(", "))
+}
+
 /// Bytes on the wire from rsync's `--stats`: `Total bytes sent` + `Total bytes received`.
 pub fn rsync_wire_bytes(output: &str) -> Option<u64> {
     let number = |prefix: &str| {
@@ -218,6 +229,16 @@ mod tests {
                     WALs of server pg synced (3 new in the xlog db): 3 files, 48.0 MiB; 2.0 MiB received, 0.0 MiB sent, 0.0 MiB reused; 1 sessions; verified: 3 by blake3; 0.5 s";
         assert_eq!(barsync_wire_bytes(cron), Some(4 * 1048576));
         assert_eq!(barsync_wire_bytes("nothing to do"), None);
+    }
+
+    #[test]
+    fn reuse_paths_from_barsync_output() {
+        let out = "verified by barsync digest: 1 files\nreused by kernel copy: 1013.8 MiB\n1 files: 1 transferred";
+        assert_eq!(
+            barsync_reused_by(out).as_deref(),
+            Some("kernel copy: 1013.8 MiB")
+        );
+        assert_eq!(barsync_reused_by("1 files: 1 transferred"), None);
     }
 
     #[test]
