@@ -29,11 +29,16 @@ pub fn human_duration(seconds: f64) -> String {
 /// trimmed, empty lines and ssh's `@@@@` banner lines dropped, the rest joined with spaces. A
 /// multi-line error would otherwise break the log's one-line-per-message shape.
 pub fn one_line(text: &str) -> String {
+    meaningful_lines(text).join(" ")
+}
+
+/// The lines of another program's error output worth showing: trimmed, without empty lines and
+/// ssh's `@@@@` banner lines.
+pub fn meaningful_lines(text: &str) -> Vec<&str> {
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.chars().all(|c| c == '@'))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect()
 }
 
 #[cfg(test)]

@@ -267,11 +267,7 @@ fn run_remote(
 
 /// The meaningful end of an error output, on one line.
 fn last_lines(text: &str) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '@'))
-        .collect();
+    let lines = crate::human::meaningful_lines(text);
     let start = lines.len().saturating_sub(2);
     lines[start..].join(" ")
 }
