@@ -33,6 +33,7 @@ pub mod delta;
 pub mod delta_codec;
 pub mod digest;
 pub mod error;
+pub mod fetch;
 pub mod fs;
 pub mod index;
 pub mod kernel_copy;

@@ -12,7 +12,7 @@
 //! - [`incremental`] keeps the `children_backup_ids` of local parents of PG17 incremental
 //!   backups in line with the primary's chain, and skips a child whose parent is gone;
 //! - [`pool`] runs the file copies of either on `parallel_jobs` sessions, largest first, under
-//!   one [`throttle`] for `bandwidth_limit`; very large files are split into parts the
+//!   one [`Throttle`](transfer_engine::fetch::throttle::Throttle) for `bandwidth_limit`; very large files are split into parts the
 //!   sessions share (`split.rs`);
 //! - [`cron`] runs sync-info, every missing backup and the WALs for each passive server.
 //!
@@ -31,7 +31,6 @@ mod split;
 pub mod status;
 pub mod sync_backup;
 pub mod sync_wals;
-pub mod throttle;
 pub mod verify_tree;
 
 use std::path::{Path, PathBuf};

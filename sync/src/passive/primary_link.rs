@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use barsync_transport::libssh2::Libssh2Transport;
 use barsync_transport::{choose_transport, ExitWaiter, StreamWriter};
 use transfer_engine::copy::PullSource;
+use transfer_engine::fetch::throttle::{Throttle, ThrottledReader};
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::Client;
 use transfer_engine::sftp::SftpSource;
 
-use super::throttle::{Throttle, ThrottledReader};
 use super::{Events, PassiveError, PassiveOptions};
 use crate::config::ServerConfig;
 use crate::syncinfo::PrimaryInfo;

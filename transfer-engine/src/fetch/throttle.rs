@@ -1,6 +1,6 @@
-//! `bandwidth_limit`: one budget of bytes per second shared by every session of a copy, so
-//! that `parallel_jobs` sessions together stay under the limit (rsync's `--bwlimit` applies to
-//! each rsync process alone).
+//! A bandwidth limit: one budget of bytes per second shared by every session of a copy, so
+//! that parallel sessions together stay under the limit (Barman's `bandwidth_limit`; rsync's
+//! `--bwlimit` applies to each rsync process alone).
 
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    /// A limit of `kib_per_second` KiB/s (Barman's `bandwidth_limit` unit, as rsync's
+    /// A limit of `kib_per_second` KiB/s (the unit of Barman's `bandwidth_limit` and rsync's
     /// `--bwlimit`).
     pub fn from_kib_per_second(kib_per_second: u64) -> Arc<Throttle> {
         Arc::new(Throttle {
@@ -49,6 +49,7 @@ pub struct ThrottledReader<R> {
 }
 
 impl<R: Read> ThrottledReader<R> {
+    /// Reads from `inner`, paying for each read from `throttle`.
     pub fn new(inner: R, throttle: Arc<Throttle>) -> Self {
         ThrottledReader { inner, throttle }
     }
