@@ -23,7 +23,9 @@ use barsync_sync::backup_info::{BackupInfo, BackupStatus};
 use barsync_sync::config::Config;
 use barsync_sync::fixture::{self, shell_quote, BackupSpec, FakePrimary};
 use barsync_sync::passive::cron::ServerCron;
-use barsync_sync::passive::{run_cron, BackupOutcome, Events, PassiveOptions, TransferTotals};
+use barsync_sync::passive::{
+    run_cron, BackupOutcome, Events, FetchEvents, PassiveOptions, TransferTotals,
+};
 use barsync_transport::TransportPreference;
 use transfer_engine::protocol::FetchReport;
 
@@ -270,11 +272,14 @@ impl Events for DemoEvents {
     fn info(&self, message: &str) {
         tracing::debug!("{message}");
     }
-    fn warning(&self, message: &str) {
-        self.0.warning(message);
-    }
     fn plan(&self, label: &str, files: u64, bytes: u64) {
         self.0.plan(label, files, bytes);
+    }
+}
+
+impl FetchEvents for DemoEvents {
+    fn warning(&self, message: &str) {
+        self.0.warning(message);
     }
     fn file_done(&self, path: &std::path::Path, result: &Result<FetchReport, String>) {
         self.0.file_done(path, result);

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use barsync_sync::passive::{BackupOutcome, Events, WalsOutcome};
+use barsync_sync::passive::{BackupOutcome, Events, FetchEvents, WalsOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::field::{Field, Visit};
 use tracing::{Level, Subscriber};
@@ -370,10 +370,6 @@ impl Events for PassiveEvents {
         }
     }
 
-    fn warning(&self, message: &str) {
-        ui().warning(message);
-    }
-
     fn plan(&self, label: &str, files: u64, bytes: u64) {
         self.finish();
         tracing::debug!("{label}: {files} files, {} to sync", mib(bytes));
@@ -383,6 +379,12 @@ impl Events for PassiveEvents {
             format!("backup {label}")
         };
         *self.current.lock().unwrap() = Some(ui().job(&label, Some(files), Some(bytes)));
+    }
+}
+
+impl FetchEvents for PassiveEvents {
+    fn warning(&self, message: &str) {
+        ui().warning(message);
     }
 
     fn part_done(&self, path: &Path, bytes: u64) {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use barsync_sync::config::Config;
 use barsync_sync::passive::sync_backup::sync_backup;
-use barsync_sync::passive::{Events, PassiveOptions};
+use barsync_sync::passive::{Events, FetchEvents, PassiveOptions};
 use barsync_tests::noise::incompressible;
 use barsync_tests::passive_rig::{
     barman_program, describe, fixture_primary, AtLimit, PassiveRig, RigOptions,
@@ -301,13 +301,16 @@ struct SwapAtPlan {
 
 impl Events for SwapAtPlan {
     fn info(&self, _message: &str) {}
-    fn warning(&self, _message: &str) {}
     fn plan(&self, label: &str, _files: u64, _bytes: u64) {
         if label != "WALs" && !self.swapped.swap(true, Ordering::SeqCst) {
             fs::remove_dir_all(&self.directory).unwrap();
             std::os::unix::fs::symlink(&self.target, &self.directory).unwrap();
         }
     }
+}
+
+impl FetchEvents for SwapAtPlan {
+    fn warning(&self, _message: &str) {}
 }
 
 #[test]

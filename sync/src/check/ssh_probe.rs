@@ -223,6 +223,7 @@ impl ServeMode {
 pub(super) fn serve_mode(server: &ServerConfig, remote_barsync: &str) -> Result<ServeMode, String> {
     use crate::passive::primary_link::PrimaryLink;
     use crate::passive::{PassiveOptions, Quiet};
+    use transfer_engine::fetch::SessionSource;
     let Ok(primary) = load_primary_info(server) else {
         return Ok(ServeMode::NoPrimaryInfo);
     };

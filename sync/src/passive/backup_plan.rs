@@ -15,8 +15,8 @@ use transfer_engine::confine::{Destination, RelativePath};
 use transfer_engine::copy::partial_path;
 use transfer_engine::protocol::{Entry, EntryKind, FetchRequest};
 
-use super::pool::Job;
 use super::verify_tree::ExpectedTree;
+use transfer_engine::fetch::Job;
 
 /// The work of copying one backup.
 #[derive(Debug, Default)]

@@ -16,7 +16,7 @@ use super::retention::{self, Candidate};
 use super::status;
 use super::sync_backup::{delete_backup, purge_reason, sync_backup_with, BackupOutcome};
 use super::sync_wals::{read_sync_wals_info, sync_wals_locked, WalsOutcome};
-use super::{Events, PassiveError, PassiveOptions};
+use super::{Events, FetchEvents, PassiveError, PassiveOptions};
 use crate::catalog::{available_backups, load_backups};
 use crate::config::{Config, ServerConfig};
 use crate::human::human_duration;
@@ -142,11 +142,22 @@ impl Events for Heartbeat<'_> {
     fn info(&self, message: &str) {
         self.events.info(message);
     }
-    fn warning(&self, message: &str) {
-        self.events.warning(message);
-    }
     fn plan(&self, label: &str, files: u64, bytes: u64) {
         self.events.plan(label, files, bytes);
+    }
+    fn backup_finished(&self, server: &str, id: &str, outcome: &Result<BackupOutcome, String>) {
+        self.lock.touch();
+        self.events.backup_finished(server, id, outcome);
+    }
+    fn wals_finished(&self, server: &str, outcome: &Result<WalsOutcome, String>) {
+        self.lock.touch();
+        self.events.wals_finished(server, outcome);
+    }
+}
+
+impl FetchEvents for Heartbeat<'_> {
+    fn warning(&self, message: &str) {
+        self.events.warning(message);
     }
     fn file_done(
         &self,
@@ -159,14 +170,6 @@ impl Events for Heartbeat<'_> {
     fn part_done(&self, path: &Path, bytes: u64) {
         self.beat();
         self.events.part_done(path, bytes);
-    }
-    fn backup_finished(&self, server: &str, id: &str, outcome: &Result<BackupOutcome, String>) {
-        self.lock.touch();
-        self.events.backup_finished(server, id, outcome);
-    }
-    fn wals_finished(&self, server: &str, outcome: &Result<WalsOutcome, String>) {
-        self.lock.touch();
-        self.events.wals_finished(server, outcome);
     }
 }
 

@@ -11,9 +11,10 @@
 //! - [`mod@sync_wals`] copies new WALs and appends them to the xlog db, exactly once;
 //! - [`incremental`] keeps the `children_backup_ids` of local parents of PG17 incremental
 //!   backups in line with the primary's chain, and skips a child whose parent is gone;
-//! - [`pool`] runs the file copies of either on `parallel_jobs` sessions, largest first, under
-//!   one [`Throttle`](transfer_engine::fetch::throttle::Throttle) for `bandwidth_limit`; very large files are split into parts the
-//!   sessions share (`split.rs`);
+//! - the engine's fetch layer ([`transfer_engine::fetch`]) runs the file copies of either on
+//!   `parallel_jobs` sessions of the [`PrimaryLink`](primary_link::PrimaryLink), largest
+//!   first, under one throttle for `bandwidth_limit`; very large files are split into parts the
+//!   sessions share;
 //! - [`cron`] runs sync-info, every missing backup and the WALs for each passive server.
 //!
 //! Every file is verified against the sender's blake3 digest before it is published (temp
@@ -23,26 +24,24 @@ pub mod backup_plan;
 pub mod cron;
 pub mod dry_run;
 pub mod incremental;
-pub mod pool;
 pub mod primary_link;
 pub mod report;
 pub mod retention;
-mod split;
 pub mod status;
 pub mod sync_backup;
 pub mod sync_wals;
 pub mod verify_tree;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use barsync_transport::TransportPreference;
-use transfer_engine::protocol::FetchReport;
 
 use crate::syncinfo::RemoteProgram;
 
 pub use cron::{run_cron, CronReport};
 pub use sync_backup::{sync_backup, BackupOutcome};
 pub use sync_wals::{sync_wals, WalsOutcome};
+pub use transfer_engine::fetch::{FetchEvents, TransferTotals};
 
 /// Failures of the passive commands. `Sync` carries Barman's own messages.
 #[derive(Debug, thiserror::Error)]
@@ -131,21 +130,14 @@ pub fn default_jobs() -> usize {
         .clamp(2, 8)
 }
 
-/// What the passive commands tell their caller as they go (the CLI prints it).
-pub trait Events: Sync {
+/// What the passive commands tell their caller as they go (the CLI prints it): the fetch
+/// layer's events ([`FetchEvents`]: warnings, files and parts done) and Barman's own.
+pub trait Events: FetchEvents {
     /// A Barman-style informational line (stdout).
     fn info(&self, message: &str);
-    /// A warning (stderr, `WARNING: ...`).
-    fn warning(&self, message: &str);
     /// A copy is about to start: `label` names it (a backup ID, or `WALs`), with its number of
     /// files and their total size as the primary declared them (for progress displays).
     fn plan(&self, _label: &str, _files: u64, _bytes: u64) {}
-    /// One file copied (or failed); `path` is the primary's path. For a file fetched in parts,
-    /// `part_done` came first for each part that arrived.
-    fn file_done(&self, _path: &Path, _result: &Result<FetchReport, String>) {}
-    /// One part (`bytes` long) of the split file `path` arrived, verified (for progress: a
-    /// 1 GiB segment moves the display part by part rather than once at the end).
-    fn part_done(&self, _path: &Path, _bytes: u64) {}
     /// `cron` is done with backup `id` of `server` (so a report can say it as it happens).
     fn backup_finished(&self, _server: &str, _id: &str, _outcome: &Result<BackupOutcome, String>) {}
     /// `cron` is done with the WALs of `server`.
@@ -157,48 +149,10 @@ pub struct Quiet;
 
 impl Events for Quiet {
     fn info(&self, _message: &str) {}
+}
+
+impl FetchEvents for Quiet {
     fn warning(&self, _message: &str) {}
-}
-
-/// Bytes and files moved by one copy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TransferTotals {
-    /// Files in the copy.
-    pub files: u64,
-    /// Their total size.
-    pub bytes: u64,
-    /// Files hard-linked to an identical file of another backup (`reuse_backup = link`).
-    pub linked: u64,
-    /// Bytes rebuilt from local data instead of received.
-    pub reused_bytes: u64,
-    /// Bytes received from the primary (file data, listings, protocol).
-    pub received_bytes: u64,
-    /// Bytes sent to the primary (requests, signatures).
-    pub sent_bytes: u64,
-    /// Sessions used (opened for this copy, or left open by an earlier copy of the same run).
-    pub sessions: u64,
-    /// Files fetched in parts, shared by several sessions, and the number of their parts.
-    pub split_files: u64,
-    pub parts: u64,
-    /// How files were verified, with counts ("barsync digest", "SFTP, remote sha256sum").
-    pub verified_by: std::collections::BTreeMap<&'static str, u64>,
-}
-
-impl TransferTotals {
-    pub fn add(&mut self, other: &TransferTotals) {
-        self.files += other.files;
-        self.bytes += other.bytes;
-        self.linked += other.linked;
-        self.reused_bytes += other.reused_bytes;
-        self.received_bytes += other.received_bytes;
-        self.sent_bytes += other.sent_bytes;
-        self.sessions += other.sessions;
-        self.split_files += other.split_files;
-        self.parts += other.parts;
-        for (how, count) in &other.verified_by {
-            *self.verified_by.entry(how).or_default() += count;
-        }
-    }
 }
 
 /// The number of sessions for `server`.
@@ -218,8 +172,8 @@ pub(crate) fn jobs_for(server: &crate::config::ServerConfig, options: &PassiveOp
 pub(crate) fn pool_settings(
     server: &crate::config::ServerConfig,
     options: &PassiveOptions,
-) -> pool::PoolSettings {
-    pool::PoolSettings {
+) -> transfer_engine::fetch::PoolSettings {
+    transfer_engine::fetch::PoolSettings {
         workers: jobs_for(server, options),
         retry: retry_for(server),
         part_size: options.part_size,
@@ -229,8 +183,8 @@ pub(crate) fn pool_settings(
 /// Rounds of fetching failed files again within one run: `basebackup_retry_times` and
 /// `basebackup_retry_sleep` when set, else one round after one second (Barman's default is
 /// no retry; a file corrupted in flight deserves one).
-pub(crate) fn retry_for(server: &crate::config::ServerConfig) -> pool::Retry {
-    pool::Retry {
+pub(crate) fn retry_for(server: &crate::config::ServerConfig) -> transfer_engine::fetch::Retry {
+    transfer_engine::fetch::Retry {
         times: if server.is_explicit("basebackup_retry_times") {
             server.basebackup_retry_times()
         } else {

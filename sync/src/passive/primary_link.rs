@@ -5,6 +5,7 @@
 //! catalog. When barsync cannot run there (exit status 127), the link switches to SFTP over
 //! the same ssh settings for the rest of its life: whole files, verified by the primary's
 //! checksum tool. Sessions parked in a [`SessionCache`] are checked before they are reused.
+//! [`PrimaryLink`] is the engine's [`SessionSource`] for the passive node's copies.
 //!
 //! Files written through either never get the setuid or setgid bit (`drop_setid`): a backup
 //! never needs them, and a primary must not be able to plant such a file on the passive.
@@ -18,11 +19,12 @@ use barsync_transport::libssh2::Libssh2Transport;
 use barsync_transport::{choose_transport, ExitWaiter, StreamWriter};
 use transfer_engine::copy::PullSource;
 use transfer_engine::fetch::throttle::{Throttle, ThrottledReader};
+use transfer_engine::fetch::{FetchEvents, FetchSession, SessionSource};
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::Client;
 use transfer_engine::sftp::SftpSource;
 
-use super::{Events, PassiveError, PassiveOptions};
+use super::{PassiveError, PassiveOptions};
 use crate::config::ServerConfig;
 use crate::syncinfo::PrimaryInfo;
 
@@ -151,6 +153,11 @@ impl PrimaryLink {
             self.use_sftp.load(Ordering::Relaxed)
         )
     }
+}
+
+impl SessionSource for PrimaryLink {
+    type Session = Session;
+    type Error = PassiveError;
 
     /// A session from the cache, if the options gave one and it holds an idle session that
     /// still answers. Each parked session is checked first ([`Session::check`], one round
@@ -158,7 +165,7 @@ impl PrimaryLink {
     /// was parked, often at the same time as the sibling whose failure sent the caller here,
     /// that session is dead too, and handing it out would fail its next copy at once. Dead
     /// ones are closed and the next is tried; `None` tells the caller to open a new one.
-    pub fn reuse(&self) -> Option<Session> {
+    fn reuse(&self) -> Option<Session> {
         let cache = self.cache.as_ref()?;
         let key = self.cache_key();
         while let Some(mut session) = cache.take(&key) {
@@ -172,28 +179,18 @@ impl PrimaryLink {
     }
 
     /// Ends a session: parked in the cache for the next copy when there is one, else closed.
-    pub fn release(&self, session: Session) -> Result<(), String> {
+    fn release(&self, session: Session) -> Result<(), PassiveError> {
         match &self.cache {
             Some(cache) => {
                 cache.park(self.cache_key(), session);
                 Ok(())
             }
-            None => session.close(),
+            None => session.close().map_err(PassiveError::Sync),
         }
     }
 
-    /// The primary's directory holding backup `id`.
-    pub fn backup_path(&self, id: &str) -> String {
-        format!("{}/{id}", self.roots[0].trim_end_matches('/'))
-    }
-
-    /// The primary's path of a file below its WAL directory.
-    pub fn wal_path(&self, relative: &str) -> String {
-        format!("{}/{relative}", self.roots[1].trim_end_matches('/'))
-    }
-
     /// Opens a session (SFTP once barsync turned out to be missing on the primary).
-    pub fn open(&self, events: &dyn Events) -> Result<Session, PassiveError> {
+    fn open(&self, events: &dyn FetchEvents) -> Result<Session, PassiveError> {
         if !self.use_sftp.load(Ordering::Relaxed) {
             match self.open_barsync() {
                 Ok(session) => return Ok(session),
@@ -213,6 +210,18 @@ impl PrimaryLink {
             }
         }
         self.open_sftp()
+    }
+}
+
+impl PrimaryLink {
+    /// The primary's directory holding backup `id`.
+    pub fn backup_path(&self, id: &str) -> String {
+        format!("{}/{id}", self.roots[0].trim_end_matches('/'))
+    }
+
+    /// The primary's path of a file below its WAL directory.
+    pub fn wal_path(&self, relative: &str) -> String {
+        format!("{}/{relative}", self.roots[1].trim_end_matches('/'))
     }
 
     fn failure(&self, message: String) -> PassiveError {
@@ -302,23 +311,45 @@ enum OpenError {
     Failed(PassiveError),
 }
 
-impl Session {
-    /// The file source of this session.
-    pub fn source(&mut self) -> &mut dyn PullSource {
+impl FetchSession for Session {
+    fn source(&mut self) -> &mut dyn PullSource {
         match self {
             Session::Barsync { client, .. } => client.as_mut(),
             Session::Sftp { source, .. } => source.as_mut(),
         }
     }
 
-    /// Whether the far side serves byte ranges of files (barsync does; SFTP copies whole files).
-    pub fn supports_parts(&self) -> bool {
+    /// barsync serves byte ranges of files; SFTP copies whole files.
+    fn supports_parts(&self) -> bool {
         match self {
             Session::Barsync { client, .. } => client.supports_parts(),
             Session::Sftp { .. } => false,
         }
     }
 
+    fn peer(&self) -> &str {
+        match self {
+            Session::Barsync { peer, .. } | Session::Sftp { peer, .. } => peer,
+        }
+    }
+
+    /// Counted by the barsync client; SFTP keeps no traffic counter.
+    fn take_traffic(&mut self) -> Option<(u64, u64)> {
+        match self {
+            Session::Barsync {
+                client, accounted, ..
+            } => {
+                let (sent, received) = client.traffic();
+                let delta = (sent - accounted.0, received - accounted.1);
+                *accounted = (sent, received);
+                Some(delta)
+            }
+            Session::Sftp { .. } => None,
+        }
+    }
+}
+
+impl Session {
     /// Whether the far side still answers: one round trip, a listing of `path` (not
     /// recursive). An answer, even a refusal, shows the session works; `Err` tells why not.
     pub fn check(&mut self, path: &str) -> Result<(), String> {
@@ -333,29 +364,6 @@ impl Session {
     pub fn serves_read_only(&self) -> Option<bool> {
         match self {
             Session::Barsync { client, .. } => Some(client.peer_read_only()),
-            Session::Sftp { .. } => None,
-        }
-    }
-
-    /// Who is at the other end (for messages).
-    pub fn peer(&self) -> &str {
-        match self {
-            Session::Barsync { peer, .. } | Session::Sftp { peer, .. } => peer,
-        }
-    }
-
-    /// Bytes sent and received since the last call (the whole session's traffic is reported
-    /// once, however many copies share the session), when known.
-    pub fn take_traffic(&mut self) -> Option<(u64, u64)> {
-        match self {
-            Session::Barsync {
-                client, accounted, ..
-            } => {
-                let (sent, received) = client.traffic();
-                let delta = (sent - accounted.0, received - accounted.1);
-                *accounted = (sent, received);
-                Some(delta)
-            }
             Session::Sftp { .. } => None,
         }
     }

@@ -22,11 +22,11 @@ use std::time::Instant;
 use transfer_engine::confine::{
     is_not_followed, make_dirs_below, open_below, Destination, InTheWay, RelativePath,
 };
+use transfer_engine::fetch::{run_jobs_retrying, FetchSession, SessionSource};
 use transfer_engine::fs::remove_at;
 
 use super::backup_plan::{plan_backup, BackupPlan};
 use super::incremental;
-use super::pool::run_jobs_retrying;
 use super::primary_link::PrimaryLink;
 use super::retention::{self, Candidate};
 use super::verify_tree::verify_tree;
@@ -494,7 +494,7 @@ mod tests {
     use transfer_engine::protocol::FetchRequest;
 
     use super::*;
-    use crate::passive::pool::Job;
+    use transfer_engine::fetch::Job;
 
     /// `base/ID/data` is a symlink to `outside` (a directory swapped during the sync), which
     /// holds a file and is mode 0755.

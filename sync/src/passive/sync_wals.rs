@@ -17,7 +17,6 @@ use transfer_engine::copy::partial_path;
 use transfer_engine::protocol::FetchRequest;
 
 use super::backup_plan::local_basis;
-use super::pool::{run_jobs_retrying, Job};
 use super::primary_link::PrimaryLink;
 use super::{pool_settings, require_passive, Events, PassiveError, PassiveOptions, TransferTotals};
 use crate::catalog::available_backups;
@@ -26,6 +25,7 @@ use crate::lock::{self, LockKind};
 use crate::syncinfo::{load_primary_info, PrimaryInfo};
 use crate::wal::WalName;
 use crate::xlogdb::{LockedXlogDb, WalEntry};
+use transfer_engine::fetch::{run_jobs_retrying, Job};
 
 /// What sync-wals did.
 #[derive(Debug, Default)]

@@ -10,11 +10,12 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use transfer_engine::protocol::{FetchReport, FetchRequest};
-use transfer_engine::split_file::SplitFile;
+use crate::protocol::{FetchReport, FetchRequest};
+use crate::split_file::SplitFile;
 
 use super::pool::Job;
-use super::{Events, TransferTotals};
+use super::session::FetchEvents;
+use super::TransferTotals;
 
 /// Parts of one file at most: a larger file gets larger parts, so what planning holds never
 /// follows a declared size (64 GiB in parts of the default 64 MiB).
@@ -94,7 +95,7 @@ impl SplitJobs {
         self,
         mut results: Vec<Result<FetchReport, String>>,
         totals: &mut TransferTotals,
-        events: &dyn Events,
+        events: &dyn FetchEvents,
     ) -> Vec<Result<FetchReport, String>> {
         let mut gathered = Vec::with_capacity(self.files.len());
         for file in self.files {
@@ -161,9 +162,9 @@ mod tests {
         Job {
             request: FetchRequest {
                 remote_path: format!("/p/{size}").into(),
-                destination: transfer_engine::confine::Destination::trusted(std::path::Path::new(
-                    &format!("/d/{size}"),
-                ))
+                destination: crate::confine::Destination::trusted(std::path::Path::new(&format!(
+                    "/d/{size}"
+                )))
                 .unwrap(),
                 basis: None,
                 max_len: Some(size),
@@ -174,6 +175,12 @@ mod tests {
             },
             size,
         }
+    }
+
+    struct Quiet;
+
+    impl FetchEvents for Quiet {
+        fn warning(&self, _message: &str) {}
     }
 
     #[test]
@@ -221,7 +228,7 @@ mod tests {
         };
         let results = vec![ok(10), ok(100), Err("/p/300: cut".to_owned()), ok(100)];
         let mut totals = TransferTotals::default();
-        let gathered = split.gather(results, &mut totals, &super::super::Quiet);
+        let gathered = split.gather(results, &mut totals, &Quiet);
         assert_eq!(gathered[0].as_ref().unwrap().len, 10);
         assert_eq!(gathered[1].as_ref().unwrap_err(), "/p/300: cut");
         assert_eq!(totals.split_files, 0);

@@ -1,4 +1,4 @@
-//! The copy scheduler: many file jobs run on `parallel_jobs` sessions with the primary.
+//! The copy scheduler: many file jobs run on several sessions of a [`SessionSource`].
 //!
 //! Jobs are sorted largest first and cut into chunks: a large file (or a part of a split file)
 //! is a chunk of its own, small files travel in groups (so each session pipelines many
@@ -12,11 +12,11 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use transfer_engine::protocol::{FetchOutcome, FetchReport, FetchRequest};
+use crate::protocol::{FetchOutcome, FetchReport, FetchRequest};
 
-use super::primary_link::{PrimaryLink, Session};
+use super::session::{FetchEvents, FetchSession, SessionSource};
 use super::split::{split_jobs, worth_splitting};
-use super::{Events, TransferTotals};
+use super::TransferTotals;
 
 /// Files at least this large are a chunk of their own (so are parts of split files).
 const LARGE_FILE: u64 = 16 << 20;
@@ -27,6 +27,7 @@ const CHUNK_BYTES: u64 = 64 << 20;
 /// One file to copy.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// What to fetch, and where to.
     pub request: FetchRequest,
     /// The size the primary declared.
     pub size: u64,
@@ -37,6 +38,7 @@ pub struct Job {
 pub struct PoolReport {
     /// One result per job, in job order.
     pub results: Vec<Result<FetchReport, String>>,
+    /// What the sessions moved.
     pub totals: TransferTotals,
     /// Sessions that could not be opened or closed cleanly.
     pub session_errors: Vec<String>,
@@ -87,12 +89,12 @@ fn chunks(jobs: &[Job]) -> VecDeque<Vec<usize>> {
 
 /// Runs `jobs` on up to `workers` sessions of `link`; `first` is a session already open (used
 /// by the first worker).
-pub fn run_jobs(
-    link: &PrimaryLink,
-    first: Option<Session>,
+pub fn run_jobs<S: SessionSource>(
+    link: &S,
+    first: Option<S::Session>,
     jobs: &[Job],
     workers: usize,
-    events: &dyn Events,
+    events: &dyn FetchEvents,
 ) -> PoolReport {
     let queue = Mutex::new(chunks(jobs));
     let workers = workers.max(1).min(queue.lock().unwrap().len().max(1));
@@ -154,7 +156,9 @@ pub fn run_jobs(
 /// How often failed files are fetched again within one run, and after what pause.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
+    /// Rounds of fetching the failed files again.
     pub times: u32,
+    /// The pause before each round.
     pub sleep: std::time::Duration,
 }
 
@@ -163,6 +167,7 @@ pub struct Retry {
 pub struct PoolSettings {
     /// Sessions at most.
     pub workers: usize,
+    /// Fetching failed files again.
     pub retry: Retry,
     /// Files of at least twice this size are split into parts of this size and shared by the
     /// sessions (`split.rs`); 0 never splits.
@@ -170,15 +175,15 @@ pub struct PoolSettings {
 }
 
 /// Runs `jobs` on up to `settings.workers` sessions ([`run_jobs`]), splitting very large files
-/// into parts when there is more than one session and the primary's barsync serves ranges,
+/// into parts when there is more than one session and the far side serves ranges,
 /// then fetches the failed files (or parts) again, on new sessions, up to `retry.times` rounds:
 /// a file corrupted in flight or a session cut costs a second fetch, not a failed backup.
-pub fn run_jobs_retrying(
-    link: &PrimaryLink,
-    first: Option<Session>,
+pub fn run_jobs_retrying<S: SessionSource>(
+    link: &S,
+    first: Option<S::Session>,
     jobs: &[Job],
     settings: &PoolSettings,
-    events: &dyn Events,
+    events: &dyn FetchEvents,
 ) -> PoolReport {
     let mut first = first;
     let part_size = if settings.workers > 1
@@ -203,12 +208,12 @@ pub fn run_jobs_retrying(
 }
 
 /// [`run_jobs`], then the failed jobs again up to `settings.retry.times` rounds.
-fn run_jobs_again(
-    link: &PrimaryLink,
-    first: Option<Session>,
+fn run_jobs_again<S: SessionSource>(
+    link: &S,
+    first: Option<S::Session>,
     jobs: &[Job],
     settings: &PoolSettings,
-    events: &dyn Events,
+    events: &dyn FetchEvents,
 ) -> PoolReport {
     let mut report = run_jobs(link, first, jobs, settings.workers, events);
     for _ in 0..settings.retry.times {
@@ -243,16 +248,16 @@ fn run_jobs_again(
     report
 }
 
-struct Worker<'a> {
-    link: &'a PrimaryLink,
+struct Worker<'a, S: SessionSource> {
+    link: &'a S,
     jobs: &'a [Job],
-    events: &'a dyn Events,
-    session: Option<Session>,
+    events: &'a dyn FetchEvents,
+    session: Option<S::Session>,
     totals: TransferTotals,
     errors: Vec<String>,
 }
 
-impl Worker<'_> {
+impl<S: SessionSource> Worker<'_, S> {
     /// Copies one chunk; one result per job of the chunk.
     fn run_chunk(&mut self, chunk: &[usize]) -> Vec<Result<FetchReport, String>> {
         if self.session.is_none() {
@@ -351,7 +356,7 @@ impl Worker<'_> {
         }
     }
 
-    fn add_traffic(&mut self, session: &mut Session) {
+    fn add_traffic(&mut self, session: &mut S::Session) {
         if let Some((sent, received)) = session.take_traffic() {
             self.totals.sent_bytes += sent;
             self.totals.received_bytes += received;
@@ -362,7 +367,7 @@ impl Worker<'_> {
         if let Some(mut session) = self.session.take() {
             self.add_traffic(&mut session);
             if let Err(error) = self.link.release(session) {
-                self.errors.push(error);
+                self.errors.push(error.to_string());
             }
         }
     }
@@ -376,10 +381,8 @@ mod tests {
         Job {
             request: FetchRequest {
                 remote_path: std::path::PathBuf::new(),
-                destination: transfer_engine::confine::Destination::trusted(std::path::Path::new(
-                    "/d/x",
-                ))
-                .unwrap(),
+                destination: crate::confine::Destination::trusted(std::path::Path::new("/d/x"))
+                    .unwrap(),
                 basis: None,
                 max_len: None,
                 partial: None,
