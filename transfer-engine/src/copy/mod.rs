@@ -30,7 +30,7 @@ mod pull;
 mod push;
 mod source;
 
-pub use pull::pull;
+pub use pull::{pull, pull_pooled, PullPool};
 pub use push::{local_entries, push};
 pub use source::{PullSource, PushTarget};
 
@@ -74,6 +74,12 @@ pub struct CopyReport {
     pub symlinks: u64,
     /// Local entries removed by `delete`.
     pub deleted: u64,
+    /// Sessions used (a pull through the fetch pool may use several).
+    pub sessions: u64,
+    /// Files fetched in parts shared by the sessions, and the number of their parts.
+    pub split_files: u64,
+    /// Parts of those files.
+    pub parts: u64,
     /// How many files were verified each way (e.g. "barsync digest", "SFTP, remote sha256sum").
     pub verified_by: std::collections::BTreeMap<&'static str, u64>,
     /// Per-file failures, each naming its file.

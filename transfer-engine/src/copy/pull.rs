@@ -7,6 +7,10 @@
 //! reached from the destination root one component at a time without following symlinks
 //! ([`Destination`], [`make_dirs_below`]), symlinks are created last and never traversed, and
 //! `delete` walks by directory handles.
+//!
+//! [`pull`] lists and fetches on one session; [`pull_pooled`] lists on one and fetches through
+//! the fetch layer's pool ([`crate::fetch`]): several sessions, very large files split into
+//! parts they share, failed files fetched again.
 
 use crate::names::shown_path;
 use std::collections::BTreeSet;
@@ -21,8 +25,137 @@ use super::{
     local_error, mtimes_match, partial_path, CopyError, CopyOptions, CopyReport, PullSource,
 };
 use crate::confine::{make_dirs_below, open_below, Destination, InTheWay, RelativePath};
+use crate::fetch::{
+    run_jobs_retrying, FetchEvents, FetchSession, Job, PoolSettings, SessionSource,
+};
 use crate::fs::{names_in, remove_at};
-use crate::protocol::{Entry, EntryKind, FetchOutcome, FetchRequest};
+use crate::protocol::{Entry, EntryKind, FetchOutcome, FetchReport, FetchRequest};
+
+/// What the planning of a pull lists from and fetches through.
+trait Fetcher {
+    /// The far side's listing of `path`.
+    fn list(&mut self, path: &Path, recursive: bool) -> Result<Vec<Entry>, CopyError>;
+    /// Fetches `requests` (files of the declared `sizes`), counting them in `report`.
+    fn fetch(
+        &mut self,
+        requests: &[FetchRequest],
+        sizes: &[u64],
+        report: &mut CopyReport,
+    ) -> Result<(), CopyError>;
+}
+
+/// One session lists and fetches.
+struct OneSession<'a> {
+    client: &'a mut dyn PullSource,
+    progress: &'a mut dyn FnMut(&FetchOutcome),
+}
+
+impl Fetcher for OneSession<'_> {
+    fn list(&mut self, path: &Path, recursive: bool) -> Result<Vec<Entry>, CopyError> {
+        self.client
+            .list(path, recursive)?
+            .map_err(CopyError::Remote)
+    }
+
+    fn fetch(
+        &mut self,
+        requests: &[FetchRequest],
+        _sizes: &[u64],
+        report: &mut CopyReport,
+    ) -> Result<(), CopyError> {
+        for outcome in self.client.fetch(requests, self.progress)? {
+            count_fetched(&requests[outcome.index], outcome.result, report);
+        }
+        Ok(())
+    }
+}
+
+/// How [`pull_pooled`] fetches: the sessions, how many and how, and who hears of each file.
+pub struct PullPool<'a, S: SessionSource> {
+    /// Opens the sessions.
+    pub sessions: &'a S,
+    /// Sessions at most, split parts, retries.
+    pub settings: PoolSettings,
+    /// Hears each file (and part) as it arrives, and the pool's warnings.
+    pub events: &'a dyn FetchEvents,
+}
+
+/// The first session lists; the pool fetches on as many as the settings allow.
+struct Pooled<'a, S: SessionSource> {
+    pool: &'a PullPool<'a, S>,
+    /// The session that lists, until the pool takes it.
+    first: Option<S::Session>,
+}
+
+impl<S: SessionSource> Fetcher for Pooled<'_, S> {
+    fn list(&mut self, path: &Path, recursive: bool) -> Result<Vec<Entry>, CopyError> {
+        let session = self
+            .first
+            .as_mut()
+            .ok_or_else(|| CopyError::Remote("no session to list with".to_owned()))?;
+        session
+            .source()
+            .list(path, recursive)?
+            .map_err(CopyError::Remote)
+    }
+
+    fn fetch(
+        &mut self,
+        requests: &[FetchRequest],
+        sizes: &[u64],
+        report: &mut CopyReport,
+    ) -> Result<(), CopyError> {
+        let jobs: Vec<Job> = requests
+            .iter()
+            .zip(sizes)
+            .map(|(request, &size)| Job {
+                request: request.clone(),
+                size,
+            })
+            .collect();
+        let pool = run_jobs_retrying(
+            self.pool.sessions,
+            self.first.take(),
+            &jobs,
+            &self.pool.settings,
+            self.pool.events,
+        );
+        for (request, result) in requests.iter().zip(pool.results) {
+            count_fetched(request, result, report);
+        }
+        report.errors.extend(pool.session_errors);
+        report.sessions += pool.totals.sessions;
+        report.split_files += pool.totals.split_files;
+        report.parts += pool.totals.parts;
+        // The sessions' own counters (listing and protocol included) replace the files' sums.
+        report.received_bytes = pool.totals.received_bytes;
+        report.sent_bytes = pool.totals.sent_bytes;
+        Ok(())
+    }
+}
+
+/// Counts one fetched file (or its failure) in `report`.
+fn count_fetched(
+    request: &FetchRequest,
+    result: Result<FetchReport, String>,
+    report: &mut CopyReport,
+) {
+    match result {
+        Ok(fetched) => {
+            report.transferred += 1;
+            report.bytes += fetched.len;
+            report.received_bytes += fetched.received_bytes;
+            report.sent_bytes += fetched.signature_bytes;
+            report.reused_bytes += fetched.reused_bytes;
+            if let Some(path) = fetched.copied_by {
+                *report.reused_by.entry(path.label()).or_insert(0) += fetched.reused_bytes;
+            }
+            *report.verified_by.entry(fetched.verified_by).or_insert(0) += 1;
+            let _ = request.remove_partial();
+        }
+        Err(message) => report.errors.push(message),
+    }
+}
 
 /// Copies `source` (a path the far side resolves) to `destination`.
 /// `contents`: the source had a trailing slash (copy what is inside it).
@@ -34,9 +167,13 @@ pub fn pull(
     options: &CopyOptions,
     mut progress: impl FnMut(&FetchOutcome),
 ) -> Result<CopyReport, CopyError> {
-    let progress: &mut dyn FnMut(&FetchOutcome) = &mut progress;
     let traffic_before = client.traffic();
-    let mut report = pull_inner(client, source, contents, destination, options, progress)?;
+    let mut one = OneSession {
+        client: &mut *client,
+        progress: &mut progress,
+    };
+    let mut report = pull_inner(&mut one, source, contents, destination, options)?;
+    report.sessions = 1;
     if let (Some((sent0, received0)), Some((sent1, received1))) = (traffic_before, client.traffic())
     {
         report.sent_bytes = sent1 - sent0;
@@ -45,17 +182,54 @@ pub fn pull(
     Ok(report)
 }
 
-fn pull_inner(
-    client: &mut dyn PullSource,
+/// [`pull`], listing on `first` and fetching through the fetch layer's pool: up to
+/// `settings.workers` sessions of `pool.sessions` (`first` among them), files of at least
+/// twice `settings.part_size` split into parts they share, failed files fetched again
+/// `settings.retry.times` rounds.
+pub fn pull_pooled<S: SessionSource>(
+    pool: &PullPool<'_, S>,
+    first: S::Session,
     source: &Path,
     contents: bool,
     destination: &Path,
     options: &CopyOptions,
-    progress: &mut dyn FnMut(&FetchOutcome),
 ) -> Result<CopyReport, CopyError> {
-    let listing = client
-        .list(source, options.recursive)?
-        .map_err(CopyError::Remote)?;
+    let sessions = pool.sessions;
+    let mut pooled = Pooled {
+        pool,
+        first: Some(first),
+    };
+    let report = pull_inner(&mut pooled, source, contents, destination, options);
+    // Nothing to fetch (or a failure first): the listing session never went to the pool.
+    let mut report = match pooled.first.take() {
+        Some(mut unused) => {
+            let traffic = unused.take_traffic();
+            let released = sessions.release(unused);
+            let mut report = report?;
+            report.sessions = 1;
+            if let Some((sent, received)) = traffic {
+                report.sent_bytes = sent;
+                report.received_bytes = received;
+            }
+            if let Err(error) = released {
+                report.errors.push(error.to_string());
+            }
+            report
+        }
+        None => report?,
+    };
+    report.sessions = report.sessions.max(1);
+    Ok(report)
+}
+
+fn pull_inner(
+    fetcher: &mut dyn Fetcher,
+    source: &Path,
+    contents: bool,
+    destination: &Path,
+    options: &CopyOptions,
+) -> Result<CopyReport, CopyError> {
+    let listing = fetcher.list(source, options.recursive)?;
     // `Path::file_name` ignores trailing slashes.
     let source_name = source.file_name().map(|n| n.to_owned());
     let single_file =
@@ -70,14 +244,14 @@ fn pull_inner(
             path: target.clone(),
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
         })?;
-        let requests = plan_files(
+        let (requests, sizes) = plan_files(
             &listing,
             |_| target.clone(),
             |_| source.to_path_buf(),
             options,
             &mut report,
         )?;
-        fetch(client, &requests, options, &mut report, progress)?;
+        fetch(fetcher, &requests, &sizes, options, &mut report)?;
         return Ok(report);
     }
     if !options.recursive && listing.iter().any(|e| e.kind != EntryKind::File) {
@@ -117,8 +291,8 @@ fn pull_inner(
                 .map_err(local_error(&local(entry).path()))?;
         }
     }
-    let requests = plan_files(&listing, local, remote, options, &mut report)?;
-    fetch(client, &requests, options, &mut report, progress)?;
+    let (requests, sizes) = plan_files(&listing, local, remote, options, &mut report)?;
+    fetch(fetcher, &requests, &sizes, options, &mut report)?;
     for entry in listing.iter().filter(|e| e.kind == EntryKind::Symlink) {
         let at = local(entry);
         let target = entry.target.as_deref().unwrap_or_default();
@@ -250,14 +424,16 @@ fn copy_symlink(
     rustix::fs::symlinkat(target, &dir, name).map_err(|e| local_error(&path)(e.into()))
 }
 
+/// The files to fetch, with the sizes the far side declared.
 fn plan_files(
     listing: &[Entry],
     local: impl Fn(&Entry) -> Destination,
     remote: impl Fn(&Entry) -> PathBuf,
     options: &CopyOptions,
     report: &mut CopyReport,
-) -> Result<Vec<FetchRequest>, CopyError> {
+) -> Result<(Vec<FetchRequest>, Vec<u64>), CopyError> {
     let mut requests = Vec::new();
+    let mut sizes = Vec::new();
     for entry in listing.iter().filter(|e| e.kind == EntryKind::File) {
         report.files += 1;
         let destination = local(entry);
@@ -302,39 +478,22 @@ fn plan_files(
             link_identical: false,
             part: None,
         });
+        sizes.push(entry.size);
     }
-    Ok(requests)
+    Ok((requests, sizes))
 }
 
 fn fetch(
-    client: &mut dyn PullSource,
+    fetcher: &mut dyn Fetcher,
     requests: &[FetchRequest],
+    sizes: &[u64],
     options: &CopyOptions,
     report: &mut CopyReport,
-    progress: &mut dyn FnMut(&FetchOutcome),
 ) -> Result<(), CopyError> {
     if requests.is_empty() || options.dry_run {
         return Ok(());
     }
-    for outcome in client.fetch(requests, progress)? {
-        let request = &requests[outcome.index];
-        match outcome.result {
-            Ok(fetched) => {
-                report.transferred += 1;
-                report.bytes += fetched.len;
-                report.received_bytes += fetched.received_bytes;
-                report.sent_bytes += fetched.signature_bytes;
-                report.reused_bytes += fetched.reused_bytes;
-                if let Some(path) = fetched.copied_by {
-                    *report.reused_by.entry(path.label()).or_insert(0) += fetched.reused_bytes;
-                }
-                *report.verified_by.entry(fetched.verified_by).or_insert(0) += 1;
-                let _ = request.remove_partial();
-            }
-            Err(message) => report.errors.push(message),
-        }
-    }
-    Ok(())
+    fetcher.fetch(requests, sizes, report)
 }
 
 /// Removes what `keep` (paths below the root) does not name, walking the open directory `dir`
