@@ -1,10 +1,14 @@
 //! `barsync copy [-r] [--delete] [--dry-run] [--checksum] [-e SSH] SRC DST`: rsync-style copies
 //! through the barsync protocol. The remote end (`[user@]host:path`, source or destination)
 //! runs `barsync serve` started over SSH; a local-to-local copy is served by a thread of this
-//! process. A progress line (bytes, rate, files) runs on a terminal; `--json` prints the
-//! summary as one JSON document.
+//! process. A remote pull runs on `-j` sessions through the engine's fetch pool
+//! ([`crate::copy_sessions`]), which splits very large files into parts they share; `--bwlimit`
+//! is one budget for all of them. A progress line (bytes, rate, files) runs on a terminal;
+//! `--json` prints the summary as one JSON document.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde_json::json;
@@ -13,12 +17,15 @@ use anyhow::{bail, Context, Result};
 use barsync_transport::libssh2::Libssh2Transport;
 use barsync_transport::{choose_transport, memory_pipe, Transport};
 use transfer_engine::confine::Roots;
-use transfer_engine::copy::{pull, push, CopyOptions, CopyReport};
+use transfer_engine::copy::{pull, pull_pooled, push, CopyOptions, CopyReport, PullPool};
+use transfer_engine::fetch::throttle::Throttle;
+use transfer_engine::fetch::{FetchEvents, PoolSettings, Retry, SessionSource};
 use transfer_engine::names::shown_path;
 use transfer_engine::protocol::client::ClientOptions;
-use transfer_engine::protocol::{serve, Client};
+use transfer_engine::protocol::{serve, Client, FetchReport};
 use transfer_engine::sftp::SftpSource;
 
+use crate::copy_sessions::{NoBarsync, RemoteSessions};
 use crate::output::{ui, Job};
 
 pub const AFTER_HELP: &str = concat!(
@@ -62,6 +69,17 @@ pub struct Args {
     /// Program to run on the remote side.
     #[arg(long, default_value = "barsync")]
     remote_barsync: String,
+    /// Sessions for a remote pull: files (and parts of very large files) are shared among
+    /// them, largest first.
+    #[arg(short = 'j', long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// Files of at least twice this size are pulled in parts of this size, shared by the
+    /// sessions (bytes, or with K, M, G: 64M, 1G); 0 never splits.
+    #[arg(long, default_value = "64M", value_parser = crate::passive::parse_size)]
+    part_size: u64,
+    /// Bandwidth limit of a remote pull in KiB/s, shared by all its sessions (0: none).
+    #[arg(long, default_value_t = 0)]
+    bwlimit: u64,
     /// Which SSH transport: auto, in-process (libssh2) or subprocess (the ssh command).
     #[arg(long, value_enum, default_value = "auto")]
     transport: crate::passive::Transport,
@@ -140,22 +158,41 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
             let progress = |outcome: &transfer_engine::protocol::FetchOutcome| {
                 fetched(job, outcome);
             };
-            let session = with_session(args, host, &root, |client| {
-                Ok(pull(
-                    client,
-                    Path::new(&request),
-                    contents,
-                    &destination,
-                    &options,
-                    progress,
-                )?)
-            });
-            match session {
+            let sessions = remote_sessions(args, host, &root);
+            let events = CopyEvents {
+                job,
+                parts_shown: Mutex::new(HashMap::new()),
+            };
+            match sessions.open(&events) {
+                Ok(first) => {
+                    let pool = PullPool {
+                        sessions: &sessions,
+                        settings: PoolSettings {
+                            workers: usize::from(args.jobs),
+                            // As rsync: a failed file is reported, not fetched again.
+                            retry: Retry {
+                                times: 0,
+                                sleep: std::time::Duration::ZERO,
+                            },
+                            part_size: args.part_size,
+                        },
+                        events: &events,
+                    };
+                    pull_pooled(
+                        &pool,
+                        first,
+                        Path::new(&request),
+                        contents,
+                        &destination,
+                        &options,
+                    )
+                    .with_context(|| format!("copying from {host}"))?
+                }
                 Err(error) if error.downcast_ref::<NoBarsync>().is_some() => {
                     ui().warning(&format!("{error}; falling back to SFTP (whole files)"));
                     sftp_pull(args, host, path, contents, &destination, &options, progress)?
                 }
-                other => other?,
+                Err(error) => return Err(error),
             }
         }
         (None, Some((host, path))) => {
@@ -215,6 +252,53 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
 fn client_options(args: &Args) -> ClientOptions {
     ClientOptions {
         compression: (args.compress_level > 0).then_some(args.compress_level),
+    }
+}
+
+/// The sessions of a pull from `host`, serving `root`.
+fn remote_sessions(args: &Args, host: &str, root: &str) -> RemoteSessions {
+    RemoteSessions {
+        ssh_command: format!("{} {host}", args.ssh_command),
+        transport: args.transport.into(),
+        serve_command: format!(
+            "{} serve --root {}",
+            shell_quote(&args.remote_barsync),
+            shell_quote(root)
+        ),
+        remote_barsync: args.remote_barsync.clone(),
+        client_options: client_options(args),
+        throttle: (args.bwlimit > 0).then(|| Throttle::from_kib_per_second(args.bwlimit)),
+    }
+}
+
+/// Progress of a pooled pull: files as they finish, split files part by part.
+struct CopyEvents<'a> {
+    job: &'a Job,
+    /// Bytes of each split file already shown by its parts.
+    parts_shown: Mutex<HashMap<PathBuf, u64>>,
+}
+
+impl FetchEvents for CopyEvents<'_> {
+    fn warning(&self, message: &str) {
+        ui().warning(message);
+    }
+
+    fn file_done(&self, path: &Path, result: &Result<FetchReport, String>) {
+        let shown = self.parts_shown.lock().unwrap().remove(path).unwrap_or(0);
+        let len = result.as_ref().map(|r| r.len).unwrap_or(0);
+        self.job
+            .file_done(len.saturating_sub(shown), result.is_ok());
+        print_outcome(path, result.as_ref().map(|r| r.len));
+    }
+
+    fn part_done(&self, path: &Path, bytes: u64) {
+        *self
+            .parts_shown
+            .lock()
+            .unwrap()
+            .entry(path.to_owned())
+            .or_default() += bytes;
+        self.job.bytes_done(bytes);
     }
 }
 
@@ -287,26 +371,6 @@ fn with_session(
     Ok(report)
 }
 
-/// The remote side could not run barsync (exit status 127: command not found).
-#[derive(Debug)]
-struct NoBarsync {
-    peer: String,
-    program: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for NoBarsync {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: `{}` cannot run there ({})",
-            self.peer, self.program, self.stderr
-        )
-    }
-}
-
-impl std::error::Error for NoBarsync {}
-
 /// An SFTP session on `host` (same ssh options), for hosts without barsync.
 fn open_sftp(args: &Args, host: &str) -> Result<SftpSource> {
     let transport = Libssh2Transport::from_command_string(&format!("{} {host}", args.ssh_command))?;
@@ -328,6 +392,10 @@ fn sftp_pull(
     progress: impl FnMut(&transfer_engine::protocol::FetchOutcome),
 ) -> Result<CopyReport> {
     let mut source = open_sftp(args, host)?;
+    if args.bwlimit > 0 {
+        let throttle = Throttle::from_kib_per_second(args.bwlimit);
+        source.set_read_hook(Box::new(move |bytes| throttle.consume(bytes)));
+    }
     let source_path = if path.is_empty() { "." } else { path };
     Ok(pull(
         &mut source,
@@ -381,6 +449,9 @@ fn print_report(args: &Args, report: &CopyReport, seconds: f64) {
             "files_up_to_date": report.skipped,
             "symlinks": report.symlinks,
             "deleted": report.deleted,
+            "sessions": report.sessions,
+            "split_files": report.split_files,
+            "parts": report.parts,
             "bytes_synced": report.bytes,
             "bytes_on_the_wire": report.received_bytes + report.sent_bytes,
             "bytes_received": report.received_bytes,

@@ -16,6 +16,7 @@ mod bench;
 mod bench;
 mod check;
 mod copy;
+mod copy_sessions;
 mod demo;
 mod generate;
 mod list_backups;

@@ -177,7 +177,7 @@ fn parse_jobs(text: &str) -> Result<usize, String> {
 }
 
 /// A size in bytes, optionally with a binary suffix: `65536`, `64K`, `64M`, `1G` (or `64MiB`).
-fn parse_size(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let shift = match text[digits.len()..].to_ascii_uppercase().as_str() {

@@ -84,6 +84,111 @@ fn copy_over_ssh_subprocess() {
 }
 
 #[test]
+fn a_pull_with_three_jobs_splits_a_large_file_across_three_sessions() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let tree = remote.path().join("tree");
+    fs::create_dir_all(tree.join("sub")).unwrap();
+    // 3 MiB in parts of 1 MiB: three parts, each a job of its own; the small files make a
+    // fourth job, so three sessions all have work.
+    let large = incompressible(3 << 20, 7);
+    fs::write(tree.join("large"), &large).unwrap();
+    for i in 0..20u64 {
+        fs::write(
+            tree.join(format!("sub/small{i}")),
+            incompressible(1000, i + 1),
+        )
+        .unwrap();
+    }
+    let dest = local.path().join("copy");
+    let (rsh, host) = rsh_and_host(&sshd);
+    let run = Command::new(binaries::barsync())
+        .args([
+            "copy",
+            "-r",
+            "-j",
+            "3",
+            "--part-size",
+            "1M",
+            "--json",
+            "-e",
+            &rsh,
+        ])
+        .arg("--remote-barsync")
+        .arg(binaries::barsync())
+        .arg(format!("{host}:{}/", tree.display()))
+        .arg(&dest)
+        .output()
+        .expect("barsync runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(summary["sessions"], 3, "{stdout}");
+    assert_eq!(summary["split_files"], 1, "{stdout}");
+    assert_eq!(summary["parts"], 3, "{stdout}");
+    assert_eq!(summary["files_transferred"], 21, "{stdout}");
+    assert_eq!(fs::read(dest.join("large")).unwrap(), large);
+    for i in 0..20u64 {
+        assert_eq!(
+            fs::read(dest.join(format!("sub/small{i}"))).unwrap(),
+            incompressible(1000, i + 1)
+        );
+    }
+    let leftovers: Vec<_> = fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name != "large" && name != "sub")
+        .collect();
+    assert!(leftovers.is_empty(), "parts left behind: {leftovers:?}");
+}
+
+#[test]
+fn bwlimit_is_one_budget_shared_by_the_sessions_of_a_pull() {
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let tree = remote.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    // 1 MiB in four parts on two sessions at 512 KiB/s: about 2 s together (1 s if each
+    // session had the budget to itself).
+    let data = incompressible(1 << 20, 3);
+    fs::write(tree.join("file"), &data).unwrap();
+    let dest = local.path().join("copy");
+    let (rsh, host) = rsh_and_host(&sshd);
+    let start = std::time::Instant::now();
+    let run = Command::new(binaries::barsync())
+        .args([
+            "copy",
+            "-r",
+            "-j",
+            "2",
+            "--part-size",
+            "256K",
+            "--bwlimit",
+            "512",
+        ])
+        .args(["--compress-level", "0", "-e", &rsh, "--remote-barsync"])
+        .arg(binaries::barsync())
+        .arg(format!("{host}:{}/", tree.display()))
+        .arg(&dest)
+        .output()
+        .expect("barsync runs");
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(fs::read(dest.join("file")).unwrap(), data);
+    assert!(elapsed >= 1.6, "1 MiB at 512 KiB/s took {elapsed:.2} s");
+}
+
+#[test]
 fn a_changed_host_key_is_refused() {
     let mut sshd = TestSshd::start().expect("sshd");
     let remote = tempfile::tempdir().unwrap();
