@@ -13,7 +13,7 @@
 
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use barsync_transport::libssh2::Libssh2Transport;
 use barsync_transport::{choose_transport, ExitWaiter, StreamWriter};
@@ -30,43 +30,25 @@ use crate::syncinfo::PrimaryInfo;
 
 type RemoteClient = Client<Box<dyn Read + Send>, StreamWriter>;
 
-/// Sessions kept open between the copies of one cron run (the backups, then the WALs), so
-/// each costs one SSH handshake per worker rather than one per copy. Keyed by everything a
-/// session was opened with. [`SessionCache::close_all`] ends them cleanly.
-#[derive(Clone, Default)]
+/// Sessions kept open between the copies of one cron run (the backups, then the WALs): the
+/// engine's [`fetch::SessionCache`](transfer_engine::fetch::SessionCache), keyed by everything
+/// a session was opened with, and whether barsync turned out to be missing on the primary.
+/// [`SessionCache::close_all`] ends them cleanly.
+#[derive(Clone, Default, Debug)]
 pub struct SessionCache {
-    idle: Arc<Mutex<Vec<(String, Session)>>>,
+    idle: transfer_engine::fetch::SessionCache<Session>,
     /// barsync turned out not to run on the primary: later links of the run go to SFTP
     /// straight away, and the operator is told once.
     no_barsync: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for SessionCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let idle = self.idle.lock().map(|idle| idle.len()).unwrap_or(0);
-        write!(f, "SessionCache({idle} idle)")
-    }
-}
-
 impl SessionCache {
-    fn take(&self, key: &str) -> Option<Session> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let position = idle.iter().position(|(k, _)| k == key)?;
-        Some(idle.swap_remove(position).1)
-    }
-
-    fn park(&self, key: String, session: Session) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((key, session));
-    }
-
     /// Closes every idle session; the errors of those that did not end cleanly.
     pub fn close_all(&self) -> Vec<String> {
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
-        idle.into_iter()
-            .filter_map(|(_, session)| session.close().err())
+        self.idle
+            .drain()
+            .into_iter()
+            .filter_map(|session| session.close().err())
             .collect()
     }
 }
@@ -168,7 +150,7 @@ impl SessionSource for PrimaryLink {
     fn reuse(&self) -> Option<Session> {
         let cache = self.cache.as_ref()?;
         let key = self.cache_key();
-        while let Some(mut session) = cache.take(&key) {
+        while let Some(mut session) = cache.idle.take(&key) {
             if session.check(&self.roots[0]).is_ok() {
                 return Some(session);
             }
@@ -182,7 +164,7 @@ impl SessionSource for PrimaryLink {
     fn release(&self, session: Session) -> Result<(), PassiveError> {
         match &self.cache {
             Some(cache) => {
-                cache.park(self.cache_key(), session);
+                cache.idle.park(self.cache_key(), session);
                 Ok(())
             }
             None => session.close().map_err(PassiveError::Sync),

@@ -5,6 +5,7 @@
 //!   [`FetchEvents`] (hears what becomes of each file);
 //! - [`pool`]: the jobs run on several sessions, largest first, failed ones fetched again;
 //! - `split.rs`: very large files cut into parts that the sessions share;
+//! - [`session_cache`]: sessions kept open between the copies of one run;
 //! - [`throttle`]: one bandwidth budget shared by every session of a copy;
 //! - [`totals`]: what a copy moved.
 //!
@@ -13,11 +14,13 @@
 
 pub mod pool;
 pub mod session;
+pub mod session_cache;
 mod split;
 pub mod throttle;
 pub mod totals;
 
 pub use pool::{run_jobs, run_jobs_retrying, Job, PoolReport, PoolSettings, Retry};
 pub use session::{FetchEvents, FetchSession, SessionSource};
+pub use session_cache::SessionCache;
 pub use split::VERIFIED_BY_PARTS;
 pub use totals::TransferTotals;
