@@ -292,19 +292,21 @@ pub fn run_client_session<R: Read, W: Write + Send>(
         basis: basis.map(|name| work.join(name)),
         max_len: Some(SESSION_MAX_LEN),
         partial: Some(work.join(format!("{destination}.partial"))),
-        in_place: false,
-        link_identical: false,
-        part: None,
+        target: transfer_engine::protocol::FetchTarget::NEW_FILE,
     };
     let requests = [
         request("new.bin", "a", None),
         request("changed.bin", "b", Some("basis")),
         FetchRequest {
-            in_place: true,
+            target: transfer_engine::protocol::FetchTarget::WholeFile(
+                transfer_engine::protocol::WriteMode::InPlace,
+            ),
             ..request("inplace.bin", "c", Some("c"))
         },
         FetchRequest {
-            link_identical: true,
+            target: transfer_engine::protocol::FetchTarget::WholeFile(
+                transfer_engine::protocol::WriteMode::LinkIdentical,
+            ),
             ..request("same.bin", "d", Some("basis"))
         },
     ];

@@ -85,9 +85,9 @@ fn request(root: &Path, basis: &Path, destination: &Path) -> FetchRequest {
         basis: Some(basis.to_path_buf()),
         max_len: Some(FILE),
         partial: None,
-        in_place: false,
-        link_identical: true,
-        part: None,
+        target: transfer_engine::protocol::FetchTarget::WholeFile(
+            transfer_engine::protocol::WriteMode::LinkIdentical,
+        ),
     }
 }
 
@@ -136,7 +136,7 @@ fn an_identical_large_file_is_linked_without_keeping_its_basis_resident() {
         .into_iter()
         .map(|part| FetchRequest {
             max_len: Some(part.len),
-            part: Some(part),
+            target: transfer_engine::protocol::FetchTarget::Part(part),
             ..request(&root, &old.join("segment"), &new.join("split"))
         })
         .collect();

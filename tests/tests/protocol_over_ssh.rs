@@ -41,9 +41,7 @@ fn fetch_tree(
             basis: Some(local.join(e.path.as_path())),
             max_len: Some(e.size),
             partial: None,
-            in_place: false,
-            link_identical: false,
-            part: None,
+            target: transfer_engine::protocol::FetchTarget::NEW_FILE,
         })
         .collect();
     let outcomes = client.fetch(&requests, |_| {}).unwrap();

@@ -44,9 +44,9 @@ fn fetch_linking(
             basis: Some(basis_dir.join(name)),
             max_len: None,
             partial: None,
-            in_place: false,
-            link_identical: true,
-            part: None,
+            target: transfer_engine::protocol::FetchTarget::WholeFile(
+                transfer_engine::protocol::WriteMode::LinkIdentical,
+            ),
         })
         .collect();
     let outcomes = client.fetch(&requests, |_| {}).unwrap();

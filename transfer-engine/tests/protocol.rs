@@ -70,9 +70,7 @@ fn requests(root: &Path, dest: &Path, paths: &[&str]) -> Vec<FetchRequest> {
             basis: Some(dest.join(path)),
             max_len: None,
             partial: None,
-            in_place: false,
-            link_identical: false,
-            part: None,
+            target: transfer_engine::protocol::FetchTarget::NEW_FILE,
         })
         .collect()
 }
@@ -179,9 +177,7 @@ fn per_file_errors_name_the_path_and_do_not_stop_the_others() {
         basis: None,
         max_len: None,
         partial: None,
-        in_place: false,
-        link_identical: false,
-        part: None,
+        target: transfer_engine::protocol::FetchTarget::NEW_FILE,
     };
     let batch = vec![
         request(format!("{}/missing", root.display()), "a"),

@@ -51,9 +51,7 @@ fn part_request(name: &str, part: &FilePart) -> FetchRequest {
         basis: part.file.basis().map(Path::to_path_buf),
         max_len: Some(part.len),
         partial: None,
-        in_place: false,
-        link_identical: part.file.link_identical(),
-        part: Some(part.clone()),
+        target: transfer_engine::protocol::FetchTarget::Part(part.clone()),
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use transfer_engine::confine::{Destination, RelativePath};
 use transfer_engine::copy::partial_path;
-use transfer_engine::protocol::{Entry, EntryKind, FetchRequest};
+use transfer_engine::protocol::{Entry, EntryKind, FetchRequest, FetchTarget, WriteMode};
 
 use super::verify_tree::ExpectedTree;
 use transfer_engine::fetch::Job;
@@ -110,9 +110,11 @@ pub fn plan_backup(
                         basis,
                         max_len: Some(entry.size),
                         partial: Some(partial),
-                        in_place: false,
-                        link_identical: link,
-                        part: None,
+                        target: FetchTarget::WholeFile(if link {
+                            WriteMode::LinkIdentical
+                        } else {
+                            WriteMode::NewFile
+                        }),
                     },
                     size: entry.size,
                 });
@@ -231,7 +233,7 @@ mod tests {
                 (
                     j.request.remote_path.clone(),
                     j.request.basis.clone(),
-                    j.request.link_identical,
+                    j.request.target.write_mode() == Some(WriteMode::LinkIdentical),
                 )
             })
             .collect();

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use transfer_engine::confine::{make_dirs_below, Destination, InTheWay, RelativePath};
 use transfer_engine::copy::partial_path;
-use transfer_engine::protocol::FetchRequest;
+use transfer_engine::protocol::{FetchRequest, FetchTarget, WriteMode};
 
 use super::backup_plan::local_basis;
 use super::primary_link::PrimaryLink;
@@ -281,9 +281,11 @@ pub(crate) fn sync_wals_locked(
                 basis,
                 max_len: Some(wal.size as u64),
                 partial: Some(partial),
-                in_place: false,
-                link_identical: exists,
-                part: None,
+                target: FetchTarget::WholeFile(if exists {
+                    WriteMode::LinkIdentical
+                } else {
+                    WriteMode::NewFile
+                }),
             },
             size: wal.size as u64,
         });

@@ -29,7 +29,9 @@ use crate::fetch::{
     run_jobs_retrying, FetchEvents, FetchSession, Job, PoolSettings, SessionSource,
 };
 use crate::fs::{names_in, remove_at};
-use crate::protocol::{Entry, EntryKind, FetchOutcome, FetchReport, FetchRequest};
+use crate::protocol::{
+    Entry, EntryKind, FetchOutcome, FetchReport, FetchRequest, FetchTarget, WriteMode,
+};
 
 /// What the planning of a pull lists from and fetches through.
 trait Fetcher {
@@ -474,9 +476,11 @@ fn plan_files(
             basis,
             max_len: Some(entry.size),
             partial: Some(partial),
-            in_place: options.in_place && basis_is_destination,
-            link_identical: false,
-            part: None,
+            target: FetchTarget::WholeFile(if options.in_place && basis_is_destination {
+                WriteMode::InPlace
+            } else {
+                WriteMode::NewFile
+            }),
         });
         sizes.push(entry.size);
     }

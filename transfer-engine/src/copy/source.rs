@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use super::{partial_path, CopyError};
-use crate::protocol::{Client, Entry, FetchOutcome, FetchRequest, PushItem, PushOutcome};
+use crate::protocol::{
+    Client, Entry, FetchOutcome, FetchRequest, PushItem, PushOutcome, WriteMode,
+};
 
 /// Lists over SFTP; a failure is the far side's answer for that path, not a session error.
 fn list_over_sftp(
@@ -163,7 +165,7 @@ impl PullSource for crate::sftp::SftpSource {
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut whole = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
-            if request.part.is_none() {
+            if request.target.part().is_none() {
                 whole.push(index);
                 continue;
             }
@@ -200,7 +202,7 @@ impl PullSource for crate::sftp::SftpSource {
                 link_basis: requests[i]
                     .basis
                     .as_deref()
-                    .filter(|_| requests[i].link_identical),
+                    .filter(|_| requests[i].target.write_mode() == Some(WriteMode::LinkIdentical)),
             })
             .collect();
         self.fetch_many(&files, &mut |position, result| {

@@ -70,7 +70,7 @@ fn chunks(jobs: &[Job]) -> VecDeque<Vec<usize>> {
     let mut current_bytes = 0u64;
     for index in order {
         let size = jobs[index].size;
-        if size >= LARGE_FILE || jobs[index].request.part.is_some() {
+        if size >= LARGE_FILE || jobs[index].request.target.part().is_some() {
             chunks.push_back(vec![index]);
             continue;
         }
@@ -290,7 +290,7 @@ impl<S: SessionSource> Worker<'_, S> {
             chunk.iter().map(|_| None).collect();
         // A part is not a file: its file is reported once finished.
         let mut progress = |outcome: &FetchOutcome| {
-            match (&requests[outcome.index].part, &outcome.result) {
+            match (requests[outcome.index].target.part(), &outcome.result) {
                 (None, result) => events.file_done(&outcome.remote_path, result),
                 (Some(_), Ok(report)) => events.part_done(&outcome.remote_path, report.len),
                 (Some(_), Err(_)) => {}
@@ -306,7 +306,7 @@ impl<S: SessionSource> Worker<'_, S> {
                     chunk.iter().map(|_| Err("no answer".to_owned())).collect();
                 for outcome in outcomes {
                     if let Ok(report) = &outcome.result {
-                        self.count(report, requests[outcome.index].part.is_some());
+                        self.count(report, requests[outcome.index].target.part().is_some());
                     }
                     results[outcome.index] = outcome.result;
                 }
@@ -326,7 +326,7 @@ impl<S: SessionSource> Worker<'_, S> {
                     .collect();
                 for (index, result) in results.iter().enumerate() {
                     if let Ok(report) = result {
-                        self.count(report, requests[index].part.is_some());
+                        self.count(report, requests[index].target.part().is_some());
                     }
                 }
                 results
@@ -386,9 +386,7 @@ mod tests {
                 basis: None,
                 max_len: None,
                 partial: None,
-                in_place: false,
-                link_identical: false,
-                part: None,
+                target: crate::protocol::FetchTarget::NEW_FILE,
             },
             size,
         }

@@ -10,7 +10,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::protocol::{FetchReport, FetchRequest};
+use crate::protocol::{FetchReport, FetchRequest, FetchTarget, WriteMode};
 use crate::split_file::SplitFile;
 
 use super::pool::Job;
@@ -44,8 +44,10 @@ enum FileJobs {
 pub(super) fn worth_splitting(job: &Job, part_size: u64) -> bool {
     part_size > 0
         && job.size >= part_size.saturating_mul(2)
-        && job.request.part.is_none()
-        && !job.request.in_place
+        && matches!(
+            job.request.target.write_mode(),
+            Some(WriteMode::NewFile | WriteMode::LinkIdentical)
+        )
 }
 
 /// Splits the jobs worth splitting into parts of `part_size` bytes.
@@ -64,7 +66,7 @@ pub(super) fn split_jobs(jobs: &[Job], part_size: u64) -> SplitJobs {
             job.size,
             request.basis.clone(),
             request.partial.clone(),
-            request.link_identical,
+            request.target.write_mode() == Some(WriteMode::LinkIdentical),
         );
         let start = expanded.len();
         for part in file.parts(part_size.max(job.size.div_ceil(MAX_PARTS))) {
@@ -72,7 +74,7 @@ pub(super) fn split_jobs(jobs: &[Job], part_size: u64) -> SplitJobs {
                 size: part.len,
                 request: FetchRequest {
                     max_len: Some(part.len),
-                    part: Some(part),
+                    target: FetchTarget::Part(part),
                     ..request.clone()
                 },
             });
@@ -169,9 +171,7 @@ mod tests {
                 basis: None,
                 max_len: Some(size),
                 partial: None,
-                in_place: false,
-                link_identical: false,
-                part: None,
+                target: FetchTarget::NEW_FILE,
             },
             size,
         }
@@ -190,7 +190,7 @@ mod tests {
         let sizes: Vec<(u64, Option<u64>)> = split
             .jobs
             .iter()
-            .map(|j| (j.size, j.request.part.as_ref().map(|p| p.offset)))
+            .map(|j| (j.size, j.request.target.part().map(|p| p.offset)))
             .collect();
         let mut expected = vec![(100, None), (199, None), (100, Some(0)), (100, Some(100))];
         expected.extend((0..10).map(|i| (100, Some(i * 100))));

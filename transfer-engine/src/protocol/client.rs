@@ -63,19 +63,57 @@ pub struct FetchRequest {
     /// next transfer can use it as its basis (`None`: discard it). It is beside the destination:
     /// only its file name is used, in the destination's directory.
     pub partial: Option<PathBuf>,
-    /// Rebuild the file over the destination itself, writing only what changed (rsync's
-    /// `--inplace`); applies when `basis` is the destination. A failure leaves it modified.
-    pub in_place: bool,
-    /// When the file turns out identical to `basis` (every block copied in order, the same
-    /// length, the sender's digest matching the basis), hard-link the basis as the destination
-    /// instead of writing a copy (Barman's `reuse_backup = link`).
-    pub link_identical: bool,
-    /// Fetch only this byte range of the file, into its [`SplitFile`](crate::split_file::SplitFile)
-    /// (which the caller finishes once every part is in). `destination`, `partial` and
-    /// `in_place` are then the split file's business; `basis` is still the file the range is
+    /// The whole file (and how it is written), or one byte range of it.
+    pub target: FetchTarget,
+}
+
+/// What a [`FetchRequest`] fetches.
+#[derive(Clone, Debug)]
+pub enum FetchTarget {
+    /// The whole file, published at the request's destination as the mode says.
+    WholeFile(WriteMode),
+    /// Only this byte range of the file, into its [`SplitFile`](crate::split_file::SplitFile)
+    /// (which the caller finishes once every part is in). The request's `destination` and
+    /// `partial` are then the split file's business; `basis` is still the file the range is
     /// delta-transferred against, and `max_len` should be the part's length. Needs a server that
     /// [supports parts](Client::supports_parts).
-    pub part: Option<FilePart>,
+    Part(FilePart),
+}
+
+/// How a whole file is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Into a temporary file beside the destination, published once verified.
+    #[default]
+    NewFile,
+    /// Over the destination itself, writing only what changed (rsync's `--inplace`); applies
+    /// when `basis` is the destination. A failure leaves it modified.
+    InPlace,
+    /// As [`WriteMode::NewFile`], but when the file turns out identical to `basis` (every block
+    /// copied in order, the same length, the sender's digest matching the basis), the basis is
+    /// hard-linked as the destination instead (Barman's `reuse_backup = link`).
+    LinkIdentical,
+}
+
+impl FetchTarget {
+    /// The whole file, written into a new file.
+    pub const NEW_FILE: FetchTarget = FetchTarget::WholeFile(WriteMode::NewFile);
+
+    /// The part this target fetches, if it is one.
+    pub fn part(&self) -> Option<&FilePart> {
+        match self {
+            FetchTarget::Part(part) => Some(part),
+            FetchTarget::WholeFile(_) => None,
+        }
+    }
+
+    /// How the whole file is written; `None` for a part.
+    pub fn write_mode(&self) -> Option<WriteMode> {
+        match self {
+            FetchTarget::WholeFile(mode) => Some(*mode),
+            FetchTarget::Part(_) => None,
+        }
+    }
 }
 
 impl FetchRequest {
@@ -174,7 +212,7 @@ impl<R: Read, W: Write + Send> Client<R, W> {
         )
     }
 
-    /// Whether the server answers requests for byte ranges of a file ([`FetchRequest::part`]).
+    /// Whether the server answers requests for byte ranges of a file ([`FetchTarget::Part`]).
     pub fn supports_parts(&self) -> bool {
         self.peer_features & FEATURE_RANGES != 0
     }
@@ -349,12 +387,13 @@ fn send_requests<W: Write>(
     let mut encoded = Vec::new();
     for (index, request) in requests.iter().enumerate() {
         // A basis that cannot be read is not fatal: the file is fetched whole.
-        let in_place_file =
-            if request.in_place && request.basis.as_ref() == Some(&request.destination.path()) {
-                open_for_in_place(&request.destination)
-            } else {
-                None
-            };
+        let in_place_file = if request.target.write_mode() == Some(WriteMode::InPlace)
+            && request.basis.as_ref() == Some(&request.destination.path())
+        {
+            open_for_in_place(&request.destination)
+        } else {
+            None
+        };
         let (basis, problem) = match (&in_place_file, &request.basis) {
             (Some(file), _) => match MappedFile::from_file(file) {
                 Ok(map) => (Some(map), None),
@@ -381,14 +420,14 @@ fn send_requests<W: Write>(
             },
             _ => (None, None),
         };
-        let in_place_file = in_place_file.filter(|_| basis.is_some() && request.part.is_none());
+        let in_place_file = in_place_file.filter(|_| basis.is_some());
         let basis_len = basis.as_ref().map_or(0, |map| map.len());
-        let basis_range = match &request.part {
+        let basis_range = match request.target.part() {
             Some(part) => clamp(part.offset, basis_len)..clamp(part.offset + part.len, basis_len),
             None => 0..basis_len,
         };
         let signature = match &basis {
-            Some(map) if request.part.is_some() => {
+            Some(map) if request.target.part().is_some() => {
                 signature_of_map_range(map, basis_range.clone(), &SignatureOptions::default())
             }
             Some(map) => signature_of_map(map, &SignatureOptions::default()),
@@ -402,7 +441,7 @@ fn send_requests<W: Write>(
         } else {
             0
         };
-        match &request.part {
+        match request.target.part() {
             Some(part) => {
                 writer
                     .start()
@@ -503,7 +542,7 @@ fn receive_answers<R: Read>(
             basis_map: entry.basis.as_ref(),
             signature: &entry.signature,
             max_len: request.max_len,
-            part: request.part.is_some(),
+            part: request.target.part().is_some(),
             mode_mask,
         };
         let make_temp = || {
@@ -514,19 +553,15 @@ fn receive_answers<R: Read>(
             Ok(temp)
         };
         let queued_before = batch.len();
-        let link_basis = request
-            .basis
-            .as_deref()
-            .filter(|_| request.link_identical && entry.basis.is_some());
-        let received = match (&entry.in_place, link_basis) {
-            _ if request.part.is_some() => {
-                let part = request.part.as_ref().expect("checked");
-                receive_part(reader, &incoming, part, &mut literals)
-                    .map(|r| r.map(|received| (received, false)))
-            }
-            (Some(file), _) => receive_file_in_place(reader, &incoming, file, &mut literals)
+        let link_basis = request.basis.as_deref().filter(|_| {
+            request.target.write_mode() == Some(WriteMode::LinkIdentical) && entry.basis.is_some()
+        });
+        let received = match (request.target.part(), &entry.in_place, link_basis) {
+            (Some(part), _, _) => receive_part(reader, &incoming, part, &mut literals)
                 .map(|r| r.map(|received| (received, false))),
-            (None, Some(basis_path)) => receive_file_or_link(
+            (None, Some(file), _) => receive_file_in_place(reader, &incoming, file, &mut literals)
+                .map(|r| r.map(|received| (received, false))),
+            (None, None, Some(basis_path)) => receive_file_or_link(
                 reader,
                 &incoming,
                 basis_path,
@@ -536,7 +571,7 @@ fn receive_answers<R: Read>(
                 &mut batch,
             )
             .map(|r| r.map(|done| (done.received, done.linked))),
-            (None, None) => receive_file(
+            (None, None, None) => receive_file(
                 reader,
                 &incoming,
                 make_temp,

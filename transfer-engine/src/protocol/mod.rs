@@ -42,7 +42,7 @@ mod server_push;
 
 use std::io;
 
-pub use client::{Client, FetchOutcome, FetchReport, FetchRequest};
+pub use client::{Client, FetchOutcome, FetchReport, FetchRequest, FetchTarget, WriteMode};
 pub use handshake::{AGENT, PROTOCOL_VERSION};
 pub use push::{PushItem, PushOutcome};
 pub use sender::MAX_SIGNATURE_BYTES;
