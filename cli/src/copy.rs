@@ -25,7 +25,7 @@ use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client, FetchReport};
 use transfer_engine::sftp::SftpSource;
 
-use crate::copy_sessions::{NoBarsync, RemoteSessions};
+use crate::copy_sessions::{session_failed, NoBarsync, RemoteSessions};
 use crate::output::{ui, Job};
 
 pub const AFTER_HELP: &str = concat!(
@@ -345,25 +345,13 @@ fn with_session(
     let status = exit.wait();
     let (report, finished) = match session {
         Ok(parts) => parts,
-        Err(_) if matches!(&status, Ok(status) if status.code == Some(127)) => {
-            let stderr = status.map(|s| s.stderr_text()).unwrap_or_default();
-            return Err(NoBarsync {
-                peer: peer.to_string(),
-                program: args.remote_barsync.clone(),
-                stderr: stderr.trim().to_string(),
-            }
-            .into());
-        }
         Err(error) => {
-            let detail = match status {
-                Ok(status) => status.stderr_text(),
-                Err(exit_error) => exit_error.to_string(),
-            };
-            let detail = detail.trim();
-            if detail.is_empty() {
-                bail!("{peer}: {error}");
-            }
-            bail!("{peer}: {error}; the remote side said: {detail}");
+            return Err(session_failed(
+                &peer.to_string(),
+                &args.remote_barsync,
+                error,
+                status,
+            ))
         }
     };
     let report = report.with_context(|| format!("copying with {peer}"))?;

@@ -5,8 +5,10 @@
 use std::io::Read;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
-use barsync_transport::{choose_transport, ExitWaiter, StreamWriter, TransportPreference};
+use anyhow::{anyhow, bail, Result};
+use barsync_transport::{
+    choose_transport, ExitWaiter, RemoteExit, StreamWriter, TransportError, TransportPreference,
+};
 use transfer_engine::copy::PullSource;
 use transfer_engine::fetch::throttle::{Throttle, ThrottledReader};
 use transfer_engine::fetch::{FetchEvents, FetchSession, SessionSource};
@@ -61,6 +63,35 @@ impl std::fmt::Display for NoBarsync {
 
 impl std::error::Error for NoBarsync {}
 
+/// Why a session with `peer` failed with `error`, from how its remote command ended: barsync
+/// not found there (exit status 127: [`NoBarsync`], which the caller may answer with SFTP), else
+/// the error with what the remote side said on stderr.
+pub fn session_failed(
+    peer: &str,
+    program: &str,
+    error: impl std::fmt::Display,
+    status: Result<RemoteExit, TransportError>,
+) -> anyhow::Error {
+    if let Ok(status) = &status {
+        if status.code == Some(127) {
+            return NoBarsync {
+                peer: peer.to_owned(),
+                program: program.to_owned(),
+                stderr: status.stderr_text().trim().to_owned(),
+            }
+            .into();
+        }
+    }
+    let detail = match status {
+        Ok(status) => status.stderr_text(),
+        Err(exit_error) => exit_error.to_string(),
+    };
+    match detail.trim() {
+        "" => anyhow!("{peer}: {error}"),
+        detail => anyhow!("{peer}: {error}; the remote side said: {detail}"),
+    }
+}
+
 impl SessionSource for RemoteSessions {
     type Session = RemoteSession;
     type Error = anyhow::Error;
@@ -81,28 +112,12 @@ impl SessionSource for RemoteSessions {
                 peer,
                 accounted: (0, 0),
             }),
-            Err(error) => {
-                let status = exit.wait();
-                if let Ok(status) = &status {
-                    if status.code == Some(127) {
-                        return Err(NoBarsync {
-                            peer,
-                            program: self.remote_barsync.clone(),
-                            stderr: status.stderr_text().trim().to_owned(),
-                        }
-                        .into());
-                    }
-                }
-                let detail = match status {
-                    Ok(status) => status.stderr_text(),
-                    Err(exit_error) => exit_error.to_string(),
-                };
-                let detail = detail.trim();
-                if detail.is_empty() {
-                    bail!("{peer}: {error}");
-                }
-                bail!("{peer}: {error}; the remote side said: {detail}");
-            }
+            Err(error) => Err(session_failed(
+                &peer,
+                &self.remote_barsync,
+                error,
+                exit.wait(),
+            )),
         }
     }
 
