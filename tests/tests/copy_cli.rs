@@ -791,11 +791,7 @@ fn names_with_control_characters_and_of_255_bytes_are_copied() {
         fs::read_to_string(local.path().join("mirror").join(&long_a)).unwrap(),
         "changed"
     );
-    let leftovers: Vec<_> = fs::read_dir(local.path().join("mirror"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().contains(".barsync-"))
-        .collect();
+    let leftovers = barsync_tests::leftovers::barsync_names_in(&local.path().join("mirror"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

@@ -793,11 +793,9 @@ fn odd_names_synced(cron_args: &[&str]) {
     assert!(list.status.success(), "{}", describe(&list));
     assert_eq!(stdout(&list).lines().count(), 2, "{}", describe(&list));
     // Nothing of barsync's own is left beside the files.
-    let leftovers: Vec<_> = fs::read_dir(rig.server_directory().join(format!("base/{id}/data")))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().contains(".barsync-"))
-        .collect();
+    let leftovers = barsync_tests::leftovers::barsync_names_in(
+        &rig.server_directory().join(format!("base/{id}/data")),
+    );
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

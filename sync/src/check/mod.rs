@@ -112,7 +112,7 @@ fn checks(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
     let serve = if probe.connected {
         ssh_probe::serve_mode(server, remote_barsync)
     } else {
-        Err("not checked: the primary was not reached".into())
+        Err(ssh_probe::NOT_REACHED.into())
     };
     checks.extend(probe.checks);
     checks.extend(ssh_probe::program_checks(

@@ -149,7 +149,7 @@ pub(super) fn probe(server: &ServerConfig, ssh: &str, remote_barsync: &str) -> S
     }
 }
 
-const NOT_REACHED: &str = "not checked: the primary was not reached";
+pub(super) const NOT_REACHED: &str = "not checked: the primary was not reached";
 
 /// `barsync on the primary` and `barman on the primary`. When the primary's key refuses the
 /// look (a key pinned to a forced command, as the README recommends), what the barsync
