@@ -6,10 +6,10 @@
 //!    block hash. Unchanged and in-place-modified files are matched almost entirely this way, one
 //!    block at a time, without touching the index.
 //! 2. **Rolling search.** Where the prediction fails, the window rolls byte by byte and every
-//!    position is looked up in the [`BlockIndex`] until some block matches (then back to 1).
+//!    position is looked up in the block index (`index.rs`) until some block matches (then back to 1).
 //!
 //! Hostile or repetitive inputs stay linear:
-//! - a lookup examines at most [`crate::index::MAX_ENTRIES_PER_LOOKUP`] entries and hashes the
+//! - a lookup examines at most `MAX_ENTRIES_PER_LOOKUP` entries and hashes the
 //!   window at most once (block hashes do not depend on the block's position);
 //! - block hashes computed by the rolling search that match nothing are paid from a budget that
 //!   grows by one byte for each byte rolled; when it runs dry, weak hits are not verified until it

@@ -10,7 +10,7 @@
 //! Memory maps: [`MappedFile`] maps a file read-only. The engine maps files it does not expect
 //! to change while mapped (a basis on the receiver, a finished backup or WAL file on the
 //! sender), but cannot prevent it: a file truncated under a live map would fault, so every map
-//! is registered with [`crate::map_guard`], whose SIGBUS handler turns the pages past the new
+//! is registered with `map_guard.rs`, whose SIGBUS handler turns the pages past the new
 //! end into zeros and marks the map. Readers ask [`MappedFile::changed`] (the fault mark, or a
 //! size or mtime that differs from when the file was mapped) before trusting what they read.
 
@@ -103,7 +103,7 @@ impl MappedFile {
 }
 
 impl MappedFile {
-    /// The mapped file (for copies done by the kernel, [`crate::kernel_copy`]).
+    /// The mapped file (for copies done by the kernel, `kernel_copy.rs`).
     pub fn file(&self) -> &File {
         &self.file
     }

@@ -114,12 +114,6 @@ impl BlockIndex {
         }
     }
 
-    /// Whether some indexed block may have this weak checksum (false positives possible).
-    #[inline(always)]
-    pub fn may_contain(&self, weak: u32) -> bool {
-        self.filter().may_contain(weak)
-    }
-
     /// The first-level filter alone, as a small copyable value for tight loops.
     #[inline(always)]
     pub fn filter(&self) -> Filter<'_> {
@@ -139,15 +133,5 @@ impl BlockIndex {
             .iter()
             .filter(move |entry| entry.weak == weak)
             .map(|entry| entry.block as usize)
-    }
-
-    /// Number of distinct blocks indexed.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no block is indexed.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }

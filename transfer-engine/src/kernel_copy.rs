@@ -69,6 +69,7 @@ impl RangeCopier {
 
     /// A copier that declines every range (the caller copies in user space): what a file
     /// system without either gives, forced (tests, comparisons).
+    #[cfg(test)]
     pub fn user_only() -> RangeCopier {
         RangeCopier {
             try_reflink: false,
@@ -77,6 +78,7 @@ impl RangeCopier {
     }
 
     /// Whether ranges may still be copied in the kernel.
+    #[cfg(test)]
     pub fn in_kernel(&self) -> bool {
         self.try_reflink || self.try_kernel
     }

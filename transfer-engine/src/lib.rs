@@ -7,7 +7,7 @@
 //!  signature(basis) ───── Signature ─────► delta(new, &signature, sink)
 //!  Patcher / patch_file ◄── ops + digest ── (copy block runs, literal slices, FileDigest)
 //! ```
-//! - [`signature()`] cuts the receiver's basis file into blocks ([`block_size`]) and records, per
+//! - [`signature()`] cuts the receiver's basis file into blocks (`block_size.rs`) and records, per
 //!   block, a weak rolling checksum ([`rolling`]) and a keyed, truncated blake3 hash ([`digest`]).
 //! - [`delta()`] scans the sender's new file against that signature ([`delta`](mod@delta)): it
 //!   predicts in-place matches first and rolls byte by byte only through unmatched regions, in
@@ -16,33 +16,32 @@
 //! - [`Patcher`] (a [`DeltaSink`]) rebuilds the file from the basis and the operations, checking
 //!   the digest; [`patch_file`] does that into a temporary file that is published (fsync, rename,
 //!   fsync of the directory) only once verified ([`fs`]). A receiver rebuilding into a file of
-//!   its own uses [`rebuild::FilePatcher`] instead: matched block runs are copied by the
-//!   kernel ([`kernel_copy`]: reflink or `copy_file_range`), only literals are written.
+//!   its own uses `rebuild::FilePatcher` instead: matched block runs are copied by the
+//!   kernel (`kernel_copy.rs`: reflink or `copy_file_range`), only literals are written.
 //!
 //! Operations can also travel as bytes: [`DeltaEncoder`] writes them, [`DeltaReader`] decodes
-//! them strictly ([`delta_codec`]).
+//! them strictly (`delta_codec.rs`).
 //!
 //! Files are read through memory maps ([`MappedFile`]); peak memory is bounded by buffers
 //! (literal runs of at most [`delta::MAX_LITERAL_RUN`] bytes) and by the signature, never by the
 //! size of the files.
 
-pub mod block_size;
+mod block_size;
 pub mod confine;
 pub mod copy;
 pub mod delta;
-pub mod delta_codec;
+mod delta_codec;
 pub mod digest;
-pub mod error;
+mod error;
 pub mod fetch;
 pub mod fs;
-pub mod index;
-pub mod kernel_copy;
-pub mod local;
-pub mod map_guard;
+mod index;
+mod kernel_copy;
+mod map_guard;
 pub mod names;
-pub mod patch;
+mod patch;
 pub mod protocol;
-pub mod rebuild;
+mod rebuild;
 pub mod rolling;
 pub mod sftp;
 pub mod signature;

@@ -128,19 +128,10 @@ impl<'b> FilePatcher<'b> {
     }
 
     /// Uses `copier` instead of the default one (e.g. [`RangeCopier::user_only`]).
+    #[cfg(test)]
     pub fn with_copier(mut self, copier: RangeCopier) -> Self {
         self.copier = copier;
         self
-    }
-
-    /// Bytes of the new file so far.
-    pub fn written(&self) -> u64 {
-        self.position
-    }
-
-    /// How the bytes so far got there.
-    pub fn stats(&self) -> RebuildStats {
-        self.stats
     }
 
     fn accept(&mut self, len: u64) -> Result<u64, PatchError> {

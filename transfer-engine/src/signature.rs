@@ -33,7 +33,7 @@ pub const MAX_STRONG_LEN: usize = 32;
 /// How to build a signature.
 #[derive(Clone, Debug, Default)]
 pub struct SignatureOptions {
-    /// Block size; `None` applies the rule of [`crate::block_size::block_size_for`].
+    /// Block size; `None` applies the rule of `block_size_for` (`block_size.rs`).
     pub block_size: Option<usize>,
     /// Hash key; `None` draws a random one (the right choice outside tests).
     pub key: Option<HashKey>,
