@@ -86,9 +86,12 @@ pub struct Args {
     /// Print the summary as one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Source: a local path or [user@]host:path (a trailing slash copies the contents).
+    // (help as attributes: rustdoc would read `[user@]` as a link)
+    #[arg(
+        help = "Source: a local path or [user@]host:path (a trailing slash copies the contents)."
+    )]
     source: String,
-    /// Destination: a local path or [user@]host:path.
+    #[arg(help = "Destination: a local path or [user@]host:path.")]
     destination: String,
 }
 
