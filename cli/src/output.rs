@@ -586,6 +586,7 @@ fn timestamp() -> String {
     let seconds = now.as_secs() as libc::time_t;
     // SAFETY: localtime_r only writes the struct it is given.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals of the types localtime_r reads and writes.
     unsafe { libc::localtime_r(&seconds, &mut tm) };
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}",

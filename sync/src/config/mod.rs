@@ -431,6 +431,7 @@ fn user_uid(user: &str) -> Option<libc::uid_t> {
         // into `entry` and `buffer` (of the length given), and `result` points into them.
         let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
         let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: as above.
         let rc = unsafe {
             libc::getpwnam_r(
                 name.as_ptr(),

@@ -127,6 +127,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") {
                 assert_eq!(
+                    // SAFETY: AVX2 was detected just above.
                     unsafe { x86_avx2::block_sums(&data) },
                     portable,
                     "len {len}"
@@ -136,6 +137,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") {
                 assert_eq!(
+                    // SAFETY: AVX2 was detected just above.
                     unsafe { x86_avx2::block_sums(&ones) },
                     portable::block_sums(&ones)
                 );

@@ -136,6 +136,7 @@ fn thread_cpu_seconds() -> f64 {
     // SAFETY: an all-zero rusage is a valid value of this plain C struct, and getrusage only
     // writes it.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a live local of the type getrusage writes.
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
