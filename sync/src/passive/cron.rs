@@ -253,7 +253,7 @@ fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Eve
     };
     let events: &dyn Events = &heartbeat;
     // One set of sessions serves every copy of this server's run.
-    let cache = super::primary_link::SessionCache::default();
+    let cache = super::primary_sessions::SessionCache::default();
     let options = PassiveOptions {
         session_cache: Some(cache.clone()),
         ..options.clone()

@@ -2,7 +2,7 @@
 //! and WALs into this node's catalog through the barsync delta engine.
 //!
 //! Data flow (file names follow it):
-//! - [`primary_link`] reaches the primary through `primary_ssh_command`: a `barsync serve`
+//! - [`primary_sessions`] reaches the primary through `primary_ssh_command`: a `barsync serve`
 //!   session confined to the primary's backup and WAL directories, or SFTP when barsync is not
 //!   installed there;
 //! - [`mod@sync_backup`] decides as Barman does whether a backup needs copying, plans its files
@@ -12,7 +12,7 @@
 //! - [`incremental`] keeps the `children_backup_ids` of local parents of PG17 incremental
 //!   backups in line with the primary's chain, and skips a child whose parent is gone;
 //! - the engine's fetch layer ([`transfer_engine::fetch`]) runs the file copies of either on
-//!   `parallel_jobs` sessions of the [`PrimaryLink`](primary_link::PrimaryLink), largest
+//!   `parallel_jobs` sessions of the [`PrimarySessions`](primary_sessions::PrimarySessions), largest
 //!   first, under one throttle for `bandwidth_limit`; very large files are split into parts the
 //!   sessions share;
 //! - [`cron`] runs sync-info, every missing backup and the WALs for each passive server.
@@ -24,7 +24,7 @@ pub mod backup_plan;
 pub mod cron;
 pub mod dry_run;
 pub mod incremental;
-pub mod primary_link;
+pub mod primary_sessions;
 pub mod report;
 pub mod retention;
 pub mod status;
@@ -93,7 +93,7 @@ pub struct PassiveOptions {
     /// Barman on this node, which deletes the backups retention reports OBSOLETE.
     pub barman: PathBuf,
     /// Keep sessions open between copies (cron sets one per server and closes it at the end).
-    pub session_cache: Option<primary_link::SessionCache>,
+    pub session_cache: Option<primary_sessions::SessionCache>,
     /// Files of at least twice this size are fetched in parts of this size, shared by the
     /// sessions; 0 never splits.
     pub part_size: u64,

@@ -27,7 +27,7 @@ use transfer_engine::fs::remove_at;
 
 use super::backup_plan::{plan_backup, BackupPlan};
 use super::incremental;
-use super::primary_link::PrimaryLink;
+use super::primary_sessions::PrimarySessions;
 use super::retention::{self, Candidate};
 use super::verify_tree::verify_tree;
 use super::{
@@ -224,11 +224,11 @@ fn copy_backup(
     events: &dyn Events,
 ) -> Result<TransferTotals, String> {
     let id = info.backup_id();
-    let link = PrimaryLink::new(server, primary, options).map_err(|e| e.to_string())?;
-    let remote_directory = link.backup_path(id);
-    let mut session = match link.reuse() {
+    let sessions = PrimarySessions::new(server, primary, options).map_err(|e| e.to_string())?;
+    let remote_directory = sessions.backup_path(id);
+    let mut session = match sessions.reuse() {
         Some(session) => session,
-        None => link.open(events).map_err(|e| e.to_string())?,
+        None => sessions.open(events).map_err(|e| e.to_string())?,
     };
     let listing = match session.source().list(Path::new(&remote_directory), true) {
         Ok(Ok(listing)) => listing,
@@ -255,7 +255,7 @@ fn copy_backup(
     prepare_destination(&base, id, &plan)?;
     events.plan(id, plan.jobs.len() as u64, plan.bytes);
     let report = run_jobs_retrying(
-        &link,
+        &sessions,
         Some(session),
         &plan.jobs,
         &pool_settings(server, options),
@@ -424,7 +424,7 @@ fn prepare_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), S
 }
 
 /// After every file is in place: directory modes as on the primary (never setuid or setgid,
-/// as files: see [`PrimaryLink`]), partial transfers removed, and every directory fsynced (so
+/// as files: see [`PrimarySessions`]), partial transfers removed, and every directory fsynced (so
 /// the tree survives a crash once DONE is written); each directory reached from `base` without
 /// following symlinks, as in [`prepare_destination`].
 fn finish_destination(base: &Path, id: &str, plan: &BackupPlan) -> Result<(), String> {

@@ -17,7 +17,7 @@ use transfer_engine::copy::partial_path;
 use transfer_engine::protocol::{FetchRequest, FetchTarget, WriteMode};
 
 use super::backup_plan::local_basis;
-use super::primary_link::PrimaryLink;
+use super::primary_sessions::PrimarySessions;
 use super::{pool_settings, require_passive, Events, PassiveError, PassiveOptions, TransferTotals};
 use crate::catalog::available_backups;
 use crate::config::ServerConfig;
@@ -254,7 +254,7 @@ pub(crate) fn sync_wals_locked(
     // A missing xlog db is created (from what the archive holds) before any file arrives, so
     // the new files are listed once, by the append below (Barman lists them twice).
     drop(LockedXlogDb::open(server)?);
-    let link = PrimaryLink::new(server, primary, options)?;
+    let sessions = PrimarySessions::new(server, primary, options)?;
     let mut jobs = Vec::with_capacity(to_copy.len());
     for (wal, relative) in &to_copy {
         // Written below the wals directory (trusted, from the configuration) through directory
@@ -276,7 +276,7 @@ pub(crate) fn sync_wals_locked(
         };
         jobs.push(Job {
             request: FetchRequest {
-                remote_path: link.wal_path(relative).into(),
+                remote_path: sessions.wal_path(relative).into(),
                 destination: confined,
                 basis,
                 max_len: Some(wal.size as u64),
@@ -291,7 +291,13 @@ pub(crate) fn sync_wals_locked(
         });
     }
     events.plan("WALs", jobs.len() as u64, jobs.iter().map(|j| j.size).sum());
-    let report = run_jobs_retrying(&link, None, &jobs, &pool_settings(server, options), events);
+    let report = run_jobs_retrying(
+        &sessions,
+        None,
+        &jobs,
+        &pool_settings(server, options),
+        events,
+    );
     report.check().map_err(failed)?;
     crate::fsutil::fsync_directory(&wals_directory).map_err(PassiveError::io(&wals_directory))?;
     let entries: Vec<WalEntry> = to_copy.iter().map(|(wal, _)| (*wal).clone()).collect();

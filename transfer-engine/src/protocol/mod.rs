@@ -29,12 +29,12 @@
 //! naming the remote path and do not stop the others; `Fatal` ends the session.
 
 pub mod client;
+pub mod client_push;
 pub mod frame;
 pub mod handshake;
 mod link;
 pub mod literal;
 mod part;
-pub mod push;
 mod receiver;
 mod sender;
 pub mod server;
@@ -43,8 +43,8 @@ mod server_push;
 use std::io;
 
 pub use client::{Client, FetchOutcome, FetchReport, FetchRequest, FetchTarget, WriteMode};
+pub use client_push::{PushItem, PushOutcome};
 pub use handshake::{AGENT, PROTOCOL_VERSION};
-pub use push::{PushItem, PushOutcome};
 pub use sender::MAX_SIGNATURE_BYTES;
 pub use server::{serve, serve_with, ServeOptions};
 

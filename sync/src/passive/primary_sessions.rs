@@ -2,10 +2,10 @@
 //!
 //! A session is `barsync serve --root <basebackups_directory> --root <wals_directory>` run on
 //! the primary (paths from its sync-info), so the primary serves nothing outside its own
-//! catalog. When barsync cannot run there (exit status 127), the link switches to SFTP over
+//! catalog. When barsync cannot run there (exit status 127), the sessions switch to SFTP over
 //! the same ssh settings for the rest of its life: whole files, verified by the primary's
 //! checksum tool. Sessions parked in a [`SessionCache`] are checked before they are reused.
-//! [`PrimaryLink`] is the engine's [`SessionSource`] for the passive node's copies.
+//! [`PrimarySessions`] is the engine's [`SessionSource`] for the passive node's copies.
 //!
 //! Files written through either never get the setuid or setgid bit (`drop_setid`): a backup
 //! never needs them, and a primary must not be able to plant such a file on the passive.
@@ -37,7 +37,7 @@ type RemoteClient = Client<Box<dyn Read + Send>, StreamWriter>;
 #[derive(Clone, Default, Debug)]
 pub struct SessionCache {
     idle: transfer_engine::fetch::SessionCache<Session>,
-    /// barsync turned out not to run on the primary: later links of the run go to SFTP
+    /// barsync turned out not to run on the primary: later sessions of the run go to SFTP
     /// straight away, and the operator is told once.
     no_barsync: Arc<AtomicBool>,
 }
@@ -54,7 +54,7 @@ impl SessionCache {
 }
 
 /// How to open sessions to one server's primary.
-pub struct PrimaryLink {
+pub struct PrimarySessions {
     server: String,
     ssh_command: String,
     remote_barsync: String,
@@ -81,13 +81,13 @@ pub enum Session {
     },
 }
 
-impl PrimaryLink {
-    /// The link for passive `server`, whose primary described itself in `primary`.
+impl PrimarySessions {
+    /// The sessions for passive `server`, whose primary described itself in `primary`.
     pub fn new(
         server: &ServerConfig,
         primary: &PrimaryInfo,
         options: &PassiveOptions,
-    ) -> Result<PrimaryLink, PassiveError> {
+    ) -> Result<PrimarySessions, PassiveError> {
         let ssh_command = server
             .primary_ssh_command()
             .filter(|c| !c.trim().is_empty())
@@ -97,7 +97,7 @@ impl PrimaryLink {
                     server.name()
                 ))
             })?;
-        Ok(PrimaryLink {
+        Ok(PrimarySessions {
             server: server.name().to_owned(),
             // A primary that stops answering ends the session instead of hanging the run.
             ssh_command: crate::ssh_liveness::with_liveness(ssh_command),
@@ -125,7 +125,7 @@ impl PrimaryLink {
         })
     }
 
-    /// What identifies a session of this link in a [`SessionCache`].
+    /// What identifies a session of these in a [`SessionCache`].
     fn cache_key(&self) -> String {
         format!(
             "{}\0{}\0{:?}\0{}",
@@ -137,7 +137,7 @@ impl PrimaryLink {
     }
 }
 
-impl SessionSource for PrimaryLink {
+impl SessionSource for PrimarySessions {
     type Session = Session;
     type Error = PassiveError;
 
@@ -195,7 +195,7 @@ impl SessionSource for PrimaryLink {
     }
 }
 
-impl PrimaryLink {
+impl PrimarySessions {
     /// The primary's directory holding backup `id`.
     pub fn backup_path(&self, id: &str) -> String {
         format!("{}/{id}", self.roots[0].trim_end_matches('/'))
