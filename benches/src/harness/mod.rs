@@ -23,6 +23,7 @@
 pub mod proxy;
 pub mod report;
 pub mod runner;
+pub mod targets;
 pub mod workloads;
 
 use std::path::PathBuf;

@@ -222,8 +222,19 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report and its targets ([`super::targets::check`]) as one JSON document.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a report always serialises")
+        #[derive(Serialize)]
+        struct WithTargets<'a> {
+            #[serde(flatten)]
+            report: &'a Report,
+            targets: Vec<super::targets::Target>,
+        }
+        serde_json::to_string_pretty(&WithTargets {
+            report: self,
+            targets: super::targets::check(self),
+        })
+        .expect("a report always serialises")
     }
 
     /// The report as text: machine and versions, a Markdown table, then notes.
@@ -309,6 +320,20 @@ impl Report {
             out.push('\n');
             out.push_str(&markdown(&header, lines));
         }
+        out.push('\n');
+        let header = ["target", "bound", "measured", "verdict"];
+        let lines = super::targets::check(self)
+            .into_iter()
+            .map(|target| {
+                vec![
+                    target.case,
+                    target.bound,
+                    target.measured.unwrap_or_else(|| "-".into()),
+                    target.verdict.label().to_owned(),
+                ]
+            })
+            .collect();
+        out.push_str(&markdown(&header, lines));
         let mut reuse = Vec::new();
         for row in &self.rows {
             if let Some(how) = &row.barsync.reused_by {
@@ -402,7 +427,7 @@ fn bytes(value: Option<u64>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::runner::Measurement;
     use super::*;
 
@@ -415,7 +440,7 @@ mod tests {
         }
     }
 
-    fn sample() -> Report {
+    pub(crate) fn sample() -> Report {
         let barsync = SideStats::from_runs(
             "barsync copy",
             "barsync copy -e ssh h:/a /b",
@@ -529,12 +554,32 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with('|'))
             .skip(4)
+            .take(3)
             .collect();
         assert_eq!(floors.len(), 3, "{text}");
         assert!(floors[0].starts_with("| floor "), "{text}");
         // barsync's 2.0 s against the floor's median of 0.8 s.
         assert!(
             floors[2].contains("W1-floor-ssh") && floors[2].contains("2.50x"),
+            "{text}"
+        );
+        // Then the targets: W1 at 2.50x rsync passes its bound of 2x; W3 did not run.
+        let targets: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .skip(7)
+            .collect();
+        assert!(targets[0].starts_with("| target "), "{text}");
+        assert!(
+            targets
+                .iter()
+                .any(|l| l.contains("| W1 ") && l.contains("≥ 2x rsync") && l.contains("PASS")),
+            "{text}"
+        );
+        assert!(
+            targets
+                .iter()
+                .any(|l| l.contains("| W3 ") && l.contains("not measured")),
             "{text}"
         );
         assert!(text.contains("- a note"), "{text}");
@@ -547,6 +592,8 @@ mod tests {
         assert_eq!(value["machine"]["cores"], 2);
         assert_eq!(value["rows"][0]["id"], "W1");
         assert_eq!(value["rows"][0]["ratio"], 2.5);
+        assert_eq!(value["targets"][0]["case"], "W1");
+        assert_eq!(value["targets"][0]["verdict"], "pass");
         assert_eq!(value["rows"][0]["anchor"]["wire_bytes"], 1_073_794_252u64);
         assert_eq!(
             value["rows"][1]["anchor"]["wire_bytes"],
