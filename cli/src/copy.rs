@@ -286,7 +286,7 @@ impl FetchEvents for CopyEvents<'_> {
         ui().warning(message);
     }
 
-    fn file_done(&self, path: &Path, result: &Result<FetchReport, String>) {
+    fn file_done(&self, path: &Path, result: &Result<FetchReport, transfer_engine::FileError>) {
         let shown = self.parts_shown.lock().unwrap().remove(path).unwrap_or(0);
         let len = result.as_ref().map(|r| r.len).unwrap_or(0);
         self.job
@@ -312,7 +312,7 @@ fn fetched(job: &Job, outcome: &transfer_engine::protocol::FetchOutcome) {
 }
 
 /// One file done, at `-v` (errors are in the summary).
-fn print_outcome(path: &Path, result: Result<u64, &String>) {
+fn print_outcome(path: &Path, result: Result<u64, impl std::fmt::Display>) {
     match result {
         Ok(len) => tracing::debug!("{} ({len} bytes)", shown_path(path)),
         Err(message) => tracing::debug!("failed: {message}"),

@@ -281,7 +281,11 @@ impl FetchEvents for DemoEvents {
     fn warning(&self, message: &str) {
         self.0.warning(message);
     }
-    fn file_done(&self, path: &std::path::Path, result: &Result<FetchReport, String>) {
+    fn file_done(
+        &self,
+        path: &std::path::Path,
+        result: &Result<FetchReport, transfer_engine::FileError>,
+    ) {
         self.0.file_done(path, result);
     }
 }

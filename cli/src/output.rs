@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use barsync_sync::passive::{BackupOutcome, Events, FetchEvents, WalsOutcome};
+use barsync_sync::passive::{BackupOutcome, Events, FetchEvents, SyncFailure, WalsOutcome};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tracing::field::{Field, Visit};
 use tracing::{Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use transfer_engine::names::shown_path;
 use transfer_engine::protocol::FetchReport;
+use transfer_engine::FileError;
 
 /// tracing targets with a meaning here.
 const TARGET_OUT: &str = "barsync::out";
@@ -326,6 +327,8 @@ pub struct PassiveEvents {
     pub files: std::sync::atomic::AtomicU64,
     /// Bytes already shown for the parts of split files still in progress, by path.
     parts: Mutex<std::collections::HashMap<PathBuf, u64>>,
+    /// Servers whose full disk was already explained (once per run is enough).
+    disk_full: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl PassiveEvents {
@@ -334,6 +337,18 @@ impl PassiveEvents {
             current: Mutex::new(None),
             files: std::sync::atomic::AtomicU64::new(0),
             parts: Mutex::new(std::collections::HashMap::new()),
+            disk_full: Mutex::new(std::collections::BTreeSet::new()),
+        }
+    }
+
+    /// Says what a copy stopped by a full disk means, once per server.
+    pub fn explain_failure(&self, server: &str, failure: &SyncFailure) {
+        if failure.is_out_of_space() && self.disk_full.lock().unwrap().insert(server.to_owned()) {
+            ui().error(&format!(
+                "server {server}: this node's disk is full: the copy stopped there and nothing \
+                 was published half-written; free space where the server's backups and WALs \
+                 are written, then run barsync cron again (it resumes)"
+            ));
         }
     }
 
@@ -350,15 +365,23 @@ impl Events for PassiveEvents {
         ui().info(message);
     }
 
-    fn backup_finished(&self, server: &str, id: &str, outcome: &Result<BackupOutcome, String>) {
+    fn backup_finished(
+        &self,
+        server: &str,
+        id: &str,
+        outcome: &Result<BackupOutcome, SyncFailure>,
+    ) {
         self.finish();
         match outcome {
             Ok(outcome) => ui().info(&crate::passive::backup_line(server, outcome)),
-            Err(error) => ui().error(&format!("server {server} backup {id}: {error}")),
+            Err(error) => {
+                ui().error(&format!("server {server} backup {id}: {error}"));
+                self.explain_failure(server, error);
+            }
         }
     }
 
-    fn wals_finished(&self, server: &str, outcome: &Result<WalsOutcome, String>) {
+    fn wals_finished(&self, server: &str, outcome: &Result<WalsOutcome, SyncFailure>) {
         self.finish();
         match outcome {
             Ok(outcome) => {
@@ -366,7 +389,10 @@ impl Events for PassiveEvents {
                     ui().info(&line);
                 }
             }
-            Err(error) => ui().error(error),
+            Err(error) => {
+                ui().error(&error.message);
+                self.explain_failure(server, error);
+            }
         }
     }
 
@@ -399,7 +425,7 @@ impl FetchEvents for PassiveEvents {
         }
     }
 
-    fn file_done(&self, path: &Path, result: &Result<FetchReport, String>) {
+    fn file_done(&self, path: &Path, result: &Result<FetchReport, FileError>) {
         self.files
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let shown = self.parts.lock().unwrap().remove(path).unwrap_or(0);
@@ -617,11 +643,11 @@ pub fn barman_log_file(config: &barsync_sync::config::Config) -> Option<(PathBuf
 mod tests {
     use super::*;
 
-    fn report(len: u64) -> Result<FetchReport, String> {
+    fn report(len: u64) -> Result<FetchReport, FileError> {
         Ok(FetchReport {
             len,
             digest: None,
-            verified_by: "barsync digest, by part",
+            verified_by: transfer_engine::VerifiedBy::BarsyncDigestByParts,
             received_bytes: 0,
             signature_bytes: 0,
             reused_bytes: 0,
@@ -652,7 +678,8 @@ mod tests {
             "the file adds only what its parts did not"
         );
         events.part_done(Path::new("/p/failed"), 10);
-        events.file_done(Path::new("/p/failed"), &Err("cut".into()));
+        let cut = FileError::new(transfer_engine::FileErrorKind::SessionLost, "cut");
+        events.file_done(Path::new("/p/failed"), &Err(cut));
         assert!(events.current.lock().unwrap().is_none(), "every file done");
     }
 }

@@ -16,7 +16,8 @@ use barsync_sync::passive::dry_run::{
 };
 use barsync_sync::passive::report::{BackupReport, ServerCronReport, TotalsReport, WalsReport};
 use barsync_sync::passive::{
-    run_cron, sync_backup, sync_wals, BackupOutcome, PassiveOptions, TransferTotals, WalsOutcome,
+    run_cron, sync_backup, sync_wals, BackupOutcome, PassiveOptions, SyncFailure, TransferTotals,
+    WalsOutcome,
 };
 use barsync_sync::syncinfo::{RemoteProgram, SyncInfoLimits};
 use barsync_transport::TransportPreference;
@@ -472,7 +473,7 @@ pub fn run_sync_backup(args: &SyncBackupArgs) -> Result<ExitCode> {
     let outcome = sync_backup(&server, &args.backup_id, &options, &events);
     events.finish();
     let failed = outcome.is_err();
-    let outcome = outcome.map_err(|e| e.to_string());
+    let outcome = outcome.map_err(SyncFailure::from);
     if args.common.json {
         print_document(&SyncBackupDocument {
             command: "sync-backup",
@@ -488,7 +489,8 @@ pub fn run_sync_backup(args: &SyncBackupArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            ui().error(&error);
+            ui().error(&error.message);
+            events.explain_failure(server.name(), &error);
             Ok(ExitCode::from(1))
         }
     }
@@ -505,7 +507,7 @@ pub fn run_sync_wals(args: &SyncWalsArgs) -> Result<ExitCode> {
         return Ok(print_dry_run("sync-wals", &plans, args.common.json));
     }
     let events = PassiveEvents::new();
-    let outcome = sync_wals(&server, &options, &events).map_err(|e| e.to_string());
+    let outcome = sync_wals(&server, &options, &events).map_err(SyncFailure::from);
     events.finish();
     if args.common.json {
         print_document(&SyncWalsDocument {
@@ -523,7 +525,8 @@ pub fn run_sync_wals(args: &SyncWalsArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
-            ui().error(&error);
+            ui().error(&error.message);
+            events.explain_failure(server.name(), &error);
             Ok(ExitCode::from(1))
         }
     }

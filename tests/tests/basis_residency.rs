@@ -56,7 +56,10 @@ fn memory() -> (u64, u64) {
 }
 
 /// Fetches `requests` from a `barsync serve --root root` subprocess.
-fn fetch(root: &Path, requests: &[FetchRequest]) -> Vec<Result<FetchReport, String>> {
+fn fetch(
+    root: &Path,
+    requests: &[FetchRequest],
+) -> Vec<Result<FetchReport, transfer_engine::FileError>> {
     let mut child = Command::new(barsync_tests::binaries::barsync())
         .args(["serve", "--root"])
         .arg(root)

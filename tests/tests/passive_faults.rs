@@ -170,6 +170,18 @@ fn a_full_disk_fails_cleanly_and_releases_the_space() {
         "{}",
         describe(&cron)
     );
+    // Said as such, once, and not fetched again into the same full disk.
+    assert_eq!(
+        stderr.matches("this node's disk is full").count(),
+        1,
+        "{}",
+        describe(&cron)
+    );
+    assert!(
+        !stderr.contains("fetching them again"),
+        "{}",
+        describe(&cron)
+    );
     let info = fs::read_to_string(
         rig.server_directory()
             .join("meta/20240102T120000-backup.info"),
@@ -186,6 +198,15 @@ fn a_full_disk_fails_cleanly_and_releases_the_space() {
             .join("base/20240102T120000/data/base/1/30001")
             .exists(),
         "a half-written file was published"
+    );
+    // The JSON report names the kind of failure for monitoring.
+    let again = rig.barsync(&["cron", "--json"]);
+    assert_eq!(again.status.code(), Some(1), "{}", describe(&again));
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let backups = report["servers"][0]["backups"].as_array().unwrap();
+    assert!(
+        backups.iter().any(|b| b["error_kind"] == "out_of_space"),
+        "{report:#}"
     );
     // The first backup (small) is complete and DONE, the catalog readable by Barman.
     let list = rig.barman(&["list-backups", "pg"]);

@@ -32,10 +32,20 @@ pub const MAX_PATH_LEN: usize = 4096;
 pub enum PathError {
     /// The path breaks the grammar.
     #[error("refused path {path:?}: {reason}")]
-    Invalid { path: String, reason: &'static str },
+    Invalid {
+        /// The path, as given.
+        path: String,
+        /// The rule it breaks.
+        reason: &'static str,
+    },
     /// The path is not below any allowed root.
     #[error("refused path {path:?}: not below any root this side serves ({roots})")]
-    OutsideRoots { path: String, roots: String },
+    OutsideRoots {
+        /// The path, as given.
+        path: String,
+        /// The roots this side serves.
+        roots: String,
+    },
 }
 
 /// A validated relative path made of plain components. Names are bytes, as in the file

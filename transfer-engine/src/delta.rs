@@ -419,7 +419,12 @@ impl<'a, S: DeltaSink> Scanner<'a, S> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Copy basis blocks `first .. first + count`.
-    Copy { first: u64, count: u64 },
+    Copy {
+        /// The first block.
+        first: u64,
+        /// How many blocks.
+        count: u64,
+    },
     /// Append these bytes.
     Literal(Vec<u8>),
 }

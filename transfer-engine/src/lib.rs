@@ -34,6 +34,7 @@ mod delta_codec;
 pub mod digest;
 mod error;
 pub mod fetch;
+mod file_error;
 pub mod fs;
 mod index;
 mod kernel_copy;
@@ -51,6 +52,7 @@ pub use delta::{delta, delta_with, DeltaOptions, DeltaSink, DeltaStats, DeltaSum
 pub use delta_codec::{DeltaEncoder, DeltaReader};
 pub use digest::{FileDigest, HashKey};
 pub use error::{FormatError, PatchError};
+pub use file_error::{is_out_of_space, FileError, FileErrorKind, VerifiedBy};
 pub use fs::MappedFile;
 pub use patch::{patch_file, InPlacePatcher, PatchReport, Patcher};
 pub use signature::{signature, Signature, SignatureOptions};

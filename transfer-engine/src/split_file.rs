@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::confine::Destination;
 use crate::digest::{file_digest, FileDigest, HashKey};
+use crate::file_error::{FileError, FileErrorKind};
 use crate::fs::{open_basis, MappedFile, TempFile, WritebackWriter};
 
 /// A remote file being fetched in parts into `destination`.
@@ -48,14 +49,18 @@ pub struct SplitFile {
 /// One part of a [`SplitFile`]: the bytes `[offset, offset + len)`.
 #[derive(Clone, Debug)]
 pub struct FilePart {
+    /// The file the part belongs to.
     pub file: Arc<SplitFile>,
+    /// Where the part starts.
     pub offset: u64,
+    /// Its length.
     pub len: u64,
 }
 
 /// What [`SplitFile::finish`] published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SplitReport {
+    /// The file's length.
     pub len: u64,
     /// The destination is a hard link to the (identical) basis.
     pub linked: bool,
@@ -101,7 +106,7 @@ struct State {
     /// Verified parts by offset.
     parts: BTreeMap<u64, PartDone>,
     /// Why the parts cannot be assembled (they came from different versions of the file).
-    conflict: Option<String>,
+    conflict: Option<FileError>,
     finished: Option<SplitReport>,
 }
 
@@ -156,6 +161,7 @@ impl SplitFile {
         }
     }
 
+    /// Where the file is published.
     pub fn destination(&self) -> &Destination {
         &self.destination
     }
@@ -165,14 +171,17 @@ impl SplitFile {
         self.len
     }
 
+    /// Whether the file was listed empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The local file the parts are delta-transferred against, if any.
     pub fn basis(&self) -> Option<&Path> {
         self.basis.as_deref()
     }
 
+    /// Whether the basis is hard-linked when every part matches it.
     pub fn link_identical(&self) -> bool {
         self.link_identical
     }
@@ -207,19 +216,25 @@ impl SplitFile {
         expected_len: u64,
         sender: SenderFile,
         done: PartDone,
-    ) -> Result<(), String> {
+    ) -> Result<(), FileError> {
         let label = self.destination.path();
         let label = label.display();
         if sender.len != self.len {
-            return Err(format!(
-                "{label}: the sender's file has {} bytes, not the {} it was listed with (it changed)",
-                sender.len, self.len
+            return Err(FileError::new(
+                FileErrorKind::SourceChanged,
+                format!(
+                    "{label}: the sender's file has {} bytes, not the {} it was listed with (it changed)",
+                    sender.len, self.len
+                ),
             ));
         }
         if done.len() != expected_len {
-            return Err(format!(
-                "{label}: the part at offset {offset} has {} bytes, not {expected_len}",
-                done.len()
+            return Err(FileError::new(
+                FileErrorKind::Corrupt,
+                format!(
+                    "{label}: the part at offset {offset} has {} bytes, not {expected_len}",
+                    done.len()
+                ),
             ));
         }
         let mut state = self.state.lock().expect("split file state");
@@ -227,18 +242,21 @@ impl SplitFile {
             None => state.sender = Some(sender),
             Some(first) if first == sender => {}
             Some(first) => {
-                let message = format!(
-                    "{label}: the sender's file changed while its parts were fetched \
-                     (mtime {}.{:09} mode {:o}, then mtime {}.{:09} mode {:o})",
-                    first.mtime.0,
-                    first.mtime.1,
-                    first.mode,
-                    sender.mtime.0,
-                    sender.mtime.1,
-                    sender.mode
+                let conflict = FileError::new(
+                    FileErrorKind::SourceChanged,
+                    format!(
+                        "{label}: the sender's file changed while its parts were fetched \
+                         (mtime {}.{:09} mode {:o}, then mtime {}.{:09} mode {:o})",
+                        first.mtime.0,
+                        first.mtime.1,
+                        first.mode,
+                        sender.mtime.0,
+                        sender.mtime.1,
+                        sender.mode
+                    ),
                 );
-                state.conflict = Some(message.clone());
-                return Err(message);
+                state.conflict = Some(conflict.clone());
+                return Err(conflict);
             }
         }
         state.parts.insert(offset, done);
@@ -257,7 +275,7 @@ impl SplitFile {
     /// identical to the basis copied in, mode and mtime set, fsync, rename, fsync of the
     /// directory). `Err` when a part is missing or the file cannot be published; the parts
     /// received so far stay, and are kept as the partial file when this is dropped.
-    pub fn finish(&self) -> Result<SplitReport, String> {
+    pub fn finish(&self) -> Result<SplitReport, FileError> {
         let label = self.destination.path();
         let label = label.display();
         let mut state = self.state.lock().expect("split file state");
@@ -277,9 +295,9 @@ impl SplitFile {
         let sender = match state.sender {
             Some(sender) if covered == self.len => sender,
             _ => {
-                return Err(format!(
-                    "{label}: parts missing from byte {covered} of {}",
-                    self.len
+                return Err(FileError::new(
+                    FileErrorKind::NotAttempted,
+                    format!("{label}: parts missing from byte {covered} of {}", self.len),
                 ))
             }
         };
@@ -299,7 +317,7 @@ impl SplitFile {
 
     /// Every part matched the basis (each was checked against the sender's digest when it
     /// was received): the basis itself becomes the destination.
-    fn link_basis(&self, basis: &Path, state: &mut State) -> Result<SplitReport, String> {
+    fn link_basis(&self, basis: &Path, state: &mut State) -> Result<SplitReport, FileError> {
         let label = self.destination.path();
         let label = label.display();
         // Bytes a part written before a retry may have left are not needed.
@@ -310,7 +328,12 @@ impl SplitFile {
         if basis != self.destination.path() {
             TempFile::link_beside(basis, &self.destination)
                 .and_then(TempFile::publish)
-                .map_err(|e| format!("{label}: linking {} in its place: {e}", basis.display()))?;
+                .map_err(|e| {
+                    FileError::local_io(
+                        &e,
+                        format!("{label}: linking {} in its place: {e}", basis.display()),
+                    )
+                })?;
         }
         Ok(SplitReport {
             len: self.len,
@@ -323,13 +346,13 @@ impl SplitFile {
         &self,
         sender: SenderFile,
         state: &mut State,
-    ) -> Result<SplitReport, String> {
+    ) -> Result<SplitReport, FileError> {
         use std::os::unix::fs::FileExt;
         let label = self.destination.path();
         let label = label.display();
-        let file = self
-            .temporary_file(state)
-            .map_err(|e| format!("{label}: creating a temporary file: {e}"))?;
+        let file = self.temporary_file(state).map_err(|e| {
+            FileError::local_io(&e, format!("{label}: creating a temporary file: {e}"))
+        })?;
         let mut basis_map = None;
         for (&offset, done) in &state.parts {
             if matches!(done, PartDone::Written { .. }) || done.len() == 0 {
@@ -337,20 +360,31 @@ impl SplitFile {
             }
             if basis_map.is_none() {
                 let basis = self.basis.as_deref().ok_or_else(|| {
-                    format!("{label}: a part matched the basis, but there is none")
+                    FileError::new(
+                        FileErrorKind::Local,
+                        format!("{label}: a part matched the basis, but there is none"),
+                    )
                 })?;
                 basis_map = Some(
                     open_basis(&self.destination, basis)
                         .and_then(|file| MappedFile::from_file(&file))
                         .map_err(|e| {
-                            format!("{label}: reading the basis {}: {e}", basis.display())
+                            FileError::local_io(
+                                &e,
+                                format!("{label}: reading the basis {}: {e}", basis.display()),
+                            )
                         })?,
                 );
             }
             let map = basis_map.as_ref().expect("mapped above");
-            let bytes = same_as_basis(map, offset, done).map_err(|e| format!("{label}: {e}"))?;
-            file.write_all_at(bytes, offset)
-                .map_err(|e| format!("{label}: writing the part at offset {offset}: {e}"))?;
+            let bytes = same_as_basis(map, offset, done)
+                .map_err(|e| FileError::new(FileErrorKind::Local, format!("{label}: {e}")))?;
+            file.write_all_at(bytes, offset).map_err(|e| {
+                FileError::local_io(
+                    &e,
+                    format!("{label}: writing the part at offset {offset}: {e}"),
+                )
+            })?;
             let start = offset as usize;
             map.release(start..start + bytes.len());
         }
@@ -360,9 +394,11 @@ impl SplitFile {
         temp.file()
             .set_len(self.len)
             .and_then(|()| temp.set_attributes(sender.mode, sender.mtime))
-            .map_err(|e| format!("{label}: setting length, mode and mtime: {e}"))?;
+            .map_err(|e| {
+                FileError::local_io(&e, format!("{label}: setting length, mode and mtime: {e}"))
+            })?;
         temp.publish()
-            .map_err(|e| format!("{label}: publishing: {e}"))?;
+            .map_err(|e| FileError::local_io(&e, format!("{label}: publishing: {e}")))?;
         Ok(SplitReport {
             len: self.len,
             linked: false,

@@ -14,6 +14,7 @@ use common::random_bytes;
 use transfer_engine::confine::Roots;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client, FetchReport, FetchRequest};
+use transfer_engine::FileError;
 
 /// Fetches `names` from `server_root` into `destination`, each against the same name in
 /// `basis_dir`, with `link_identical`.
@@ -22,7 +23,7 @@ fn fetch_linking(
     basis_dir: &Path,
     destination: &Path,
     names: &[&str],
-) -> Vec<Result<FetchReport, String>> {
+) -> Vec<Result<FetchReport, FileError>> {
     let (to_server, server_in) = memory_pipe(1 << 20);
     let (server_out, from_server) = memory_pipe(1 << 20);
     let roots = Roots::new(vec![server_root.to_path_buf()]).unwrap();

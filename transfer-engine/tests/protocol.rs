@@ -14,6 +14,7 @@ use transfer_engine::confine::Roots;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::frame::{FrameWriter, Kind};
 use transfer_engine::protocol::{serve, Client, EntryKind, FetchRequest, ProtocolError, PushItem};
+use transfer_engine::{FileError, FileErrorKind};
 
 const PIPE: usize = 256 * 1024;
 
@@ -187,10 +188,17 @@ fn per_file_errors_name_the_path_and_do_not_stop_the_others() {
         request(format!("{}/good", root.display()), "e"),
     ];
     let outcomes = client.fetch(&batch, |_| {}).unwrap();
-    let errors: Vec<String> = outcomes[..4]
+    let failures: Vec<&FileError> = outcomes[..4]
         .iter()
-        .map(|o| o.result.as_ref().unwrap_err().clone())
+        .map(|o| o.result.as_ref().unwrap_err())
         .collect();
+    let kinds: Vec<FileErrorKind> = failures.iter().map(|e| e.kind).collect();
+    use FileErrorKind::{Missing, Refused};
+    assert_eq!(kinds, [Missing, Refused, Refused, Refused], "{failures:?}");
+    for (failure, outcome) in failures.iter().zip(&outcomes) {
+        assert_eq!(failure.remote, outcome.remote_path);
+    }
+    let errors: Vec<String> = failures.iter().map(|e| e.to_string()).collect();
     assert!(
         errors[0].contains("missing") && errors[0].contains("No such file"),
         "{}",
@@ -322,7 +330,10 @@ fn sabotaged_fetch(at: usize, cut: bool) -> SabotageResult {
     let result = Client::connect(input, output, ClientOptions { compression: None }).and_then(
         |mut client| {
             let outcomes = client.fetch(&requests(root, client_dir.path(), &paths), |_| {})?;
-            Ok(outcomes.into_iter().map(|o| o.result.map(drop)).collect())
+            Ok(outcomes
+                .into_iter()
+                .map(|o| o.result.map(drop).map_err(|e| e.to_string()))
+                .collect())
         },
     );
     let _ = server.join();

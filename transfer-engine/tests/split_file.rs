@@ -16,6 +16,7 @@ use transfer_engine::confine::Roots;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client, FetchReport, FetchRequest};
 use transfer_engine::split_file::{FilePart, SplitFile};
+use transfer_engine::FileError;
 
 const MIB: usize = 1 << 20;
 
@@ -62,8 +63,8 @@ fn fetch_parts(
     name: &str,
     parts: &[FilePart],
     sessions: usize,
-) -> Vec<Result<FetchReport, String>> {
-    let mut results: Vec<Option<Result<FetchReport, String>>> = vec![None; parts.len()];
+) -> Vec<Result<FetchReport, FileError>> {
+    let mut results: Vec<Option<Result<FetchReport, FileError>>> = vec![None; parts.len()];
     thread::scope(|scope| {
         let workers: Vec<_> = (0..sessions)
             .map(|s| {
@@ -284,11 +285,13 @@ fn parts_of_different_versions_of_a_file_are_never_assembled() {
     let second = fetch_parts(&d.server, "f", &parts[1..], 1).pop().unwrap();
     let message = second.unwrap_err();
     assert!(
-        message.contains("changed while its parts were fetched"),
+        message
+            .detail
+            .contains("changed while its parts were fetched"),
         "{message}"
     );
     let refused = split.finish().unwrap_err();
-    assert!(refused.contains("changed"), "{refused}");
+    assert!(refused.detail.contains("changed"), "{refused}");
     assert!(!d.new.join("f").exists());
 
     // A file that grew since it was listed is refused too.
@@ -302,7 +305,7 @@ fn parts_of_different_versions_of_a_file_are_never_assembled() {
     let message = fetch_parts(&d.server, "f", &listed_shorter.parts(MIB as u64), 1)
         .remove(0)
         .unwrap_err();
-    assert!(message.contains("it changed"), "{message}");
+    assert!(message.detail.contains("it changed"), "{message}");
 }
 
 #[test]
@@ -324,7 +327,7 @@ fn a_missing_part_blocks_publishing_and_what_arrived_is_kept_as_partial() {
         .for_each(|r| drop(r.unwrap()));
     let message = split.finish().unwrap_err();
     assert!(
-        message.contains("parts missing from byte 2097152"),
+        message.detail.contains("parts missing from byte 2097152"),
         "{message}"
     );
     assert!(!d.new.join("f").exists());

@@ -16,7 +16,7 @@ use super::retention::{self, Candidate};
 use super::status;
 use super::sync_backup::{delete_backup, purge_reason, sync_backup_with, BackupOutcome};
 use super::sync_wals::{read_sync_wals_info, sync_wals_locked, WalsOutcome};
-use super::{Events, FetchEvents, PassiveError, PassiveOptions};
+use super::{Events, FetchEvents, PassiveError, PassiveOptions, SyncFailure};
 use crate::catalog::{available_backups, load_backups};
 use crate::config::{Config, ServerConfig};
 use crate::human::human_duration;
@@ -34,12 +34,12 @@ pub struct ServerCron {
     /// Local FAILED backups purged because the primary no longer has them.
     pub purged: Vec<String>,
     /// Each backup attempted, with its outcome.
-    pub backups: Vec<(String, Result<BackupOutcome, String>)>,
+    pub backups: Vec<(String, Result<BackupOutcome, SyncFailure>)>,
     /// Local backups whose `children_backup_ids` differed from the chain, with what the
     /// refresh did.
     pub parents: Vec<(String, Result<Refresh, String>)>,
     /// The WAL sync, when there were WALs to consider.
-    pub wals: Option<Result<WalsOutcome, String>>,
+    pub wals: Option<Result<WalsOutcome, SyncFailure>>,
     /// Local backups deleted by the passive's retention policy.
     pub retired: Vec<String>,
 }
@@ -73,10 +73,10 @@ impl ServerCron {
         errors.extend(
             self.backups
                 .iter()
-                .filter_map(|(_, outcome)| outcome.as_ref().err().cloned()),
+                .filter_map(|(_, outcome)| outcome.as_ref().err().map(|e| e.message.clone())),
         );
         if let Some(Err(error)) = &self.wals {
-            errors.push(error.clone());
+            errors.push(error.message.clone());
         }
         errors
     }
@@ -145,11 +145,16 @@ impl Events for Heartbeat<'_> {
     fn plan(&self, label: &str, files: u64, bytes: u64) {
         self.events.plan(label, files, bytes);
     }
-    fn backup_finished(&self, server: &str, id: &str, outcome: &Result<BackupOutcome, String>) {
+    fn backup_finished(
+        &self,
+        server: &str,
+        id: &str,
+        outcome: &Result<BackupOutcome, SyncFailure>,
+    ) {
         self.lock.touch();
         self.events.backup_finished(server, id, outcome);
     }
-    fn wals_finished(&self, server: &str, outcome: &Result<WalsOutcome, String>) {
+    fn wals_finished(&self, server: &str, outcome: &Result<WalsOutcome, SyncFailure>) {
         self.lock.touch();
         self.events.wals_finished(server, outcome);
     }
@@ -162,7 +167,7 @@ impl FetchEvents for Heartbeat<'_> {
     fn file_done(
         &self,
         path: &Path,
-        result: &Result<transfer_engine::protocol::FetchReport, String>,
+        result: &Result<transfer_engine::protocol::FetchReport, transfer_engine::FileError>,
     ) {
         self.beat();
         self.events.file_done(path, result);
@@ -331,7 +336,7 @@ fn sync_server(
                 ));
             }
             outcome => {
-                let outcome = outcome.map_err(|e| e.to_string());
+                let outcome = outcome.map_err(SyncFailure::from);
                 events.backup_finished(name, &id, &outcome);
                 result.backups.push((id, outcome));
             }
@@ -353,7 +358,7 @@ fn sync_server(
         return Ok(());
     }
     let _wal_lock = lock::acquire(&server.lock_directory(), name, &LockKind::SyncWal, true)?;
-    let wals = sync_wals_locked(server, &primary, options, events).map_err(|e| e.to_string());
+    let wals = sync_wals_locked(server, &primary, options, events).map_err(SyncFailure::from);
     events.wals_finished(name, &wals);
     result.wals = Some(wals);
     Ok(())

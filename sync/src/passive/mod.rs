@@ -37,17 +37,22 @@ use std::path::PathBuf;
 use barsync_transport::TransportPreference;
 
 use crate::syncinfo::RemoteProgram;
+use transfer_engine::fetch::FilesFailed;
 
 pub use cron::{run_cron, CronReport};
 pub use sync_backup::{sync_backup, BackupOutcome};
 pub use sync_wals::{sync_wals, WalsOutcome};
 pub use transfer_engine::fetch::{FetchEvents, TransferTotals};
+pub use transfer_engine::{FileError, FileErrorKind};
 
 /// Failures of the passive commands. `Sync` carries Barman's own messages.
 #[derive(Debug, thiserror::Error)]
 pub enum PassiveError {
     #[error("{0}")]
     Sync(String),
+    /// A backup or WAL copy failed: Barman's words, and the kind of file failure behind it.
+    #[error("{0}")]
+    Failed(SyncFailure),
     /// Another process holds the lock of this operation (Barman's message).
     #[error("{0}")]
     Busy(String),
@@ -66,6 +71,59 @@ pub enum PassiveError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Why a backup or WAL sync failed: the words for it (Barman's own where Barman has them) and,
+/// when files did not arrive, the kind of the failure that matters most (a full disk first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SyncFailure {
+    /// What failed, in words.
+    pub message: String,
+    /// The kind of the file failure behind it, when files failed.
+    pub kind: Option<FileErrorKind>,
+}
+
+impl SyncFailure {
+    /// The same failure, its words after `prefix` (Barman's "failure syncing …: ").
+    pub fn prefixed(self, prefix: &str) -> SyncFailure {
+        SyncFailure {
+            message: format!("{prefix}{}", self.message),
+            kind: self.kind,
+        }
+    }
+
+    /// Whether this side's disk filled up.
+    pub fn is_out_of_space(&self) -> bool {
+        self.kind == Some(FileErrorKind::OutOfSpace)
+    }
+}
+
+impl From<String> for SyncFailure {
+    fn from(message: String) -> SyncFailure {
+        SyncFailure {
+            message,
+            kind: None,
+        }
+    }
+}
+
+impl From<FilesFailed> for SyncFailure {
+    fn from(failed: FilesFailed) -> SyncFailure {
+        SyncFailure {
+            kind: Some(failed.first.kind),
+            message: failed.to_string(),
+        }
+    }
+}
+
+impl From<PassiveError> for SyncFailure {
+    fn from(error: PassiveError) -> SyncFailure {
+        match error {
+            PassiveError::Failed(failure) => failure,
+            other => other.to_string().into(),
+        }
+    }
 }
 
 impl PassiveError {
@@ -139,9 +197,15 @@ pub trait Events: FetchEvents {
     /// files and their total size as the primary declared them (for progress displays).
     fn plan(&self, _label: &str, _files: u64, _bytes: u64) {}
     /// `cron` is done with backup `id` of `server` (so a report can say it as it happens).
-    fn backup_finished(&self, _server: &str, _id: &str, _outcome: &Result<BackupOutcome, String>) {}
+    fn backup_finished(
+        &self,
+        _server: &str,
+        _id: &str,
+        _outcome: &Result<BackupOutcome, SyncFailure>,
+    ) {
+    }
     /// `cron` is done with the WALs of `server`.
-    fn wals_finished(&self, _server: &str, _outcome: &Result<WalsOutcome, String>) {}
+    fn wals_finished(&self, _server: &str, _outcome: &Result<WalsOutcome, SyncFailure>) {}
 }
 
 /// Events that go nowhere (for callers that only want the returned reports).

@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::cron::ServerCron;
 use super::sync_backup::BackupOutcome;
 use super::sync_wals::WalsOutcome;
-use super::TransferTotals;
+use super::{SyncFailure, TransferTotals};
+use transfer_engine::FileErrorKind;
 
 /// A duration in seconds, to the millisecond.
 fn rounded(seconds: f64) -> f64 {
@@ -47,7 +48,11 @@ impl TotalsReport {
             files_split: totals.split_files,
             parts: totals.parts,
             sessions: totals.sessions,
-            verified: totals.verified_by.clone(),
+            verified: totals
+                .verified_by
+                .iter()
+                .map(|(how, count)| (how.label(), *count))
+                .collect(),
             duration_seconds: rounded(seconds),
         }
     }
@@ -73,6 +78,10 @@ pub struct BackupReport {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<String>>,
+    /// The kind of file failure behind the error (`out_of_space`, `corrupt`, …), when files
+    /// failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
     /// The copy's totals (a synced backup).
     #[serde(flatten)]
     pub totals: Option<TotalsReport>,
@@ -80,12 +89,13 @@ pub struct BackupReport {
 
 impl BackupReport {
     /// The report of backup `id` (as requested) from its outcome.
-    pub fn new(id: &str, outcome: &Result<BackupOutcome, String>) -> BackupReport {
+    pub fn new(id: &str, outcome: &Result<BackupOutcome, SyncFailure>) -> BackupReport {
         let report = |backup_id: &str, outcome| BackupReport {
             backup_id: backup_id.to_owned(),
             outcome,
             message: None,
             errors: None,
+            error_kind: None,
             totals: None,
         };
         match outcome {
@@ -106,7 +116,8 @@ impl BackupReport {
                 ..report(id, BackupResult::Purged)
             },
             Err(error) => BackupReport {
-                errors: Some(vec![error.clone()]),
+                errors: Some(vec![error.message.clone()]),
+                error_kind: error.kind.map(FileErrorKind::name),
                 ..report(id, BackupResult::Failed)
             },
         }
@@ -134,12 +145,16 @@ pub struct WalsReport {
     pub message: Option<Option<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<Vec<String>>,
+    /// The kind of file failure behind the error (`out_of_space`, `corrupt`, …), when files
+    /// failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
     #[serde(flatten)]
     pub totals: Option<TotalsReport>,
 }
 
 impl WalsReport {
-    pub fn new(outcome: &Result<WalsOutcome, String>) -> WalsReport {
+    pub fn new(outcome: &Result<WalsOutcome, SyncFailure>) -> WalsReport {
         match outcome {
             Ok(outcome) => WalsReport {
                 outcome: if outcome.skipped.is_some() {
@@ -150,13 +165,15 @@ impl WalsReport {
                 listed_in_xlog_db: Some(outcome.listed),
                 message: Some(outcome.skipped.clone()),
                 errors: None,
+                error_kind: None,
                 totals: Some(TotalsReport::new(&outcome.totals, outcome.seconds)),
             },
             Err(error) => WalsReport {
                 outcome: WalsResult::Failed,
                 listed_in_xlog_db: None,
                 message: None,
-                errors: Some(vec![error.clone()]),
+                errors: Some(vec![error.message.clone()]),
+                error_kind: error.kind.map(FileErrorKind::name),
                 totals: None,
             },
         }

@@ -88,7 +88,7 @@ pub fn record_cron(
     errors.extend(
         run.backups
             .iter()
-            .filter_map(|(_, r)| r.as_ref().err().cloned()),
+            .filter_map(|(_, r)| r.as_ref().err().map(|e| e.message.clone())),
     );
     errors.extend(
         run.parents
@@ -96,7 +96,7 @@ pub fn record_cron(
             .filter_map(|(_, r)| r.as_ref().err().cloned()),
     );
     if let Some(Err(error)) = &run.wals {
-        errors.push(error.clone());
+        errors.push(error.message.clone());
     }
     let record = LastCron {
         finished: now(),

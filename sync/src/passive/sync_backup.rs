@@ -32,7 +32,7 @@ use super::retention::{self, Candidate};
 use super::verify_tree::verify_tree;
 use super::{
     create_real_directory, pool_settings, require_passive, Events, PassiveError, PassiveOptions,
-    TransferTotals,
+    SyncFailure, TransferTotals,
 };
 use crate::backup_info::{BackupInfo, BackupStatus};
 use crate::catalog::{load_backups, CatalogEntry};
@@ -139,7 +139,7 @@ pub fn sync_backup_with(
     events.info(&format!("Starting copy of backup {id} for server {name}"));
     let start = Instant::now();
     let copied = incremental::refresh_parent_of(server, primary, &info, events)
-        .map_err(|e| e.to_string())
+        .map_err(|e| SyncFailure::from(e.to_string()))
         .and_then(|()| copy_backup(server, primary, &info, &local, options, events));
     // Children synced by another process during the copy are listed too.
     match load_backups(server) {
@@ -160,11 +160,11 @@ pub fn sync_backup_with(
             })
         }
         Err(reason) => {
-            let error = format!("failure syncing server {name} backup {id}: {reason}");
+            let error = reason.prefixed(&format!("failure syncing server {name} backup {id}: "));
             info.set_status(BackupStatus::Failed);
-            info.set_text("error", Some(&error));
+            info.set_text("error", Some(&error.message));
             info.save(&meta)?;
-            Err(PassiveError::Sync(error))
+            Err(PassiveError::Failed(error))
         }
     }
 }
@@ -222,7 +222,7 @@ fn copy_backup(
     local: &[CatalogEntry],
     options: &PassiveOptions,
     events: &dyn Events,
-) -> Result<TransferTotals, String> {
+) -> Result<TransferTotals, SyncFailure> {
     let id = info.backup_id();
     let sessions = PrimarySessions::new(server, primary, options).map_err(|e| e.to_string())?;
     let remote_directory = sessions.backup_path(id);
@@ -232,8 +232,8 @@ fn copy_backup(
     };
     let listing = match session.source().list(Path::new(&remote_directory), true) {
         Ok(Ok(listing)) => listing,
-        Ok(Err(message)) => return Err(format!("listing {remote_directory}: {message}")),
-        Err(error) => return Err(format!("{}: {error}", session.peer())),
+        Ok(Err(message)) => return Err(format!("listing {remote_directory}: {message}").into()),
+        Err(error) => return Err(format!("{}: {error}", session.peer()).into()),
     };
     let oids: Vec<u32> = info
         .tablespaces()

@@ -18,7 +18,10 @@ use transfer_engine::protocol::{FetchRequest, FetchTarget, WriteMode};
 
 use super::backup_plan::local_basis;
 use super::primary_sessions::PrimarySessions;
-use super::{pool_settings, require_passive, Events, PassiveError, PassiveOptions, TransferTotals};
+use super::{
+    pool_settings, require_passive, Events, PassiveError, PassiveOptions, SyncFailure,
+    TransferTotals,
+};
 use crate::catalog::available_backups;
 use crate::config::ServerConfig;
 use crate::lock::{self, LockKind};
@@ -298,7 +301,11 @@ pub(crate) fn sync_wals_locked(
         &pool_settings(server, options),
         events,
     );
-    report.check().map_err(failed)?;
+    report.check().map_err(|files| {
+        PassiveError::Failed(SyncFailure::from(files).prefixed(&format!(
+            "WAL synchronisation for server {name} failed with: "
+        )))
+    })?;
     crate::fsutil::fsync_directory(&wals_directory).map_err(PassiveError::io(&wals_directory))?;
     let entries: Vec<WalEntry> = to_copy.iter().map(|(wal, _)| (*wal).clone()).collect();
     let listed = LockedXlogDb::open(server)?.append_missing(&entries)?;

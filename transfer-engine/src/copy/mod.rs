@@ -91,6 +91,7 @@ pub struct CopyReport {
 /// Why a copy could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
+    /// The session failed.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
     /// The server refused or failed to list the source.
@@ -102,7 +103,9 @@ pub enum CopyError {
     /// A local file system operation failed.
     #[error("{}: {source}", crate::names::shown_path(path))]
     Local {
+        /// The file or directory.
         path: PathBuf,
+        /// How it failed.
         #[source]
         source: io::Error,
     },

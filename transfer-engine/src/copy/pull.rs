@@ -28,6 +28,7 @@ use crate::confine::{make_dirs_below, open_below, Destination, InTheWay, Relativ
 use crate::fetch::{
     run_jobs_retrying, FetchEvents, FetchSession, Job, PoolSettings, SessionSource,
 };
+use crate::file_error::FileError;
 use crate::fs::{names_in, remove_at};
 use crate::protocol::{
     Entry, EntryKind, FetchOutcome, FetchReport, FetchRequest, FetchTarget, WriteMode,
@@ -139,7 +140,7 @@ impl<S: SessionSource> Fetcher for Pooled<'_, S> {
 /// Counts one fetched file (or its failure) in `report`.
 fn count_fetched(
     request: &FetchRequest,
-    result: Result<FetchReport, String>,
+    result: Result<FetchReport, FileError>,
     report: &mut CopyReport,
 ) {
     match result {
@@ -152,10 +153,13 @@ fn count_fetched(
             if let Some(path) = fetched.copied_by {
                 *report.reused_by.entry(path.label()).or_insert(0) += fetched.reused_bytes;
             }
-            *report.verified_by.entry(fetched.verified_by).or_insert(0) += 1;
+            *report
+                .verified_by
+                .entry(fetched.verified_by.label())
+                .or_insert(0) += 1;
             let _ = request.remove_partial();
         }
-        Err(message) => report.errors.push(message),
+        Err(failure) => report.errors.push(failure.to_string()),
     }
 }
 

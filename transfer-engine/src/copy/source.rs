@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use super::{partial_path, CopyError};
+use crate::file_error::{FileError, FileErrorKind, VerifiedBy};
 use crate::protocol::{
     Client, Entry, FetchOutcome, FetchRequest, PushItem, PushOutcome, WriteMode,
 };
@@ -172,10 +173,14 @@ impl PullSource for crate::sftp::SftpSource {
             let outcome = FetchOutcome {
                 index,
                 remote_path: request.remote_path.clone(),
-                result: Err(format!(
-                    "{}: SFTP copies whole files; a byte range needs barsync serve on the other side",
-                    crate::names::shown_path(&request.remote_path)
-                )),
+                result: Err(FileError::new(
+                    FileErrorKind::Refused,
+                    format!(
+                        "{}: SFTP copies whole files; a byte range needs barsync serve on the other side",
+                        crate::names::shown_path(&request.remote_path)
+                    ),
+                )
+                .for_file(&request.remote_path)),
             };
             progress(&outcome);
             outcomes.push(outcome);
@@ -210,17 +215,23 @@ impl PullSource for crate::sftp::SftpSource {
             let outcome = FetchOutcome {
                 index,
                 remote_path: requests[index].remote_path.clone(),
-                result: result.map(|fetched| crate::protocol::FetchReport {
-                    len: fetched.len,
-                    digest: None,
-                    verified_by: fetched.verification.label(),
-                    received_bytes: fetched.received_bytes,
-                    signature_bytes: 0,
-                    reused_bytes: fetched.len - fetched.received_bytes,
-                    copied_by: None,
-                    basis_problem: None,
-                    linked: fetched.linked,
-                }),
+                result: result
+                    // (the SFTP fallback's own failures are words only so far)
+                    .map_err(|detail| {
+                        FileError::new(FileErrorKind::Remote, detail)
+                            .for_file(&requests[index].remote_path)
+                    })
+                    .map(|fetched| crate::protocol::FetchReport {
+                        len: fetched.len,
+                        digest: None,
+                        verified_by: VerifiedBy::Sftp(fetched.verification),
+                        received_bytes: fetched.received_bytes,
+                        signature_bytes: 0,
+                        reused_bytes: fetched.len - fetched.received_bytes,
+                        copied_by: None,
+                        basis_problem: None,
+                        linked: fetched.linked,
+                    }),
             };
             progress(&outcome);
             outcomes.push(outcome);

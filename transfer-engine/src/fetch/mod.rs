@@ -19,8 +19,7 @@ mod split;
 pub mod throttle;
 pub mod totals;
 
-pub use pool::{run_jobs, run_jobs_retrying, Job, PoolReport, PoolSettings, Retry};
+pub use pool::{run_jobs, run_jobs_retrying, FilesFailed, Job, PoolReport, PoolSettings, Retry};
 pub use session::{FetchEvents, FetchSession, SessionSource};
 pub use session_cache::SessionCache;
-pub use split::VERIFIED_BY_PARTS;
 pub use totals::TransferTotals;

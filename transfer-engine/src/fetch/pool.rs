@@ -6,12 +6,16 @@
 //! idles while work remains. A session that breaks fails the rest of its chunk only (the files
 //! it had already verified and published keep their success); the worker opens a new one for
 //! its next chunk, and the files that failed are left for the retry round or the next run,
-//! which resume from what was received.
+//! which resume from what was received. A full disk stops the copy: no new chunk is started
+//! (its files are [`FileErrorKind::NotAttempted`]) and nothing is fetched again, so the
+//! operator hears of the full disk once instead of every remaining file failing on it.
 //! Very large files are first split into parts (`split.rs`), which are jobs like others.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use crate::file_error::{FileError, FileErrorKind};
 use crate::protocol::{FetchOutcome, FetchReport, FetchRequest};
 
 use super::session::{FetchEvents, FetchSession, SessionSource};
@@ -37,7 +41,7 @@ pub struct Job {
 #[derive(Debug, Default)]
 pub struct PoolReport {
     /// One result per job, in job order.
-    pub results: Vec<Result<FetchReport, String>>,
+    pub results: Vec<Result<FetchReport, FileError>>,
     /// What the sessions moved.
     pub totals: TransferTotals,
     /// Sessions that could not be opened or closed cleanly.
@@ -46,19 +50,51 @@ pub struct PoolReport {
 
 impl PoolReport {
     /// The failures, each naming its file.
-    pub fn failures(&self) -> impl Iterator<Item = &String> {
+    pub fn failures(&self) -> impl Iterator<Item = &FileError> {
         self.results.iter().filter_map(|r| r.as_ref().err())
     }
 
-    /// `Err` with the first failure and how many more there were, `Ok` when every file made it.
-    pub fn check(&self) -> Result<(), String> {
-        let failures: Vec<&String> = self.failures().collect();
-        match failures.first() {
+    /// `Err` with the failure that matters most (a full disk, else the first) and how many
+    /// more there were, `Ok` when every file made it.
+    pub fn check(&self) -> Result<(), FilesFailed> {
+        let failures: Vec<&FileError> = self.failures().collect();
+        let first = failures
+            .iter()
+            .find(|e| e.is_out_of_space())
+            .or(failures.first());
+        match first {
             None => Ok(()),
-            Some(first) if failures.len() == 1 => Err(first.to_string()),
-            Some(first) => Err(format!("{first} (and {} more files)", failures.len() - 1)),
+            Some(first) => Err(FilesFailed {
+                first: (*first).clone(),
+                more: failures.len() - 1,
+            }),
         }
     }
+}
+
+/// Files of a copy that did not arrive: the one that matters most, and how many others.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{first}{}", and_more(*more))]
+pub struct FilesFailed {
+    /// A full disk if that was one of the failures, else the first failure.
+    pub first: FileError,
+    /// How many other files failed.
+    pub more: usize,
+}
+
+fn and_more(more: usize) -> String {
+    match more {
+        0 => String::new(),
+        more => format!(" (and {more} more files)"),
+    }
+}
+
+/// Why a chunk was never started: an earlier file found the disk full.
+fn stopped_by_full_disk() -> FileError {
+    FileError::new(
+        FileErrorKind::NotAttempted,
+        "not tried: the copy stopped when the disk filled up",
+    )
 }
 
 /// Splits job indices (largest first) into chunks.
@@ -98,8 +134,9 @@ pub fn run_jobs<S: SessionSource>(
 ) -> PoolReport {
     let queue = Mutex::new(chunks(jobs));
     let workers = workers.max(1).min(queue.lock().unwrap().len().max(1));
-    let results: Mutex<Vec<Option<Result<FetchReport, String>>>> =
+    let results: Mutex<Vec<Option<Result<FetchReport, FileError>>>> =
         Mutex::new((0..jobs.len()).map(|_| None).collect());
+    let disk_full = AtomicBool::new(false);
     let totals = Mutex::new(TransferTotals::default());
     let session_errors = Mutex::new(Vec::new());
     let mut first = first;
@@ -107,8 +144,8 @@ pub fn run_jobs<S: SessionSource>(
         for _ in 0..workers {
             let session = first.take();
             let opened_before = u64::from(session.is_some());
-            let (queue, results, totals, session_errors) =
-                (&queue, &results, &totals, &session_errors);
+            let (queue, results, totals, session_errors, disk_full) =
+                (&queue, &results, &totals, &session_errors, &disk_full);
             scope.spawn(move || {
                 let mut worker = Worker {
                     link,
@@ -122,10 +159,19 @@ pub fn run_jobs<S: SessionSource>(
                     errors: Vec::new(),
                 };
                 loop {
+                    if disk_full.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let Some(chunk) = queue.lock().unwrap().pop_front() else {
                         break;
                     };
                     let outcomes = worker.run_chunk(&chunk);
+                    if outcomes
+                        .iter()
+                        .any(|r| r.as_ref().is_err_and(FileError::is_out_of_space))
+                    {
+                        disk_full.store(true, Ordering::Relaxed);
+                    }
                     let mut results = results.lock().unwrap();
                     for (index, result) in chunk.iter().zip(outcomes) {
                         results[*index] = Some(result);
@@ -144,7 +190,7 @@ pub fn run_jobs<S: SessionSource>(
         .into_inner()
         .unwrap()
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err("not copied".to_owned())))
+        .map(|r| r.unwrap_or_else(|| Err(stopped_by_full_disk())))
         .collect();
     PoolReport {
         results,
@@ -217,8 +263,15 @@ fn run_jobs_again<S: SessionSource>(
 ) -> PoolReport {
     let mut report = run_jobs(link, first, jobs, settings.workers, events);
     for _ in 0..settings.retry.times {
+        if report.failures().any(FileError::is_out_of_space) {
+            break; // fetching again would only fill the disk again
+        }
         let failed: Vec<usize> = (0..jobs.len())
-            .filter(|&i| report.results[i].is_err())
+            .filter(|&i| {
+                report.results[i]
+                    .as_ref()
+                    .is_err_and(|e| e.kind.worth_retrying())
+            })
             .collect();
         let Some(&first_failure) = failed.first() else {
             break;
@@ -229,7 +282,7 @@ fn run_jobs_again<S: SessionSource>(
             report.results[first_failure]
                 .as_ref()
                 .err()
-                .map(String::as_str)
+                .map(|e| e.detail.as_str())
                 .unwrap_or_default()
         ));
         std::thread::sleep(settings.retry.sleep);
@@ -259,7 +312,7 @@ struct Worker<'a, S: SessionSource> {
 
 impl<S: SessionSource> Worker<'_, S> {
     /// Copies one chunk; one result per job of the chunk.
-    fn run_chunk(&mut self, chunk: &[usize]) -> Vec<Result<FetchReport, String>> {
+    fn run_chunk(&mut self, chunk: &[usize]) -> Vec<Result<FetchReport, FileError>> {
         if self.session.is_none() {
             // A session left open by an earlier copy of the same run counts as used here.
             self.session = self.link.reuse();
@@ -272,8 +325,11 @@ impl<S: SessionSource> Worker<'_, S> {
                     self.session = Some(session);
                 }
                 Err(error) => {
-                    let message = error.to_string();
-                    return chunk.iter().map(|_| Err(message.clone())).collect();
+                    let failure = FileError::new(FileErrorKind::SessionLost, error.to_string());
+                    return chunk
+                        .iter()
+                        .map(|&i| Err(failure.clone().for_file(&self.jobs[i].request.remote_path)))
+                        .collect();
                 }
             }
         }
@@ -286,7 +342,7 @@ impl<S: SessionSource> Worker<'_, S> {
         // What each request ended as, as reported: when the session breaks later in the
         // chunk, the files already verified and published keep their success (fetching them
         // again would be waste, and a link published twice is not a no-op to rely on).
-        let mut reported: Vec<Option<Result<FetchReport, String>>> =
+        let mut reported: Vec<Option<Result<FetchReport, FileError>>> =
             chunk.iter().map(|_| None).collect();
         // A part is not a file: its file is reported once finished.
         let mut progress = |outcome: &FetchOutcome| {
@@ -302,8 +358,13 @@ impl<S: SessionSource> Worker<'_, S> {
         let fetched = session.source().fetch(&requests, &mut progress);
         match fetched {
             Ok(outcomes) => {
-                let mut results: Vec<Result<FetchReport, String>> =
-                    chunk.iter().map(|_| Err("no answer".to_owned())).collect();
+                let mut results: Vec<Result<FetchReport, FileError>> = requests
+                    .iter()
+                    .map(|request| {
+                        Err(FileError::new(FileErrorKind::SessionLost, "no answer")
+                            .for_file(&request.remote_path))
+                    })
+                    .collect();
                 for outcome in outcomes {
                     if let Ok(report) = &outcome.result {
                         self.count(report, requests[outcome.index].target.part().is_some());
@@ -319,10 +380,13 @@ impl<S: SessionSource> Worker<'_, S> {
                 if let Some(mut broken) = self.session.take() {
                     self.add_traffic(&mut broken);
                 }
-                let message = format!("{peer}: {error}");
-                let results: Vec<Result<FetchReport, String>> = reported
+                let lost = FileError::new(FileErrorKind::SessionLost, format!("{peer}: {error}"));
+                let results: Vec<Result<FetchReport, FileError>> = reported
                     .into_iter()
-                    .map(|done| done.unwrap_or_else(|| Err(message.clone())))
+                    .zip(&requests)
+                    .map(|(done, request)| {
+                        done.unwrap_or_else(|| Err(lost.clone().for_file(&request.remote_path)))
+                    })
                     .collect();
                 for (index, result) in results.iter().enumerate() {
                     if let Ok(report) = result {

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use crate::copy::PullSource;
+use crate::file_error::FileError;
 use crate::protocol::FetchReport;
 
 /// One open session with the far side: a [`PullSource`] and what the pool needs to know of it.
@@ -47,7 +48,7 @@ pub trait FetchEvents: Sync {
     fn warning(&self, message: &str);
     /// One file copied (or failed); `path` is the far side's path. For a file fetched in
     /// parts, `part_done` came first for each part that arrived.
-    fn file_done(&self, _path: &Path, _result: &Result<FetchReport, String>) {}
+    fn file_done(&self, _path: &Path, _result: &Result<FetchReport, FileError>) {}
     /// One part (`bytes` long) of the split file `path` arrived, verified (for progress: a
     /// 1 GiB file moves the display part by part rather than once at the end).
     fn part_done(&self, _path: &Path, _bytes: u64) {}

@@ -10,6 +10,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::file_error::{FileError, FileErrorKind, VerifiedBy};
 use crate::protocol::{FetchReport, FetchRequest, FetchTarget, WriteMode};
 use crate::split_file::SplitFile;
 
@@ -20,9 +21,6 @@ use super::TransferTotals;
 /// Parts of one file at most: a larger file gets larger parts, so what planning holds never
 /// follows a declared size (64 GiB in parts of the default 64 MiB).
 pub(super) const MAX_PARTS: u64 = 1024;
-
-/// How a split file was verified (each part against the sender's digest of its bytes).
-pub const VERIFIED_BY_PARTS: &str = "barsync digest, by part";
 
 /// The jobs as sessions run them, and how they map back to the caller's jobs.
 pub(super) struct SplitJobs {
@@ -95,16 +93,17 @@ impl SplitJobs {
     /// arrived is finished here (and reported to `events`); its totals are added to `totals`.
     pub fn gather(
         self,
-        mut results: Vec<Result<FetchReport, String>>,
+        mut results: Vec<Result<FetchReport, FileError>>,
         totals: &mut TransferTotals,
         events: &dyn FetchEvents,
-    ) -> Vec<Result<FetchReport, String>> {
+    ) -> Vec<Result<FetchReport, FileError>> {
         let mut gathered = Vec::with_capacity(self.files.len());
         for file in self.files {
             match file {
-                FileJobs::Whole(index) => {
-                    gathered.push(std::mem::replace(&mut results[index], Err(String::new())))
-                }
+                FileJobs::Whole(index) => gathered.push(std::mem::replace(
+                    &mut results[index],
+                    Err(FileError::new(FileErrorKind::NotAttempted, "")),
+                )),
                 FileJobs::Parts { file, range } => {
                     let parts = &results[range.clone()];
                     let result = finish_split(&file, parts, totals);
@@ -120,13 +119,13 @@ impl SplitJobs {
 /// The result of a split file: its first failed part, or the file finished.
 fn finish_split(
     file: &SplitFile,
-    parts: &[Result<FetchReport, String>],
+    parts: &[Result<FetchReport, FileError>],
     totals: &mut TransferTotals,
-) -> Result<FetchReport, String> {
+) -> Result<FetchReport, FileError> {
     let mut report = FetchReport {
         len: 0,
         digest: None,
-        verified_by: VERIFIED_BY_PARTS,
+        verified_by: VerifiedBy::BarsyncDigestByParts,
         received_bytes: 0,
         signature_bytes: 0,
         reused_bytes: 0,
@@ -149,7 +148,10 @@ fn finish_split(
     totals.split_files += 1;
     totals.parts += parts.len() as u64;
     totals.files += 1;
-    *totals.verified_by.entry(VERIFIED_BY_PARTS).or_default() += 1;
+    *totals
+        .verified_by
+        .entry(VerifiedBy::BarsyncDigestByParts)
+        .or_default() += 1;
     if finished.linked {
         totals.linked += 1;
     }
@@ -217,7 +219,7 @@ mod tests {
             Ok(FetchReport {
                 len,
                 digest: None,
-                verified_by: "barsync digest",
+                verified_by: VerifiedBy::BarsyncDigest,
                 received_bytes: 1,
                 signature_bytes: 1,
                 reused_bytes: 0,
@@ -226,11 +228,12 @@ mod tests {
                 linked: false,
             })
         };
-        let results = vec![ok(10), ok(100), Err("/p/300: cut".to_owned()), ok(100)];
+        let cut = FileError::new(FileErrorKind::SessionLost, "/p/300: cut");
+        let results = vec![ok(10), ok(100), Err(cut), ok(100)];
         let mut totals = TransferTotals::default();
         let gathered = split.gather(results, &mut totals, &Quiet);
         assert_eq!(gathered[0].as_ref().unwrap().len, 10);
-        assert_eq!(gathered[1].as_ref().unwrap_err(), "/p/300: cut");
+        assert_eq!(gathered[1].as_ref().unwrap_err().detail, "/p/300: cut");
         assert_eq!(totals.split_files, 0);
     }
 }

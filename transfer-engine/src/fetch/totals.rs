@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::file_error::VerifiedBy;
+
 /// Bytes and files moved by one copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransferTotals {
@@ -23,8 +25,8 @@ pub struct TransferTotals {
     pub split_files: u64,
     /// The number of parts of those files.
     pub parts: u64,
-    /// How files were verified, with counts ("barsync digest", "SFTP, remote sha256sum").
-    pub verified_by: BTreeMap<&'static str, u64>,
+    /// How files were verified, with counts.
+    pub verified_by: BTreeMap<VerifiedBy, u64>,
 }
 
 impl TransferTotals {
@@ -40,7 +42,7 @@ impl TransferTotals {
         self.split_files += other.split_files;
         self.parts += other.parts;
         for (how, count) in &other.verified_by {
-            *self.verified_by.entry(how).or_default() += count;
+            *self.verified_by.entry(*how).or_default() += count;
         }
     }
 }

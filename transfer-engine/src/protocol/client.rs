@@ -20,6 +20,7 @@ use super::receiver::{receive_file, receive_file_in_place, send_signature, Incom
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::{Destination, RelativePath};
 use crate::digest::FileDigest;
+use crate::file_error::{FileError, VerifiedBy};
 use crate::fs::{open_basis, MappedFile, PublishBatch, TempFile};
 use crate::signature::{
     signature, signature_of_map, signature_of_map_range, Signature, SignatureOptions,
@@ -134,11 +135,12 @@ impl FetchRequest {
 /// What a successful fetch did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetchReport {
+    /// The file's length.
     pub len: u64,
     /// The barsync digest the file was verified against (`None` for SFTP copies).
     pub digest: Option<FileDigest>,
     /// How the file was verified before it was published.
-    pub verified_by: &'static str,
+    pub verified_by: VerifiedBy,
     /// Bytes the sender sent for this file (frames, compressed literals).
     pub received_bytes: u64,
     /// Bytes of the signature this side sent.
@@ -156,9 +158,12 @@ pub struct FetchReport {
 /// The result for one request, in request order.
 #[derive(Debug)]
 pub struct FetchOutcome {
+    /// The request's position in the batch.
     pub index: usize,
+    /// The far side's path of the file.
     pub remote_path: PathBuf,
-    pub result: Result<FetchReport, String>,
+    /// What became of it.
+    pub result: Result<FetchReport, FileError>,
 }
 
 /// Options of a session.
@@ -516,10 +521,14 @@ fn receive_answers<R: Read>(
         );
         for (mut outcome, published) in waiting.drain(..).zip(batch.commit()) {
             if let Err(e) = published {
-                outcome.result = Err(format!(
-                    "{}: publishing: {e}",
-                    requests[outcome.index].destination.path().display()
-                ));
+                outcome.result = Err(FileError::local_io(
+                    &e,
+                    format!(
+                        "{}: publishing: {e}",
+                        requests[outcome.index].destination.path().display()
+                    ),
+                )
+                .for_file(&outcome.remote_path));
             }
             progress(&outcome);
             outcomes.push(outcome);
@@ -589,10 +598,11 @@ fn receive_answers<R: Read>(
                 return Err(error);
             }
         };
-        let result = received.map(|(received, linked)| FetchReport {
+        let result = received.map_err(|e| e.for_file(&request.remote_path));
+        let result = result.map(|(received, linked)| FetchReport {
             len: received.len,
             digest: Some(received.digest),
-            verified_by: "barsync digest",
+            verified_by: VerifiedBy::BarsyncDigest,
             received_bytes: reader.bytes - start_bytes,
             signature_bytes: entry.signature_bytes,
             reused_bytes: received.reused_bytes,

@@ -16,25 +16,38 @@ use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::sender::{read_signature, send_file, send_request_error};
 use super::ProtocolError;
 use crate::delta::DeltaOptions;
+use crate::file_error::{FileError, FileErrorKind};
 use crate::signature::Signature;
 
 /// One change to make on the server.
 #[derive(Clone, Debug)]
 pub enum PushItem {
     /// Create a directory (parents must exist or come earlier in the batch).
-    Directory { remote_path: PathBuf, mode: u32 },
+    Directory {
+        /// Where, on the server.
+        remote_path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Create or replace a symlink.
     Symlink {
+        /// Where, on the server.
         remote_path: PathBuf,
+        /// What it points to.
         target: PathBuf,
     },
     /// Make the server's file equal to this local file (delta against the server's copy).
     File {
+        /// The local file.
         local: PathBuf,
+        /// Where, on the server.
         remote_path: PathBuf,
     },
     /// Remove a file, symlink or directory tree.
-    Remove { remote_path: PathBuf },
+    Remove {
+        /// What, on the server.
+        remote_path: PathBuf,
+    },
 }
 
 impl PushItem {
@@ -52,8 +65,11 @@ impl PushItem {
 /// The result for one pushed item, in request order.
 #[derive(Debug)]
 pub struct PushOutcome {
+    /// The item's position in the batch.
     pub index: usize,
+    /// The server path the item changes.
     pub remote_path: PathBuf,
+    /// Done, or why not (the server's words).
     pub result: Result<(), String>,
 }
 
@@ -148,10 +164,13 @@ fn send_items<W: Write>(
                 &DeltaOptions::default(),
                 None,
             )?,
-            Err(e) => Err(format!("{label}: {e}")),
+            Err(e) => Err(FileError::new(
+                FileErrorKind::of_io(&e, false),
+                format!("{label}: {e}"),
+            )),
         };
-        if let Err(message) = sent {
-            send_request_error(writer, id, &message)?;
+        if let Err(failure) = sent {
+            send_request_error(writer, id, &failure.detail, None)?;
         }
     }
     writer.flush()?;

@@ -18,26 +18,48 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
+    /// Both sides, first: magic, protocol version, feature bits, agent string.
     Hello = 1,
+    /// Either side: the session ends, with the reason.
     Fatal = 2,
+    /// Request: list a path (recursively or one level).
     List = 10,
+    /// Request: a file, with the length of the signature that follows and the zstd level.
     FileRequest = 11,
+    /// A piece of the signature of a request's basis.
     SignatureChunk = 12,
+    /// The client has no more requests.
     RequestsDone = 13,
+    /// Push request: a file the client sends, with its size.
     PushFile = 14,
+    /// Push request: create a directory.
     MakeDirectory = 15,
+    /// Push request: create a symlink.
     MakeSymlink = 16,
+    /// Push request: remove a file, symlink or empty directory.
     Remove = 17,
+    /// Request: a byte range of a file, answered as if the range were a whole file.
     RangeRequest = 18,
+    /// Answer to `List`: one entry.
     ListEntry = 20,
+    /// Answer to `List`: no more entries.
     ListEnd = 21,
+    /// A file's answer starts: its length, mtime, mode and digest block size.
     FileBegin = 22,
+    /// Delta operation: copy a run of the basis's blocks.
     Copy = 23,
+    /// Delta operation: literal bytes (raw or zstd).
     Literal = 24,
+    /// A file's answer ends: its length and digest.
     FileEnd = 25,
+    /// In place of an answer (or ending one): the request failed, in words, and with
+    /// `FEATURE_ERROR_KINDS` its kind as one more byte.
     RequestError = 26,
+    /// Answer to `RequestsDone`: the server is done too.
     ServerDone = 27,
+    /// Answer to `PushFile`: the signature of the server's current copy.
     PushSignature = 28,
+    /// Answer to a push request: done or refused, with the reason.
     PushDone = 29,
 }
 
@@ -206,18 +228,22 @@ impl<W: Write> FrameWriter<W> {
 pub struct Payload<'a>(&'a mut Vec<u8>);
 
 impl Payload<'_> {
+    /// Appends a byte.
     pub fn u8(self, value: u8) -> Self {
         self.0.push(value);
         self
     }
+    /// Appends a u32, little-endian.
     pub fn u32(self, value: u32) -> Self {
         self.0.extend_from_slice(&value.to_le_bytes());
         self
     }
+    /// Appends a u64, little-endian.
     pub fn u64(self, value: u64) -> Self {
         self.0.extend_from_slice(&value.to_le_bytes());
         self
     }
+    /// Appends an i64, little-endian.
     pub fn i64(self, value: i64) -> Self {
         self.0.extend_from_slice(&value.to_le_bytes());
         self
@@ -256,6 +282,7 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// Reads the fields of a `kind` frame's payload `data`.
     pub fn new(kind: Kind, data: &'a [u8]) -> Self {
         Fields { data, kind }
     }
@@ -271,24 +298,29 @@ impl<'a> Fields<'a> {
         self.data = tail;
         Ok(head)
     }
+    /// A byte.
     pub fn u8(&mut self) -> Result<u8, ProtocolError> {
         Ok(self.take(1)?[0])
     }
+    /// A little-endian u32.
     pub fn u32(&mut self) -> Result<u32, ProtocolError> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
+    /// A little-endian u64.
     pub fn u64(&mut self) -> Result<u64, ProtocolError> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
+    /// A little-endian i64.
     pub fn i64(&mut self) -> Result<i64, ProtocolError> {
         Ok(i64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
+    /// Length-prefixed bytes.
     pub fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
         let len = self.u32()? as usize;
         self.take(len)
@@ -300,14 +332,24 @@ impl<'a> Fields<'a> {
             self.bytes()?,
         )))
     }
+    /// A length-prefixed string (refused if not UTF-8).
     pub fn str(&mut self) -> Result<&'a str, ProtocolError> {
         let kind = self.kind;
         std::str::from_utf8(self.bytes()?).map_err(|_| {
             ProtocolError::Malformed(format!("{kind:?} frame has a string that is not UTF-8"))
         })
     }
+    /// `N` bytes.
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], ProtocolError> {
         Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+    /// One more byte if the frame has one, `None` at its end (a field newer peers add).
+    pub fn optional_u8(&mut self) -> Result<Option<u8>, ProtocolError> {
+        if self.data.is_empty() {
+            Ok(None)
+        } else {
+            self.u8().map(Some)
+        }
     }
     /// Everything left.
     pub fn rest(&mut self) -> &'a [u8] {

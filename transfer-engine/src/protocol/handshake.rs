@@ -17,8 +17,12 @@ pub const FEATURE_RANGES: u32 = 2;
 /// Feature bit: the side is a `barsync serve --read-only`: it refuses every push (file,
 /// directory, symlink, removal). Older servers never set it.
 pub const FEATURE_READ_ONLY: u32 = 4;
+/// Feature bit: the side sends, and reads, the kind of a per-file failure
+/// ([`FileErrorKind`](crate::FileErrorKind)) as one byte after the words of a `RequestError`
+/// answering a listing or a file request; a side sends it only to a peer that announced it.
+pub const FEATURE_ERROR_KINDS: u32 = 8;
 /// The features every side of this build announces.
-pub const FEATURES: u32 = FEATURE_ZSTD | FEATURE_RANGES;
+pub const FEATURES: u32 = FEATURE_ZSTD | FEATURE_RANGES | FEATURE_ERROR_KINDS;
 
 /// Sends our `Hello` (announcing `features`) and checks the peer's; returns the peer's agent
 /// string and features.

@@ -21,6 +21,7 @@ use crate::confine::Destination;
 use crate::delta::DeltaSink;
 use crate::digest::{file_digest_in_pieces, FileDigest};
 use crate::error::PatchError;
+use crate::file_error::{FileError, FileErrorKind};
 use crate::fs::{PublishBatch, TempFile, RELEASE_EVERY};
 use crate::patch::Patcher;
 
@@ -87,7 +88,7 @@ impl<'b, H, W: Write, F: FnMut() -> io::Result<(H, W)>> LinkOrPatch<'b, H, W, F>
 
     /// When the file turned out to be the whole basis (ended with `end`): checks the sender's
     /// digest against the basis. `Ok(false)`: not the whole basis.
-    pub fn verify_whole_basis(&self, end: &(u64, FileDigest)) -> Result<bool, String> {
+    pub fn verify_whole_basis(&self, end: &(u64, FileDigest)) -> Result<bool, FileError> {
         if !(self.is_whole_basis() && end.0 == self.len) {
             return Ok(false);
         }
@@ -110,9 +111,12 @@ impl<'b, H, W: Write, F: FnMut() -> io::Result<(H, W)>> LinkOrPatch<'b, H, W, F>
             },
         );
         if digest != end.1 {
-            return Err(format!(
-                "{}: the sender's digest does not match the basis although every block did",
-                self.incoming.label
+            return Err(FileError::new(
+                FileErrorKind::Corrupt,
+                format!(
+                    "{}: the sender's digest does not match the basis although every block did",
+                    self.incoming.label
+                ),
             ));
         }
         Ok(true)
@@ -149,7 +153,7 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
     make_temp: impl FnMut() -> io::Result<TempFile>,
     literals: &mut LiteralDecoder,
     batch: &mut PublishBatch,
-) -> Result<Result<LinkedOrWritten, String>, ProtocolError> {
+) -> Result<Result<LinkedOrWritten, FileError>, ProtocolError> {
     let label = incoming.label;
     let header = match read_file_begin(reader, incoming)? {
         Ok(header) => header,
@@ -171,15 +175,14 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
         end,
         reused,
         failure,
-        out_of_space,
     } = apply_operations(reader, incoming, active, literals)?;
-    if let Some(message) = local_error.or(failure) {
-        if out_of_space {
+    if let Some(failure) = local_error.or(failure) {
+        if failure.is_out_of_space() {
             if let Some((temp, _)) = sink.writing.as_mut() {
                 temp.discard_partial();
             }
         }
-        return Ok(Err(message));
+        return Ok(Err(failure));
     }
     let received = super::receiver::Received {
         len: end.0,
@@ -207,26 +210,33 @@ pub(super) fn receive_file_or_link<'b, R: Read>(
                     linked: true,
                 }))
             }
-            Err(e) => Ok(Err(format!(
-                "{label}: linking {} to {}: {e}",
-                basis_path.display(),
-                destination.path().display()
+            Err(e) => Ok(Err(FileError::local_io(
+                &e,
+                format!(
+                    "{label}: linking {} to {}: {e}",
+                    basis_path.display(),
+                    destination.path().display()
+                ),
             ))),
         };
     }
     // Not the whole basis: whatever was identical so far is written now, then verified.
     if let Err(e) = sink.patcher() {
-        return Ok(Err(format!("{label}: {e}")));
+        return Ok(Err(FileError::patch(&e, format!("{label}: {e}"))));
     }
     let (mut temp, patcher) = sink.writing.take().expect("patcher created");
     if let Err(e) = patcher.finish(end.0, &end.1) {
-        if e.is_out_of_space() {
+        let failure = FileError::patch(&e, format!("{label}: {e}"));
+        if failure.is_out_of_space() {
             temp.discard_partial();
         }
-        return Ok(Err(format!("{label}: {e}")));
+        return Ok(Err(failure));
     }
     if let Err(e) = temp.set_attributes(header.mode, header.mtime) {
-        return Ok(Err(format!("{label}: setting mode and mtime: {e}")));
+        return Ok(Err(FileError::local_io(
+            &e,
+            format!("{label}: setting mode and mtime: {e}"),
+        )));
     }
     batch.push(temp, end.0);
     Ok(Ok(LinkedOrWritten {

@@ -65,9 +65,13 @@ pub enum ProtocolError {
     /// The two sides speak different protocol versions.
     #[error("protocol version mismatch: this side ({ours_agent}) speaks version {ours}, the peer ({theirs_agent}) speaks version {theirs}")]
     Version {
+        /// This side's protocol version.
         ours: u32,
+        /// This side's program and version.
         ours_agent: String,
+        /// The peer's protocol version.
         theirs: u32,
+        /// The peer's program and version.
         theirs_agent: String,
     },
     /// The peer ended the session with an error.
@@ -78,8 +82,11 @@ pub enum ProtocolError {
 /// Type of a listed file system entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
+    /// A regular file.
     File = 0,
+    /// A directory.
     Directory = 1,
+    /// A symlink (listed, never followed).
     Symlink = 2,
 }
 
@@ -88,6 +95,7 @@ pub enum EntryKind {
 pub struct Entry {
     /// Path relative to the listed directory.
     pub path: RelativePath,
+    /// File, directory or symlink.
     pub kind: EntryKind,
     /// Size in bytes (files).
     pub size: u64,

@@ -14,6 +14,7 @@ use super::literal::LiteralDecoder;
 use super::receiver::Received;
 use super::receiver::{apply_operations, read_file_begin, too_long, Incoming, OperationsEnd};
 use super::ProtocolError;
+use crate::file_error::FileError;
 use crate::split_file::{FilePart, PartDone, SenderFile};
 
 /// Reads the answer to the range request for `part`. `Ok(Err(message))` fails this part only;
@@ -23,7 +24,7 @@ pub(super) fn receive_part<R: Read>(
     incoming: &Incoming<'_>,
     part: &FilePart,
     literals: &mut LiteralDecoder,
-) -> Result<Result<Received, String>, ProtocolError> {
+) -> Result<Result<Received, FileError>, ProtocolError> {
     let label = incoming.label;
     let split = &part.file;
     let header = match read_file_begin(reader, incoming)? {
@@ -38,7 +39,11 @@ pub(super) fn receive_part<R: Read>(
     let mut local_error = local_error.or_else(|| {
         // Without linking there is nothing to gain by waiting: write from the first byte.
         (!split.link_identical())
-            .then(|| sink.patcher().err().map(|e| format!("{label}: {e}")))
+            .then(|| {
+                sink.patcher()
+                    .err()
+                    .map(|e| FileError::patch(&e, format!("{label}: {e}")))
+            })
             .flatten()
     });
     let active = local_error.is_none().then_some(&mut sink);
@@ -46,13 +51,12 @@ pub(super) fn receive_part<R: Read>(
         end,
         reused,
         failure,
-        out_of_space,
     } = apply_operations(reader, incoming, active, literals)?;
-    if let Some(message) = local_error.take().or(failure) {
-        if out_of_space {
+    if let Some(failure) = local_error.take().or(failure) {
+        if failure.is_out_of_space() {
             split.discard_partial();
         }
-        return Ok(Err(message));
+        return Ok(Err(failure));
     }
     let done = match sink.verify_whole_basis(&end) {
         Err(message) => return Ok(Err(message)),
@@ -68,10 +72,11 @@ pub(super) fn receive_part<R: Read>(
                 patcher.finish(end.0, &end.1).map(drop)
             });
             if let Err(e) = finished {
-                if e.is_out_of_space() {
+                let failure = FileError::patch(&e, format!("{label}: {e}"));
+                if failure.is_out_of_space() {
                     split.discard_partial();
                 }
-                return Ok(Err(format!("{label}: {e}")));
+                return Ok(Err(failure));
             }
             PartDone::Written { len: end.0 }
         }

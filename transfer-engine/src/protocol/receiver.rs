@@ -11,6 +11,7 @@ use crate::block_size::is_valid_block_size;
 use crate::delta::{DeltaSink, MAX_LITERAL_RUN};
 use crate::digest::FileDigest;
 use crate::error::PatchError;
+use crate::file_error::{FileError, FileErrorKind};
 use crate::fs::{MappedFile, PublishBatch, TempFile, WritebackWriter};
 use crate::kernel_copy::CopyPath;
 use crate::patch::{InPlacePatcher, Patcher};
@@ -111,26 +112,47 @@ pub(super) struct FileHeader {
 }
 
 /// The failure to report when the sender announces more bytes than the receiver allows.
-pub(super) fn too_long(incoming: &Incoming<'_>, header: &FileHeader) -> Option<String> {
+pub(super) fn too_long(incoming: &Incoming<'_>, header: &FileHeader) -> Option<FileError> {
     match incoming.max_len {
-        Some(max) if header.len > max => Some(format!(
-            "{} has {} bytes, more than the {max} expected",
-            incoming.label, header.len
+        Some(max) if header.len > max => Some(FileError::new(
+            FileErrorKind::Corrupt,
+            format!(
+                "{} has {} bytes, more than the {max} expected",
+                incoming.label, header.len
+            ),
         )),
         _ => None,
     }
+}
+
+/// The sender's `RequestError` for `incoming` (its words, and the kind when it sent one; else
+/// `unsaid`).
+fn sender_failure(
+    incoming: &Incoming<'_>,
+    fields: &mut Fields<'_>,
+    unsaid: FileErrorKind,
+) -> Result<FileError, ProtocolError> {
+    let detail = format!("{}: {}", incoming.peer, fields.str()?);
+    let kind = fields
+        .optional_u8()?
+        .map_or(unsaid, FileErrorKind::from_code);
+    Ok(FileError::new(kind, detail))
 }
 
 /// Reads `FileBegin` (or the sender's `RequestError`) for `incoming`.
 pub(super) fn read_file_begin<R: Read>(
     reader: &mut FrameReader<R>,
     incoming: &Incoming<'_>,
-) -> Result<Result<FileHeader, String>, ProtocolError> {
+) -> Result<Result<FileHeader, FileError>, ProtocolError> {
     let (kind, payload) = reader.expect_frame()?;
     let mut fields = Fields::new(kind, payload);
     check_request(kind, &mut fields, incoming.id)?;
     match kind {
-        Kind::RequestError => return Ok(Err(format!("{}: {}", incoming.peer, fields.str()?))),
+        Kind::RequestError => {
+            let failure = sender_failure(incoming, &mut fields, FileErrorKind::Remote)?;
+            fields.end()?;
+            return Ok(Err(failure));
+        }
         Kind::FileBegin => {}
         other => {
             return Err(ProtocolError::Malformed(format!(
@@ -163,9 +185,7 @@ pub(super) fn read_file_begin<R: Read>(
 pub(super) struct OperationsEnd {
     pub end: (u64, FileDigest),
     pub reused: u64,
-    pub failure: Option<String>,
-    /// The failure was a full file system.
-    pub out_of_space: bool,
+    pub failure: Option<FileError>,
 }
 
 /// Reads operations up to `FileEnd`, applying them to `sink` until it fails (then the rest is
@@ -178,8 +198,7 @@ pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
     mut sink: Option<&mut S>,
     literals: &mut LiteralDecoder,
 ) -> Result<OperationsEnd, ProtocolError> {
-    let mut failure: Option<String> = None;
-    let mut out_of_space = false;
+    let mut failure: Option<FileError> = None;
     let mut reused = 0u64;
     loop {
         let (kind, payload) = reader.expect_frame()?;
@@ -206,13 +225,12 @@ pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
             }
             Kind::RequestError => {
                 // The sender gave up on the file after starting it (it changed while read).
-                let message = format!("{}: {}", incoming.peer, fields.str()?);
+                let given_up = sender_failure(incoming, &mut fields, FileErrorKind::SourceChanged)?;
                 fields.end()?;
                 return Ok(OperationsEnd {
                     end: (0, FileDigest([0; 32])),
                     reused,
-                    failure: Some(failure.unwrap_or(message)),
-                    out_of_space,
+                    failure: Some(failure.unwrap_or(given_up)),
                 });
             }
             Kind::FileEnd => {
@@ -223,7 +241,6 @@ pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
                     end: (end_len, digest),
                     reused,
                     failure,
-                    out_of_space,
                 });
             }
             other => {
@@ -233,8 +250,7 @@ pub(super) fn apply_operations<R: Read, S: DeltaSink<Error = PatchError>>(
             }
         };
         if let Err(e) = step {
-            out_of_space |= failure.is_none() && e.is_out_of_space();
-            failure.get_or_insert(format!("{}: {e}", incoming.label));
+            failure.get_or_insert_with(|| FileError::patch(&e, format!("{}: {e}", incoming.label)));
         }
     }
 }
@@ -248,7 +264,7 @@ pub(super) fn receive_file<R: Read>(
     make_temp: impl FnOnce() -> io::Result<TempFile>,
     literals: &mut LiteralDecoder,
     batch: Option<&mut PublishBatch>,
-) -> Result<Result<Received, String>, ProtocolError> {
+) -> Result<Result<Received, FileError>, ProtocolError> {
     let label = incoming.label;
     let header = match read_file_begin(reader, incoming)? {
         Ok(header) => header,
@@ -259,7 +275,9 @@ pub(super) fn receive_file<R: Read>(
     let mut temp = match make_temp() {
         Ok(temp) => Some(temp),
         Err(e) => {
-            local_error.get_or_insert(format!("{label}: creating a temporary file: {e}"));
+            local_error.get_or_insert_with(|| {
+                FileError::local_io(&e, format!("{label}: creating a temporary file: {e}"))
+            });
             None
         }
     };
@@ -291,7 +309,7 @@ pub(super) fn receive_file<R: Read>(
             match made {
                 Ok(patcher) => Some(patcher),
                 Err(e) => {
-                    local_error = Some(e.to_string());
+                    local_error = Some(FileError::patch(&e, e.to_string()));
                     None
                 }
             }
@@ -302,14 +320,13 @@ pub(super) fn receive_file<R: Read>(
         end,
         reused,
         failure,
-        out_of_space,
     } = apply_operations(reader, incoming, patcher.as_mut(), literals)?;
-    if let Some(message) = local_error.or(failure) {
+    if let Some(failure) = local_error.or(failure) {
         drop(patcher);
-        if let (true, Some(temp)) = (out_of_space, temp.as_mut()) {
+        if let (true, Some(temp)) = (failure.is_out_of_space(), temp.as_mut()) {
             temp.discard_partial();
         }
-        return Ok(Err(message));
+        return Ok(Err(failure));
     }
     let copied_by = match patcher
         .expect("no local error means a patcher")
@@ -317,21 +334,28 @@ pub(super) fn receive_file<R: Read>(
     {
         Ok(copied_by) => copied_by,
         Err(e) => {
-            if let (true, Some(temp)) = (e.is_out_of_space(), temp.as_mut()) {
+            let failure = FileError::patch(&e, format!("{label}: {e}{}", basis_note(incoming)));
+            if let (true, Some(temp)) = (failure.is_out_of_space(), temp.as_mut()) {
                 temp.discard_partial();
             }
-            return Ok(Err(format!("{label}: {e}{}", basis_note(incoming))));
+            return Ok(Err(failure));
         }
     };
     let mut temp = temp.expect("patcher implies a temporary file");
     if let Err(e) = temp.set_attributes(header.mode, header.mtime) {
-        return Ok(Err(format!("{label}: setting mode and mtime: {e}")));
+        return Ok(Err(FileError::local_io(
+            &e,
+            format!("{label}: setting mode and mtime: {e}"),
+        )));
     }
     match batch {
         Some(batch) => batch.push(temp, end.0),
         None => {
             if let Err(e) = temp.publish() {
-                return Ok(Err(format!("{label}: publishing: {e}")));
+                return Ok(Err(FileError::local_io(
+                    &e,
+                    format!("{label}: publishing: {e}"),
+                )));
             }
         }
     }
@@ -351,7 +375,7 @@ pub(super) fn receive_file_in_place<R: Read>(
     incoming: &Incoming<'_>,
     file: &File,
     literals: &mut LiteralDecoder,
-) -> Result<Result<Received, String>, ProtocolError> {
+) -> Result<Result<Received, FileError>, ProtocolError> {
     let label = incoming.label;
     let header = match read_file_begin(reader, incoming)? {
         Ok(header) => header,
@@ -368,7 +392,7 @@ pub(super) fn receive_file_in_place<R: Read>(
         Ok(patcher) if local_error.is_none() => Some(patcher.releasing(incoming.basis_map)),
         Ok(_) => None,
         Err(e) => {
-            local_error = Some(e.to_string());
+            local_error = Some(FileError::patch(&e, e.to_string()));
             None
         }
     };
@@ -376,17 +400,22 @@ pub(super) fn receive_file_in_place<R: Read>(
         end,
         reused,
         failure,
-        ..
     } = apply_operations(reader, incoming, patcher.as_mut(), literals)?;
-    if let Some(message) = local_error.or(failure) {
-        return Ok(Err(message));
+    if let Some(failure) = local_error.or(failure) {
+        return Ok(Err(failure));
     }
     let patcher = patcher.expect("no failure means a patcher");
     if let Err(e) = patcher.finish(end.0, &end.1) {
-        return Ok(Err(format!("{label}: {e}{}", basis_note(incoming))));
+        return Ok(Err(FileError::patch(
+            &e,
+            format!("{label}: {e}{}", basis_note(incoming)),
+        )));
     }
     if let Err(e) = set_attributes(file, header.mode, header.mtime) {
-        return Ok(Err(format!("{label}: setting mode and mtime: {e}")));
+        return Ok(Err(FileError::local_io(
+            &e,
+            format!("{label}: setting mode and mtime: {e}"),
+        )));
     }
     Ok(Ok(Received {
         len: end.0,

@@ -9,6 +9,7 @@ use super::frame::{Fields, FrameReader, FrameWriter, Kind};
 use super::literal::LiteralEncoder;
 use super::ProtocolError;
 use crate::delta::{delta_with, digest_block_size, DeltaOptions, DeltaSink, MAX_LITERAL_RUN};
+use crate::file_error::{FileError, FileErrorKind};
 use crate::fs::MappedFile;
 use crate::signature::Signature;
 
@@ -47,13 +48,18 @@ pub(super) fn read_signature<R: Read>(
     Ok(Signature::decode(&bytes).map_err(|e| e.to_string()))
 }
 
-/// Sends a per-file failure in place of a file.
+/// Sends a per-file failure in place of a file, with its kind when the peer reads kinds
+/// ([`FEATURE_ERROR_KINDS`](super::handshake::FEATURE_ERROR_KINDS)).
 pub(super) fn send_request_error<W: Write>(
     writer: &mut FrameWriter<W>,
     id: u32,
     message: &str,
+    kind: Option<FileErrorKind>,
 ) -> Result<(), ProtocolError> {
-    writer.start().u32(id).str(message);
+    let payload = writer.start().u32(id).str(message);
+    if let Some(kind) = kind {
+        payload.u8(kind.code());
+    }
     Ok(writer.send(Kind::RequestError)?)
 }
 
@@ -81,16 +87,23 @@ pub(super) fn send_file<W: Write>(
     level: Option<i32>,
     options: &DeltaOptions,
     range: Option<ByteRange>,
-) -> Result<Result<u64, String>, ProtocolError> {
+) -> Result<Result<u64, FileError>, ProtocolError> {
     let label = &*crate::names::shown(label);
+    let unreadable =
+        |e: std::io::Error| FileError::new(FileErrorKind::of_io(&e, true), format!("{label}: {e}"));
     let metadata = match file.metadata() {
         Ok(m) if m.is_file() => m,
-        Ok(_) => return Ok(Err(format!("{label}: not a regular file"))),
-        Err(e) => return Ok(Err(format!("{label}: {e}"))),
+        Ok(_) => {
+            return Ok(Err(FileError::new(
+                FileErrorKind::Refused,
+                format!("{label}: not a regular file"),
+            )))
+        }
+        Err(e) => return Ok(Err(unreadable(e))),
     };
     let map = match MappedFile::from_file(file) {
         Ok(map) => map,
-        Err(e) => return Ok(Err(format!("{label}: {e}"))),
+        Err(e) => return Ok(Err(unreadable(e))),
     };
     let file_len = map.len() as u64;
     let bytes = match range {
@@ -121,7 +134,12 @@ pub(super) fn send_file<W: Write>(
         literals: LiteralEncoder::new(level),
         map: &map,
     };
-    let changed = || format!("{label} changed while being read");
+    let changed = || {
+        FileError::new(
+            FileErrorKind::SourceChanged,
+            format!("{label} changed while being read"),
+        )
+    };
     let summary = match delta_with(bytes, signature, &mut sink, options) {
         Ok(summary) => summary,
         Err(SinkError::Protocol(e)) => return Err(e),

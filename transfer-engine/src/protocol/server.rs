@@ -17,20 +17,25 @@ use std::path::Path;
 
 use super::client::FLAG_IN_PLACE;
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
-use super::handshake::{handshake, FEATURES, FEATURE_READ_ONLY};
+use super::handshake::{handshake, FEATURES, FEATURE_ERROR_KINDS, FEATURE_READ_ONLY};
 use super::sender::{read_signature, send_file, send_request_error, ByteRange};
 use super::server_push::PushReceiver;
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::{open_below, open_file_below, RelativePath, Roots};
 use crate::delta::DeltaOptions;
+use crate::file_error::{FileError, FileErrorKind};
 use crate::signature::Signature;
 
 /// What a session served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServeSummary {
+    /// Files requested.
     pub files: u64,
+    /// Of those, the ones that failed.
     pub failed: u64,
+    /// Bytes received, headers included.
     pub bytes_in: u64,
+    /// Bytes sent, headers included.
     pub bytes_out: u64,
 }
 
@@ -64,7 +69,17 @@ pub fn serve_with<R: Read, W: Write>(
     } else {
         FEATURES
     };
-    handshake(&mut reader, &mut writer, features)?;
+    let (_, peer_features) = handshake(&mut reader, &mut writer, features)?;
+    // Per-file failures carry their kind to a client that reads kinds.
+    let kinds = peer_features & FEATURE_ERROR_KINDS != 0;
+    let fail = |writer: &mut FrameWriter<_>, request, failure: &FileError| {
+        send_request_error(
+            writer,
+            request,
+            &failure.detail,
+            kinds.then_some(failure.kind),
+        )
+    };
     let mut summary = ServeSummary::default();
     let mut pushes = PushReceiver::default();
     loop {
@@ -80,8 +95,8 @@ pub fn serve_with<R: Read, W: Write>(
                 let path = fields.path()?.to_path_buf();
                 let recursive = fields.u8()? != 0;
                 fields.end()?;
-                if let Err(message) = send_listing(&mut writer, roots, request, &path, recursive)? {
-                    send_request_error(&mut writer, request, &message)?;
+                if let Err(failure) = send_listing(&mut writer, roots, request, &path, recursive)? {
+                    fail(&mut writer, request, &failure)?;
                 }
             }
             Kind::FileRequest | Kind::RangeRequest => {
@@ -116,11 +131,11 @@ pub fn serve_with<R: Read, W: Write>(
                         range,
                     )?
                     .map(drop),
-                    Err(message) => Err(message),
+                    Err(message) => Err(FileError::new(FileErrorKind::Corrupt, message)),
                 };
-                if let Err(message) = outcome {
+                if let Err(failure) = outcome {
                     summary.failed += 1;
-                    send_request_error(&mut writer, request, &message)?;
+                    fail(&mut writer, request, &failure)?;
                 }
             }
             Kind::PushFile => {
@@ -129,7 +144,8 @@ pub fn serve_with<R: Read, W: Write>(
                 let size = fields.u64()?;
                 fields.end()?;
                 if options.read_only {
-                    send_request_error(&mut writer, request, &read_only_refusal(&path))?;
+                    let refusal = FileError::new(FileErrorKind::Refused, read_only_refusal(&path));
+                    fail(&mut writer, request, &refusal)?;
                 } else {
                     pushes.file_header(&mut writer, roots, request, &path, size)?;
                 }
@@ -200,13 +216,17 @@ fn send_requested_file<W: Write>(
     level: i8,
     options: &DeltaOptions,
     range: Option<ByteRange>,
-) -> Result<Result<u64, String>, ProtocolError> {
+) -> Result<Result<u64, FileError>, ProtocolError> {
     let opened = roots
         .resolve(path)
-        .map_err(|e| e.to_string())
+        .map_err(|e| FileError::new(FileErrorKind::Refused, e.to_string()))
         .and_then(|(root, relative)| {
-            open_file_below(root, &relative)
-                .map_err(|e| format!("{}: {e}", crate::names::shown_path(path)))
+            open_file_below(root, &relative).map_err(|e| {
+                FileError::new(
+                    FileErrorKind::of_io(&e, true),
+                    format!("{}: {e}", crate::names::shown_path(path)),
+                )
+            })
         });
     match opened {
         Ok(file) => send_file(
@@ -230,10 +250,10 @@ fn send_listing<W: Write>(
     request: u32,
     path: &Path,
     recursive: bool,
-) -> Result<Result<(), String>, ProtocolError> {
+) -> Result<Result<(), FileError>, ProtocolError> {
     let (root, relative) = match roots.resolve(path) {
         Ok(resolved) => resolved,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Ok(Err(FileError::new(FileErrorKind::Refused, e.to_string()))),
     };
     let mut entries = Vec::new();
     let here = RelativePath::new("").expect("empty is valid");
@@ -248,7 +268,12 @@ fn send_listing<W: Write>(
                 mode: meta.mode() & 0o7777,
                 target: None,
             }),
-            _ => return Ok(Err(format!("{}: {e}", crate::names::shown_path(path)))),
+            _ => {
+                return Ok(Err(FileError::new(
+                    FileErrorKind::of_io(&e, true),
+                    format!("{}: {e}", crate::names::shown_path(path)),
+                )))
+            }
         }
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));

@@ -103,7 +103,7 @@ impl PushReceiver {
         }
         let (dir, dir_path, name) = match parent_and_name(roots, path) {
             Ok(found) => found,
-            Err(message) => return send_request_error(writer, id, &message),
+            Err(message) => return send_request_error(writer, id, &message, None),
         };
         let basis = match openat(
             &dir,
@@ -181,7 +181,7 @@ impl PushReceiver {
             )
         };
         let result = receive_file(reader, &incoming, make_temp, &mut self.literals, None)?;
-        send_done(writer, id, result.map(drop))
+        send_done(writer, id, result.map(drop).map_err(|e| e.detail))
     }
 
     /// Answers a directory, symlink or removal request with a refusal, doing nothing.

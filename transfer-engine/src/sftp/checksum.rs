@@ -14,7 +14,7 @@ use crate::fs::{MappedFile, RELEASE_EVERY};
 use crate::names::shown_path;
 
 /// How a file copied over SFTP was verified.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verification {
     /// The remote `b3sum` agreed with the local copy's blake3.
     RemoteBlake3,

@@ -24,6 +24,7 @@ const READ_BUFFER: usize = 1 << 20;
 /// One file to fetch over SFTP.
 #[derive(Clone, Copy, Debug)]
 pub struct SftpFile<'a> {
+    /// The file on the host.
     pub remote: &'a Path,
     /// Where the verified file is published.
     pub destination: &'a Destination,
@@ -42,9 +43,11 @@ pub struct SftpFile<'a> {
 /// What fetching one file over SFTP did.
 #[derive(Clone, Copy, Debug)]
 pub struct SftpFetch {
+    /// The file's length.
     pub len: u64,
     /// Bytes read over SFTP (less than `len` when a partial copy was resumed).
     pub received_bytes: u64,
+    /// How the copy was checked.
     pub verification: Verification,
     /// The destination is a hard link to the identical [`SftpFile::link_basis`].
     pub linked: bool,
