@@ -25,6 +25,7 @@
 //! Files are read through memory maps ([`MappedFile`]); peak memory is bounded by buffers
 //! (literal runs of at most [`delta::MAX_LITERAL_RUN`] bytes) and by the signature, never by the
 //! size of the files.
+#![deny(missing_docs)]
 
 mod block_size;
 pub mod confine;
