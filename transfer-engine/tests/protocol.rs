@@ -449,3 +449,44 @@ fn a_read_only_server_says_so_and_refuses_every_push() {
     client.finish().unwrap();
     server.join().unwrap().unwrap();
 }
+
+/// A client that does not announce `FEATURE_ERROR_KINDS` (an older barsync) gets a
+/// `RequestError` exactly as before: the request id and the words, nothing after them.
+#[test]
+fn an_older_client_gets_request_errors_without_the_kind_byte() {
+    use transfer_engine::protocol::frame::{Fields, FrameReader};
+    use transfer_engine::protocol::handshake::{handshake, FEATURE_RANGES, FEATURE_ZSTD};
+    let server_dir = tempfile::tempdir().unwrap();
+    let (from_server, to_server, server) = start_server(server_dir.path(), |w| w);
+    let mut reader = FrameReader::new(from_server);
+    let mut writer = FrameWriter::new(to_server);
+    handshake(&mut reader, &mut writer, FEATURE_ZSTD | FEATURE_RANGES).unwrap();
+    let mut signature = Vec::new();
+    transfer_engine::signature(&[], &transfer_engine::SignatureOptions::default())
+        .encode(&mut signature);
+    let missing = server_dir.path().join("missing");
+    writer
+        .start()
+        .u32(0)
+        .path(&missing)
+        .u64(signature.len() as u64)
+        .u8(0)
+        .u8(0);
+    writer.send(Kind::FileRequest).unwrap();
+    writer.start().u32(0).rest(&signature);
+    writer.send(Kind::SignatureChunk).unwrap();
+    writer.flush().unwrap();
+    let (kind, payload) = reader.expect_frame().unwrap();
+    assert_eq!(kind, Kind::RequestError);
+    let mut fields = Fields::new(kind, payload);
+    assert_eq!(fields.u32().unwrap(), 0);
+    assert!(fields.str().unwrap().contains("No such file"));
+    fields
+        .end()
+        .expect("no kind byte for a client that did not ask for it");
+    writer.start();
+    writer.send(Kind::RequestsDone).unwrap();
+    writer.flush().unwrap();
+    assert_eq!(reader.expect_frame().unwrap().0, Kind::ServerDone);
+    server.join().unwrap().unwrap();
+}
