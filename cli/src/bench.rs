@@ -11,8 +11,12 @@ use barsync_benches::harness::{self, LinkShape, Options, RemoteHost, Workload};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Workloads to run, comma-separated (W1..W8)
-    #[arg(long, value_delimiter = ',', default_value = "W1,W2,W3,W4,W5,W6,W7,W8")]
+    /// Workloads to run, comma-separated (W1..W9)
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9"
+    )]
     workloads: Vec<String>,
     /// Size of the W1/W2 file and of the W8 segment, MiB
     #[arg(long, default_value_t = 1024)]
@@ -29,10 +33,10 @@ pub struct Args {
     /// Files of W5
     #[arg(long, default_value_t = 10_000)]
     small_files: usize,
-    /// W6 round trip, ms
+    /// W6/W9 round trip, ms
     #[arg(long, default_value_t = 40)]
     rtt_ms: u64,
-    /// W6 rate, Mbit/s
+    /// W6/W9 rate, Mbit/s
     #[arg(long, default_value_t = 100)]
     rate_mbit: u64,
     /// Benchmark against this host: the whole ssh command with its destination, e.g.

@@ -70,6 +70,7 @@ fn targets() -> Vec<(&'static str, &'static str, Measure)> {
         ("W5-initial", "≥ 2x rsync", RatioAtLeast(2.0)),
         ("W5-resync", "≥ 1.5x rsync", RatioAtLeast(1.5)),
         ("W7", "≥ 3x Barman", RatioAtLeast(3.0)),
+        ("W9", "≥ 5x Barman", RatioAtLeast(5.0)),
     ]
 }
 

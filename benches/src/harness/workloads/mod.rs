@@ -24,8 +24,9 @@
 //! | W6 | W2 and W3 through [`super::proxy::ShapingProxy`] (40 ms RTT, 100 Mbit/s) | as W2/W3 | as W2/W3 |
 //! | W7 | a cold passive of a Barman primary with two backups and archived WALs | one `cron` | `barman sync-info --primary`, `sync-backup` per backup, `sync-wals` |
 //! | W8 | the second of two backups of the fixture primary (no PostgreSQL) whose largest file is a `size_mib` relation segment, the W1 file in the first and the W2 file (1% rewritten) in the second; the first already on the passive (`reuse_backup = link`) | `sync-backup -j 2` (default part size, 64M: split), `sync-backup -j 2 --part-size 0` | `barman sync-backup` |
+//! | W9 | W7 through the shaping proxy (the `--rtt-ms`/`--mbit` link, default 40 ms RTT, 100 Mbit/s) in front of the primary's sshd | one `cron` | as W7 |
 //!
-//! W4, W7 and W8 always use a local Barman primary (W4, W7: PostgreSQL + Barman; W8: the
+//! W4, W7, W8 and W9 always use a local Barman primary (W4, W7: PostgreSQL + Barman; W8: the
 //! sample primary of `barsync_sync::fixture::sample`) behind its own loopback sshd
 //! ([`barsync_tests::passive_rig::PassiveRig`]), also when a remote host is given; W6 needs
 //! the loopback sshd (the proxy must know the server's address).
@@ -71,10 +72,11 @@ pub enum Workload {
     W6,
     W7,
     W8,
+    W9,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::W1,
         Workload::W2,
         Workload::W3,
@@ -83,6 +85,7 @@ impl Workload {
         Workload::W6,
         Workload::W7,
         Workload::W8,
+        Workload::W9,
     ];
 
     pub fn id(self) -> &'static str {
@@ -95,6 +98,7 @@ impl Workload {
             Workload::W6 => "W6",
             Workload::W7 => "W7",
             Workload::W8 => "W8",
+            Workload::W9 => "W9",
         }
     }
 
@@ -108,6 +112,7 @@ impl Workload {
             Workload::W6 => "W2 and W3 through 40 ms RTT, 100 Mbit/s",
             Workload::W7 => "cold Barman passive of a real primary",
             Workload::W8 => "one big relation segment changed 1%, split files or not",
+            Workload::W9 => "W7 through the shaped link (default 40 ms RTT, 100 Mbit/s)",
         }
     }
 }
@@ -118,7 +123,7 @@ impl FromStr for Workload {
         Workload::ALL
             .into_iter()
             .find(|w| w.id().eq_ignore_ascii_case(text.trim()))
-            .ok_or_else(|| HarnessError::Invalid(format!("unknown workload {text:?} (W1..W8)")))
+            .ok_or_else(|| HarnessError::Invalid(format!("unknown workload {text:?} (W1..W9)")))
     }
 }
 
@@ -281,6 +286,7 @@ impl<'a> Context<'a> {
             Workload::W6 => self.w6(),
             Workload::W7 => self.w7(),
             Workload::W8 => self.w8(),
+            Workload::W9 => self.w9(),
         }
     }
 
@@ -397,6 +403,6 @@ mod tests {
     fn workloads_parse_by_id() {
         assert_eq!("w3".parse::<Workload>().unwrap(), Workload::W3);
         assert_eq!("W8".parse::<Workload>().unwrap(), Workload::W8);
-        assert!("W9".parse::<Workload>().is_err());
+        assert!("W10".parse::<Workload>().is_err());
     }
 }

@@ -11,6 +11,7 @@ use std::process::Command;
 use barsync_tests::passive_rig::{PassiveRig, RigOptions};
 
 use super::{fixture, Context, Outcome, Side};
+use crate::harness::proxy::ShapingProxy;
 use crate::harness::runner::{self, barsync_wire_bytes, measure};
 use crate::harness::{HarnessError, Result};
 
@@ -95,9 +96,21 @@ impl<'a> Context<'a> {
     }
 
     pub(super) fn w7(&mut self) -> Result<Outcome> {
+        self.cold_passive("W7", false)
+    }
+
+    /// W9: W7 with the passive reaching the primary through the shaping proxy (both sides:
+    /// Barman's rsync and barsync use the same `primary_ssh_command`).
+    pub(super) fn w9(&mut self) -> Result<Outcome> {
+        self.cold_passive("W9", true)
+    }
+
+    /// A cold passive synced from scratch (W7; through the shaped link, W9).
+    fn cold_passive(&mut self, id: &str, shaped: bool) -> Result<Outcome> {
         if let Some(reason) = self.primary_unavailable() {
             return Ok(Outcome::Skipped(reason));
         }
+        let shape = self.options.link;
         self.ensure_primary()?;
         let primary = self.primary.as_ref().expect("primary prepared");
         let config = primary.primary.config_path();
@@ -107,9 +120,14 @@ impl<'a> Context<'a> {
         let barman = self.barman.clone().expect("barman found");
         let barsync = self.options.barsync.clone();
         let rig: RefCell<Option<PassiveRig>> = RefCell::new(None);
+        let proxy: RefCell<Option<ShapingProxy>> = RefCell::new(None);
         let new_rig = || {
+            proxy.replace(None);
             rig.replace(None);
             let fresh = fixture(|| PassiveRig::new(&config, &RigOptions::default()))?;
+            if shaped {
+                proxy.replace(Some(shape_rig(&fresh, shape)?));
+            }
             rig.replace(Some(fresh));
             Ok::<(), HarnessError>(())
         };
@@ -131,7 +149,7 @@ impl<'a> Context<'a> {
             let extra = synced.lines().count().saturating_sub(unique.len());
             if extra > 0 {
                 findings.borrow_mut().push(format!(
-                    "W7: {who} left {extra} duplicate lines in the passive's xlog db ({} lines for {} WALs)",
+                    "{id}: {who} left {extra} duplicate lines in the passive's xlog db ({} lines for {} WALs)",
                     synced.lines().count(),
                     unique.len()
                 ));
@@ -184,10 +202,19 @@ impl<'a> Context<'a> {
             }),
             wire: |_| None,
         };
+        let link = if shaped {
+            format!(
+                ", {} ms RTT, {:.0} Mbit/s",
+                shape.one_way_delay.as_millis() * 2,
+                shape.rate_bytes_per_second as f64 * 8.0 / 1e6
+            )
+        } else {
+            String::new()
+        };
         let row = self.compare(
-            "W7",
+            id,
             &format!(
-                "cold passive: 2 backups ({} + {}), {wal_count} WAL entries",
+                "cold passive: 2 backups ({} + {}), {wal_count} WAL entries{link}",
                 self.backup_size(&first),
                 self.backup_size(&second)
             ),
@@ -195,11 +222,42 @@ impl<'a> Context<'a> {
             barman_side,
         )?;
         rig.replace(None);
+        proxy.replace(None);
         let mut findings = findings.into_inner();
         findings.dedup();
         self.notes.extend(findings);
         Ok(Outcome::Rows(vec![row]))
     }
+}
+
+/// Puts the shaping proxy between `rig`'s passive and its primary's sshd: the passive's
+/// `primary_ssh_command` goes to the proxy's port, with the sshd's host key known there. The
+/// proxy runs until dropped.
+fn shape_rig(rig: &PassiveRig, shape: crate::harness::LinkShape) -> Result<ShapingProxy> {
+    let port = rig.sshd.port();
+    let upstream = format!("127.0.0.1:{port}")
+        .parse()
+        .map_err(|_| HarnessError::Invalid("sshd address".into()))?;
+    let proxy = ShapingProxy::start(upstream, shape)
+        .map_err(HarnessError::io("starting the shaping proxy"))?;
+    let known_hosts = rig.directory.path().join("known_hosts.proxy");
+    let line = rig
+        .sshd
+        .known_hosts_line()
+        .map_err(HarnessError::io("known_hosts"))?
+        .replacen(
+            &format!("[127.0.0.1]:{port} "),
+            &format!("[127.0.0.1]:{} ", proxy.port()),
+            1,
+        );
+    std::fs::write(&known_hosts, line).map_err(HarnessError::io("known_hosts"))?;
+    let command = rig.sshd.ssh_command_with(&known_hosts, "yes").replacen(
+        &format!("-p {port} "),
+        &format!("-p {} ", proxy.port()),
+        1,
+    );
+    rig.set_primary_ssh_command(&command);
+    Ok(proxy)
 }
 
 /// Replaces the passive in `rig` with a fresh one of the primary at `primary_config`, with
