@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
-use super::handshake::{handshake, FEATURES, FEATURE_RANGES, FEATURE_READ_ONLY};
+use super::handshake::{handshake, FEATURES, FEATURE_RANGES, FEATURE_READ_ONLY, FEATURE_WATCH};
 use super::link::receive_file_or_link;
 use super::literal::LiteralDecoder;
 use super::part::receive_part;
@@ -226,6 +226,48 @@ impl<R: Read, W: Write + Send> Client<R, W> {
     /// is refused).
     pub fn peer_read_only(&self) -> bool {
         self.peer_features & FEATURE_READ_ONLY != 0
+    }
+
+    /// Whether the server answers [`Client::watch`] (a barsync that knows `Watch`).
+    pub fn supports_watch(&self) -> bool {
+        self.peer_features & FEATURE_WATCH != 0
+    }
+
+    /// Waits (on the server, up to `request.timeout`) until `remote_path` differs from what
+    /// the request says the client saw, and returns its state and tail; `Ok(Err(message))`
+    /// when the server refused or could not open the file. Needs a server that
+    /// [supports it](Client::supports_watch).
+    pub fn watch(
+        &mut self,
+        remote_path: &Path,
+        request: &super::watch::WatchRequest,
+    ) -> Result<Result<super::watch::Watched, String>, ProtocolError> {
+        let id = self.next_request;
+        self.next_request += 1;
+        super::watch::write_request(self.writer(), id, remote_path, request)?;
+        self.writer().flush()?;
+        let (kind, payload) = self.reader.expect_frame()?;
+        let mut fields = Fields::new(kind, payload);
+        let answered = match kind {
+            Kind::Fatal => return Err(ProtocolError::Fatal(fields.str()?.to_string())),
+            Kind::Watched | Kind::RequestError => fields.u32()?,
+            other => {
+                return Err(ProtocolError::Malformed(format!(
+                    "unexpected {other:?} while waiting for Watched"
+                )))
+            }
+        };
+        if answered != id {
+            return Err(ProtocolError::Malformed(format!(
+                "answer to request {answered} while waiting for {id}"
+            )));
+        }
+        if kind == Kind::RequestError {
+            return Ok(Err(fields.str()?.to_string()));
+        }
+        let watched = super::watch::read_answer(&mut fields)?;
+        fields.end()?;
+        Ok(Ok(watched))
     }
 
     /// The server's agent string (e.g. `barsync 0.1.0`).

@@ -11,8 +11,8 @@ use super::ProtocolError;
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
 /// The frame kinds. Client → server: `Hello`, `List`, `FileRequest`, `SignatureChunk`,
-/// `RequestsDone`, and for pushes `PushFile`, `MakeDirectory`, `MakeSymlink`, `Remove`.
-/// Server → client: `Hello`, `ListEntry`, `ListEnd`, `ServerDone`, and for pushes
+/// `RequestsDone`, `Watch`, and for pushes `PushFile`, `MakeDirectory`, `MakeSymlink`, `Remove`.
+/// Server → client: `Hello`, `ListEntry`, `ListEnd`, `ServerDone`, `Watched`, and for pushes
 /// `PushSignature`, `PushDone`. Whichever side sends a file: `FileBegin`, `Copy`, `Literal`,
 /// `FileEnd`, `RequestError` (and the receiving side sends `SignatureChunk`). Either way: `Fatal`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,9 @@ pub enum Kind {
     Remove = 17,
     /// Request: a byte range of a file, answered as if the range were a whole file.
     RangeRequest = 18,
+    /// Request: wait until a file differs from what the client saw (or a timeout), then send
+    /// its bytes from an offset (`watch.rs`).
+    Watch = 19,
     /// Answer to `List`: one entry.
     ListEntry = 20,
     /// Answer to `List`: no more entries.
@@ -61,6 +64,8 @@ pub enum Kind {
     PushSignature = 28,
     /// Answer to a push request: done or refused, with the reason.
     PushDone = 29,
+    /// Answer to `Watch`: the file's length, inode, mtime, whether it changed, and its bytes.
+    Watched = 30,
 }
 
 impl Kind {
@@ -78,6 +83,7 @@ impl Kind {
             16 => MakeSymlink,
             17 => Remove,
             18 => RangeRequest,
+            19 => Watch,
             20 => ListEntry,
             21 => ListEnd,
             22 => FileBegin,
@@ -88,6 +94,7 @@ impl Kind {
             27 => ServerDone,
             28 => PushSignature,
             29 => PushDone,
+            30 => Watched,
             _ => return None,
         })
     }

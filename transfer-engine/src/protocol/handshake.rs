@@ -21,8 +21,11 @@ pub const FEATURE_READ_ONLY: u32 = 4;
 /// ([`FileErrorKind`](crate::FileErrorKind)) as one byte after the words of a `RequestError`
 /// answering a listing or a file request; a side sends it only to a peer that announced it.
 pub const FEATURE_ERROR_KINDS: u32 = 8;
+/// Feature bit: the side answers `Watch` (wait for a file to change, then send its tail; see
+/// [`watch`](super::watch)). Older servers never set it, and are never sent `Watch`.
+pub const FEATURE_WATCH: u32 = 16;
 /// The features every side of this build announces.
-pub const FEATURES: u32 = FEATURE_ZSTD | FEATURE_RANGES | FEATURE_ERROR_KINDS;
+pub const FEATURES: u32 = FEATURE_ZSTD | FEATURE_RANGES | FEATURE_ERROR_KINDS | FEATURE_WATCH;
 
 /// Sends our `Hello` (announcing `features`) and checks the peer's; returns the peer's agent
 /// string and features.

@@ -15,6 +15,9 @@
 //!                                                FileEnd(req, len, digest) | RequestError(req, …)
 //! RangeRequest(req, path, offset, len, sig_len, level)
 //!   SignatureChunk(req, bytes)… ───────────────► FileBegin(…, file_len) … FileEnd (the range only)
+//! Watch(req, path, since_len, since_id, offset, max, timeout)
+//!                                          ────► Watched(req, len, id, mtime, changed, bytes)
+//!                                                (once the file changed, or at the timeout)
 //! RequestsDone ────────────────────────────────► ServerDone
 //! ```
 //! Because the client never waits per file, latency is paid once per batch, not once per file;
@@ -39,6 +42,7 @@ mod receiver;
 mod sender;
 pub mod server;
 mod server_push;
+pub mod watch;
 
 use std::io;
 
@@ -47,6 +51,7 @@ pub use client_push::{PushItem, PushOutcome};
 pub use handshake::{AGENT, PROTOCOL_VERSION};
 pub use sender::MAX_SIGNATURE_BYTES;
 pub use server::{serve, serve_with, ServeOptions};
+pub use watch::{WatchRequest, Watched};
 
 use crate::confine::RelativePath;
 

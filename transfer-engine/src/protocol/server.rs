@@ -138,6 +138,15 @@ pub fn serve_with<R: Read, W: Write>(
                     fail(&mut writer, request, &failure)?;
                 }
             }
+            Kind::Watch => {
+                let request = fields.u32()?;
+                let path = fields.path()?.to_path_buf();
+                let watch = super::watch::read_request(&mut fields)?;
+                fields.end()?;
+                // Everything asked before was answered: send it before waiting.
+                writer.flush()?;
+                super::watch::answer(&mut writer, roots, request, &path, &watch)?;
+            }
             Kind::PushFile => {
                 let request = fields.u32()?;
                 let path = fields.path()?.to_path_buf();
