@@ -18,6 +18,7 @@ mod check;
 mod copy;
 mod copy_sessions;
 mod demo;
+mod follow;
 mod generate;
 mod list_backups;
 mod output;
@@ -90,6 +91,9 @@ enum Command {
     /// barsync against rsync and Barman's passive sync, side by side (workloads W1 to W8)
     #[cfg_attr(not(feature = "bench"), command(hide = true))]
     Bench(bench::Args),
+    /// Ship each new WAL to this passive node as soon as the primary archives it (long-running)
+    #[command(after_help = follow::AFTER_HELP)]
+    Follow(follow::Args),
     /// Check a passive node: ssh to the primary, host key, programs, directories, freshness
     #[command(after_help = check::AFTER_HELP)]
     Check(check::Args),
@@ -111,6 +115,7 @@ impl Command {
             Command::SyncBackup(a) => Some(&mut a.common.config),
             Command::SyncWals(a) => Some(&mut a.common.config),
             Command::Cron(a) => Some(&mut a.common.config),
+            Command::Follow(a) => Some(&mut a.config),
             Command::Check(a) => Some(&mut a.config),
             Command::ListBackups(a) => Some(&mut a.config),
             Command::SyncInfo(a) => Some(&mut a.config),
@@ -154,8 +159,8 @@ fn main() -> std::process::ExitCode {
                     .error(
                         clap::error::ErrorKind::ArgumentConflict,
                         "-c/--config before the command is for the commands that read Barman's \
-                         configuration (cron, sync-backup, sync-wals, sync-info, check, status, \
-                         list-backups)",
+                         configuration (cron, follow, sync-backup, sync-wals, sync-info, check, \
+                         status, list-backups)",
                     )
                     .exit();
             }
@@ -190,6 +195,7 @@ fn main() -> std::process::ExitCode {
         Command::SyncBackup(args) => report("sync-backup", passive::run_sync_backup(&args)),
         Command::SyncWals(args) => report("sync-wals", passive::run_sync_wals(&args)),
         Command::Cron(args) => report("cron", passive::run_cron_command(&args)),
+        Command::Follow(args) => report("follow", follow::run(&args)),
         Command::Bench(args) => report("bench", bench::run(&args)),
         Command::Check(args) => report("check", check::run(&args)),
         Command::ListBackups(args) => report("list-backups", list_backups::run(&args)),

@@ -21,6 +21,9 @@ pub enum LockKind<'a> {
     SyncWal,
     /// `.<S>-<ID>.lock`, changes to one backup's metadata.
     Backup(&'a str),
+    /// `.<S>-barsync-follow.lock`, one `barsync follow` per server (barsync's own; Barman
+    /// never takes it).
+    Follow,
 }
 
 impl LockKind<'_> {
@@ -32,6 +35,7 @@ impl LockKind<'_> {
             LockKind::SyncBackup(id) => format!(".{server}-{id}-sync-backup.lock"),
             LockKind::SyncWal => format!(".{server}-sync-wal.lock"),
             LockKind::Backup(id) => format!(".{server}-{id}.lock"),
+            LockKind::Follow => format!(".{server}-barsync-follow.lock"),
         }
     }
 

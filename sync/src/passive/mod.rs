@@ -15,7 +15,8 @@
 //!   `parallel_jobs` sessions of the [`PrimarySessions`](primary_sessions::PrimarySessions), largest
 //!   first, under one throttle for `bandwidth_limit`; very large files are split into parts the
 //!   sessions share;
-//! - [`cron`] runs sync-info, every missing backup and the WALs for each passive server.
+//! - [`cron`] runs sync-info, every missing backup and the WALs for each passive server;
+//! - [`follow`] ships each WAL as soon as the primary archives it, with `sync-wals`' rules.
 //!
 //! Every file is verified against the sender's blake3 digest before it is published (temp
 //! file, fsync, rename, directory fsync); a backup is DONE only once all of its files are.
@@ -23,6 +24,7 @@
 pub mod backup_plan;
 pub mod cron;
 pub mod dry_run;
+pub mod follow;
 pub mod incremental;
 pub mod primary_sessions;
 pub mod report;
@@ -40,6 +42,7 @@ use crate::syncinfo::RemoteProgram;
 use transfer_engine::fetch::FilesFailed;
 
 pub use cron::{run_cron, CronReport};
+pub use follow::{follow, FollowOptions, FollowSummary};
 pub use sync_backup::{sync_backup, BackupOutcome};
 pub use sync_wals::{sync_wals, WalsOutcome};
 pub use transfer_engine::fetch::{FetchEvents, TransferTotals};

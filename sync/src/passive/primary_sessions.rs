@@ -21,7 +21,7 @@ use transfer_engine::copy::PullSource;
 use transfer_engine::fetch::throttle::{Throttle, ThrottledReader};
 use transfer_engine::fetch::{FetchEvents, FetchSession, SessionSource};
 use transfer_engine::protocol::client::ClientOptions;
-use transfer_engine::protocol::Client;
+use transfer_engine::protocol::{Client, WatchRequest, Watched};
 use transfer_engine::sftp::SftpSource;
 
 use super::{PassiveError, PassiveOptions};
@@ -201,6 +201,12 @@ impl PrimarySessions {
         format!("{}/{id}", self.roots[0].trim_end_matches('/'))
     }
 
+    /// A session this link parked in its cache, taken back without the round trip of
+    /// [`SessionSource::reuse`]'s check: for a caller that handed it to a copy a moment ago.
+    pub fn take_parked(&self) -> Option<Session> {
+        self.cache.as_ref()?.idle.take(&self.cache_key())
+    }
+
     /// The primary's path of a file below its WAL directory.
     pub fn wal_path(&self, relative: &str) -> String {
         format!("{}/{relative}", self.roots[1].trim_end_matches('/'))
@@ -338,6 +344,28 @@ impl Session {
         match self.source().list(std::path::Path::new(path), false) {
             Ok(_) => Ok(()),
             Err(error) => Err(format!("{}: {error}", self.peer())),
+        }
+    }
+
+    /// Whether [`Session::watch`] works on this session.
+    pub fn can_watch(&self) -> bool {
+        matches!(self, Session::Barsync { client, .. } if client.supports_watch())
+    }
+
+    /// Waits on the primary until `path` changes, as `request` says ([`Client::watch`]);
+    /// `None` when this session cannot (SFTP, or a barsync too old to know `Watch`).
+    pub fn watch(
+        &mut self,
+        path: &str,
+        request: &WatchRequest,
+    ) -> Option<Result<Result<Watched, String>, String>> {
+        match self {
+            Session::Barsync { client, peer, .. } if client.supports_watch() => Some(
+                client
+                    .watch(std::path::Path::new(path), request)
+                    .map_err(|e| format!("{peer}: {e}")),
+            ),
+            _ => None,
         }
     }
 

@@ -71,7 +71,10 @@ pub fn read_sync_wals_info(server: &ServerConfig, events: &dyn Events) -> Option
 /// Removes the temporary files a killed WAL sync left in `wals_directory` and its hash
 /// directories. Only with the WAL sync lock held: then no other run is writing there, and only
 /// barsync's own temporary names are touched (partial transfers are kept: they are a basis).
-fn remove_orphaned_temporary_files(wals_directory: &std::path::Path, events: &dyn Events) {
+pub(crate) fn remove_orphaned_temporary_files(
+    wals_directory: &std::path::Path,
+    events: &dyn Events,
+) {
     let Ok(top) = std::fs::read_dir(wals_directory) else {
         return;
     };
@@ -102,7 +105,7 @@ fn remove_orphaned_temporary_files(wals_directory: &std::path::Path, events: &dy
 
 /// The primary's WAL segment size: the largest valid `xlog_segment_size` of its backups, else
 /// PostgreSQL's largest (1 GiB). It bounds the size a WAL may be declared with.
-fn segment_size(primary: &PrimaryInfo) -> u64 {
+pub(crate) fn segment_size(primary: &PrimaryInfo) -> u64 {
     primary
         .backups
         .iter()
@@ -150,6 +153,45 @@ pub(crate) fn select_wals<'a>(
     oldest_backup: Option<&crate::backup_info::BackupInfo>,
     events: &dyn Events,
 ) -> Result<WalSelection<'a>, PassiveError> {
+    let last = read_sync_wals_info(server, events);
+    let wals = PrimaryWals {
+        compression: primary.config.compression.as_deref(),
+        segment_size: segment_size(primary),
+        wals: &primary.wals,
+        require_segment: true,
+    };
+    select_from(
+        server,
+        &wals,
+        oldest_backup,
+        last.as_ref().map(|(name, _)| name.as_str()),
+    )
+}
+
+/// What the WAL rules look at on the primary's side: its compression, its WAL segment size
+/// and the WALs it lists (in its xlog db's order): from its sync-info answer (`sync-wals`,
+/// `cron`), or from the lines `follow` read in its xlog db.
+pub(crate) struct PrimaryWals<'a> {
+    pub compression: Option<&'a str>,
+    pub segment_size: u64,
+    pub wals: &'a [WalEntry],
+    /// Barman's rule for a whole list: without a WAL segment in it, nothing is copied. `follow`
+    /// reads the list a few lines at a time, and a batch of only a `.backup` or `.history`
+    /// file is still copied (once a local backup exists).
+    pub require_segment: bool,
+}
+
+/// Barman's rules for which of `primary.wals` a WAL sync copies, after `last` (the last WAL
+/// name synced, from `sync-wals.info`): the compression must match; a local backup must cover
+/// the first WAL; each name must follow the WAL grammar and its size fit the segment size; a
+/// name listed twice is copied once. The one copy of these rules: `sync-wals`, `cron`, their
+/// dry run and `follow` all go through it.
+pub(crate) fn select_from<'a>(
+    server: &ServerConfig,
+    primary: &PrimaryWals<'a>,
+    oldest_backup: Option<&crate::backup_info::BackupInfo>,
+    last: Option<&str>,
+) -> Result<WalSelection<'a>, PassiveError> {
     let name = server.name();
     let failed = |reason: String| {
         PassiveError::Sync(format!(
@@ -157,10 +199,10 @@ pub(crate) fn select_wals<'a>(
         ))
     };
     let local_compression = server.compression();
-    if primary.config.compression.as_deref() != local_compression {
+    if primary.compression != local_compression {
         return Err(failed(format!(
             "Compression method on server {name} ({}) does not match local compression method ({})",
-            primary.config.compression.as_deref().unwrap_or("None"),
+            primary.compression.unwrap_or("None"),
             local_compression.unwrap_or("None")
         )));
     }
@@ -169,19 +211,20 @@ pub(crate) fn select_wals<'a>(
         .wals
         .iter()
         .find(|wal| matches!(WalName::parse(&wal.name), Ok(w) if w.is_segment()));
-    let Some(first_remote) = first_remote else {
+    if first_remote.is_none() && (primary.require_segment || primary.wals.is_empty()) {
         return skip(
             format!("No WAL synchronisation required for server {name}"),
             false,
         );
-    };
+    }
     let Some(first_backup) = oldest_backup else {
         return skip(format!("No base backup for server {name}"), true);
     };
-    if first_backup
-        .begin_wal()
-        .is_some_and(|wal| wal > first_remote.name.as_str())
-    {
+    if let Some(first_remote) = first_remote.filter(|first| {
+        first_backup
+            .begin_wal()
+            .is_some_and(|wal| wal > first.name.as_str())
+    }) {
         return skip(
             format!(
                 "Skipping WAL synchronisation for server {name}: no available local backup for {}",
@@ -190,16 +233,12 @@ pub(crate) fn select_wals<'a>(
             true,
         );
     }
-    let segment_size = segment_size(primary);
+    let segment_size = primary.segment_size;
     let size_limit = crate::wal::archived_size_limit(segment_size);
-    let last = read_sync_wals_info(server, events);
     let mut seen = std::collections::HashSet::new();
     let mut to_copy: Vec<(&WalEntry, String)> = Vec::new();
-    for wal in &primary.wals {
-        if last
-            .as_ref()
-            .is_some_and(|(last_name, _)| wal.name <= *last_name)
-        {
+    for wal in primary.wals {
+        if last.is_some_and(|last_name| wal.name.as_str() <= last_name) {
             continue;
         }
         let parsed =
@@ -220,46 +259,67 @@ pub(crate) fn select_wals<'a>(
     Ok(WalSelection::Copy(to_copy))
 }
 
-/// The body of sync-wals, with the WAL sync lock held by the caller.
-pub(crate) fn sync_wals_locked(
+/// The oldest backup of this node that WALs can follow (WAITING_FOR_WALS or DONE).
+pub(crate) fn oldest_local_backup(
     server: &ServerConfig,
-    primary: &PrimaryInfo,
+) -> Result<Option<crate::backup_info::BackupInfo>, PassiveError> {
+    let mut backups = available_backups(server)?;
+    backups.sort_by(|a, b| a.info.backup_id().cmp(b.info.backup_id()));
+    Ok(backups.into_iter().next().map(|entry| entry.info))
+}
+
+/// Writes `sync-wals.info` (`<last_name>\t<last_position>`, the primary's xlog db
+/// coordinates) atomically, unless it already names a later WAL: `cron`, `sync-wals` and
+/// `follow` may run one after the other with answers of different ages, and the state never
+/// moves back (moving back would only cost copies again, never a duplicate line).
+pub(crate) fn advance_sync_wals_info(
+    server: &ServerConfig,
+    last_name: &str,
+    last_position: u64,
+    events: &dyn Events,
+) -> Result<(), PassiveError> {
+    if read_sync_wals_info(server, events).is_some_and(|(name, _)| name.as_str() > last_name) {
+        return Ok(());
+    }
+    let state = format!("{last_name}\t{last_position}");
+    let state_path = sync_wals_info_path(server);
+    crate::fsutil::atomic_write(&state_path, state.as_bytes())
+        .map_err(PassiveError::io(&state_path))
+}
+
+/// What [`copy_and_list`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Shipped {
+    pub files: u64,
+    pub listed: u64,
+    pub totals: TransferTotals,
+}
+
+/// Copies `to_copy` (each WAL with its path below the wals directory) from the primary through
+/// `sessions` (`first`: a session already open, used first), each verified and published in its
+/// hash directory, fsyncs the WAL directory, then appends to the xlog db the WALs it does not
+/// list yet. The caller holds the WAL sync lock; nothing is listed unless every file is in.
+pub(crate) fn copy_and_list(
+    server: &ServerConfig,
+    sessions: &PrimarySessions,
+    first: Option<super::primary_sessions::Session>,
+    to_copy: &[(&WalEntry, String)],
     options: &PassiveOptions,
     events: &dyn Events,
-) -> Result<WalsOutcome, PassiveError> {
+) -> Result<Shipped, PassiveError> {
     let name = server.name();
     let failed = |reason: String| {
         PassiveError::Sync(format!(
             "WAL synchronisation for server {name} failed with: {reason}"
         ))
     };
-    remove_orphaned_temporary_files(&server.wals_directory(), events);
-    let mut backups = available_backups(server)?;
-    backups.sort_by(|a, b| a.info.backup_id().cmp(b.info.backup_id()));
-    let oldest_backup = backups.first().map(|entry| &entry.info);
-    let to_copy = match select_wals(server, primary, oldest_backup, events)? {
-        WalSelection::Copy(to_copy) => to_copy,
-        WalSelection::Skip { message, warning } => {
-            if warning {
-                events.warning(&message);
-            } else {
-                events.info(&message);
-            }
-            return Ok(WalsOutcome {
-                skipped: Some(message),
-                ..WalsOutcome::default()
-            });
-        }
-    };
-    let start = Instant::now();
     let wals_directory = server.wals_directory();
     std::fs::create_dir_all(&wals_directory).map_err(PassiveError::io(&wals_directory))?;
     // A missing xlog db is created (from what the archive holds) before any file arrives, so
     // the new files are listed once, by the append below (Barman lists them twice).
     drop(LockedXlogDb::open(server)?);
-    let sessions = PrimarySessions::new(server, primary, options)?;
     let mut jobs = Vec::with_capacity(to_copy.len());
-    for (wal, relative) in &to_copy {
+    for (wal, relative) in to_copy {
         // Written below the wals directory (trusted, from the configuration) through directory
         // handles, never through a symlink.
         let confined = RelativePath::new(relative)
@@ -295,8 +355,8 @@ pub(crate) fn sync_wals_locked(
     }
     events.plan("WALs", jobs.len() as u64, jobs.iter().map(|j| j.size).sum());
     let report = run_jobs_retrying(
-        &sessions,
-        None,
+        sessions,
+        first,
         &jobs,
         &pool_settings(server, options),
         events,
@@ -309,17 +369,47 @@ pub(crate) fn sync_wals_locked(
     crate::fsutil::fsync_directory(&wals_directory).map_err(PassiveError::io(&wals_directory))?;
     let entries: Vec<WalEntry> = to_copy.iter().map(|(wal, _)| (*wal).clone()).collect();
     let listed = LockedXlogDb::open(server)?.append_missing(&entries)?;
-    let state = format!("{}\t{}", primary.last_name, primary.last_position);
-    let state_path = sync_wals_info_path(server);
-    crate::fsutil::atomic_write(&state_path, state.as_bytes())
-        .map_err(PassiveError::io(&state_path))?;
     let mut totals = report.totals;
     totals.files = jobs.len() as u64;
     totals.bytes = jobs.iter().map(|j| j.size).sum();
-    Ok(WalsOutcome {
+    Ok(Shipped {
         files: jobs.len() as u64,
         listed: listed as u64,
         totals,
+    })
+}
+
+/// The body of sync-wals, with the WAL sync lock held by the caller.
+pub(crate) fn sync_wals_locked(
+    server: &ServerConfig,
+    primary: &PrimaryInfo,
+    options: &PassiveOptions,
+    events: &dyn Events,
+) -> Result<WalsOutcome, PassiveError> {
+    remove_orphaned_temporary_files(&server.wals_directory(), events);
+    let oldest_backup = oldest_local_backup(server)?;
+    let to_copy = match select_wals(server, primary, oldest_backup.as_ref(), events)? {
+        WalSelection::Copy(to_copy) => to_copy,
+        WalSelection::Skip { message, warning } => {
+            if warning {
+                events.warning(&message);
+            } else {
+                events.info(&message);
+            }
+            return Ok(WalsOutcome {
+                skipped: Some(message),
+                ..WalsOutcome::default()
+            });
+        }
+    };
+    let start = Instant::now();
+    let sessions = PrimarySessions::new(server, primary, options)?;
+    let shipped = copy_and_list(server, &sessions, None, &to_copy, options, events)?;
+    advance_sync_wals_info(server, &primary.last_name, primary.last_position, events)?;
+    Ok(WalsOutcome {
+        files: shipped.files,
+        listed: shipped.listed,
+        totals: shipped.totals,
         seconds: start.elapsed().as_secs_f64(),
         skipped: None,
     })
