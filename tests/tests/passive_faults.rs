@@ -398,3 +398,29 @@ fn temporary_wal_files_left_by_sigkill_are_removed_by_the_next_wal_sync() {
     }
     assert!(hash.join("000000010000000000000003").is_file());
 }
+
+#[test]
+fn a_wal_resumed_from_a_partial_transfer_leaves_no_partial_file() {
+    // A session cut in the middle of a WAL keeps what arrived as `.NAME.barsync-partial`, the
+    // basis of the next fetch (in the retry round or the next run). Once the WAL is in, the
+    // partial file must go: `follow` hit this after every cut. Planted as a cut leaves it.
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(&primary.path().join("primary.conf"), &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    let wals = rig.server_directory().join("wals");
+    let hash = wals.join("0000000100000000");
+    let wal = hash.join("000000010000000000000004");
+    let data = fs::read(&wal).unwrap();
+    fs::remove_file(wals.join("sync-wals.info")).unwrap();
+    fs::remove_file(&wal).unwrap();
+    let partial = hash.join(".000000010000000000000004.barsync-partial");
+    fs::write(&partial, &data[..data.len() / 2]).unwrap();
+    let again = rig.barsync(&["sync-wals", "pg"]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert_eq!(fs::read(&wal).unwrap(), data);
+    assert!(
+        !partial.exists(),
+        "the partial transfer of a WAL now complete is left behind"
+    );
+}

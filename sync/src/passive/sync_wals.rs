@@ -361,6 +361,12 @@ pub(crate) fn copy_and_list(
         &pool_settings(server, options),
         events,
     );
+    // A WAL that came in after a cut (from its partial transfer, or again) needs that no more.
+    for (job, result) in jobs.iter().zip(&report.results) {
+        if result.is_ok() {
+            let _ = job.request.remove_partial();
+        }
+    }
     report.check().map_err(|files| {
         PassiveError::Failed(SyncFailure::from(files).prefixed(&format!(
             "WAL synchronisation for server {name} failed with: "
