@@ -5,4 +5,5 @@ pub mod binaries;
 pub mod leftovers;
 pub mod noise;
 pub mod passive_rig;
+pub mod proxy;
 pub mod sshd;

@@ -1,5 +1,6 @@
-//! A userspace TCP proxy that shapes a link (W6): the kernel's netem is not available here.
-//! [`ShapingProxy`] listens on 127.0.0.1 and forwards each connection to an upstream address;
+//! A userspace TCP proxy that shapes a link (`barsync bench`'s W6, the `follow` tests): the
+//! kernel's netem is not available here. [`ShapingProxy`] listens on 127.0.0.1 and forwards
+//! each connection to an upstream address;
 //! each direction of a connection has a reader thread, which timestamps every chunk it reads,
 //! and a writer thread, which holds each chunk until `one_way_delay` after it was read and
 //! paces writes to `rate_bytes_per_second`. Between them sits a bounded queue (4 MiB), so a
@@ -7,17 +8,38 @@
 //! of filling the proxy's memory.
 //!
 //! Bytes pass through unchanged and in order; a half-close (EOF) is forwarded as a shutdown of
-//! the write side once the queued bytes are out.
+//! the write side once the queued bytes are out. [`ShapingProxy::cut`] breaks every open
+//! connection at once (both sides see the connection reset or closed), as a cut link does.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::LinkShape;
+/// The shape of a link: delay and rate, each direction.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkShape {
+    /// Delay of each direction (half the round trip).
+    pub one_way_delay: Duration,
+    /// Bytes per second in each direction (0: no limit).
+    pub rate_bytes_per_second: u64,
+}
+
+impl Default for LinkShape {
+    /// 40 ms round trip, 100 Mbit/s.
+    fn default() -> Self {
+        LinkShape {
+            one_way_delay: Duration::from_millis(20),
+            rate_bytes_per_second: 12_500_000,
+        }
+    }
+}
+
+/// The two sockets of each connection forwarded so far (for [`ShapingProxy::cut`]).
+type Connections = Arc<Mutex<Vec<(TcpStream, TcpStream)>>>;
 
 /// Largest chunk read at once.
 const CHUNK: usize = 64 * 1024;
@@ -28,6 +50,7 @@ const QUEUE_CHUNKS: usize = 64;
 pub struct ShapingProxy {
     address: SocketAddr,
     stop: Arc<AtomicBool>,
+    connections: Connections,
     accept_thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -38,6 +61,8 @@ impl ShapingProxy {
         let address = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
+        let connections: Connections = Arc::default();
+        let open = Arc::clone(&connections);
         let accept_thread =
             thread::Builder::new()
                 .name("proxy-accept".into())
@@ -50,12 +75,16 @@ impl ShapingProxy {
                         let Ok(server) = TcpStream::connect(upstream) else {
                             continue;
                         };
+                        if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
+                            open.lock().unwrap().push((a, b));
+                        }
                         let _ = forward(client, server, shape);
                     }
                 })?;
         Ok(ShapingProxy {
             address,
             stop,
+            connections,
             accept_thread: Some(accept_thread),
         })
     }
@@ -67,6 +96,18 @@ impl ShapingProxy {
 
     pub fn port(&self) -> u16 {
         self.address.port()
+    }
+
+    /// Cuts every connection open now (both directions, both sides), as a failed link does;
+    /// new connections are still accepted. Returns how many were cut.
+    pub fn cut(&self) -> usize {
+        let mut open = self.connections.lock().unwrap();
+        let count = open.len();
+        for (client, server) in open.drain(..) {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+        }
+        count
     }
 }
 
@@ -176,7 +217,7 @@ mod tests {
             },
         )
         .unwrap();
-        let data = crate::random_bytes(3 * 1024 * 1024 + 17, 7);
+        let data = crate::noise::incompressible(3 * 1024 * 1024 + 17, 7);
         let mut stream = TcpStream::connect(proxy.address()).unwrap();
         let mut writer = stream.try_clone().unwrap();
         let sent = data.clone();

@@ -20,14 +20,14 @@
 //! passive nodes of W4, W7 and W8. Those fixtures panic on failure (they are test helpers); the
 //! harness turns such a panic into [`HarnessError::Fixture`].
 
-pub mod proxy;
+/// The shaping proxy, shared with the end-to-end tests (`barsync_tests::proxy`).
+pub use barsync_tests::proxy;
 pub mod report;
 pub mod runner;
 pub mod targets;
 pub mod workloads;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 pub use report::{Floor, Machine, Report, Row, SideStats, Versions};
 pub use workloads::Workload;
@@ -75,24 +75,8 @@ pub struct RemoteHost {
     pub dir: String,
 }
 
-/// The link of W6.
-#[derive(Debug, Clone, Copy)]
-pub struct LinkShape {
-    /// Delay of each direction (half the round trip).
-    pub one_way_delay: Duration,
-    /// Bytes per second in each direction.
-    pub rate_bytes_per_second: u64,
-}
-
-impl Default for LinkShape {
-    /// 40 ms round trip, 100 Mbit/s.
-    fn default() -> Self {
-        LinkShape {
-            one_way_delay: Duration::from_millis(20),
-            rate_bytes_per_second: 12_500_000,
-        }
-    }
-}
+/// The link of W6 (the shaping proxy lives with the test fixtures, which share it).
+pub use barsync_tests::proxy::LinkShape;
 
 /// What to run.
 #[derive(Debug, Clone)]

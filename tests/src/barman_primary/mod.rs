@@ -165,6 +165,8 @@ pub struct BarmanPrimary {
     pg_bin: PathBuf,
     running: bool,
     last_backup_start: Cell<Option<Instant>>,
+    /// `postgresql.conf` lines a test added.
+    extra_settings: Vec<String>,
 }
 
 impl BarmanPrimary {
@@ -172,6 +174,12 @@ impl BarmanPrimary {
     /// at `scale` (`pgbench -i -s scale`, 100 000 accounts per unit, ~16 MB of data each) and
     /// writes the Barman configuration. No backup is taken yet.
     pub fn start(scale: u32) -> io::Result<BarmanPrimary> {
+        Self::start_with_settings(scale, &[])
+    }
+
+    /// [`BarmanPrimary::start`] with more `postgresql.conf` lines (e.g. `archive_timeout =
+    /// 10s`), appended after the fixture's own settings (so they win).
+    pub fn start_with_settings(scale: u32, settings: &[&str]) -> io::Result<BarmanPrimary> {
         let barman = barman_path();
         let pg_bin = pg_bin();
         require_postgres_user();
@@ -183,6 +191,7 @@ impl BarmanPrimary {
             pg_bin,
             running: false,
             last_backup_start: Cell::new(None),
+            extra_settings: settings.iter().map(|line| (*line).to_owned()).collect(),
         };
         primary.create_directories()?;
         primary.initdb()?;

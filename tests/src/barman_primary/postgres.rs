@@ -28,6 +28,29 @@ impl BarmanPrimary {
         }
     }
 
+    /// Starts `pgbench -n -c 1 -f SCRIPT -T seconds [-R rate]` in the background (as the
+    /// current user, against this cluster); the caller waits for or kills it.
+    pub fn pgbench_spawn(
+        &self,
+        script: &Path,
+        seconds: u32,
+        rate: Option<u32>,
+    ) -> io::Result<std::process::Child> {
+        let mut command = self.command(self.pg_bin.join("pgbench"));
+        command
+            .args(["-n", "-c", "1", "-f"])
+            .arg(script)
+            .args(["-T", &seconds.to_string()]);
+        if let Some(rate) = rate {
+            command.args(["-R", &rate.to_string()]);
+        }
+        command
+            .arg(DATABASE)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+    }
+
     /// Runs one SQL statement with psql (unaligned, tuples only) and returns its output.
     /// Panics on failure.
     pub fn query(&self, sql: &str) -> String {
@@ -116,6 +139,10 @@ impl BarmanPrimary {
         }
         let mut text = fs::read_to_string(&original)?;
         text.push_str(&settings);
+        for line in &self.extra_settings {
+            text.push_str(line);
+            text.push('\n');
+        }
         fs::write(&conf, text)?;
         fs::write(
             self.data_directory().join("pg_hba.conf"),
