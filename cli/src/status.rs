@@ -95,11 +95,44 @@ fn print_status(status: &ServerStatus) {
         (Some(segments), None) => format!("{segments} segments behind"),
         _ => "lag unknown".to_owned(),
     };
-    let primary = match (&status.primary_newest_wal, status.primary_info_age_seconds) {
+    let primary = match (
+        &status.primary_newest_wal,
+        status.primary_newest_seen_seconds,
+    ) {
         (Some(wal), age) => format!("the primary's newest {wal} (listed {})", ago(age)),
         (None, _) => "the primary's newest unknown (no primary.info yet)".to_owned(),
     };
     ui().result(&format!("\tWALs: newest here {here}; {primary}: {lag}"));
+    if let Some(follow) = &status.follow {
+        let state = match (follow.running, follow.connected) {
+            (true, true) => format!(
+                "running (process {}), connected, {}",
+                follow.pid.unwrap_or_default(),
+                match follow.mode.as_deref() {
+                    Some("poll") => "polling the primary's xlog db",
+                    _ => "the primary watches its xlog db",
+                }
+            ),
+            (true, false) => format!(
+                "running (process {}), reconnecting{}",
+                follow.pid.unwrap_or_default(),
+                follow
+                    .last_error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            (false, _) => format!(
+                "not running (last seen {})",
+                ago(Some(follow.updated_seconds))
+            ),
+        };
+        let shipped = match (&follow.shipped_newest, follow.shipped_seconds) {
+            (Some(wal), age) => format!("; last shipped {wal} ({})", ago(age)),
+            _ => String::new(),
+        };
+        ui().result(&format!("\tfollow: {state}{shipped}"));
+    }
     ui().result(&match &status.last_cron {
         Some(run) => {
             let since = now_seconds() - run.finished;

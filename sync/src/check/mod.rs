@@ -242,7 +242,56 @@ fn checks(server: &ServerConfig, remote_barsync: &str) -> Vec<Check> {
             Err(error) => Err(error.to_string()),
         },
     ));
+    checks.push(Check::new("WAL lag", wal_lag(server)));
     checks
+}
+
+/// The WAL lag behind the primary's newest WAL known here (`primary.info`, or what `follow`
+/// last read): FAILED beyond `follow_max_lag` (default 5 minutes).
+fn wal_lag(server: &ServerConfig) -> Result<String, String> {
+    let segment_size = crate::passive::status::local_segment_size(server);
+    let lag = crate::passive::status::wal_lag(server, segment_size).map_err(|e| e.to_string())?;
+    let limit = server.follow_max_lag().as_secs_f64();
+    let Some(theirs) = &lag.primary_newest else {
+        return Ok("the primary's WALs are not known yet (no primary.info, no follow)".into());
+    };
+    let source = match lag.source {
+        Some("follow") => "as read by follow",
+        _ => "as listed in primary.info",
+    };
+    let seen = lag
+        .primary_seen_seconds
+        .map(|age| format!(" {} ago", human_duration(age)))
+        .unwrap_or_default();
+    let Some(ours) = lag.newest_here.as_ref().map(|wal| wal.name.as_str()) else {
+        return Ok(format!(
+            "no WAL here yet; the primary's newest is {theirs} ({source}{seen})"
+        ));
+    };
+    let segments = lag
+        .segments
+        .map(|n| format!("{n} segments"))
+        .unwrap_or_else(|| "on another timeline".to_owned());
+    match lag.seconds {
+        Some(seconds) if seconds > limit => Err(format!(
+            "{ours} here, {segments} and {} behind the primary's {theirs} ({source}{seen}), \
+             more than follow_max_lag ({})",
+            human_duration(seconds),
+            human_duration(limit)
+        )),
+        Some(seconds) if seconds > 0.0 => Ok(format!(
+            "{segments} and {} behind the primary's {theirs} ({source}{seen}); \
+             follow_max_lag {}",
+            human_duration(seconds),
+            human_duration(limit)
+        )),
+        _ if lag.segments == Some(0) || ours >= theirs.as_str() => Ok(format!(
+            "caught up: {ours} is the primary's newest ({source}{seen})"
+        )),
+        _ => Ok(format!(
+            "{segments} behind the primary's {theirs} ({source}{seen})"
+        )),
+    }
 }
 
 /// Nothing synced yet: FAILED when the server sets a maximum age `option` (as Barman's check

@@ -2,6 +2,14 @@
 //! order of the sync-info `config` object), the options a server inherits from `[barman]`, and
 //! the defaults (with `%(name)s` references to earlier values).
 
+/// barsync's own server options (in a server section or in `[barman]`): barsync reads them,
+/// Barman does not know them (it warns `Invalid configuration option` and ignores them), and
+/// they are never part of the sync-info `config` object.
+pub(super) const BARSYNC_KEYS: &[&str] = &["follow_max_lag"];
+
+/// `follow_max_lag` when unset: `check` fails when the passive is more than this behind.
+pub const DEFAULT_FOLLOW_MAX_LAG: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub(super) const SERVER_KEYS: &[&str] = &[
     "active",
     "archiver",

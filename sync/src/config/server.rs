@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub config_warnings: Vec<ConfigWarning>,
     /// Warnings Barman prints while setting the server up (archiver, backup strategy).
     pub setup_warnings: Vec<String>,
+    /// `follow_max_lag` (barsync's own option), or its default.
+    follow_max_lag: std::time::Duration,
     /// Why the server is disabled, if it is.
     pub disabled_reasons: Vec<String>,
     /// Options set in the server's section or in `[barman]` (not left to their default).
@@ -73,6 +75,7 @@ impl ServerConfig {
             disabled_reasons: Vec::new(),
             explicit: Vec::new(),
             origins: Vec::new(),
+            follow_max_lag: super::keys::DEFAULT_FOLLOW_MAX_LAG,
         };
         // ConfigParser sees the ServerConfig attributes as interpolation variables.
         let mut vars: HashMap<String, String> = HashMap::new();
@@ -131,7 +134,29 @@ impl ServerConfig {
             };
             server.values.push((key, value));
         }
+        for section in [name, "barman"] {
+            let key = "follow_max_lag";
+            if let Some(value) = config.get_value(section, key, &vars)? {
+                match parse_lag(&value) {
+                    Ok(lag) => server.follow_max_lag = lag,
+                    Err(reason) => {
+                        let entry = config.store.entry(section, key);
+                        let problem = Problem::InvalidValue { reason };
+                        server
+                            .warnings
+                            .push(ConfigWarning::new(entry, section, key, &value, problem));
+                    }
+                }
+                break;
+            }
+        }
         Ok(server)
+    }
+
+    /// `follow_max_lag`: how far behind the primary's newest WAL this node may be before
+    /// `check` fails (default 5 minutes).
+    pub fn follow_max_lag(&self) -> std::time::Duration {
+        self.follow_max_lag
     }
 
     /// `BaseConfig.invoke_parser`: a missing value keeps the old one, an invalid one is ignored
@@ -631,4 +656,34 @@ fn percent_format(template: &str, lookup: impl Fn(&str) -> String) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A `follow_max_lag` value: a number of seconds, or `N second[s]|minute[s]|hour[s]|day[s]`
+/// (`30`, `90 seconds`, `5 minutes`, `1 hour`).
+pub fn parse_lag(text: &str) -> Result<std::time::Duration, String> {
+    let invalid =
+        || format!("Invalid value for a lag {text} (seconds, or N seconds|minutes|hours|days)");
+    let mut words = text.split_whitespace();
+    let number: u64 = words
+        .next()
+        .ok_or_else(invalid)?
+        .parse()
+        .map_err(|_| invalid())?;
+    let unit = match words.next() {
+        None => 1,
+        Some(unit) => match unit.trim_end_matches('s') {
+            "second" => 1,
+            "minute" => 60,
+            "hour" => 3600,
+            "day" => 86400,
+            _ => return Err(invalid()),
+        },
+    };
+    if words.next().is_some() || number == 0 {
+        return Err(invalid());
+    }
+    number
+        .checked_mul(unit)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(invalid)
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::ini::Entry;
-use super::keys::SERVER_KEYS;
+use super::keys::{BARSYNC_KEYS, SERVER_KEYS};
 
 /// One setting Barman ignores or misreads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,10 +201,11 @@ pub(super) fn unknown_keys(section: &str, options: &[(String, Entry)]) -> Vec<Co
         GLOBAL_ONLY_KEYS
             .iter()
             .chain(SERVER_KEYS)
+            .chain(BARSYNC_KEYS)
             .copied()
             .collect()
     } else {
-        SERVER_KEYS.to_vec()
+        SERVER_KEYS.iter().chain(BARSYNC_KEYS).copied().collect()
     };
     options
         .iter()

@@ -3,7 +3,10 @@
 //! primary's list saved by the last sync), the last `cron` run's result, and the disk it uses.
 //!
 //! It owns the small state file `cron` leaves for it, `<backup_directory>/barsync-cron.json`
-//! (Barman ignores it). Reading status never contacts the primary and never writes.
+//! (Barman ignores it), and the WAL lag both `status` and `check` report ([`wal_lag`]): the
+//! primary's newest WAL as last known here (the saved `primary.info`, or what a running
+//! `follow` last read in the primary's xlog db, whichever is newer) against this node's
+//! newest. Reading status never contacts the primary and never writes.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,8 +36,11 @@ pub struct ServerStatus {
     pub backups_failed: u64,
     /// How old the primary's list (`primary.info`) is.
     pub primary_info_age_seconds: Option<f64>,
-    /// The primary's newest WAL, as of that list.
+    /// The primary's newest WAL known here: from that list, or from `follow` when newer.
     pub primary_newest_wal: Option<String>,
+    /// How long ago the primary's newest WAL was learnt (the list's age, or when `follow`
+    /// last read the primary's xlog db).
+    pub primary_newest_seen_seconds: Option<f64>,
     /// The newest WAL here (in the xlog db), and how long ago it was archived.
     pub newest_wal: Option<Aged>,
     /// Segments between the primary's newest WAL and this node's (0: caught up).
@@ -43,8 +49,123 @@ pub struct ServerStatus {
     pub wal_lag_seconds: Option<f64>,
     /// The last `cron` run for this server.
     pub last_cron: Option<LastCron>,
+    /// The `follow` process of this server, if one ran here.
+    pub follow: Option<FollowStatus>,
     /// Bytes of the backups and WALs on this node's disk (hard links to a file counted once).
     pub disk_bytes: u64,
+}
+
+/// What `barsync follow` of a server is doing (from its state file and its lock).
+#[derive(Debug, Clone, Serialize)]
+pub struct FollowStatus {
+    /// Whether a follower holds the server's follow lock now.
+    pub running: bool,
+    pub pid: Option<u32>,
+    /// Whether its session to the primary was open when it last wrote its state.
+    pub connected: bool,
+    /// `watch` (the primary waits on its xlog db) or `poll`.
+    pub mode: Option<String>,
+    /// Seconds since it last wrote its state (a running follower does at least every 30 s).
+    pub updated_seconds: f64,
+    /// The last WAL it shipped, and how long ago.
+    pub shipped_newest: Option<String>,
+    pub shipped_seconds: Option<f64>,
+    /// Why its last session ended, if it did.
+    pub last_error: Option<String>,
+}
+
+fn follow_status(server: &ServerConfig, now: f64) -> Option<FollowStatus> {
+    let state = super::follow::read_state(server)?;
+    let pid = super::follow::follower_running(server);
+    Some(FollowStatus {
+        running: pid.is_some(),
+        pid,
+        connected: pid.is_some() && state.connected,
+        mode: state.mode,
+        updated_seconds: (now - state.updated).max(0.0),
+        shipped_newest: state.shipped_newest,
+        shipped_seconds: state.shipped_at.map(|at| (now - at).max(0.0)),
+        last_error: state.last_error,
+    })
+}
+
+/// How far this node's WALs are behind the primary's, as known here.
+#[derive(Debug, Clone, Default)]
+pub struct WalLag {
+    /// The primary's newest WAL known here, and where from (`primary.info` or `follow`).
+    pub primary_newest: Option<String>,
+    pub source: Option<&'static str>,
+    /// How long ago that was learnt.
+    pub primary_seen_seconds: Option<f64>,
+    /// This node's newest WAL in its xlog db.
+    pub newest_here: Option<crate::xlogdb::WalEntry>,
+    /// Segments between the two (0: caught up); `None` when not comparable.
+    pub segments: Option<u64>,
+    /// Seconds between the two WALs' archival times (0: caught up).
+    pub seconds: Option<f64>,
+}
+
+/// The WAL lag of `server` from what this node knows: the primary's newest WAL from the saved
+/// `primary.info` and from the `follow` state file (the newer name wins), this node's from its
+/// xlog db. `segment_size` counts the segments between them.
+pub fn wal_lag(server: &ServerConfig, segment_size: u64) -> Result<WalLag, PassiveError> {
+    let now = now();
+    let local_wals = crate::xlogdb::read_entries(server)?;
+    let newest_here = local_wals
+        .iter()
+        .max_by(|a, b| a.name.cmp(&b.name))
+        .cloned();
+    let primary = load_primary_info(server).ok();
+    let from_info = primary.as_ref().and_then(|p| {
+        WalName::parse(&p.last_name).ok()?;
+        let time = p
+            .wals
+            .iter()
+            .find(|w| w.name == p.last_name)
+            .map(|w| w.time);
+        let age = crate::fsutil::age_seconds(&server.primary_info_path());
+        Some((p.last_name.clone(), time, age, "primary.info"))
+    });
+    let from_follow = super::follow::read_state(server).and_then(|state| {
+        let name = state.primary_newest?;
+        Some((
+            name,
+            state.primary_newest_time,
+            state.primary_seen.map(|at| (now - at).max(0.0)),
+            "follow",
+        ))
+    });
+    let known = match (from_info, from_follow) {
+        (Some(info), Some(follow)) => Some(if follow.0 >= info.0 { follow } else { info }),
+        (info, follow) => info.or(follow),
+    };
+    let Some((theirs, their_time, seen, source)) = known else {
+        return Ok(WalLag {
+            newest_here,
+            ..WalLag::default()
+        });
+    };
+    let (segments, seconds) = match &newest_here {
+        Some(ours) => {
+            let segments = segments_between(&ours.name, &theirs, segment_size);
+            let seconds = match (segments, their_time) {
+                (Some(0), _) => Some(0.0),
+                _ if ours.name >= theirs => Some(0.0),
+                (_, Some(time)) => Some((time - ours.time).max(0.0)),
+                _ => None,
+            };
+            (segments, seconds)
+        }
+        None => (None, None),
+    };
+    Ok(WalLag {
+        primary_newest: Some(theirs),
+        source: Some(source),
+        primary_seen_seconds: seen,
+        newest_here,
+        segments,
+        seconds,
+    })
 }
 
 /// A backup or WAL and its age.
@@ -120,6 +241,19 @@ pub fn record_cron(
     crate::fsutil::atomic_write(&path, &text).map_err(PassiveError::io(&path))
 }
 
+/// The WAL segment size of this node's newest DONE backup, else PostgreSQL's default.
+pub fn local_segment_size(server: &ServerConfig) -> u64 {
+    let backups = load_backups(server).unwrap_or_default();
+    backups
+        .iter()
+        .filter(|e| e.info.status().ok() == Some(BackupStatus::Done))
+        .max_by(|a, b| a.info.backup_id().cmp(b.info.backup_id()))
+        .and_then(|e| e.info.int("xlog_segment_size").ok().flatten())
+        .and_then(|size| u64::try_from(size).ok())
+        .filter(|size| size.is_power_of_two() && *size >= 1 << 20)
+        .unwrap_or(DEFAULT_SEGMENT_SIZE)
+}
+
 /// The state of `server` on this node.
 pub fn server_status(server: &ServerConfig) -> Result<ServerStatus, PassiveError> {
     let now = now();
@@ -148,29 +282,7 @@ pub fn server_status(server: &ServerConfig) -> Result<ServerStatus, PassiveError
             .flatten()
             .map(|t| now - t.unix_seconds() as f64),
     });
-    let local_wals = crate::xlogdb::read_entries(server)?;
-    let newest_here = local_wals.iter().max_by(|a, b| a.name.cmp(&b.name));
-    let primary = load_primary_info(server).ok();
-    let primary_newest = primary
-        .as_ref()
-        .map(|p| p.last_name.clone())
-        .filter(|name| WalName::parse(name).is_ok());
-    let (wal_lag_segments, wal_lag_seconds) = match (&primary_newest, newest_here) {
-        (Some(theirs), Some(ours)) => {
-            let segments = segments_between(&ours.name, theirs, segment_size);
-            let their_time = primary
-                .as_ref()
-                .and_then(|p| p.wals.iter().find(|w| &w.name == theirs))
-                .map(|w| w.time);
-            let seconds = match (segments, their_time) {
-                (Some(0), _) => Some(0.0),
-                (_, Some(time)) => Some((time - ours.time).max(0.0)),
-                _ => None,
-            };
-            (segments, seconds)
-        }
-        _ => (None, None),
-    };
+    let lag = wal_lag(server, segment_size)?;
     let last_cron = std::fs::read(state_path(server))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -181,13 +293,15 @@ pub fn server_status(server: &ServerConfig) -> Result<ServerStatus, PassiveError
         backups_syncing: count(BackupStatus::Syncing),
         backups_failed: count(BackupStatus::Failed),
         primary_info_age_seconds: crate::fsutil::age_seconds(&server.primary_info_path()),
-        primary_newest_wal: primary_newest,
-        newest_wal: newest_here.map(|wal| Aged {
+        primary_newest_wal: lag.primary_newest.clone(),
+        primary_newest_seen_seconds: lag.primary_seen_seconds,
+        newest_wal: lag.newest_here.as_ref().map(|wal| Aged {
             name: wal.name.clone(),
             age_seconds: Some(now - wal.time),
         }),
-        wal_lag_segments,
-        wal_lag_seconds,
+        wal_lag_segments: lag.segments,
+        wal_lag_seconds: lag.seconds,
+        follow: follow_status(server, now),
         last_cron,
         disk_bytes: disk_bytes(&[server.basebackups_directory(), server.wals_directory()]),
     })
