@@ -364,3 +364,17 @@ fn log_file_and_level_are_read_as_barman_reads_them() {
     );
     assert_eq!(load("[barman]\nbarman_home = /srv\n").log_file(), None);
 }
+
+#[test]
+fn follow_max_lag_takes_seconds_or_a_unit() {
+    use super::server::parse_lag;
+    use std::time::Duration;
+    assert_eq!(parse_lag("30"), Ok(Duration::from_secs(30)));
+    assert_eq!(parse_lag("90 seconds"), Ok(Duration::from_secs(90)));
+    assert_eq!(parse_lag("5 minutes"), Ok(Duration::from_secs(300)));
+    assert_eq!(parse_lag("1 hour"), Ok(Duration::from_secs(3600)));
+    assert_eq!(parse_lag("2 days"), Ok(Duration::from_secs(172_800)));
+    for bad in ["", "0", "-5", "5 fortnights", "5 minutes later", "five"] {
+        assert!(parse_lag(bad).is_err(), "{bad:?} accepted");
+    }
+}
