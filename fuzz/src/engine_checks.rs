@@ -100,6 +100,23 @@ fn decode_payload(
             fields.u32()?;
             fields.rest();
         }
+        Kind::Watch => {
+            fields.u32()?;
+            fields.path()?;
+            fields.u64()?;
+            fields.u64()?;
+            fields.u64()?;
+            fields.u32()?;
+            fields.u32()?;
+        }
+        Kind::Watched => {
+            fields.u32()?;
+            fields.u64()?;
+            fields.u64()?;
+            fields.i64()?;
+            fields.u8()?;
+            fields.bytes()?;
+        }
         Kind::RequestsDone | Kind::ServerDone => {}
         Kind::PushFile => {
             fields.u32()?;
