@@ -13,7 +13,7 @@
 //! primary waits on the file (inotify, else polling) and answers with the lines appended;
 //! otherwise (an older barsync, SFTP) the follower looks at the file every poll interval and
 //! fetches it by delta when it changed. New lines are shipped in name order, a few at a time,
-//! through the same rules, copy and xlog db append as `sync-wals` ([`super::sync_wals`]), under
+//! through the same rules, copy and xlog db append as `sync-wals` ([`mod@super::sync_wals`]), under
 //! Barman's WAL sync lock taken per batch, so `cron`, Barman and `follow` run side by side and
 //! no WAL is ever listed twice. After each batch, `sync-wals.info` names its last line.
 //!

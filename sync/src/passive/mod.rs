@@ -16,7 +16,7 @@
 //!   first, under one throttle for `bandwidth_limit`; very large files are split into parts the
 //!   sessions share;
 //! - [`cron`] runs sync-info, every missing backup and the WALs for each passive server;
-//! - [`follow`] ships each WAL as soon as the primary archives it, with `sync-wals`' rules.
+//! - [`mod@follow`] ships each WAL as soon as the primary archives it, with `sync-wals`' rules.
 //!
 //! Every file is verified against the sender's blake3 digest before it is published (temp
 //! file, fsync, rename, directory fsync); a backup is DONE only once all of its files are.
