@@ -1,7 +1,7 @@
 //! `barsync follow` end to end with every real component: PostgreSQL 15 with
 //! `archive_timeout = 10s` and pgbench writing, a real Barman 3.20.1 primary archiving its WAL
 //! (`barman archive-wal` in a loop), sshd on 127.0.0.1 behind the shaping proxy (40 ms round
-//! trip), and a barsync passive whose `barsync follow` ships each segment.
+//! trip, 100 Mbit/s), and a barsync passive whose `barsync follow` ships each segment.
 //!
 //! Measured: for each segment, the delay from the moment it appears in the primary's `wals/`
 //! to the moment its line is in the passive's xlog db (which follow appends only once the file
@@ -16,7 +16,9 @@
 //!
 //! Two sizes: the CI variant (12 segments, bounds of 2 s median and 5 s p99 for a shared
 //! machine) and an ignored long one (100 segments, the bounds of 1 s and 3 s):
-//! `cargo test -p barsync-tests --test passive_follow -- --ignored --nocapture`.
+//! `cargo test -p barsync-tests --test passive_follow -- --ignored --nocapture` (with
+//! `BARSYNC_BIN=target/release/barsync` for the published figures: the tests otherwise run the
+//! debug build).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -30,6 +32,19 @@ use std::time::{Duration, Instant};
 use barsync_tests::barman_primary::{scratch_dir, verify_restored_cluster, BarmanPrimary};
 use barsync_tests::passive_rig::{describe, PassiveRig, RigOptions};
 use barsync_tests::proxy::{LinkShape, ShapingProxy};
+
+/// The link of `barsync bench`'s W6: 40 ms round trip, 100 Mbit/s (or
+/// `$BARSYNC_TEST_LINK_MBIT` Mbit/s).
+fn link() -> LinkShape {
+    let mbit: u64 = std::env::var("BARSYNC_TEST_LINK_MBIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    LinkShape {
+        one_way_delay: Duration::from_millis(20),
+        rate_bytes_per_second: mbit * 125_000,
+    }
+}
 
 /// What one run does and what it must achieve.
 struct Plan {
@@ -434,10 +449,7 @@ fn follow_ships_each_segment_within_seconds_through_cuts_and_a_kill() {
         rate: 60,
         median_bound: Duration::from_secs(2),
         p99_bound: Duration::from_secs(5),
-        link: LinkShape {
-            one_way_delay: Duration::from_millis(20),
-            rate_bytes_per_second: 125_000_000,
-        },
+        link: link(),
     });
 }
 
@@ -450,9 +462,6 @@ fn follow_latency_over_100_segments() {
         rate: 60,
         median_bound: Duration::from_secs(1),
         p99_bound: Duration::from_secs(3),
-        link: LinkShape {
-            one_way_delay: Duration::from_millis(20),
-            rate_bytes_per_second: 125_000_000,
-        },
+        link: link(),
     });
 }
