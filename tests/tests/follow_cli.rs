@@ -158,8 +158,17 @@ fn new_wals_are_shipped_at_once_and_cron_runs_beside_follow() {
     archive(primary.path(), "00000002000000000000000B", T + 40.0);
     wait_listed(&rig, "00000002000000000000000B", &mut follower, &log);
     assert_listed_once(&rig);
-    let state = fs::read_to_string(rig.server_directory().join("wals/sync-wals.info")).unwrap();
-    assert!(state.starts_with("00000002000000000000000B\t"), "{state}");
+    // The state follows the xlog db line of the batch's last WAL at once.
+    let state_path = rig.server_directory().join("wals/sync-wals.info");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let state = fs::read_to_string(&state_path).unwrap();
+        if state.starts_with("00000002000000000000000B\t") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{state}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // A second follower of the same server is refused.
     let second = rig.barsync(&["follow", "pg"]);
