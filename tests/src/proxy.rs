@@ -287,4 +287,34 @@ mod tests {
             start.elapsed()
         );
     }
+
+    #[test]
+    fn cut_breaks_open_connections_and_new_ones_still_pass() {
+        let proxy = ShapingProxy::start(
+            echo_server(),
+            LinkShape {
+                one_way_delay: Duration::ZERO,
+                rate_bytes_per_second: 0,
+            },
+        )
+        .unwrap();
+        let mut stream = TcpStream::connect(proxy.address()).unwrap();
+        stream.write_all(b"ping").unwrap();
+        let mut answer = [0u8; 4];
+        stream.read_exact(&mut answer).unwrap();
+        assert_eq!(proxy.cut(), 1);
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        let ended = match stream.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::TimedOut,
+        };
+        assert!(ended, "the cut connection is still open");
+        let mut again = TcpStream::connect(proxy.address()).unwrap();
+        again.write_all(b"pong").unwrap();
+        again.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"pong");
+    }
 }
