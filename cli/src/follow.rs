@@ -27,6 +27,8 @@ WAL is copied, verified, fsynced and listed in the xlog db exactly as `sync-wals
 the same locks, so `barsync cron` (for backups) and Barman run next to it. A cut session is
 reopened with a growing pause; WALs archived meanwhile are shipped first, in order.
 SIGTERM, SIGINT or SIGHUP: the batch in flight is finished, then exit 0.
+With --partial, the primary's streaming/*.partial files are also kept up to date in
+<backup_directory>/barsync-partial/ (the README says how to recover with them).
 `barsync status` and `check` show the lag (`follow_max_lag`, default 5 minutes).
 ",
     exit_codes!()
@@ -54,6 +56,11 @@ pub struct Args {
     /// (an older barsync, or SFTP)
     #[arg(long, default_value_t = 1.0, value_parser = parse_seconds)]
     poll_interval: f64,
+    /// Also copy the primary's in-progress streaming WAL (`streaming/*.partial`, written by
+    /// its `receive-wal`) into <backup_directory>/barsync-partial/ (never into wals/), at least
+    /// every second; needs barsync on the primary
+    #[arg(long)]
+    partial: bool,
     /// Longest pause in seconds between two attempts to reach the primary again
     #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
     max_backoff: f64,
@@ -128,6 +135,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         },
         poll_interval: Duration::from_secs_f64(args.poll_interval),
         max_backoff: Duration::from_secs_f64(args.max_backoff),
+        partial: args.partial,
         ..FollowOptions::default()
     };
     let events = FollowEvents;

@@ -131,7 +131,14 @@ fn print_status(status: &ServerStatus) {
             (Some(wal), age) => format!("; last shipped {wal} ({})", ago(age)),
             _ => String::new(),
         };
-        ui().result(&format!("\tfollow: {state}{shipped}"));
+        let partial = match (&follow.partial_newest, follow.partial_bytes) {
+            (Some(name), Some(bytes)) => format!(
+                "; partial {name} ({bytes} bytes of WAL, {})",
+                ago(follow.partial_seconds)
+            ),
+            _ => String::new(),
+        };
+        ui().result(&format!("\tfollow: {state}{shipped}{partial}"));
     }
     ui().result(&match &status.last_cron {
         Some(run) => {

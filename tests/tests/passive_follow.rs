@@ -465,3 +465,159 @@ fn follow_latency_over_100_segments() {
         link: link(),
     });
 }
+
+/// `follow --partial`: the primary's `pg_receivewal` (real, into Barman's `streaming/`)
+/// writes the current segment as `<segment>.partial`; the follower keeps a copy in
+/// `barsync-partial/` (never `wals/`). Transactions made after the last archived WAL are then
+/// only in that partial file: real Barman on the passive recovers the backup with the
+/// archived WALs, the partial copy goes into `pg_wal/` under its segment name (the README's
+/// recovery steps), and PostgreSQL starts with the primary's tables as they were after those
+/// transactions. Without the partial copy, the same recovery lacks them (the control).
+#[test]
+fn partial_wal_recovers_the_transactions_not_archived_yet() {
+    let primary = BarmanPrimary::start(1).expect("start PostgreSQL and the Barman primary");
+    let backup = primary.backup();
+    primary.archive_wals();
+    let rig = PassiveRig::new(&primary.config_path(), &RigOptions::default());
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+
+    let streaming = primary.barman_home().join("pg/streaming");
+    fs::create_dir_all(&streaming).unwrap();
+    let mut receiver = Command::new(primary.pg_bin().join("pg_receivewal"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.port().to_string(),
+            "-U",
+            "postgres",
+        ])
+        .arg("-D")
+        .arg(&streaming)
+        .args(["--synchronous", "--no-loop", "--no-password"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pg_receivewal");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while primary
+        .query("SELECT count(*) FROM pg_stat_replication")
+        .trim()
+        != "1"
+    {
+        if let Ok(Some(status)) = receiver.try_wait() {
+            let mut said = String::new();
+            use std::io::Read;
+            let _ = receiver.stderr.take().unwrap().read_to_string(&mut said);
+            panic!("pg_receivewal exited ({status:?}): {said}");
+        }
+        assert!(Instant::now() < deadline, "pg_receivewal never streamed");
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    let log = rig.directory.path().join("follow-partial.log");
+    let file = fs::File::create(&log).unwrap();
+    let mut follower = rig
+        .barsync_command(&["follow", "pg", "--partial"])
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .expect("start barsync follow --partial");
+    wait_for(Duration::from_secs(30), "the follower to connect", || {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("connected to")
+    });
+
+    // Transactions after the last archived WAL: only in the partial segment.
+    primary.pgbench_run(300);
+    let expected = primary.table_fingerprint();
+    let lsn = primary
+        .query("SELECT pg_current_wal_lsn()")
+        .trim()
+        .to_owned();
+    wait_for(
+        Duration::from_secs(30),
+        "pg_receivewal to flush them",
+        || {
+            primary
+                .query(&format!(
+                    "SELECT count(*) FROM pg_stat_replication WHERE flush_lsn >= '{lsn}'"
+                ))
+                .trim()
+                == "1"
+        },
+    );
+    let partial_name = fs::read_dir(&streaming)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".partial"))
+        .expect("a partial segment on the primary");
+    let ours = rig
+        .server_directory()
+        .join("barsync-partial")
+        .join(&partial_name);
+    wait_for(
+        Duration::from_secs(30),
+        "the partial copy to catch up",
+        || fs::read(&ours).ok() == fs::read(streaming.join(&partial_name)).ok(),
+    );
+    let copy = fs::read(&ours).unwrap();
+    let status = rig.barsync(&["status", "pg"]);
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains(&format!("partial {partial_name}")),
+        "{}",
+        describe(&status)
+    );
+    let sent = Command::new("kill")
+        .args(["-TERM", &follower.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    assert!(follower.wait().unwrap().success());
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    let in_wals: Vec<_> = walk_names(&rig.server_directory().join("wals"))
+        .into_iter()
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(in_wals.is_empty(), "partial files in wals/: {in_wals:?}");
+
+    // The primary's site is lost: recover on the passive, with and without the partial copy.
+    let segment = partial_name.trim_end_matches(".partial");
+    let recover = |with_partial: bool| {
+        let restore = scratch_dir("barsync-partial-restore-").unwrap();
+        let destination = restore.path().join("data");
+        let recover = rig.barman(&["recover", "pg", &backup, destination.to_str().unwrap()]);
+        assert!(recover.status.success(), "{}", describe(&recover));
+        if with_partial {
+            fs::write(destination.join("pg_wal").join(segment), &copy).unwrap();
+        }
+        let result = verify_restored_cluster(&destination, &expected);
+        drop(restore);
+        result
+    };
+    recover(true).unwrap_or_else(|e| panic!("recovered with the partial WAL: {e}"));
+    assert!(
+        recover(false).is_err(),
+        "without the partial WAL the recovery has the same data: the partial proved nothing"
+    );
+}
+
+fn walk_names(root: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                pending.push(entry.path());
+            } else {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names
+}

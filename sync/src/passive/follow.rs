@@ -61,6 +61,9 @@ pub struct FollowOptions {
     pub max_backoff: Duration,
     /// WALs shipped per batch (one lock, one xlog db append, one `sync-wals.info`).
     pub batch: usize,
+    /// Also keep a copy of the primary's in-progress streaming WAL (`streaming/*.partial`) in
+    /// [`partial_directory`], never in `wals/`.
+    pub partial: bool,
 }
 
 impl Default for FollowOptions {
@@ -71,6 +74,7 @@ impl Default for FollowOptions {
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             batch: 8,
+            partial: false,
         }
     }
 }
@@ -111,6 +115,11 @@ pub struct FollowState {
     pub shipped: u64,
     /// Why the last session ended or the last batch failed.
     pub last_error: Option<String>,
+    /// With `--partial`: the newest `.partial` copied, how many of its bytes are the
+    /// primary's data, and when it was last brought up to date.
+    pub partial_newest: Option<String>,
+    pub partial_bytes: Option<u64>,
+    pub partial_at: Option<f64>,
 }
 
 impl FollowState {
@@ -121,6 +130,13 @@ impl FollowState {
 /// `<backup_directory>/barsync-follow.json`.
 pub fn state_path(server: &ServerConfig) -> PathBuf {
     server.backup_directory().join("barsync-follow.json")
+}
+
+/// Where `follow --partial` keeps its copies of the primary's `*.partial` files:
+/// `<backup_directory>/barsync-partial/` (Barman never looks there, and they never reach
+/// `wals/`).
+pub fn partial_directory(server: &ServerConfig) -> PathBuf {
+    server.backup_directory().join("barsync-partial")
 }
 
 /// The state file a follower of `server` left, if any (running or not: see
@@ -251,6 +267,15 @@ fn sleep_unless_stopped(duration: Duration, stop: &AtomicBool) {
     }
 }
 
+/// This node's copy of one of the primary's `*.partial` files.
+#[derive(Debug, Clone)]
+struct PartialCopy {
+    /// The primary's file (inode) the copy is of.
+    id: u64,
+    /// Bytes of the copy that hold the primary's data (the rest is padding).
+    written: u64,
+}
+
 /// Where the follower is in the primary's xlog db.
 #[derive(Debug, Clone)]
 struct Cursor {
@@ -368,7 +393,20 @@ impl Follower<'_> {
         let mut passive = self.options.passive.clone();
         let cache = SessionCache::default();
         passive.session_cache = Some(cache.clone());
-        let sessions = PrimarySessions::new(self.server, &primary, &passive)?;
+        let mut sessions = PrimarySessions::new(self.server, &primary, &passive)?;
+        let streaming = primary
+            .config
+            .streaming_wals_directory
+            .clone()
+            .filter(|_| self.options.partial);
+        if let Some(directory) = &streaming {
+            sessions = sessions.with_root(directory.clone());
+        } else if self.options.partial {
+            self.events.warning(&format!(
+                "follow: server {}: the primary's sync-info names no streaming_wals_directory: no partial WAL is copied",
+                self.name()
+            ));
+        }
         let session = sessions.open(self.events)?;
         if self.opened > 0 {
             self.summary.reconnects += 1;
@@ -386,7 +424,13 @@ impl Follower<'_> {
             remove_orphaned_temporary_files(&self.server.wals_directory(), self.events);
         }
         let mut session = Some(session);
-        let result = self.follow_session(&sessions, &primary, &passive, &mut session);
+        let result = self.follow_session(
+            &sessions,
+            &primary,
+            &passive,
+            &mut session,
+            streaming.as_deref(),
+        );
         if let Some(session) = session {
             let _ = session.close();
         }
@@ -400,9 +444,22 @@ impl Follower<'_> {
         primary: &PrimaryInfo,
         passive: &PassiveOptions,
         session: &mut Option<Session>,
+        streaming: Option<&str>,
     ) -> Result<(), Interrupted> {
         let xlogdb = primary_xlogdb_path(self.server, primary);
         let watching = session.as_ref().is_some_and(Session::can_watch);
+        let streaming = match streaming {
+            Some(_) if !watching => {
+                self.events.warning(&format!(
+                    "follow: server {}: --partial needs barsync on the primary (range reads of a file being written); no partial WAL is copied",
+                    self.name()
+                ));
+                None
+            }
+            other => other,
+        };
+        let mut copies: std::collections::BTreeMap<String, PartialCopy> = Default::default();
+        let partial_limit = crate::wal::archived_size_limit(segment_size(primary));
         let mode = if watching { "watch" } else { "poll" };
         let peer = session
             .as_ref()
@@ -428,6 +485,9 @@ impl Follower<'_> {
             .join("barsync-primary-xlog.db");
         while !self.stop.load(Ordering::SeqCst) {
             let cursor = self.cursor.clone().expect("started");
+            if let Some(directory) = streaming {
+                self.ship_partials(session, directory, &mut copies, partial_limit)?;
+            }
             let snapshot = if watching {
                 self.watch_once(session, &xlogdb, &cursor, cursor.position)?
             } else {
@@ -480,7 +540,12 @@ impl Follower<'_> {
             since_id: cursor.id,
             offset,
             max_bytes: transfer_engine::protocol::watch::MAX_BYTES,
-            timeout: self.options.watch_timeout,
+            timeout: if self.options.partial {
+                // The partial WAL is brought up to date after each answer.
+                self.options.watch_timeout.min(Duration::from_secs(1))
+            } else {
+                self.options.watch_timeout
+            },
         };
         let watched = self.watch_call(session, xlogdb, &request)?;
         if !watched.changed {
@@ -744,6 +809,168 @@ impl Follower<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Brings this node's copies of the primary's `*.partial` files in `directory` up to date
+    /// (see [`PartialCopy`]), then removes the copies of partial segments the primary no
+    /// longer has once this node's xlog db lists the whole segment.
+    fn ship_partials(
+        &mut self,
+        session: &mut Option<Session>,
+        directory: &str,
+        copies: &mut std::collections::BTreeMap<String, PartialCopy>,
+        limit: u64,
+    ) -> Result<(), Interrupted> {
+        let listed = {
+            let open = session
+                .as_mut()
+                .ok_or_else(|| PassiveError::Sync("no session".into()))?;
+            let peer = open.peer().to_owned();
+            open.source()
+                .list(std::path::Path::new(directory), false)
+                .map_err(|e| PassiveError::Sync(format!("{peer}: {e}")))?
+        };
+        // No streaming directory (yet): nothing to copy.
+        let Ok(entries) = listed else {
+            return Ok(());
+        };
+        let local = partial_directory(self.server);
+        super::create_real_directory(&local).map_err(PassiveError::Sync)?;
+        let mut on_primary = Vec::new();
+        for entry in entries {
+            let name = entry.path.as_path().to_string_lossy().into_owned();
+            let is_partial = matches!(
+                crate::wal::WalName::parse(&name),
+                Ok(crate::wal::WalName::Partial { .. })
+            );
+            if entry.kind != transfer_engine::protocol::EntryKind::File
+                || !is_partial
+                || entry.size > limit
+            {
+                continue;
+            }
+            on_primary.push(name.clone());
+            let remote = format!("{}/{name}", directory.trim_end_matches('/'));
+            let copy = copies
+                .remove(&name)
+                .unwrap_or(PartialCopy { id: 0, written: 0 });
+            let copy = self.refresh_partial(session, &remote, &local.join(&name), copy)?;
+            if self
+                .state
+                .partial_newest
+                .as_ref()
+                .is_none_or(|newest| name >= *newest)
+            {
+                let moved = self.state.partial_newest.as_ref() != Some(&name)
+                    || self.state.partial_bytes != Some(copy.written);
+                self.state.partial_newest = Some(name.clone());
+                self.state.partial_bytes = Some(copy.written);
+                self.state.partial_at = Some(now());
+                // `status` tells how fresh the copy is: written when it moved.
+                self.write_state(moved);
+            }
+            copies.insert(name, copy);
+        }
+        copies.retain(|name, _| on_primary.contains(name));
+        let listed_here: std::collections::HashSet<String> =
+            crate::xlogdb::read_entries(self.server)
+                .map(|entries| entries.into_iter().map(|e| e.name).collect())
+                .unwrap_or_default();
+        if let Ok(files) = std::fs::read_dir(&local) {
+            for file in files.flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let done = name
+                    .strip_suffix(".partial")
+                    .is_some_and(|segment| listed_here.contains(segment));
+                if done && !on_primary.contains(&name) {
+                    let _ = std::fs::remove_file(file.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the primary's partial file `remote` from where `copy` has it (the start of its
+    /// last page: the primary's writer may have completed it) until its written part ends (a
+    /// page of zeros: `pg_receivewal` pads the file to the segment size first), writes that
+    /// into `path` and fsyncs it. A new file, or one the primary replaced (another inode), is
+    /// read from the start into a temporary file renamed into place.
+    fn refresh_partial(
+        &mut self,
+        session: &mut Option<Session>,
+        remote: &str,
+        path: &std::path::Path,
+        mut copy: PartialCopy,
+    ) -> Result<PartialCopy, Interrupted> {
+        use std::os::unix::fs::FileExt;
+        const PAGE: u64 = 8192;
+        let mut at = copy.written / PAGE * PAGE;
+        let mut file: Option<std::fs::File> = None;
+        let mut temporary: Option<PathBuf> = None;
+        loop {
+            let read = self.watch_call(
+                session,
+                remote,
+                &WatchRequest {
+                    since_len: u64::MAX,
+                    since_id: 0,
+                    offset: at,
+                    max_bytes: transfer_engine::protocol::watch::MAX_BYTES,
+                    timeout: Duration::ZERO,
+                },
+            )?;
+            if file.is_none() {
+                let fresh = read.id != copy.id || !path.exists();
+                if fresh && at > 0 {
+                    // Replaced on the primary, or gone here: from the start.
+                    copy = PartialCopy {
+                        id: read.id,
+                        written: 0,
+                    };
+                    at = 0;
+                    continue;
+                }
+                let opened = if fresh {
+                    let name = path.file_name().expect("a file name").to_string_lossy();
+                    let temp = path.with_file_name(format!(".{name}.barsync-new"));
+                    let created = std::fs::File::create(&temp).map_err(PassiveError::io(&temp))?;
+                    created.set_len(read.len).map_err(PassiveError::io(&temp))?;
+                    temporary = Some(temp);
+                    created
+                } else {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .map_err(PassiveError::io(path))?
+                };
+                file = Some(opened);
+                copy.id = read.id;
+            }
+            let out = file.as_ref().expect("opened above");
+            let target = temporary.as_deref().unwrap_or(path);
+            out.write_at(&read.bytes, at)
+                .map_err(PassiveError::io(target))?;
+            if let Some(last) = read.bytes.iter().rposition(|&b| b != 0) {
+                copy.written = copy.written.max(at + last as u64 + 1);
+            }
+            let unwritten_page = read
+                .bytes
+                .chunks(PAGE as usize)
+                .any(|page| page.len() == PAGE as usize && page.iter().all(|&b| b == 0));
+            at += read.bytes.len() as u64;
+            if read.bytes.is_empty() || unwritten_page || at >= read.len {
+                break;
+            }
+        }
+        let out = file.expect("opened in the loop");
+        let target = temporary.clone().unwrap_or_else(|| path.to_path_buf());
+        out.sync_all().map_err(PassiveError::io(&target))?;
+        if let Some(temp) = temporary {
+            std::fs::rename(&temp, path).map_err(PassiveError::io(path))?;
+            let parent = path.parent().expect("in a directory");
+            crate::fsutil::fsync_directory(parent).map_err(PassiveError::io(parent))?;
+        }
+        Ok(copy)
     }
 
     /// Ships `entries` under the WAL sync lock: Barman's rules, the copy and the xlog db

@@ -207,6 +207,15 @@ impl PrimarySessions {
         self.cache.as_ref()?.idle.take(&self.cache_key())
     }
 
+    /// These sessions serve `root` too (`barsync serve --root`), e.g. the primary's streaming
+    /// directory for `follow --partial`.
+    pub fn with_root(mut self, root: String) -> PrimarySessions {
+        if !self.roots.contains(&root) {
+            self.roots.push(root);
+        }
+        self
+    }
+
     /// The primary's path of a file below its WAL directory.
     pub fn wal_path(&self, relative: &str) -> String {
         format!("{}/{relative}", self.roots[1].trim_end_matches('/'))

@@ -72,6 +72,11 @@ pub struct FollowStatus {
     pub shipped_seconds: Option<f64>,
     /// Why its last session ended, if it did.
     pub last_error: Option<String>,
+    /// With `--partial`: the newest partial WAL copied here, its bytes of WAL, and how long
+    /// ago it was brought up to date.
+    pub partial_newest: Option<String>,
+    pub partial_bytes: Option<u64>,
+    pub partial_seconds: Option<f64>,
 }
 
 fn follow_status(server: &ServerConfig, now: f64) -> Option<FollowStatus> {
@@ -86,6 +91,9 @@ fn follow_status(server: &ServerConfig, now: f64) -> Option<FollowStatus> {
         shipped_newest: state.shipped_newest,
         shipped_seconds: state.shipped_at.map(|at| (now - at).max(0.0)),
         last_error: state.last_error,
+        partial_newest: state.partial_newest,
+        partial_bytes: state.partial_bytes,
+        partial_seconds: state.partial_at.map(|at| (now - at).max(0.0)),
     })
 }
 

@@ -26,6 +26,9 @@ pub struct PrimaryConfig {
     pub basebackups_directory: String,
     pub wals_directory: String,
     pub compression: Option<String>,
+    /// Where the primary's `receive-wal` writes (`*.partial`); only `follow --partial` reads
+    /// it. Absent from an older or trimmed answer.
+    pub streaming_wals_directory: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +129,14 @@ impl PrimaryInfo {
                 fields.required(config_json, "compression", "config.compression")?;
                 fields.optional_string(config_json, "compression", "config.compression")?
             },
+            streaming_wals_directory: fields
+                .optional_string(
+                    config_json,
+                    "streaming_wals_directory",
+                    "config.streaming_wals_directory",
+                )
+                .ok()
+                .flatten(),
         };
         Ok(PrimaryInfo {
             last_position,
