@@ -23,6 +23,10 @@
 //! at the last position is no longer the last WAL synced; it is then read from the start, and
 //! only names after that WAL are shipped (Barman's sync-info rule). The stop flag is looked at
 //! between batches and at least every `watch_timeout`: a batch in flight is finished first.
+//!
+//! With `partial`, the primary's streaming directory is served too, and its `*.partial` files
+//! (the segment `receive-wal` is writing) are copied into [`partial_directory`] after each
+//! answer, by range reads of their written part (never into `wals/`, never listed).
 
 use std::io::Read;
 use std::path::PathBuf;
