@@ -10,7 +10,8 @@
 //! The server waits with inotify on the file's directory (opened below its roots without
 //! following a symlink; the watch is added through `/proc/self/fd`, so it is on that very
 //! directory), which sees appends, replacements (a rename into place) and removals; where
-//! inotify is unavailable it looks at the file every [`POLL_INTERVAL`]. Only a server whose
+//! inotify is unavailable (or `BARSYNC_SERVE_NO_INOTIFY` is set in the server's environment,
+//! which the tests of the fallback use) it looks at the file every [`POLL_INTERVAL`]. Only a server whose
 //! `Hello` announces [`FEATURE_WATCH`](super::handshake::FEATURE_WATCH) is sent `Watch`;
 //! clients fall back to listing the file.
 
