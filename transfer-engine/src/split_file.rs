@@ -32,9 +32,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::confine::Destination;
-use crate::digest::{file_digest, FileDigest, HashKey};
+use crate::digest::{file_digest_in_pieces, FileDigest, HashKey};
 use crate::file_error::{FileError, FileErrorKind};
-use crate::fs::{open_basis, MappedFile, TempFile, WritebackWriter};
+use crate::fs::{open_basis, MappedFile, TempFile, WritebackWriter, RELEASE_EVERY};
 
 /// A remote file being fetched in parts into `destination`.
 pub struct SplitFile {
@@ -347,7 +347,6 @@ impl SplitFile {
         sender: SenderFile,
         state: &mut State,
     ) -> Result<SplitReport, FileError> {
-        use std::os::unix::fs::FileExt;
         let label = self.destination.path();
         let label = label.display();
         let file = self.temporary_file(state).map_err(|e| {
@@ -377,16 +376,13 @@ impl SplitFile {
                 );
             }
             let map = basis_map.as_ref().expect("mapped above");
-            let bytes = same_as_basis(map, offset, done)
-                .map_err(|e| FileError::new(FileErrorKind::Local, format!("{label}: {e}")))?;
-            file.write_all_at(bytes, offset).map_err(|e| {
-                FileError::local_io(
+            copy_same_as_basis(map, offset, done, &file).map_err(|failure| match failure {
+                Err(e) => FileError::local_io(
                     &e,
                     format!("{label}: writing the part at offset {offset}: {e}"),
-                )
+                ),
+                Ok(changed) => FileError::new(FileErrorKind::Local, format!("{label}: {changed}")),
             })?;
-            let start = offset as usize;
-            map.release(start..start + bytes.len());
         }
         drop(file);
         state.file = None;
@@ -415,13 +411,19 @@ impl SplitFile {
     }
 }
 
-/// For a part recorded as identical to the basis: its bytes in `basis`, checked again against
-/// the sender's digest (the basis could have changed since). Written parts give nothing.
-fn same_as_basis<'m>(
-    basis: &'m MappedFile,
+/// For a part recorded as identical to the basis: copies its bytes from `basis` into `file` at
+/// the same offset, checking them again against the sender's digest (the basis could have
+/// changed since). Piece by piece: each piece is hashed, written and its pages released, so
+/// the resident set stays bounded whatever the part's size. Written parts copy nothing.
+/// `Err(Ok(words))`: the basis no longer matches; `Err(Err(e))`: writing failed. The caller
+/// publishes nothing then, so bytes written before the check failed do no harm.
+fn copy_same_as_basis(
+    basis: &MappedFile,
     offset: u64,
     done: &PartDone,
-) -> Result<&'m [u8], String> {
+    file: &File,
+) -> Result<(), Result<String, io::Error>> {
+    use std::os::unix::fs::FileExt;
     let PartDone::SameAsBasis {
         len,
         key,
@@ -429,19 +431,32 @@ fn same_as_basis<'m>(
         digest,
     } = *done
     else {
-        return Ok(&[]);
+        return Ok(());
     };
     let range = usize::try_from(offset)
         .ok()
         .zip(usize::try_from(offset + len).ok())
         .filter(|&(_, end)| end <= basis.len())
         .map(|(start, end)| start..end)
-        .ok_or_else(|| format!("the basis is shorter than the part at offset {offset}"))?;
+        .ok_or_else(|| {
+            Ok(format!(
+                "the basis is shorter than the part at offset {offset}"
+            ))
+        })?;
+    let start = range.start;
     let bytes = &basis[range];
-    if file_digest(&key, digest_block, bytes) != digest {
-        return Err(format!(
+    let mut written = Ok(());
+    let copied = file_digest_in_pieces(&key, digest_block, bytes, RELEASE_EVERY, &mut |piece| {
+        if written.is_ok() {
+            written = file.write_all_at(&bytes[piece.clone()], offset + piece.start as u64);
+        }
+        basis.release(piece.start + start..piece.end + start);
+    });
+    written.map_err(Err)?;
+    if copied != digest {
+        return Err(Ok(format!(
             "the basis changed: its bytes at offset {offset} no longer match the sender's"
-        ));
+        )));
     }
-    Ok(bytes)
+    Ok(())
 }
