@@ -205,9 +205,19 @@ fn assembling_parts_identical_to_the_basis_does_not_keep_it_resident() {
             ..request(&root, &old.join("segment"), &new.join("split"))
         })
         .collect();
+    // Receiving the changed half copies its unchanged 127 MiB prefix from the basis.
+    reset_peak();
+    let (_, before) = memory();
     for result in fetch(&root, &requests) {
         result.unwrap();
     }
+    let (peak, _) = memory();
+    assert!(
+        peak - before < 64 * MIB,
+        "receiving two {} MiB parts against the basis raised the peak RSS by {} MiB",
+        FILE / 2 / MIB,
+        (peak - before) / MIB
+    );
     reset_peak();
     let (_, before) = memory();
     let report = split.finish().unwrap();

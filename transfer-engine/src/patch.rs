@@ -15,7 +15,7 @@ use crate::delta::DeltaSink;
 use crate::delta_codec::DeltaReader;
 use crate::digest::{DigestWriter, FileDigest};
 use crate::error::PatchError;
-use crate::fs::{MappedFile, TempFile, RELEASE_EVERY};
+use crate::fs::{MappedFile, TempFile};
 use crate::signature::Signature;
 
 /// Applies delta operations against a basis, writing the result to `out`.
@@ -29,8 +29,10 @@ pub struct Patcher<'b, W: Write> {
     release: Release<'b>,
 }
 
-/// Releases the pages of a memory-mapped basis every [`RELEASE_EVERY`] bytes copied from it, so
-/// that a patch's resident set does not grow with the size of the basis.
+/// Releases the pages of a memory-mapped basis every [`Release::EVERY`] bytes copied from it, so
+/// that a patch's resident set does not grow with the size of the basis. Copiers feed it
+/// pieces of at most that size (one copy operation can cover a whole file): several patches
+/// run at once, one per session, so each keeps a small window.
 #[derive(Default)]
 pub(crate) struct Release<'b> {
     pub(crate) map: Option<&'b MappedFile>,
@@ -38,10 +40,13 @@ pub(crate) struct Release<'b> {
 }
 
 impl Release<'_> {
+    /// Bytes copied between two releases (and the largest piece a copier reads at once).
+    pub(crate) const EVERY: usize = 8 << 20;
+
     pub(crate) fn copied(&mut self, len: usize) {
         let Some(map) = self.map else { return };
         self.copied += len;
-        if self.copied >= RELEASE_EVERY {
+        if self.copied >= Self::EVERY {
             map.release(0..map.len());
             self.copied = 0;
         }
@@ -127,8 +132,10 @@ impl<W: Write> DeltaSink for Patcher<'_, W> {
         let (start, stop) = block_range(first, count, self.block_size, self.blocks, self.basis)?;
         let (start, stop) = (start as usize, stop as usize);
         let basis = self.basis;
-        self.write(&basis[start..stop])?;
-        self.release.copied(stop - start);
+        for piece in basis[start..stop].chunks(Release::EVERY) {
+            self.write(piece)?;
+            self.release.copied(piece.len());
+        }
         Ok(())
     }
 
@@ -325,7 +332,10 @@ impl DeltaSink for InPlacePatcher<'_> {
         let basis = self.basis;
         let data = &basis[source as usize..stop as usize];
         if source == self.position {
-            self.verifier.update(data);
+            for piece in data.chunks(Release::EVERY) {
+                self.verifier.update(piece);
+                self.release.copied(piece.len());
+            }
         } else {
             // Moved blocks: copy forward in pieces no longer than the gap, so no piece overlaps
             // the bytes it is read from; each piece is hashed before its write can change the
@@ -335,11 +345,11 @@ impl DeltaSink for InPlacePatcher<'_> {
             for piece in data.chunks(gap.min(1 << 20)) {
                 self.verifier.update(piece);
                 self.write_at(piece, self.position + offset)?;
+                self.release.copied(piece.len());
                 offset += piece.len() as u64;
             }
         }
         self.position += len;
-        self.release.copied(len as usize);
         Ok(())
     }
 

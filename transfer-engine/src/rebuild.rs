@@ -199,7 +199,7 @@ impl<'b> FilePatcher<'b> {
         let basis = self.basis;
         let data = &basis[start as usize..(start + len) as usize];
         let mut at = to;
-        for piece in data.chunks(crate::fs::RELEASE_EVERY) {
+        for piece in data.chunks(crate::patch::Release::EVERY) {
             self.out
                 .write_all_at(piece, at)
                 .map_err(PatchError::Write)?;
