@@ -61,6 +61,22 @@ impl SshCommandTransport {
         argv.push(remote_command.to_string());
         argv
     }
+
+    /// The argument vector that starts subsystem `name`, as OpenSSH's `sftp` runs ssh:
+    /// `-s` first (a flag, so it cannot take another option's place, and it stays an option
+    /// even when the command ends its options with `--`), the subsystem's name last, in place of
+    /// a remote command: `ssh -s -p 2222 user@host sftp`.
+    pub fn subsystem_argv(&self, name: &str) -> Vec<String> {
+        let mut argv = self.argv(name);
+        argv.insert(1, "-s".to_string());
+        argv
+    }
+
+    fn spawn(&self, argv: Vec<String>) -> Result<RemoteStream, TransportError> {
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        spawn_child_stream(self.peer.clone(), command, Status255::SshFailure)
+    }
 }
 
 impl Transport for SshCommandTransport {
@@ -73,10 +89,11 @@ impl Transport for SshCommandTransport {
     }
 
     fn open(&self, remote_command: &str) -> Result<RemoteStream, TransportError> {
-        let argv = self.argv(remote_command);
-        let mut command = Command::new(&argv[0]);
-        command.args(&argv[1..]);
-        spawn_child_stream(self.peer.clone(), command, Status255::SshFailure)
+        self.spawn(self.argv(remote_command))
+    }
+
+    fn open_subsystem(&self, name: &str) -> Result<RemoteStream, TransportError> {
+        self.spawn(self.subsystem_argv(name))
     }
 }
 
@@ -117,10 +134,23 @@ mod tests {
             ]
         );
         assert_eq!(transport.peer().to_string(), "bob@host:2222");
+        assert_eq!(
+            transport.subsystem_argv("sftp"),
+            ["ssh", "-s", "-p", "2222", "-o", "User bob", "host", "sftp"]
+        );
         let transport = transport.with_cipher_preference("aes128-gcm@openssh.com");
         assert_eq!(
             transport.argv("x")[..3],
             ["ssh", "-c", "aes128-gcm@openssh.com"]
+        );
+        assert_eq!(
+            transport.subsystem_argv("sftp")[..4],
+            ["ssh", "-s", "-c", "aes128-gcm@openssh.com"]
+        );
+        let transport = SshCommandTransport::from_command_string("ssh -- host").unwrap();
+        assert_eq!(
+            transport.subsystem_argv("sftp"),
+            ["ssh", "-s", "--", "host", "sftp"]
         );
     }
 

@@ -273,6 +273,16 @@ pub trait Transport: Send + Sync {
     /// Starts `remote_command` (a shell command line, run by the remote user's shell for SSH) and
     /// returns its stdin/stdout as a stream.
     fn open(&self, remote_command: &str) -> Result<RemoteStream, TransportError>;
+    /// Starts the SSH subsystem `name` (`sftp`) and returns its stdin/stdout as a stream: the
+    /// ssh subprocess runs `ssh -s … name`, libssh2 sends a subsystem request. Transports
+    /// without SSH have no subsystems and refuse.
+    fn open_subsystem(&self, name: &str) -> Result<RemoteStream, TransportError> {
+        Err(TransportError::Exec {
+            peer: self.peer().clone(),
+            command: format!("subsystem {name}"),
+            message: "this transport has no SSH subsystems".into(),
+        })
+    }
 }
 
 /// The write half of a stream: the remote command's stdin.

@@ -392,10 +392,28 @@ impl Transport for Libssh2Transport {
     }
 
     fn open(&self, remote_command: &str) -> Result<RemoteStream, TransportError> {
+        self.open_channel(remote_command, |channel| channel.exec(remote_command))
+    }
+
+    fn open_subsystem(&self, name: &str) -> Result<RemoteStream, TransportError> {
+        self.open_channel(&format!("subsystem {name}"), |channel| {
+            channel.subsystem(name)
+        })
+    }
+}
+
+impl Libssh2Transport {
+    /// Connects, opens a session channel, makes `request` on it (exec or subsystem; `what`
+    /// names it in errors) and hands the channel to its pump thread.
+    fn open_channel(
+        &self,
+        what: &str,
+        request: impl FnOnce(&mut ssh2::Channel) -> Result<(), ssh2::Error>,
+    ) -> Result<RemoteStream, TransportError> {
         let (session, socket) = self.connect()?;
         let exec_error = |message: String| TransportError::Exec {
             peer: self.peer.clone(),
-            command: remote_command.to_string(),
+            command: what.to_string(),
             message,
         };
         let mut channel = session
@@ -406,9 +424,7 @@ impl Transport for Libssh2Transport {
                 None,
             )
             .map_err(|e| exec_error(format!("opening a channel: {}", e.message())))?;
-        channel
-            .exec(remote_command)
-            .map_err(|e| exec_error(e.message().to_string()))?;
+        request(&mut channel).map_err(|e| exec_error(e.message().to_string()))?;
         let interval = self
             .target
             .server_alive_interval
