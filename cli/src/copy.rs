@@ -14,8 +14,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use anyhow::{bail, Context, Result};
-use barsync_transport::libssh2::Libssh2Transport;
-use barsync_transport::{choose_transport, memory_pipe, Transport};
+use barsync_transport::{choose_transport, memory_pipe};
 use transfer_engine::confine::Roots;
 use transfer_engine::copy::{pull, pull_pooled, push, CopyOptions, CopyReport, PullPool};
 use transfer_engine::fetch::throttle::Throttle;
@@ -229,14 +228,16 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
                     } else {
                         path.trim_end_matches('/')
                     };
-                    push(
+                    let report = push(
                         &mut target,
                         &source,
                         contents,
                         Path::new(remote),
                         &options,
                         progress,
-                    )?
+                    )?;
+                    target.close().map_err(anyhow::Error::msg)?;
+                    report
                 }
                 other => other?,
             }
@@ -362,12 +363,15 @@ fn with_session(
     Ok(report)
 }
 
-/// An SFTP session on `host` (same ssh options), for hosts without barsync.
+/// An SFTP session on `host`, for hosts without barsync: through the transport the barsync
+/// session would have used (the `-e` command with `-s … sftp`; libssh2 only when there is no
+/// ssh program), the checksum tool too.
 fn open_sftp(args: &Args, host: &str) -> Result<SftpSource> {
-    let transport = Libssh2Transport::from_command_string(&format!("{} {host}", args.ssh_command))?;
-    let (session, _tcp) = transport.connect()?;
-    let source =
-        SftpSource::new(session).with_context(|| format!("{}: starting SFTP", transport.peer()))?;
+    let transport = choose_transport(
+        &format!("{} {host}", args.ssh_command),
+        args.transport.into(),
+    )?;
+    let source = SftpSource::open(std::sync::Arc::from(transport)).context("starting SFTP")?;
     tracing::info!("SFTP: files will be verified by {}", source.verification());
     Ok(source)
 }
@@ -388,14 +392,16 @@ fn sftp_pull(
         source.set_read_hook(Box::new(move |bytes| throttle.consume(bytes)));
     }
     let source_path = if path.is_empty() { "." } else { path };
-    Ok(pull(
+    let report = pull(
         &mut source,
         Path::new(source_path),
         contents,
         destination,
         options,
         progress,
-    )?)
+    )?;
+    source.close().map_err(anyhow::Error::msg)?;
+    Ok(report)
 }
 
 fn copy_locally(

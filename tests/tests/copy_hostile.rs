@@ -190,9 +190,9 @@ fn a_pull_over_serve_never_writes_through_a_listed_symlink() {
 fn a_pull_over_sftp_never_writes_through_a_listed_symlink() {
     let sshd = TestSshd::start().expect("sshd");
     let scene = Scene::new();
+    // libssh2's sftp subsystem (the transport for hosts without an ssh program).
     let transport = Libssh2Transport::from_command_string(&sshd.ssh_command()).unwrap();
-    let (session, _tcp) = transport.connect().unwrap();
-    let mut source = SftpSource::new(session).unwrap();
+    let mut source = SftpSource::open(std::sync::Arc::new(transport)).unwrap();
     let remote_source = format!("{}/src/", scene.remote.path().display());
     scene.pull_all(&mut source, &remote_source);
 }

@@ -2,9 +2,10 @@
 //!
 //! A session is `barsync serve --root <basebackups_directory> --root <wals_directory>` run on
 //! the primary (paths from its sync-info), so the primary serves nothing outside its own
-//! catalog. When barsync cannot run there (exit status 127), the sessions switch to SFTP over
-//! the same ssh settings for the rest of its life: whole files, verified by the primary's
-//! checksum tool. Sessions parked in a [`SessionCache`] are checked before they are reused.
+//! catalog. When barsync cannot run there (exit status 127), the sessions switch to SFTP for
+//! the rest of their life, through the same ssh command (`ssh -s … sftp`, and libssh2 only
+//! where the exec session would use it): whole files, verified by the primary's checksum tool.
+//! Sessions parked in a [`SessionCache`] are checked before they are reused.
 //! [`PrimarySessions`] is the engine's [`SessionSource`] for the passive node's copies.
 //!
 //! Files written through either never get the setuid or setgid bit (`drop_setid`): a backup
@@ -15,7 +16,6 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use barsync_transport::libssh2::Libssh2Transport;
 use barsync_transport::{choose_transport, ExitWaiter, StreamWriter};
 use transfer_engine::copy::PullSource;
 use transfer_engine::fetch::throttle::{Throttle, ThrottledReader};
@@ -282,15 +282,14 @@ impl PrimarySessions {
         }
     }
 
+    /// SFTP through the transport the exec session would use (the user's ssh with `-s …
+    /// sftp`, libssh2 only when there is no ssh program), its checksum tool too.
     fn open_sftp(&self) -> Result<Session, PassiveError> {
-        let transport = Libssh2Transport::from_command_string(&self.ssh_command)
+        let transport = choose_transport(&self.ssh_command, self.transport)
             .map_err(|e| self.failure(e.to_string()))?;
-        let peer = transport.target().peer().to_string();
-        let (session, _tcp) = transport
-            .connect()
-            .map_err(|e| self.failure(e.to_string()))?;
-        let mut source = SftpSource::new(session)
-            .map_err(|e| self.failure(format!("{peer}: starting SFTP: {e}")))?;
+        let peer = transport.peer().to_string();
+        let mut source = SftpSource::open(Arc::from(transport))
+            .map_err(|e| self.failure(format!("starting SFTP: {e}")))?;
         source.drop_setid();
         if let Some(throttle) = &self.throttle {
             let throttle = throttle.clone();
@@ -406,7 +405,7 @@ impl Session {
                     Err(e) => Err(format!("{peer}: {e}")),
                 }
             }
-            Session::Sftp { .. } => Ok(()),
+            Session::Sftp { source, .. } => source.close(),
         }
     }
 }

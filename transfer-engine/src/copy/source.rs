@@ -79,30 +79,8 @@ impl PushTarget for crate::sftp::SftpSource {
         items: &[PushItem],
         progress: &mut dyn FnMut(&PushOutcome),
     ) -> Result<Vec<PushOutcome>, CopyError> {
-        let mut outcomes = Vec::with_capacity(items.len());
-        for (index, item) in items.iter().enumerate() {
-            let result = match item {
-                PushItem::Directory { remote_path, mode } => {
-                    self.make_directory(remote_path, *mode)
-                }
-                PushItem::Symlink {
-                    remote_path,
-                    target,
-                } => self.make_symlink(remote_path, target),
-                PushItem::File { local, remote_path } => {
-                    self.push_file(local, remote_path).map(drop)
-                }
-                PushItem::Remove { remote_path } => self.remove(remote_path),
-            };
-            let outcome = PushOutcome {
-                index,
-                remote_path: item.remote_path().to_path_buf(),
-                result,
-            };
-            progress(&outcome);
-            outcomes.push(outcome);
-        }
-        Ok(outcomes)
+        self.apply_items(items, progress)
+            .map_err(|error| CopyError::Remote(error.to_string()))
     }
     fn verified_by(&self) -> &'static str {
         self.verification().label()

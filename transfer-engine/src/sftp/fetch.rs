@@ -1,25 +1,24 @@
 //! Fetching files over SFTP: each is downloaded into its partial copy (resumed by length),
 //! checked against the host's checksum tool, and published by a rename inside its directory,
-//! reached from the destination's root without following symlinks; a batch of files is made
-//! durable and published together. A file the tool shows identical to a local basis is
-//! hard-linked to it instead (`reuse_backup = link`).
+//! reached from the destination's root without following symlinks; a batch of files is
+//! downloaded with many requests in flight (`download.rs`), hashed on the host by one command
+//! that runs while it downloads, made durable and published together. A file the tool shows
+//! identical to a local basis is hard-linked to it instead (`reuse_backup = link`).
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags};
 
-use super::checksum::RemoteSums;
+use super::checksum::{RemoteSums, SumsJob};
+use super::download::{download_many, Fetched, Job};
 use super::{FetchFailure, SftpSource, Verification};
 use crate::confine::Destination;
 use crate::fs::{open_basis, PublishBatch, TempFile};
 use crate::names::shown_path;
-
-/// The largest read of file data asked of libssh2 at once (see [`SftpSource::download`]).
-const READ_BUFFER: usize = 1 << 20;
 
 /// One file to fetch over SFTP.
 #[derive(Clone, Copy, Debug)]
@@ -63,14 +62,19 @@ impl SftpSource {
             remove_partial(file);
             result = self.fetch_once(file);
         }
-        result.map_err(|failure| match failure {
-            FetchFailure::Mismatch(message) | FetchFailure::Other(message) => message,
+        result.map_err(|failure| {
+            if let FetchFailure::Refused(_) = failure {
+                remove_partial(file);
+            }
+            failure.message()
         })
     }
 
     fn fetch_once(&mut self, file: &SftpFile<'_>) -> Result<SftpFetch, FetchFailure> {
-        let downloaded = self.download(file)?;
-        self.verify(file.remote, &downloaded.file)?;
+        let sums = self.start_sums(vec![file.remote.to_path_buf()]);
+        let mut downloaded = self.download(std::slice::from_ref(file));
+        let downloaded = downloaded.pop().expect("one result for one file")?;
+        self.compare(file.remote, &downloaded.file, &sums.wait())?;
         self.publish(file, downloaded).map_err(FetchFailure::Other)
     }
 
@@ -128,15 +132,16 @@ impl SftpSource {
         ))
     }
 
-    /// Fetches many files, a batch at a time. First the files with a basis to link: where the
-    /// host's checksum tool (one run for the batch) shows the remote file identical to its basis
-    /// (the local hash of the same kind), the basis is hard-linked as the destination and
-    /// nothing is downloaded; never on size and mtime alone, so without a tool every file is
-    /// copied. The others are downloaded into their partial copies, checked against the tool's
-    /// hashes (one more run for those not hashed yet), and published together with the links
-    /// ([`PublishBatch`]: one `syncfs` and one fsync per directory, not two fsyncs per file). A
-    /// file whose check fails is fetched once more on its own. `done(index, result)` is called
-    /// once for each.
+    /// Fetches many files, a batch at a time. The host's checksum tool hashes each batch in
+    /// one command, started while the batch before is downloaded. First the files with a basis
+    /// to link: where the tool shows the remote file identical to its basis (the local hash of
+    /// the same kind), the basis is hard-linked as the destination and nothing is downloaded;
+    /// never on size and mtime alone, so without a tool every file is copied. The others are
+    /// downloaded into their partial copies, many at once, checked against the tool's hashes
+    /// (a file the batch's run did not hash is asked for alone), and published together with
+    /// the links ([`PublishBatch`]: one `syncfs` and one fsync per directory, not two fsyncs per
+    /// file). A file whose check fails is fetched once more on its own. `done(index, result)` is
+    /// called once for each.
     pub fn fetch_many(
         &mut self,
         files: &[SftpFile<'_>],
@@ -144,16 +149,25 @@ impl SftpSource {
     ) {
         // Each downloaded file of a batch stays open until the batch is checked.
         const BATCH_FILES: usize = 256;
-        for (number, batch) in files.chunks(BATCH_FILES).enumerate() {
+        let batches: Vec<&[SftpFile<'_>]> = files.chunks(BATCH_FILES).collect();
+        let start_sums = |source: &SftpSource, batch: &[SftpFile<'_>]| {
+            source.start_sums(batch.iter().map(|f| f.remote.to_path_buf()).collect())
+        };
+        let mut next_sums: Option<SumsJob> = batches.first().map(|b| start_sums(self, b));
+        for (number, batch) in batches.iter().enumerate() {
             let start = number * BATCH_FILES;
+            let job = next_sums.take().expect("started for each batch");
+            next_sums = batches.get(number + 1).map(|b| start_sums(self, b));
             let mut publishing = Publishing::default();
-            let mut sums = RemoteSums::new();
+            let needs_sums_first =
+                self.check.tool().is_some() && batch.iter().any(|file| file.link_basis.is_some());
+            let (mut sums, mut job) = if needs_sums_first {
+                (job.wait(), None)
+            } else {
+                (RemoteSums::new(), Some(job))
+            };
             let mut to_copy = Vec::with_capacity(batch.len());
-            for (offset, linked) in self
-                .link_identical(batch, &mut sums)
-                .into_iter()
-                .enumerate()
-            {
+            for (offset, linked) in self.link_identical(batch, &sums).into_iter().enumerate() {
                 let remote = batch[offset].remote;
                 match linked {
                     Linking::Copy => to_copy.push(offset),
@@ -164,20 +178,22 @@ impl SftpSource {
                     Linking::Failed(message) => done(start + offset, Err(message)),
                 }
             }
-            let downloads: Vec<(usize, Result<Downloaded, FetchFailure>)> = to_copy
-                .into_iter()
-                .map(|offset| (offset, self.download(&batch[offset])))
-                .collect();
-            let unhashed: Vec<&Path> = downloads
-                .iter()
-                .filter(|(offset, d)| d.is_ok() && !sums.contains_key(batch[*offset].remote))
-                .map(|(offset, _)| batch[*offset].remote)
-                .collect();
-            sums.extend(self.remote_sums(&unhashed));
-            for (offset, download) in downloads {
+            let copies: Vec<SftpFile<'_>> = to_copy.iter().map(|&offset| batch[offset]).collect();
+            let downloads = self.download(&copies);
+            if let Some(job) = job.take() {
+                sums = job.wait();
+            }
+            for (offset, download) in to_copy.into_iter().zip(downloads) {
                 let file = &batch[offset];
                 let result = match download {
-                    Err(FetchFailure::Mismatch(_)) => self.fetch(file),
+                    Err(FetchFailure::Mismatch(_)) => {
+                        remove_partial(file);
+                        self.fetch(file)
+                    }
+                    Err(FetchFailure::Refused(message)) => {
+                        remove_partial(file);
+                        Err(message)
+                    }
                     Err(FetchFailure::Other(message)) => Err(message),
                     Ok(downloaded) => match self.compare(file.remote, &downloaded.file, &sums) {
                         Ok(()) => match self.ready(file, downloaded) {
@@ -192,7 +208,7 @@ impl SftpSource {
                             remove_partial(file);
                             self.fetch(file)
                         }
-                        Err(FetchFailure::Other(message)) => Err(message),
+                        Err(failure) => Err(failure.message()),
                     },
                 };
                 done(start + offset, result);
@@ -201,10 +217,9 @@ impl SftpSource {
         }
     }
 
-    /// Links the files of `batch` that the host's checksum tool shows identical to their
-    /// [`link_basis`](SftpFile::link_basis); what was decided for each file. The tool's hashes
-    /// are left in `sums` (a file that differs is checked against its hash once downloaded).
-    fn link_identical(&self, batch: &[SftpFile<'_>], sums: &mut RemoteSums) -> Vec<Linking> {
+    /// Links the files of `batch` that the host's checksum tool shows identical (in `sums`) to
+    /// their [`link_basis`](SftpFile::link_basis); what was decided for each file.
+    fn link_identical(&self, batch: &[SftpFile<'_>], sums: &RemoteSums) -> Vec<Linking> {
         let mut results: Vec<Linking> = (0..batch.len()).map(|_| Linking::Copy).collect();
         if self.check.tool().is_none() {
             return results;
@@ -224,11 +239,6 @@ impl SftpSource {
                 }
             })
             .collect();
-        let remotes: Vec<&Path> = candidates
-            .iter()
-            .map(|(offset, ..)| batch[*offset].remote)
-            .collect();
-        sums.extend(self.remote_sums(&remotes));
         for (offset, basis, opened, len) in candidates {
             let file = &batch[offset];
             let Some(theirs) = sums.get(file.remote) else {
@@ -272,95 +282,78 @@ impl SftpSource {
         }
     }
 
-    /// Downloads `remote` into `partial` (appending to what an earlier attempt kept), checking
-    /// that the file did not change meanwhile. The partial copy is opened in the destination's
-    /// directory, reached from its root without following symlinks, never through a symlink.
-    fn download(&mut self, file: &SftpFile<'_>) -> Result<Downloaded, FetchFailure> {
-        let remote = &*shown_path(file.remote);
-        let other = |what: &str, e: &dyn std::fmt::Display| {
-            FetchFailure::Other(format!("{remote}: {what}: {e}"))
+    /// Downloads `files` into their partial copies (resuming what an earlier attempt kept),
+    /// many at once, checking that each file did not change meanwhile; one result per file,
+    /// in order. A partial copy is opened in the destination's directory, reached from its
+    /// root without following symlinks, never through a symlink.
+    fn download(&mut self, files: &[SftpFile<'_>]) -> Vec<Result<Downloaded, FetchFailure>> {
+        let mut results: Vec<Option<Result<Downloaded, FetchFailure>>> =
+            (0..files.len()).map(|_| None).collect();
+        let mut opened: Vec<(usize, OwnedFd, File, u64)> = Vec::with_capacity(files.len());
+        for (index, file) in files.iter().enumerate() {
+            let partial = open_partial(file).and_then(|(dir, local)| {
+                let start = local.metadata()?.len();
+                Ok((dir, local, start))
+            });
+            match partial {
+                Ok((dir, local, start)) => opened.push((index, dir, local, start)),
+                Err(e) => {
+                    results[index] = Some(Err(FetchFailure::Other(format!(
+                        "{}: opening the partial copy in {}: {e}",
+                        shown_path(file.remote),
+                        file.destination.path().display()
+                    ))))
+                }
+            }
+        }
+        let jobs: Vec<Job<'_>> = opened
+            .iter()
+            .map(|(index, _, local, start)| Job {
+                remote: files[*index].remote,
+                file: local,
+                start: *start,
+                limit: files[*index].max_len.unwrap_or(u64::MAX),
+            })
+            .collect();
+        let mut fetched: Vec<Option<Result<Fetched, FetchFailure>>> =
+            (0..jobs.len()).map(|_| None).collect();
+        let SftpSource {
+            client, read_hook, ..
+        } = self;
+        let mut no_hook = |_: usize| {};
+        let hook: &mut dyn FnMut(usize) = match read_hook.as_mut() {
+            Some(hook) => hook,
+            None => &mut no_hook,
         };
-        let before = self.sftp.stat(file.remote).map_err(|e| other("stat", &e))?;
-        let len = before.size.unwrap_or(0);
-        let limit = file.max_len.unwrap_or(u64::MAX);
-        if len > limit {
-            return Err(FetchFailure::Other(format!(
-                "{remote} has {len} bytes, more than the {limit} expected"
-            )));
+        let session = download_many(client, &jobs, hook, &mut |job, result| {
+            fetched[job] = Some(result);
+        });
+        drop(jobs);
+        for ((index, dir, local, _), result) in opened.into_iter().zip(fetched) {
+            let result = match (result, &session) {
+                (Some(result), _) => result,
+                (None, Err(error)) => Err(FetchFailure::Other(format!(
+                    "{}: {error}",
+                    shown_path(files[index].remote)
+                ))),
+                (None, Ok(())) => Err(FetchFailure::Other(format!(
+                    "{}: not downloaded",
+                    shown_path(files[index].remote)
+                ))),
+            };
+            results[index] = Some(result.map(|fetched| Downloaded {
+                dir,
+                file: local,
+                len: fetched.copied,
+                received: fetched.received,
+                mode: fetched.before.permissions.unwrap_or(0o644),
+                mtime: i64::from(fetched.before.mtime().unwrap_or(0)),
+            }));
         }
-        let (dir, mut local) = open_partial(file).map_err(|e| {
-            other(
-                &format!(
-                    "opening the partial copy in {}",
-                    file.destination.path().display()
-                ),
-                &e,
-            )
-        })?;
-        let mut offset = local
-            .metadata()
-            .map_err(|e| other("partial copy", &e))?
-            .len();
-        if offset > len {
-            local.set_len(0).map_err(|e| other("partial copy", &e))?;
-            offset = 0;
-        }
-        let mut remote_file = self.sftp.open(file.remote).map_err(|e| other("open", &e))?;
-        remote_file
-            .seek(SeekFrom::Start(offset))
-            .map_err(|e| other("seek", &e))?;
-        // libssh2 keeps requests for up to four times the buffer in flight, in chunks of about
-        // 30 KB: a large buffer keeps a large file streaming. Each read asks for no more than
-        // what the file has left, so a small file does not send dozens of requests past its
-        // end (each answered, and each waited for when the handle is closed). Growth past the
-        // length read shows in the size after the copy.
-        let mut buffer = vec![0u8; READ_BUFFER.min(len.saturating_sub(offset).max(1) as usize)];
-        let mut received = 0u64;
-        while offset + received < len {
-            let want = (len - offset - received).min(buffer.len() as u64) as usize;
-            let n = remote_file
-                .read(&mut buffer[..want])
-                .map_err(|e| other("read", &e))?;
-            if n == 0 {
-                break;
-            }
-            if offset + received + n as u64 > limit {
-                drop(local);
-                let _ = unlinkat(&dir, file.partial, AtFlags::empty());
-                return Err(FetchFailure::Other(format!(
-                    "{remote} grew beyond the {limit} bytes expected while it was copied"
-                )));
-            }
-            local
-                .write_all(&buffer[..n])
-                .map_err(|e| other("writing the partial copy", &e))?;
-            received += n as u64;
-            if let Some(hook) = self.read_hook.as_mut() {
-                hook(n);
-            }
-        }
-        // Not fsynced here: publishing makes the data durable before the rename.
-        let after = self.sftp.stat(file.remote).map_err(|e| other("stat", &e))?;
-        let copied = local
-            .metadata()
-            .map_err(|e| other("partial copy", &e))?
-            .len();
-        if copied != after.size.unwrap_or(0)
-            || after.mtime != before.mtime
-            || after.size != before.size
-        {
-            return Err(FetchFailure::Mismatch(format!(
-                "{remote} changed while it was copied"
-            )));
-        }
-        Ok(Downloaded {
-            dir,
-            file: local,
-            len: copied,
-            received,
-            mode: before.perm.unwrap_or(0o644),
-            mtime: before.mtime.unwrap_or(0) as i64,
-        })
+        results
+            .into_iter()
+            .map(|result| result.expect("every file has a result"))
+            .collect()
     }
 }
 
@@ -376,11 +369,11 @@ struct Downloaded {
     mtime: i64,
 }
 
-/// Opens (creating it, mode 0600) the partial copy of `file` for appending, in the
+/// Opens (creating it, mode 0600) the partial copy of `file` for writing at offsets, in the
 /// destination's directory reached by [`Destination::open_parent`]; never through a symlink.
 fn open_partial(file: &SftpFile<'_>) -> io::Result<(OwnedFd, File)> {
     let dir = file.destination.open_parent()?;
-    let flags = OFlags::RDWR | OFlags::APPEND | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = openat(&dir, file.partial, flags, Mode::from_raw_mode(0o600))?;
     let local = File::from(fd);
     if !local.metadata()?.is_file() {

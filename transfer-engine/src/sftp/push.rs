@@ -1,157 +1,397 @@
-//! Writing on the host over SFTP: uploads (through a partial file, verified by the host's
-//! checksum tool, renamed into place), directories, symlinks and removals.
+//! Writing on the host over SFTP: uploads (through a partial file written with many WRITEs in
+//! flight, verified by the host's checksum tool, renamed into place), directories, symlinks
+//! and removals. The uploads of a batch are verified by one run of the tool.
 
+use std::collections::HashSet;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
-use ssh2::FileStat;
-
+use super::client::SftpError;
+use super::wire::{open_flags, status, Attrs, Reply, Request};
 use super::{FetchFailure, SftpFetch, SftpSource};
 use crate::names::shown_path;
+use crate::protocol::{PushItem, PushOutcome};
+
+/// WRITEs in flight at once.
+const MAX_WRITES: usize = 64;
+/// Uploads verified by one run of the host's checksum tool.
+const VERIFY_BATCH: usize = 256;
+
+fn bytes(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
+}
+
+/// A file uploaded into its partial copy on the host, not verified yet.
+struct Uploaded {
+    index: usize,
+    local: PathBuf,
+    remote: PathBuf,
+    partial: PathBuf,
+    meta: std::fs::Metadata,
+    sent: u64,
+}
+
+/// The result of the push item at an index.
+type ItemResult = (usize, Result<(), String>);
+
+/// Why one item failed: that item only, or the whole session.
+enum ItemError {
+    Item(String),
+    Session(SftpError),
+}
+
+impl From<SftpError> for ItemError {
+    fn from(error: SftpError) -> ItemError {
+        ItemError::Session(error)
+    }
+}
 
 impl SftpSource {
-    /// Uploads `local` to `remote` through `.NAME.barsync-partial` beside it (resumed by offset
-    /// when a shorter partial upload is there), verifies it with the host's checksum tool
-    /// against the local file, sets mode and mtime, and renames it into place.
-    pub fn push_file(&mut self, local: &Path, remote_path: &Path) -> Result<SftpFetch, String> {
+    /// Applies push items in order (files are verified and renamed into place in batches,
+    /// after their upload), reporting each outcome as it completes. `Err` when the session
+    /// broke; the items not reported then were not applied.
+    pub fn apply_items(
+        &mut self,
+        items: &[PushItem],
+        progress: &mut dyn FnMut(&PushOutcome),
+    ) -> Result<Vec<PushOutcome>, SftpError> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut uploaded: Vec<Uploaded> = Vec::new();
+        let mut report = |outcomes: &mut Vec<PushOutcome>, index: usize, result| {
+            let outcome = PushOutcome {
+                index,
+                remote_path: items[index].remote_path().to_path_buf(),
+                result,
+            };
+            progress(&outcome);
+            outcomes.push(outcome);
+        };
+        for (index, item) in items.iter().enumerate() {
+            let result = match item {
+                PushItem::Directory { remote_path, mode } => {
+                    self.make_directory(remote_path, *mode)
+                }
+                PushItem::Symlink {
+                    remote_path,
+                    target,
+                } => self.make_symlink(remote_path, target),
+                PushItem::File { local, remote_path } => {
+                    match self.upload(index, local, remote_path) {
+                        Ok(file) => {
+                            uploaded.push(file);
+                            if uploaded.len() >= VERIFY_BATCH {
+                                for (index, result) in self.finish_uploads(&mut uploaded)? {
+                                    report(&mut outcomes, index, result);
+                                }
+                            }
+                            continue;
+                        }
+                        Err(error) => Err(error),
+                    }
+                }
+                PushItem::Remove { remote_path } => self.remove(remote_path),
+            };
+            match result {
+                Ok(()) => report(&mut outcomes, index, Ok(())),
+                Err(ItemError::Item(message)) => report(&mut outcomes, index, Err(message)),
+                Err(ItemError::Session(error)) => return Err(error),
+            }
+        }
+        for (index, result) in self.finish_uploads(&mut uploaded)? {
+            report(&mut outcomes, index, result);
+        }
+        Ok(outcomes)
+    }
+
+    /// Uploads `local` into `.NAME.barsync-partial` beside `remote_path` (resumed from its
+    /// length when a shorter partial upload is there).
+    fn upload(
+        &mut self,
+        index: usize,
+        local: &Path,
+        remote_path: &Path,
+    ) -> Result<Uploaded, ItemError> {
         let remote = shown_path(remote_path);
         let name = remote_path.file_name().unwrap_or_default();
         let partial = remote_path.with_file_name(crate::names::partial(name));
-        let other = |what: &str, e: &dyn std::fmt::Display| format!("{remote}: {what}: {e}");
-        let mut source = File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
+        let item = |what: &str, e: &dyn std::fmt::Display| {
+            ItemError::Item(format!("{remote}: {what}: {e}"))
+        };
+        let source = File::open(local).map_err(|e| item(&local.display().to_string(), &e))?;
         let meta = source
             .metadata()
-            .map_err(|e| format!("{}: {e}", local.display()))?;
+            .map_err(|e| item(&local.display().to_string(), &e))?;
         let len = meta.len();
-        let mut offset = self
-            .sftp
-            .stat(&partial)
-            .ok()
-            .and_then(|s| s.size)
-            .unwrap_or(0);
+        let mut offset = match self.client.stat(bytes(&partial)) {
+            Ok(attrs) => attrs.size.unwrap_or(0),
+            Err(error) if error.is_session() => return Err(error.into()),
+            Err(_) => 0,
+        };
         if offset > len {
             offset = 0;
         }
         let flags = if offset > 0 {
-            ssh2::OpenFlags::WRITE | ssh2::OpenFlags::APPEND
+            open_flags::WRITE
         } else {
-            ssh2::OpenFlags::WRITE | ssh2::OpenFlags::CREATE | ssh2::OpenFlags::TRUNCATE
+            open_flags::WRITE | open_flags::CREATE | open_flags::TRUNCATE
         };
-        let mut target = self
-            .sftp
-            .open_mode(&partial, flags, 0o600, ssh2::OpenType::File)
-            .map_err(|e| other("open", &e))?;
-        source
-            .seek(SeekFrom::Start(offset))
-            .map_err(|e| other("seek", &e))?;
-        let mut buffer = vec![0u8; 256 * 1024];
-        let mut sent = 0u64;
+        let attrs = Attrs {
+            permissions: Some(0o600),
+            ..Attrs::default()
+        };
+        let handle = match self.client.open(bytes(&partial), flags, &attrs) {
+            Ok(handle) => handle,
+            Err(error) if error.is_session() => return Err(error.into()),
+            Err(error) => return Err(item("open", &error)),
+        };
+        let written = self.write_pipelined(&handle, &source, offset, len);
+        // Not every SFTP server offers fsync@openssh.com; verification reads what is there.
+        let synced = match &written {
+            Ok(()) => self.client.fsync(&handle).map(drop),
+            Err(_) => Ok(()),
+        };
+        let closed = self.client.close(&handle);
+        match written {
+            Ok(()) => {}
+            Err(ItemError::Item(message)) => return Err(ItemError::Item(message)),
+            Err(session) => return Err(session),
+        }
+        for result in [synced, closed] {
+            match result {
+                Err(error) if error.is_session() => return Err(error.into()),
+                Err(error) => return Err(item("write", &error)),
+                Ok(()) => {}
+            }
+        }
+        Ok(Uploaded {
+            index,
+            local: local.to_path_buf(),
+            remote: remote_path.to_path_buf(),
+            partial,
+            meta,
+            sent: len - offset,
+        })
+    }
+
+    /// Writes `source[offset..len]` at the same offsets of the open `handle`, up to
+    /// [`MAX_WRITES`] WRITEs in flight.
+    fn write_pipelined(
+        &mut self,
+        handle: &[u8],
+        source: &File,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), ItemError> {
+        let chunk = self.client.limits().write as usize;
+        let mut buffer = vec![0u8; chunk.min(len.saturating_sub(offset) as usize).max(1)];
+        let mut in_flight: HashSet<u32> = HashSet::new();
+        let mut at = offset;
+        let mut failed: Option<String> = None;
         loop {
-            let n = source
-                .read(&mut buffer)
-                .map_err(|e| format!("{}: {e}", local.display()))?;
-            if n == 0 {
+            while failed.is_none() && at < len && in_flight.len() < MAX_WRITES {
+                let n = (len - at).min(buffer.len() as u64) as usize;
+                if let Err(e) = source.read_exact_at(&mut buffer[..n], at) {
+                    failed = Some(format!("reading the local file: {e}"));
+                    break;
+                }
+                let id = self.client.send(&Request::Write {
+                    handle,
+                    offset: at,
+                    data: &buffer[..n],
+                })?;
+                in_flight.insert(id);
+                at += n as u64;
+            }
+            if in_flight.is_empty() {
                 break;
             }
-            target
-                .write_all(&buffer[..n])
-                .map_err(|e| other("write", &e))?;
-            sent += n as u64;
+            self.client.read_packet()?;
+            let reply = self.client.reply()?;
+            match reply {
+                Reply::Status { id, code, message } if in_flight.remove(&id) => {
+                    if code != status::OK && failed.is_none() {
+                        let error = SftpError::Status {
+                            code,
+                            message: crate::names::shown_bytes(message),
+                        };
+                        failed = Some(format!("write: {error}"));
+                    }
+                }
+                other => {
+                    let what = format!("{} to a WRITE", other.kind_name());
+                    return Err(self.client.unexpected(what).into());
+                }
+            }
         }
-        target.fsync().ok(); // not every SFTP server offers fsync@openssh.com
-        drop(target);
-        if let Err(message) = self.verify_upload(local, &partial, len) {
-            let _ = self.sftp.unlink(&partial);
-            return Err(message);
+        match failed {
+            Some(message) => Err(ItemError::Item(message)),
+            None => Ok(()),
         }
-        use std::os::unix::fs::MetadataExt;
-        let stat = FileStat {
-            size: None,
-            uid: None,
-            gid: None,
-            perm: Some(meta.mode() & 0o7777),
-            atime: Some(meta.atime() as u64),
-            mtime: Some(meta.mtime() as u64),
+    }
+
+    /// Verifies the files of `uploaded` (their size, then one run of the host's tool for all),
+    /// sets each one's mode and mtime and renames it into place; one result per file.
+    fn finish_uploads(
+        &mut self,
+        uploaded: &mut Vec<Uploaded>,
+    ) -> Result<Vec<ItemResult>, SftpError> {
+        let files = std::mem::take(uploaded);
+        let partials: Vec<&Path> = files.iter().map(|f| f.partial.as_path()).collect();
+        let sums = self.remote_sums(&partials);
+        let mut results = Vec::with_capacity(files.len());
+        for file in &files {
+            let result = self.finish_upload(file, &sums);
+            if let Err(ItemError::Session(error)) = result {
+                return Err(error);
+            }
+            results.push((
+                file.index,
+                result.map(drop).map_err(|error| match error {
+                    ItemError::Item(message) => message,
+                    ItemError::Session(error) => error.to_string(),
+                }),
+            ));
+        }
+        Ok(results)
+    }
+
+    fn finish_upload(
+        &mut self,
+        file: &Uploaded,
+        sums: &super::checksum::RemoteSums,
+    ) -> Result<SftpFetch, ItemError> {
+        let remote = shown_path(&file.remote);
+        let item = |what: &str, e: &dyn std::fmt::Display| {
+            ItemError::Item(format!("{remote}: {what}: {e}"))
         };
-        self.sftp
-            .setstat(&partial, stat)
-            .map_err(|e| other("setting mode and mtime", &e))?;
-        let rename =
-            ssh2::RenameFlags::OVERWRITE | ssh2::RenameFlags::ATOMIC | ssh2::RenameFlags::NATIVE;
-        if self
-            .sftp
-            .rename(&partial, remote_path, Some(rename))
-            .is_err()
+        let len = file.meta.len();
+        let size = match self.client.stat(bytes(&file.partial)) {
+            Ok(attrs) => attrs.size,
+            Err(error) if error.is_session() => return Err(error.into()),
+            Err(_) => None,
+        };
+        let verified = if size != Some(len) {
+            Err(format!(
+                "{}: uploaded {size:?} bytes, the file has {len}",
+                shown_path(&file.partial)
+            ))
+        } else {
+            File::open(&file.local)
+                .map_err(|e| format!("{}: {e}", file.local.display()))
+                .and_then(|local| {
+                    let checked = match sums.get(&file.partial) {
+                        Some(theirs) => self.compare_with(&file.partial, &local, theirs),
+                        None => self.verify(&file.partial, &local),
+                    };
+                    checked.map_err(FetchFailure::message)
+                })
+        };
+        if let Err(message) = verified {
+            match self.client.remove(bytes(&file.partial)) {
+                Err(error) if error.is_session() => return Err(error.into()),
+                _ => return Err(ItemError::Item(message)),
+            }
+        }
+        let attrs = Attrs {
+            permissions: Some(file.meta.mode() & 0o7777),
+            times: Some((file.meta.atime() as u32, file.meta.mtime() as u32)),
+            ..Attrs::default()
+        };
+        match self.client.setstat(bytes(&file.partial), &attrs) {
+            Err(error) if error.is_session() => return Err(error.into()),
+            Err(error) => return Err(item("setting mode and mtime", &error)),
+            Ok(()) => {}
+        }
+        if let Err(error) = self
+            .client
+            .rename(bytes(&file.partial), bytes(&file.remote))
         {
-            // SFTP v3 servers (OpenSSH's) refuse to rename over an existing file and libssh2
-            // does not offer posix-rename@openssh.com: remove the old copy, then rename. For a
-            // moment the file is absent, never wrong.
-            let _ = self.sftp.unlink(remote_path);
-            self.sftp
-                .rename(&partial, remote_path, Some(rename))
-                .map_err(|e| other("rename", &e))?;
+            if error.is_session() || self.client.extensions().posix_rename {
+                return Err(match error.is_session() {
+                    true => error.into(),
+                    false => item("rename", &error),
+                });
+            }
+            // A plain SFTP v3 RENAME refuses to replace a file: remove the old copy, then
+            // rename. For a moment the file is absent, never wrong.
+            match self.client.remove(bytes(&file.remote)) {
+                Err(error) if error.is_session() => return Err(error.into()),
+                _ => {}
+            }
+            match self
+                .client
+                .rename(bytes(&file.partial), bytes(&file.remote))
+            {
+                Err(error) if error.is_session() => return Err(error.into()),
+                Err(error) => return Err(item("rename", &error)),
+                Ok(()) => {}
+            }
         }
         Ok(SftpFetch {
             len,
-            received_bytes: sent,
+            received_bytes: file.sent,
             verification: self.check,
             linked: false,
         })
     }
 
-    fn verify_upload(&self, local: &Path, remote: &Path, len: u64) -> Result<(), String> {
-        let size = self.sftp.stat(remote).ok().and_then(|s| s.size);
-        if size != Some(len) {
-            return Err(format!(
-                "{}: uploaded {size:?} bytes, the file has {len}",
-                shown_path(remote)
-            ));
-        }
-        let local = File::open(local).map_err(|e| format!("{}: {e}", local.display()))?;
-        match self.verify(remote, &local) {
-            Ok(()) => Ok(()),
-            Err(FetchFailure::Mismatch(message) | FetchFailure::Other(message)) => Err(message),
-        }
-    }
-
     /// Creates a directory (nothing if it exists).
-    pub fn make_directory(&mut self, remote: &Path, mode: u32) -> Result<(), String> {
-        match self.sftp.lstat(remote) {
-            Ok(stat) if stat.is_dir() => Ok(()),
-            _ => self
-                .sftp
-                .mkdir(remote, (mode & 0o7777) as i32)
-                .map_err(|e| format!("{}: {e}", shown_path(remote))),
+    fn make_directory(&mut self, remote: &Path, mode: u32) -> Result<(), ItemError> {
+        match self.client.lstat(bytes(remote)) {
+            Ok(stat) if stat.is_dir() => return Ok(()),
+            Err(error) if error.is_session() => return Err(error.into()),
+            _ => {}
         }
+        let attrs = Attrs {
+            permissions: Some(mode & 0o7777),
+            ..Attrs::default()
+        };
+        self.client
+            .mkdir(bytes(remote), &attrs)
+            .map_err(|error| item_error(remote, error))
     }
 
     /// Creates or replaces a symlink.
-    pub fn make_symlink(&mut self, remote: &Path, target: &Path) -> Result<(), String> {
-        let _ = self.remove(remote);
-        self.sftp
-            .symlink(target, remote)
-            .map_err(|e| format!("{}: {e}", shown_path(remote)))
+    fn make_symlink(&mut self, remote: &Path, target: &Path) -> Result<(), ItemError> {
+        if let Err(ItemError::Session(error)) = self.remove(remote) {
+            return Err(error.into());
+        }
+        self.client
+            .symlink(bytes(target), bytes(remote))
+            .map_err(|error| item_error(remote, error))
     }
 
     /// Removes a file, symlink or directory tree (symlinks are removed, never followed).
-    pub fn remove(&mut self, path: &Path) -> Result<(), String> {
-        let remote = shown_path(path);
+    fn remove(&mut self, path: &Path) -> Result<(), ItemError> {
         let stat = self
-            .sftp
-            .lstat(path)
-            .map_err(|e| format!("{remote}: {e}"))?;
+            .client
+            .lstat(bytes(path))
+            .map_err(|error| item_error(path, error))?;
         if stat.is_dir() {
-            for (child, _) in self
-                .sftp
-                .readdir(path)
-                .map_err(|e| format!("{remote}: {e}"))?
-            {
-                self.remove(&child)?;
+            let names = self
+                .read_directory(bytes(path))
+                .map_err(|error| item_error(path, error))?;
+            for name in names {
+                self.remove(&path.join(std::ffi::OsStr::from_bytes(&name)))?;
             }
-            self.sftp.rmdir(path).map_err(|e| format!("{remote}: {e}"))
+            self.client
+                .rmdir(bytes(path))
+                .map_err(|error| item_error(path, error))
         } else {
-            self.sftp.unlink(path).map_err(|e| format!("{remote}: {e}"))
+            self.client
+                .remove(bytes(path))
+                .map_err(|error| item_error(path, error))
         }
+    }
+}
+
+/// A failed call about `path`: that item's failure, or the session's.
+fn item_error(path: &Path, error: SftpError) -> ItemError {
+    if error.is_session() {
+        ItemError::Session(error)
+    } else {
+        ItemError::Item(format!("{}: {error}", shown_path(path)))
     }
 }
