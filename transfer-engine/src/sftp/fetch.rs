@@ -13,8 +13,8 @@ use std::path::Path;
 
 use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags};
 
-use super::checksum::{RemoteSums, SumsJob};
 use super::download::{download_many, Fetched, Job};
+use super::sums::{Pending, RemoteSums};
 use super::{FetchFailure, SftpSource, Verification};
 use crate::confine::Destination;
 use crate::fs::{open_basis, PublishBatch, TempFile};
@@ -71,7 +71,7 @@ impl SftpSource {
     }
 
     fn fetch_once(&mut self, file: &SftpFile<'_>) -> Result<SftpFetch, FetchFailure> {
-        let sums = self.start_sums(vec![file.remote.to_path_buf()]);
+        let sums = self.submit_sums(&[file.remote]);
         let mut downloaded = self.download(std::slice::from_ref(file));
         let downloaded = downloaded.pop().expect("one result for one file")?;
         self.compare(file.remote, &downloaded.file, &sums.wait())?;
@@ -132,8 +132,8 @@ impl SftpSource {
         ))
     }
 
-    /// Fetches many files, a batch at a time. The host's checksum tool hashes each batch in
-    /// one command, started while the batch before is downloaded. First the files with a basis
+    /// Fetches many files, a batch at a time. The host's checksum tool gets every batch at
+    /// once and hashes them in order while the files are downloaded. First the files with a basis
     /// to link: where the tool shows the remote file identical to its basis (the local hash of
     /// the same kind), the basis is hard-linked as the destination and nothing is downloaded;
     /// never on size and mtime alone, so without a tool every file is copied. The others are
@@ -150,14 +150,16 @@ impl SftpSource {
         // Each downloaded file of a batch stays open until the batch is checked.
         const BATCH_FILES: usize = 256;
         let batches: Vec<&[SftpFile<'_>]> = files.chunks(BATCH_FILES).collect();
-        let start_sums = |source: &SftpSource, batch: &[SftpFile<'_>]| {
-            source.start_sums(batch.iter().map(|f| f.remote.to_path_buf()).collect())
-        };
-        let mut next_sums: Option<SumsJob> = batches.first().map(|b| start_sums(self, b));
-        for (number, batch) in batches.iter().enumerate() {
+        // Every batch goes to the host's tool at once: it hashes ahead of the downloads.
+        let pending: Vec<Pending> = batches
+            .iter()
+            .map(|batch| {
+                let remotes: Vec<&Path> = batch.iter().map(|file| file.remote).collect();
+                self.submit_sums(&remotes)
+            })
+            .collect();
+        for ((number, batch), job) in batches.iter().enumerate().zip(pending) {
             let start = number * BATCH_FILES;
-            let job = next_sums.take().expect("started for each batch");
-            next_sums = batches.get(number + 1).map(|b| start_sums(self, b));
             let mut publishing = Publishing::default();
             let needs_sums_first =
                 self.check.tool().is_some() && batch.iter().any(|file| file.link_basis.is_some());
@@ -275,7 +277,12 @@ impl SftpSource {
 
     /// Compares the local copy with the host's sum from `sums`, or asks the host for this one
     /// file when the batch has no sum for it.
-    fn compare(&self, remote: &Path, local: &File, sums: &RemoteSums) -> Result<(), FetchFailure> {
+    fn compare(
+        &mut self,
+        remote: &Path,
+        local: &File,
+        sums: &RemoteSums,
+    ) -> Result<(), FetchFailure> {
         match sums.get(remote) {
             Some(theirs) => self.compare_with(remote, local, theirs),
             None => self.verify(remote, local),

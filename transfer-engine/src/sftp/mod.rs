@@ -4,22 +4,22 @@
 //! When the far side cannot run `barsync serve` (command not found), the same transport is
 //! used for an SFTP session: the `sftp` subsystem of the user's ssh command (`ssh -s … host
 //! sftp`, so ssh_config's Host aliases, Match, Include and ProxyJump work as for the exec
-//! session), or of libssh2 only when no ssh program exists (`--transport auto`, as the exec
-//! session chooses; [`barsync_transport::choose_transport`]). barsync speaks SFTP version 3
+//! session), or of libssh2 only when no ssh program exists (`--transport auto` chooses as for
+//! the exec session: [`barsync_transport::choose_transport`]). barsync speaks SFTP version 3
 //! itself over that byte stream. Trees are listed with `lstat`/`readdir` (symlinks reported,
 //! never followed), files are copied whole with many requests in flight, and a file cut off
 //! earlier is resumed from the length of its `.NAME.barsync-partial`. Each file is then
 //! verified with the best check the host offers, found once per session: the remote `b3sum`,
 //! else `sha256sum` (compared with the same hash of the local copy), else size and mtime
 //! before and after the copy. [`Verification`] says which was used. Only a verified file is
-//! published. The checksum tool runs through the same transport, one command (`ssh host sh`,
-//! the names on its standard input) per batch of files, while the batch is downloaded.
+//! published. The checksum tool runs through the same transport, in one `sh` per session
+//! (`ssh … host sh`) that hashes each batch of files while it is downloaded.
 //!
 //! This module owns the session and listing; `wire.rs` the packets (encoding, strict
 //! decoding), `client.rs` the SFTP session and its calls, `download.rs` the pipelined
-//! downloads, `checksum.rs` the host's checksum tool and the comparison with local hashes,
-//! `fetch.rs` downloading, verifying and publishing files, `push.rs` uploading and the other
-//! writes on the host.
+//! downloads, `sums.rs` the host's checksum tool, `checksum.rs` the verification and the local
+//! side of the comparison, `fetch.rs` downloading, verifying and publishing files, `push.rs`
+//! uploading and the other writes on the host.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -38,11 +38,13 @@ pub mod client;
 mod download;
 mod fetch;
 mod push;
+mod sums;
 pub mod wire;
 
-pub use checksum::{RemoteShell, TransportShell, Verification};
+pub use checksum::Verification;
 pub use client::{SftpClient, SftpError};
 pub use fetch::{SftpFetch, SftpFile};
+pub use sums::{RemoteShell, ShellProcess, TransportShell};
 
 use wire::{Attrs, Reply, Request};
 
@@ -53,7 +55,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub struct SftpSource {
     client: SftpClient,
     /// Runs the checksum tool on the host (`None`: no way to run commands there).
-    shell: Option<Arc<dyn RemoteShell>>,
+    sums: Option<sums::Sums>,
     /// The end of the transport's stream (ssh's exit status), waited for on close.
     exit: Option<ExitWaiter>,
     check: Verification,
@@ -69,17 +71,8 @@ impl SftpSource {
     /// says what ssh said.
     pub fn open(transport: Arc<dyn Transport>) -> Result<SftpSource, SftpError> {
         let peer = transport.peer().to_string();
-        let shell: Arc<dyn RemoteShell> = Arc::new(TransportShell(transport.clone()));
-        let probe = {
-            let shell = shell.clone();
-            std::thread::Builder::new()
-                .name("barsync-sftp-probe".into())
-                .spawn(move || checksum::find_checksum_tool(&*shell))
-                .map_err(|e| SftpError::Session {
-                    peer: peer.clone(),
-                    reason: format!("starting a thread: {e}"),
-                })?
-        };
+        // The host's shell starts (and its probe for the tool goes out) while SFTP starts.
+        let sums = sums::Sums::start(Arc::new(TransportShell(transport.clone())));
         let stream = transport
             .open_subsystem("sftp")
             .map_err(|e| SftpError::Session {
@@ -105,15 +98,7 @@ impl SftpSource {
                 });
             }
         };
-        let check = probe.join().unwrap_or(Verification::SizeAndMtime);
-        Ok(SftpSource {
-            client,
-            shell: Some(shell),
-            exit: Some(exit),
-            check,
-            read_hook: None,
-            mode_mask: 0o7777,
-        })
+        Ok(SftpSource::assemble(client, Some(sums), Some(exit)))
     }
 
     /// SFTP over any byte stream (`reader` from the server, `writer` to it); `shell` runs the
@@ -124,18 +109,35 @@ impl SftpSource {
         peer: String,
         shell: Option<Arc<dyn RemoteShell>>,
     ) -> Result<SftpSource, SftpError> {
+        let sums = shell.map(sums::Sums::start);
         let client = SftpClient::start(reader, writer, peer)?;
-        let check = shell
-            .as_deref()
-            .map_or(Verification::SizeAndMtime, checksum::find_checksum_tool);
-        Ok(SftpSource {
+        Ok(SftpSource::assemble(client, sums, None))
+    }
+
+    fn assemble(
+        client: SftpClient,
+        mut sums: Option<sums::Sums>,
+        exit: Option<ExitWaiter>,
+    ) -> SftpSource {
+        let check = sums
+            .as_mut()
+            .map_or(Verification::SizeAndMtime, sums::Sums::find_tool);
+        SftpSource {
             client,
-            shell,
-            exit: None,
+            sums,
+            exit,
             check,
             read_hook: None,
             mode_mask: 0o7777,
-        })
+        }
+    }
+
+    /// Sends the hashing of `remotes` to the host's tool (nothing without a tool).
+    fn submit_sums(&mut self, remotes: &[&Path]) -> sums::Pending {
+        match &mut self.sums {
+            Some(sums) => sums.submit(remotes),
+            None => sums::Pending::none(),
+        }
     }
 
     /// The server, as errors name it.

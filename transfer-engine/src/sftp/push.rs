@@ -260,7 +260,7 @@ impl SftpSource {
     fn finish_upload(
         &mut self,
         file: &Uploaded,
-        sums: &super::checksum::RemoteSums,
+        sums: &super::sums::RemoteSums,
     ) -> Result<SftpFetch, ItemError> {
         let remote = shown_path(&file.remote);
         let item = |what: &str, e: &dyn std::fmt::Display| {
@@ -278,15 +278,14 @@ impl SftpSource {
                 shown_path(&file.partial)
             ))
         } else {
-            File::open(&file.local)
-                .map_err(|e| format!("{}: {e}", file.local.display()))
-                .and_then(|local| {
-                    let checked = match sums.get(&file.partial) {
-                        Some(theirs) => self.compare_with(&file.partial, &local, theirs),
-                        None => self.verify(&file.partial, &local),
-                    };
-                    checked.map_err(FetchFailure::message)
-                })
+            match File::open(&file.local) {
+                Err(e) => Err(format!("{}: {e}", file.local.display())),
+                Ok(local) => match sums.get(&file.partial) {
+                    Some(theirs) => self.compare_with(&file.partial, &local, theirs),
+                    None => self.verify(&file.partial, &local),
+                }
+                .map_err(FetchFailure::message),
+            }
         };
         if let Err(message) = verified {
             match self.client.remove(bytes(&file.partial)) {
