@@ -19,7 +19,8 @@ use crate::names::shown_path;
 pub enum Verification {
     /// The remote `b3sum` agreed with the local copy's blake3.
     RemoteBlake3,
-    /// The remote `sha256sum` agreed with the local copy's SHA-256.
+    /// The host's SHA-256 (by `openssl dgst -sha256`, else `sha256sum`) agreed with the local
+    /// copy's.
     RemoteSha256,
     /// No checksum tool on the host: size and mtime were unchanged across the copy.
     SizeAndMtime,
@@ -35,48 +36,65 @@ impl Verification {
         }
     }
 
-    /// The host's tool behind this check (`None`: size and mtime only).
-    pub(super) fn tool(self) -> Option<&'static str> {
-        match self {
-            Verification::RemoteBlake3 => Some("b3sum"),
-            Verification::RemoteSha256 => Some("sha256sum"),
-            Verification::SizeAndMtime => None,
-        }
-    }
-
     /// The hash the host's tool would print for the content of `file` (lowercase hex), read
     /// through a map released as it goes; `Ok(None)` without a tool. An error when the file
     /// changed while it was read: the hash would not be of any one version of it.
     pub(super) fn hash_local(self, file: &File) -> io::Result<Option<String>> {
-        if self == Verification::SizeAndMtime {
+        let Some(mut hasher) = LocalHasher::new(self) else {
             return Ok(None);
-        }
+        };
         let map = MappedFile::from_file(file)?;
-        let mut blake3 = blake3::Hasher::new();
-        let mut sha256 = sha2::Sha256::new();
         let mut at = 0;
         while at < map.len() {
             let end = (at + RELEASE_EVERY).min(map.len());
-            match self {
-                Verification::RemoteBlake3 => {
-                    blake3.update(&map[at..end]);
-                }
-                _ => sha256.update(&map[at..end]),
-            }
+            hasher.update(&map[at..end]);
             map.release(at..end);
             at = end;
         }
         if map.changed() {
             return Err(io::Error::other("the file changed while it was hashed"));
         }
-        Ok(Some(match self {
-            Verification::RemoteBlake3 => blake3.finalize().to_hex().to_string(),
-            _ => sha256
+        Ok(Some(hasher.finish()))
+    }
+}
+
+/// The hash of a local copy, of the kind the host's tool prints, computed as its bytes are
+/// written (a download hashes what it writes, in order) or read back.
+#[derive(Clone)]
+pub(super) enum LocalHasher {
+    Blake3(Box<blake3::Hasher>),
+    Sha256(sha2::Sha256),
+}
+
+impl LocalHasher {
+    /// The hasher for `check` (`None`: size and mtime only).
+    pub(super) fn new(check: Verification) -> Option<LocalHasher> {
+        match check {
+            Verification::RemoteBlake3 => Some(LocalHasher::Blake3(Box::default())),
+            Verification::RemoteSha256 => Some(LocalHasher::Sha256(sha2::Sha256::new())),
+            Verification::SizeAndMtime => None,
+        }
+    }
+
+    pub(super) fn update(&mut self, data: &[u8]) {
+        match self {
+            LocalHasher::Blake3(hasher) => {
+                hasher.update(data);
+            }
+            LocalHasher::Sha256(hasher) => hasher.update(data),
+        }
+    }
+
+    /// Lowercase hex, as the tools print it.
+    pub(super) fn finish(self) -> String {
+        match self {
+            LocalHasher::Blake3(hasher) => hasher.finalize().to_hex().to_string(),
+            LocalHasher::Sha256(hasher) => hasher
                 .finalize()
                 .iter()
                 .map(|b| format!("{b:02x}"))
                 .collect(),
-        }))
+        }
     }
 }
 
@@ -99,35 +117,42 @@ impl SftpSource {
 
     /// Compares the local copy with the host tool's hash of `remote`, asked for this one file.
     pub(super) fn verify(&mut self, remote: &Path, local: &File) -> Result<(), FetchFailure> {
-        let Some(tool) = self.check.tool() else {
+        if self.check == Verification::SizeAndMtime {
             return Ok(());
-        };
+        }
         let sums = self.remote_sums(&[remote]);
         let Some(theirs) = sums.get(remote) else {
             return Err(FetchFailure::Other(format!(
-                "{}: running {tool} on the host gave no hash",
-                shown_path(remote)
+                "{}: running {} on the host gave no hash",
+                shown_path(remote),
+                self.hasher
             )));
         };
-        self.compare_with(remote, local, theirs)
+        self.compare_with(remote, local, None, theirs)
     }
 
-    /// Compares the local copy's hash with `theirs`, the host tool's hash of `remote`.
+    /// Compares the local copy's hash (`ours`, when it was computed as the copy was written;
+    /// else read back from `local`) with `theirs`, the host tool's hash of `remote`.
     pub(super) fn compare_with(
         &self,
         remote: &Path,
         local: &File,
+        ours: Option<&str>,
         theirs: &str,
     ) -> Result<(), FetchFailure> {
         let remote = shown_path(remote);
-        let Some(tool) = self.check.tool() else {
+        if self.check == Verification::SizeAndMtime {
             return Ok(());
+        }
+        let tool = self.hasher;
+        let ours = match ours {
+            Some(ours) => ours.to_owned(),
+            None => self
+                .check
+                .hash_local(local)
+                .map_err(|e| FetchFailure::Other(format!("{remote}: the local copy: {e}")))?
+                .unwrap_or_default(),
         };
-        let ours = self
-            .check
-            .hash_local(local)
-            .map_err(|e| FetchFailure::Other(format!("{remote}: the local copy: {e}")))?
-            .unwrap_or_default();
         if ours == theirs {
             Ok(())
         } else {

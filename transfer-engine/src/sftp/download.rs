@@ -8,7 +8,10 @@
 //! file needs no round trip of its own for its data: its first READ goes out with its FSTAT.
 //! Replies are matched by id, in whatever order they come; data is written at its offset in
 //! the partial copy. A short DATA is followed by a READ for the rest; an EOF before the size
-//! the first FSTAT gave shows as a file that changed. Nothing from the server is trusted: a
+//! the first FSTAT gave shows as a file that changed. While data comes in order (as OpenSSH's
+//! server sends it), a new file is hashed as it is written (the check then needs no second
+//! pass over it) and its writeback is started every [`WRITEBACK_EVERY`] bytes (so that
+//! publishing finds little left to flush). Nothing from the server is trusted: a
 //! DATA longer than asked or empty, or a reply to nothing asked, ends the session; data
 //! beyond the caller's limit fails that file.
 
@@ -18,6 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use super::checksum::LocalHasher;
 use super::client::{SftpClient, SftpError};
 use super::wire::{open_flags, status, Attrs, Reply, Request};
 use super::FetchFailure;
@@ -27,6 +31,8 @@ use crate::names::shown_path;
 pub(super) const MAX_OPEN_FILES: usize = 32;
 /// READs in flight at once, over all files (OpenSSH's client keeps 64).
 pub(super) const MAX_READS: usize = 64;
+/// Bytes written in order between two writeback requests (as [`crate::fs::WritebackWriter`]).
+const WRITEBACK_EVERY: u64 = crate::fs::WritebackWriter::<&File>::INTERVAL;
 
 /// One file to download into its partial copy.
 pub(super) struct Job<'a> {
@@ -38,10 +44,12 @@ pub(super) struct Job<'a> {
     pub start: u64,
     /// No byte at or beyond this offset is written (the size the caller was told).
     pub limit: u64,
+    /// Hashes the file as it is written, when it is written from its start in order.
+    pub hasher: Option<LocalHasher>,
 }
 
 /// What downloading one file did.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Fetched {
     /// The attributes the file had when it was opened (and still had at the end).
     pub before: Attrs,
@@ -49,6 +57,8 @@ pub(super) struct Fetched {
     pub copied: u64,
     /// Bytes read over SFTP.
     pub received: u64,
+    /// The hash of the copy, when it was written from its start in order.
+    pub hash: Option<String>,
 }
 
 /// What a request in flight was for.
@@ -77,6 +87,12 @@ struct Active {
     eof_at: Option<u64>,
     received: u64,
     after: Option<Attrs>,
+    /// Bytes written in order from the start (or from where the download resumed).
+    in_order: u64,
+    /// Writeback was started up to here.
+    flushed: u64,
+    /// Hashes the bytes written in order from offset 0; dropped at the first byte out of order.
+    hasher: Option<LocalHasher>,
     /// Requests of this file in flight.
     pending: usize,
     reads: usize,
@@ -148,6 +164,13 @@ pub(super) fn download_many(
                 eof_at: None,
                 received: 0,
                 after: None,
+                in_order: job.start,
+                flushed: job.start,
+                hasher: if job.start == 0 {
+                    job.hasher.clone()
+                } else {
+                    None
+                },
                 pending: 1,
                 reads: 0,
                 failure: None,
@@ -298,6 +321,8 @@ pub(super) fn download_many(
                     }
                     file.start = 0;
                     file.next = 0;
+                    file.in_order = 0;
+                    file.flushed = 0;
                 }
             }
             (Tag::Before, Got::Status { code, message, .. }) => {
@@ -332,6 +357,18 @@ pub(super) fn download_many(
                 }
                 let n = data.len();
                 file.received += n as u64;
+                if offset == file.in_order {
+                    file.in_order = end;
+                    if let Some(hasher) = file.hasher.as_mut() {
+                        hasher.update(data);
+                    }
+                    if file.in_order - file.flushed >= WRITEBACK_EVERY {
+                        start_writeback(job.file, file.flushed, file.in_order);
+                        file.flushed = file.in_order;
+                    }
+                } else {
+                    file.hasher = None;
+                }
                 if n < len as usize {
                     file.again.push_back((end, len - n as u32));
                 }
@@ -426,6 +463,20 @@ impl Got<'_> {
     }
 }
 
+/// Starts writeback of `file[from..to]` without waiting (a hint: failure changes nothing).
+fn start_writeback(file: &File, from: u64, to: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an open descriptor; it reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            from as libc::off64_t,
+            (to - from) as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 fn status_error(code: u32, message: &[u8]) -> SftpError {
     SftpError::Status {
         code,
@@ -453,9 +504,14 @@ fn finish(job: &Job<'_>, file: Active) -> Result<Fetched, FetchFailure> {
             "{remote} changed while it was copied"
         )));
     }
+    let hash = match file.hasher {
+        Some(hasher) if file.in_order == copied => Some(hasher.finish()),
+        _ => None,
+    };
     Ok(Fetched {
         before,
         copied,
         received: file.received,
+        hash,
     })
 }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use rustix::fs::{openat, unlinkat, AtFlags, Mode, OFlags};
 
+use super::checksum::LocalHasher;
 use super::download::{download_many, Fetched, Job};
 use super::sums::{Pending, RemoteSums};
 use super::{FetchFailure, SftpSource, Verification};
@@ -74,7 +75,7 @@ impl SftpSource {
         let sums = self.submit_sums(&[file.remote]);
         let mut downloaded = self.download(std::slice::from_ref(file));
         let downloaded = downloaded.pop().expect("one result for one file")?;
-        self.compare(file.remote, &downloaded.file, &sums.wait())?;
+        self.compare(file.remote, &downloaded, &sums.wait())?;
         self.publish(file, downloaded).map_err(FetchFailure::Other)
     }
 
@@ -161,8 +162,8 @@ impl SftpSource {
         for ((number, batch), job) in batches.iter().enumerate().zip(pending) {
             let start = number * BATCH_FILES;
             let mut publishing = Publishing::default();
-            let needs_sums_first =
-                self.check.tool().is_some() && batch.iter().any(|file| file.link_basis.is_some());
+            let needs_sums_first = self.check != Verification::SizeAndMtime
+                && batch.iter().any(|file| file.link_basis.is_some());
             let (mut sums, mut job) = if needs_sums_first {
                 (job.wait(), None)
             } else {
@@ -197,7 +198,7 @@ impl SftpSource {
                         Err(message)
                     }
                     Err(FetchFailure::Other(message)) => Err(message),
-                    Ok(downloaded) => match self.compare(file.remote, &downloaded.file, &sums) {
+                    Ok(downloaded) => match self.compare(file.remote, &downloaded, &sums) {
                         Ok(()) => match self.ready(file, downloaded) {
                             Ok((temp, fetched)) => {
                                 publishing.push(start + offset, file.remote, temp, fetched, done);
@@ -223,7 +224,7 @@ impl SftpSource {
     /// their [`link_basis`](SftpFile::link_basis); what was decided for each file.
     fn link_identical(&self, batch: &[SftpFile<'_>], sums: &RemoteSums) -> Vec<Linking> {
         let mut results: Vec<Linking> = (0..batch.len()).map(|_| Linking::Copy).collect();
-        if self.check.tool().is_none() {
+        if self.check == Verification::SizeAndMtime {
             return results;
         }
         // The basis is opened (never through a symlink) and must have the size the caller
@@ -280,12 +281,14 @@ impl SftpSource {
     fn compare(
         &mut self,
         remote: &Path,
-        local: &File,
+        downloaded: &Downloaded,
         sums: &RemoteSums,
     ) -> Result<(), FetchFailure> {
         match sums.get(remote) {
-            Some(theirs) => self.compare_with(remote, local, theirs),
-            None => self.verify(remote, local),
+            Some(theirs) => {
+                self.compare_with(remote, &downloaded.file, downloaded.hash.as_deref(), theirs)
+            }
+            None => self.verify(remote, &downloaded.file),
         }
     }
 
@@ -313,6 +316,7 @@ impl SftpSource {
                 }
             }
         }
+        let check = self.check;
         let jobs: Vec<Job<'_>> = opened
             .iter()
             .map(|(index, _, local, start)| Job {
@@ -320,6 +324,7 @@ impl SftpSource {
                 file: local,
                 start: *start,
                 limit: files[*index].max_len.unwrap_or(u64::MAX),
+                hasher: LocalHasher::new(check),
             })
             .collect();
         let mut fetched: Vec<Option<Result<Fetched, FetchFailure>>> =
@@ -355,6 +360,7 @@ impl SftpSource {
                 received: fetched.received,
                 mode: fetched.before.permissions.unwrap_or(0o644),
                 mtime: i64::from(fetched.before.mtime().unwrap_or(0)),
+                hash: fetched.hash,
             }));
         }
         results
@@ -374,6 +380,8 @@ struct Downloaded {
     received: u64,
     mode: u32,
     mtime: i64,
+    /// The hash of the copy, computed as it was written.
+    hash: Option<String>,
 }
 
 /// Opens (creating it, mode 0600) the partial copy of `file` for writing at offsets, in the

@@ -59,6 +59,8 @@ pub struct SftpSource {
     /// The end of the transport's stream (ssh's exit status), waited for on close.
     exit: Option<ExitWaiter>,
     check: Verification,
+    /// The host's program behind `check`, as messages name it.
+    hasher: &'static str,
     /// Called with the size of every read of file data (a caller's rate limit).
     read_hook: Option<Box<dyn FnMut(usize) + Send>>,
     /// The permission bits published files may get from the remote mode.
@@ -119,14 +121,13 @@ impl SftpSource {
         mut sums: Option<sums::Sums>,
         exit: Option<ExitWaiter>,
     ) -> SftpSource {
-        let check = sums
-            .as_mut()
-            .map_or(Verification::SizeAndMtime, sums::Sums::find_tool);
+        let tool = sums.as_mut().and_then(sums::Sums::find_tool);
         SftpSource {
             client,
             sums,
             exit,
-            check,
+            check: tool.map_or(Verification::SizeAndMtime, |tool| tool.verification),
+            hasher: tool.map_or("", |tool| tool.name),
             read_hook: None,
             mode_mask: 0o7777,
         }

@@ -281,7 +281,7 @@ impl SftpSource {
             match File::open(&file.local) {
                 Err(e) => Err(format!("{}: {e}", file.local.display())),
                 Ok(local) => match sums.get(&file.partial) {
-                    Some(theirs) => self.compare_with(&file.partial, &local, theirs),
+                    Some(theirs) => self.compare_with(&file.partial, &local, None, theirs),
                     None => self.verify(&file.partial, &local),
                 }
                 .map_err(FetchFailure::message),
