@@ -522,3 +522,192 @@ fn relative_path_properties(bytes: &[u8], path: &RelativePath) {
         .components()
         .all(|component| matches!(component, Component::Normal(_))));
 }
+
+/// `sftp_reply_decode`: `data` is what an SFTP server sent. Decodes it packet by packet, then
+/// runs a whole SFTP session against it.
+pub fn sftp_reply_decode(data: &[u8]) {
+    sftp_packets(data);
+    sftp_session(data);
+}
+
+/// Reads SFTP packets until the end or an error. Properties: framing consumes exactly the
+/// packets read, none beyond the packet limit; a decoded reply stays within its packet and
+/// its limits (handles, names, extensions); a listed name that passes the check is one path
+/// component.
+pub fn sftp_packets(data: &[u8]) {
+    use transfer_engine::sftp::wire::{
+        check_listed_name, decode_reply, read_frame, Reply, MAX_EXTENSIONS, MAX_HANDLE, MAX_NAME,
+        MAX_PACKET,
+    };
+    let mut reader = data;
+    let mut packet = Vec::new();
+    let mut consumed = 0;
+    while read_frame(&mut reader, &mut packet).is_ok() {
+        consumed += 4 + packet.len();
+        assert_eq!(data.len() - reader.len(), consumed);
+        assert!(!packet.is_empty() && packet.len() <= MAX_PACKET);
+        let Ok(reply) = decode_reply(&packet) else {
+            continue;
+        };
+        match reply {
+            Reply::Version { extensions, .. } => {
+                assert!(extensions.len() <= MAX_EXTENSIONS);
+                for (name, value) in extensions {
+                    assert!(name.len() <= MAX_NAME && value.len() <= MAX_NAME);
+                }
+            }
+            Reply::Handle { handle, .. } => assert!(handle.len() <= MAX_HANDLE),
+            Reply::Data { data, .. } => assert!(data.len() + 9 <= packet.len()),
+            Reply::Name { entries, .. } => {
+                assert!(entries.len() * 12 + 9 <= packet.len());
+                for entry in entries {
+                    assert!(entry.name.len() <= MAX_NAME);
+                    if check_listed_name(entry.name).is_ok() {
+                        assert!(!entry.name.is_empty());
+                        assert!(!entry.name.contains(&b'/') && !entry.name.contains(&0));
+                    }
+                }
+            }
+            Reply::Status { message, .. } => assert!(message.len() < packet.len()),
+            Reply::Attrs { .. } | Reply::ExtendedReply { .. } => {}
+        }
+    }
+}
+
+/// The files that may be in the SFTP session's directory: its inputs, the fetched files and
+/// their partial copies.
+const SFTP_SESSION_FILES: [&str; 8] = [
+    "basis",
+    "push-source",
+    "a",
+    "b",
+    "c",
+    ".a.barsync-partial",
+    ".b.barsync-partial",
+    ".c.barsync-partial",
+];
+
+/// The SFTP session of [`run_sftp_session`] against server bytes `data`.
+pub fn sftp_session(data: &[u8]) {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch_dir("sftp"));
+    run_sftp_session(
+        Box::new(io::Cursor::new(data.to_vec())),
+        Box::new(io::sink()),
+        dir,
+        Path::new("/srv/fuzz"),
+    );
+}
+
+/// Runs an SFTP session over `input`/`output` (no shell on the host: files are checked by size
+/// and mtime), with the local files in `dir` (reset first) and the remote files under
+/// `remote_root`: a recursive listing, three fetches (new, resumed from a partial copy, with a
+/// basis to link), a push of four items. Used with a real `sftp-server` to make the seed corpus
+/// (`examples/sftp_seeds.rs`). Properties: listed entries are valid; every fetch and push
+/// reports each of its files once; a fetched file exists with the reported length, within the
+/// limit; no file is left but the expected ones. Returns how many of the seven requests
+/// succeeded.
+pub fn run_sftp_session(
+    input: Box<dyn Read + Send>,
+    output: Box<dyn Write + Send>,
+    dir: &Path,
+    remote_root: &Path,
+) -> usize {
+    use transfer_engine::confine::Destination;
+    use transfer_engine::sftp::{SftpFile, SftpSource};
+    let work = dir.join("w");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("creating the work directory");
+    std::fs::write(work.join("basis"), session_basis()).expect("writing the basis");
+    std::fs::write(work.join("push-source"), session_push_source()).expect("writing");
+    // A partial copy to resume from.
+    std::fs::write(work.join(".b.barsync-partial"), &session_basis()[..3000]).expect("writing");
+
+    let Ok(mut source) = SftpSource::over_stream(input, output, "fuzz-peer".into(), None) else {
+        return 0;
+    };
+    if let Ok(entries) = source.list(remote_root, true) {
+        for entry in entries {
+            relative_path_properties(entry.path.as_bytes(), &entry.path);
+            assert!(entry.mode <= 0o7777);
+            assert_eq!(entry.target.is_some(), entry.kind == EntryKind::Symlink);
+        }
+    }
+    let remotes = [
+        remote_root.join("new.bin"),
+        remote_root.join("changed.bin"),
+        remote_root.join("same.bin"),
+    ];
+    let destinations: Vec<Destination> = ["a", "b", "c"]
+        .iter()
+        .map(|name| Destination::trusted(&work.join(name)).expect("a destination"))
+        .collect();
+    let partials: Vec<std::ffi::OsString> = ["a", "b", "c"]
+        .iter()
+        .map(|name| format!(".{name}.barsync-partial").into())
+        .collect();
+    let basis = work.join("basis");
+    let files: Vec<SftpFile<'_>> = (0..3)
+        .map(|i| SftpFile {
+            remote: &remotes[i],
+            destination: &destinations[i],
+            partial: &partials[i],
+            max_len: Some(SESSION_MAX_LEN),
+            link_basis: (i == 2).then_some(basis.as_path()),
+        })
+        .collect();
+    let mut reported = [0usize; 3];
+    let mut fetched = 0;
+    source.fetch_many(&files, &mut |index, result| {
+        reported[index] += 1;
+        if let Ok(report) = result {
+            fetched += 1;
+            assert!(report.len <= SESSION_MAX_LEN);
+            let written = std::fs::metadata(destinations[index].path()).expect("fetched file");
+            assert_eq!(written.len(), report.len);
+        }
+    });
+    assert_eq!(reported, [1, 1, 1], "each file reported once");
+    check_only(&work, &SFTP_SESSION_FILES);
+
+    let items = [
+        PushItem::Directory {
+            remote_path: remote_root.join("pushed-dir"),
+            mode: 0o750,
+        },
+        PushItem::File {
+            local: work.join("push-source"),
+            remote_path: remote_root.join("pushed.bin"),
+        },
+        PushItem::Symlink {
+            remote_path: remote_root.join("pushed-link"),
+            target: "pushed.bin".into(),
+        },
+        PushItem::Remove {
+            remote_path: remote_root.join("old.bin"),
+        },
+    ];
+    let Ok(outcomes) = source.apply_items(&items, &mut |_| {}) else {
+        return fetched;
+    };
+    let mut seen = [0usize; 4];
+    for outcome in &outcomes {
+        seen[outcome.index] += 1;
+        assert_eq!(outcome.remote_path, items[outcome.index].remote_path());
+    }
+    assert_eq!(seen, [1, 1, 1, 1], "each item reported once");
+    let _ = source.close();
+    fetched + outcomes.iter().filter(|o| o.result.is_ok()).count()
+}
+
+/// Fails when `work` holds a file not named in `allowed`.
+fn check_only(work: &Path, allowed: &[&str]) {
+    for entry in std::fs::read_dir(work).expect("listing the work directory") {
+        let name = entry.expect("directory entry").file_name();
+        let name = name.to_string_lossy();
+        assert!(
+            allowed.contains(&name.as_ref()),
+            "file {name:?} left in the session directory"
+        );
+    }
+}

@@ -84,6 +84,11 @@ fn frame_decode_corpus() {
 }
 
 #[test]
+fn sftp_reply_decode_corpus() {
+    replay("sftp_reply_decode", engine_checks::sftp_reply_decode);
+}
+
+#[test]
 fn ssh_command_parse_corpus() {
     replay("ssh_command_parse", engine_checks::ssh_command_parse);
 }
