@@ -271,6 +271,59 @@ fn sftp_when_the_primary_has_no_barsync() {
     assert_eq!(names.len(), 9);
 }
 
+/// `primary_ssh_command` names a Host alias of its own ssh_config (`-F`), reached only through
+/// `ProxyJump`: the SFTP fallback goes through that ssh command (`-s … sftp`), as sync-info
+/// does, so the primary without barsync is synced. (Before, SFTP went through libssh2, which
+/// refused: "option `proxyjump jump` is not supported by the in-process transport".)
+#[test]
+fn sftp_goes_through_the_primary_ssh_command_with_its_proxyjump() {
+    let primary = fixture_primary();
+    let rig = PassiveRig::new(
+        &primary.path().join("primary.conf"),
+        &RigOptions {
+            barsync_on_primary: false,
+            ..RigOptions::default()
+        },
+    );
+    let sshd = &rig.sshd;
+    let common = format!(
+        "  HostName 127.0.0.1\n  Port {}\n  User {}\n  IdentityFile {}\n  IdentitiesOnly yes\n  \
+         UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  \
+         BatchMode yes\n",
+        sshd.port(),
+        sshd.user(),
+        sshd.client_key().display(),
+        sshd.known_hosts().display()
+    );
+    let config = rig.directory.path().join("ssh_config");
+    fs::write(
+        &config,
+        format!("Host jump\n{common}\nHost primary-alias\n{common}  ProxyJump jump\n"),
+    )
+    .unwrap();
+    rig.set_primary_ssh_command(&format!("ssh -F {} primary-alias", config.display()));
+    let cron = rig.barsync(&["cron"]);
+    assert!(cron.status.success(), "{}", describe(&cron));
+    assert!(
+        stdout(&cron).contains("SFTP, remote"),
+        "{}",
+        describe(&cron)
+    );
+    let list = rig.barman(&["list-backups", "pg"]);
+    assert_eq!(
+        stdout(&list).matches("WAL Size").count(),
+        2,
+        "{}",
+        describe(&list)
+    );
+    let log = sshd.log();
+    assert!(log.contains("Starting session: subsystem 'sftp'"), "{log}");
+    // Every session came through the jump: one more login per session.
+    let logins = log.matches("Accepted publickey").count();
+    let sessions = log.matches("Starting session:").count();
+    assert_eq!(logins, 2 * sessions, "{log}");
+}
+
 #[test]
 fn reuse_backup_link_shares_identical_files_between_backups() {
     let primary = fixture_primary();
