@@ -387,3 +387,34 @@ fn a_hostile_sftp_server_gets_a_clear_error_and_nothing_is_written_outside() {
         "written: {left:?}"
     );
 }
+
+/// Where no ssh program exists, libssh2 carries the SFTP session (its `sftp` subsystem) and the
+/// checksum tool's shell, as it carries the exec session (`--transport auto`).
+#[test]
+fn without_an_ssh_program_libssh2_carries_the_sftp_fallback() {
+    let sshd = TestSshd::start().expect("sshd");
+    let work = tempfile::tempdir().unwrap();
+    let command = sshd.ssh_command();
+    let (rsh, host) = command.rsplit_once(' ').unwrap();
+    // The same options, for a program that does not exist: only libssh2 can honour them.
+    let rsh = rsh.replacen("ssh ", "/nonexistent/bin/ssh ", 1);
+    let remote = work.path().join("remote");
+    fs::create_dir_all(remote.join("tree")).unwrap();
+    let data = barsync_tests::noise::incompressible(1_500_000, 4);
+    fs::write(remote.join("tree/file"), &data).unwrap();
+    let pulled = work.path().join("pulled");
+    let out = copy_without_barsync(
+        &rsh,
+        &format!("{host}:{}/tree/", remote.display()),
+        &pulled.display().to_string(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("verified by SFTP, remote"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(fs::read(pulled.join("file")).unwrap(), data);
+    let log = sshd.log();
+    assert!(log.contains("Starting session: subsystem 'sftp'"), "{log}");
+}
