@@ -11,11 +11,11 @@ use barsync_benches::harness::{self, LinkShape, Options, RemoteHost, Workload};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Workloads to run, comma-separated (W1..W9)
+    /// Workloads to run, comma-separated (W1..W10)
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9"
+        default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9,W10"
     )]
     workloads: Vec<String>,
     /// Size of the W1/W2 file and of the W8 segment, MiB

@@ -88,7 +88,7 @@ enum Command {
     /// Sync every passive server: sync-info, all missing backups, WALs (as `barman cron`)
     #[command(after_help = passive::CRON_HELP)]
     Cron(passive::CronArgs),
-    /// barsync against rsync and Barman's passive sync, side by side (workloads W1 to W8)
+    /// barsync against rsync and Barman's passive sync, side by side (workloads W1 to W10)
     #[cfg_attr(not(feature = "bench"), command(hide = true))]
     Bench(bench::Args),
     /// Ship each new WAL to this passive node as soon as the primary archives it (long-running)

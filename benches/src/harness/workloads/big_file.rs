@@ -154,7 +154,7 @@ impl<'a> Context<'a> {
         )
     }
 
-    fn ensure_w1(&mut self) -> Result<()> {
+    pub(super) fn ensure_w1(&mut self) -> Result<()> {
         let v1 = self.ensure_v1()?;
         let source = self.source_path("w1");
         if !source.join("big").exists() {

@@ -143,7 +143,7 @@ fn thread_cpu_seconds() -> f64 {
 }
 
 /// `word` quoted for `sh` when it needs to be.
-fn shell_word(word: &str) -> String {
+pub(super) fn shell_word(word: &str) -> String {
     if !word.is_empty()
         && word
             .chars()
@@ -155,7 +155,7 @@ fn shell_word(word: &str) -> String {
     }
 }
 
-fn shell_words(words: &[String]) -> String {
+pub(super) fn shell_words(words: &[String]) -> String {
     words
         .iter()
         .map(|word| shell_word(word))

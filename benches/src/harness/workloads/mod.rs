@@ -10,6 +10,7 @@
 //! - `shaped`: W6, W2 and W3 through the shaping proxy;
 //! - `passive`: W4 and W7, barsync against Barman's own passive commands;
 //! - `split`: W8, a backup's one big relation segment, split into parts or not;
+//! - `sftp`: W10, W1's file and W5's files through the SFTP fallback;
 //! - `primary`: the PostgreSQL 15 + Barman primary shared by W3, W4 and W7;
 //! - `measure`: the alternating barsync/anchor runs of one case;
 //! - `floors`: the machine's floors measured beside W1 and W2 (one ssh stream, a local rebuild).
@@ -25,6 +26,7 @@
 //! | W7 | a cold passive of a Barman primary with two backups and archived WALs | one `cron` | `barman sync-info --primary`, `sync-backup` per backup, `sync-wals` |
 //! | W8 | the second of two backups of the fixture primary (no PostgreSQL) whose largest file is a `size_mib` relation segment, the W1 file in the first and the W2 file (1% rewritten) in the second; the first already on the passive (`reuse_backup = link`) | `sync-backup -j 2` (default part size, 64M: split), `sync-backup -j 2 --part-size 0` | `barman sync-backup` |
 //! | W9 | W7 through the shaping proxy (the `--rtt-ms`/`--mbit` link, default 40 ms RTT, 100 Mbit/s) in front of the primary's sshd | one `cron` | as W7 |
+//! | W10 | W1's file and W5's files, no barsync on the far side | `copy`, `copy -r` falling back to SFTP | OpenSSH's `sftp` (`get`, `get -r`), `rsync -a` |
 //!
 //! W4, W7, W8 and W9 always use a local Barman primary (W4, W7: PostgreSQL + Barman; W8: the
 //! sample primary of `barsync_sync::fixture::sample`) behind its own loopback sshd
@@ -50,6 +52,7 @@ mod floors;
 mod measure;
 mod passive;
 mod primary;
+mod sftp;
 mod shaped;
 mod small_files;
 mod split;
@@ -73,10 +76,11 @@ pub enum Workload {
     W7,
     W8,
     W9,
+    W10,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::W1,
         Workload::W2,
         Workload::W3,
@@ -86,6 +90,7 @@ impl Workload {
         Workload::W7,
         Workload::W8,
         Workload::W9,
+        Workload::W10,
     ];
 
     pub fn id(self) -> &'static str {
@@ -99,6 +104,7 @@ impl Workload {
             Workload::W7 => "W7",
             Workload::W8 => "W8",
             Workload::W9 => "W9",
+            Workload::W10 => "W10",
         }
     }
 
@@ -113,6 +119,7 @@ impl Workload {
             Workload::W7 => "cold Barman passive of a real primary",
             Workload::W8 => "one big relation segment changed 1%, split files or not",
             Workload::W9 => "W7 through the shaped link (default 40 ms RTT, 100 Mbit/s)",
+            Workload::W10 => "the SFTP fallback: W1's file and W5's files",
         }
     }
 }
@@ -123,7 +130,7 @@ impl FromStr for Workload {
         Workload::ALL
             .into_iter()
             .find(|w| w.id().eq_ignore_ascii_case(text.trim()))
-            .ok_or_else(|| HarnessError::Invalid(format!("unknown workload {text:?} (W1..W9)")))
+            .ok_or_else(|| HarnessError::Invalid(format!("unknown workload {text:?} (W1..W10)")))
     }
 }
 
@@ -287,6 +294,7 @@ impl<'a> Context<'a> {
             Workload::W7 => self.w7(),
             Workload::W8 => self.w8(),
             Workload::W9 => self.w9(),
+            Workload::W10 => self.w10(),
         }
     }
 
@@ -403,6 +411,7 @@ mod tests {
     fn workloads_parse_by_id() {
         assert_eq!("w3".parse::<Workload>().unwrap(), Workload::W3);
         assert_eq!("W8".parse::<Workload>().unwrap(), Workload::W8);
-        assert!("W10".parse::<Workload>().is_err());
+        assert_eq!("W10".parse::<Workload>().unwrap(), Workload::W10);
+        assert!("W11".parse::<Workload>().is_err());
     }
 }

@@ -52,7 +52,7 @@ impl<'a> Context<'a> {
         Ok(Outcome::Rows(vec![initial, resync]))
     }
 
-    fn ensure_w5(&mut self) -> Result<()> {
+    pub(super) fn ensure_w5(&mut self) -> Result<()> {
         let pristine = self.work.join("gen/w5");
         if pristine.exists() {
             return Ok(());
