@@ -3,8 +3,8 @@
 //! lives in `transfer-engine`.
 //!
 //! # Public API
-//! - [`Transport`] opens a remote command (for example `barsync serve --root /x`) and hands back a
-//!   [`RemoteStream`]: a duplex byte stream (the command's stdin and stdout) that can be used as
+//! - [`Transport`] opens a remote command (for example `barsync serve --root /x`), or an SSH
+//!   subsystem ([`Transport::open_subsystem`]: `sftp`), and hands back a [`RemoteStream`]: a duplex byte stream (the command's stdin and stdout) that can be used as
 //!   one `Read + Write` object or split into a [`StreamReader`], a [`StreamWriter`] and an
 //!   [`ExitWaiter`] for use from different threads. Closing the writer sends EOF to the command;
 //!   the exit waiter gives the command's [`RemoteExit`] (status and the tail of its stderr).
