@@ -418,3 +418,79 @@ fn without_an_ssh_program_libssh2_carries_the_sftp_fallback() {
     let log = sshd.log();
     assert!(log.contains("Starting session: subsystem 'sftp'"), "{log}");
 }
+
+/// The connection cut in the middle of an SFTP download (every sshd session killed): the copy
+/// fails cleanly (exit 1, nothing published), the received part is kept, and the next run
+/// resumes from it.
+#[test]
+fn an_sftp_download_cut_mid_transfer_fails_cleanly_and_the_next_run_resumes() {
+    let sshd = TestSshd::start().expect("sshd");
+    let work = tempfile::tempdir().unwrap();
+    let data = barsync_tests::noise::incompressible(300_000_000, 0x5EED);
+    fs::write(work.path().join("big"), &data).unwrap();
+    let command = sshd.ssh_command();
+    let (rsh, host) = command.rsplit_once(' ').unwrap();
+    let local = work.path().join("local");
+    fs::create_dir_all(&local).unwrap();
+    let copy = || {
+        let mut command = Command::new(binaries::barsync());
+        command.args([
+            "copy",
+            "-e",
+            rsh,
+            "--remote-barsync",
+            "/nonexistent/barsync",
+            &format!("{host}:{}/big", work.path().display()),
+            &local.join("big").display().to_string(),
+        ]);
+        command
+    };
+    let partial = local.join(".big.barsync-partial");
+    let kept = || fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    let mut child = copy()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while kept() < 30_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download did not start"
+        );
+        if child.try_wait().unwrap().is_some() {
+            panic!("the copy finished before it could be cut; make the file larger");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    sshd.kill_sessions().unwrap();
+    let cut = child.wait_with_output().unwrap();
+    assert_eq!(cut.status.code(), Some(1), "{}", text(&cut));
+    assert!(
+        !local.join("big").exists(),
+        "nothing incomplete is published"
+    );
+    let kept = kept();
+    assert!(
+        kept >= 30_000_000,
+        "the received part is kept ({kept} bytes)"
+    );
+
+    let resumed = copy().output().unwrap();
+    assert!(resumed.status.success(), "{}", text(&resumed));
+    assert!(
+        fs::read(local.join("big")).unwrap() == data,
+        "resumed copy is exact"
+    );
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    let received_mib: f64 = stdout
+        .split(" MiB received")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        received_mib * 1048576.0 < (data.len() as u64 - kept + 1_000_000) as f64,
+        "{stdout} (kept {kept})"
+    );
+}

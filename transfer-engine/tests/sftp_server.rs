@@ -258,7 +258,10 @@ fn many_files_and_a_large_one_come_whole_with_many_reads_in_flight() {
         );
     }
     let most = counted.most_in_flight.load(Ordering::SeqCst);
-    assert!(most >= 32, "at most {most} requests in flight for small files");
+    assert!(
+        most >= 32,
+        "at most {most} requests in flight for small files"
+    );
     // Per small file: OPEN, FSTAT and READ together, then FSTAT and CLOSE; nothing more.
     let sent = counted.sent.load(Ordering::SeqCst) - sent_before;
     assert_eq!(sent, 5 * name_refs.len(), "{sent} requests");

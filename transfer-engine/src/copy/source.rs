@@ -214,6 +214,10 @@ impl PullSource for crate::sftp::SftpSource {
             progress(&outcome);
             outcomes.push(outcome);
         });
-        Ok(outcomes)
+        // A broken session is the caller's to replace (the files reported stay reported).
+        match self.session_error() {
+            Some(error) => Err(CopyError::Remote(error.to_string())),
+            None => Ok(outcomes),
+        }
     }
 }

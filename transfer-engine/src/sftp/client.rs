@@ -222,6 +222,11 @@ impl SftpClient {
         }
     }
 
+    /// The error that broke the session, if one did.
+    pub fn session_error(&self) -> Option<SftpError> {
+        self.check_usable().err()
+    }
+
     fn check_usable(&self) -> Result<(), SftpError> {
         match &*self.broken.borrow() {
             Some(reason) => Err(SftpError::Session {

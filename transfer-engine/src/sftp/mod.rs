@@ -146,9 +146,9 @@ impl SftpSource {
         self.client.peer()
     }
 
-    /// The SFTP session.
-    pub fn client(&mut self) -> &mut SftpClient {
-        &mut self.client
+    /// The error that broke the session, if one did (every later call fails with it).
+    pub fn session_error(&self) -> Option<SftpError> {
+        self.client.session_error()
     }
 
     /// Calls `hook` with the size of every read of file data, before the next read (a rate
