@@ -17,6 +17,7 @@ use transfer_engine::protocol::{EntryKind, PushItem};
 use transfer_engine::sftp::{
     RemoteShell, SftpFetch, SftpFile, SftpSource, ShellProcess, Verification,
 };
+use transfer_engine::{FileError, FileErrorKind};
 
 /// OpenSSH's sftp-server (Debian's path, or `$BARSYNC_TEST_SFTP_SERVER`).
 fn sftp_server() -> PathBuf {
@@ -184,7 +185,7 @@ fn fetch_all(
     remote: &Path,
     local: &Path,
     names: &[&[u8]],
-) -> Vec<Result<SftpFetch, String>> {
+) -> Vec<Result<SftpFetch, FileError>> {
     let remotes: Vec<PathBuf> = names
         .iter()
         .map(|name| remote.join(OsStr::from_bytes(name)))
@@ -206,7 +207,7 @@ fn fetch_all(
             link_basis: None,
         })
         .collect();
-    let mut results: Vec<Option<Result<SftpFetch, String>>> = vec![None; names.len()];
+    let mut results: Vec<Option<Result<SftpFetch, FileError>>> = vec![None; names.len()];
     source.fetch_many(&files, &mut |index, result| {
         assert!(results[index].is_none(), "{index} reported twice");
         results[index] = Some(result);
@@ -285,6 +286,13 @@ fn a_partial_copy_is_resumed_and_a_longer_one_restarted() {
     assert_eq!((a.len, a.received_bytes), (3 << 20, 2 << 20));
     let b = results[1].as_ref().unwrap();
     assert_eq!((b.len, b.received_bytes), (1000, 1000));
+    // A file gone since it was listed fails as missing, naming it; the session goes on.
+    let results = fetch_all(&mut source, remote.path(), local.path(), &[b"gone", b"a"]);
+    let gone = results[0].as_ref().unwrap_err();
+    assert_eq!(gone.kind, FileErrorKind::Missing, "{gone}");
+    assert_eq!(gone.remote, remote.path().join("gone"));
+    assert!(gone.detail.contains("gone: open"), "{gone}");
+    assert!(results[1].is_ok());
     assert_eq!(fs::read(local.path().join("a")).unwrap(), data);
     assert_eq!(fs::read(local.path().join("b")).unwrap(), &data[..1000]);
     assert!(!local.path().join(".a.barsync-partial").exists());

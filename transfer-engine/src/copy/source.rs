@@ -194,11 +194,7 @@ impl PullSource for crate::sftp::SftpSource {
                 index,
                 remote_path: requests[index].remote_path.clone(),
                 result: result
-                    // (the SFTP fallback's own failures are words only so far)
-                    .map_err(|detail| {
-                        FileError::new(FileErrorKind::Remote, detail)
-                            .for_file(&requests[index].remote_path)
-                    })
+                    .map_err(|error| error.for_file(&requests[index].remote_path))
                     .map(|fetched| crate::protocol::FetchReport {
                         len: fetched.len,
                         digest: None,

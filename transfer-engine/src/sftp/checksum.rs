@@ -11,6 +11,7 @@ use sha2::Digest;
 
 use super::sums::RemoteSums;
 use super::{FetchFailure, SftpSource};
+use crate::file_error::{FileError, FileErrorKind};
 use crate::fs::{MappedFile, RELEASE_EVERY};
 use crate::names::shown_path;
 
@@ -122,11 +123,14 @@ impl SftpSource {
         }
         let sums = self.remote_sums(&[remote]);
         let Some(theirs) = sums.get(remote) else {
-            return Err(FetchFailure::Other(format!(
-                "{}: running {} on the host gave no hash",
-                shown_path(remote),
-                self.hasher
-            )));
+            return Err(FetchFailure::other(
+                FileErrorKind::Remote,
+                format!(
+                    "{}: running {} on the host gave no hash",
+                    shown_path(remote),
+                    self.hasher
+                ),
+            ));
         };
         self.compare_with(remote, local, None, theirs)
     }
@@ -150,14 +154,15 @@ impl SftpSource {
             None => self
                 .check
                 .hash_local(local)
-                .map_err(|e| FetchFailure::Other(format!("{remote}: the local copy: {e}")))?
+                .map_err(|e| FetchFailure::local(&e, format!("{remote}: the local copy: {e}")))?
                 .unwrap_or_default(),
         };
         if ours == theirs {
             Ok(())
         } else {
-            Err(FetchFailure::Mismatch(format!(
-                "{remote}: {tool} on the host says {theirs}, the copy hashes to {ours}"
+            Err(FetchFailure::Mismatch(FileError::new(
+                FileErrorKind::Corrupt,
+                format!("{remote}: {tool} on the host says {theirs}, the copy hashes to {ours}"),
             )))
         }
     }

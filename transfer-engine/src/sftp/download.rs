@@ -25,6 +25,7 @@ use super::checksum::LocalHasher;
 use super::client::{SftpClient, SftpError};
 use super::wire::{open_flags, status, Attrs, Reply, Request};
 use super::FetchFailure;
+use crate::file_error::{FileError, FileErrorKind};
 use crate::names::shown_path;
 
 /// Files in progress at once (each holds a handle on the server).
@@ -263,8 +264,9 @@ pub(super) fn download_many(
         file.pending -= 1;
         let job = &jobs[file.job];
         let remote = || shown_path(job.remote);
-        let other = |what: &str, e: &dyn std::fmt::Display| {
-            FetchFailure::Other(format!("{}: {what}: {e}", remote()))
+        let refused = |what: &str, error: &SftpError| FetchFailure::sftp(job.remote, what, error);
+        let local = |what: &str, error: &std::io::Error| {
+            FetchFailure::local(error, format!("{}: {what}: {error}", remote()))
         };
         match (tag, reply) {
             (Tag::Open, Got::Handle { handle, .. }) => {
@@ -301,23 +303,25 @@ pub(super) fn download_many(
                 file.handle = Some(handle);
             }
             (Tag::Open, Got::Status { code, message, .. }) => {
-                let error = status_error(code, message);
-                file.fail(other("open", &error));
+                file.fail(refused("open", &status_error(code, message)));
             }
             (Tag::Before, Got::Attrs { attrs, .. }) => {
                 let len = attrs.size.unwrap_or(0);
                 file.before = Some(attrs);
                 file.len = Some(len);
                 if len > job.limit {
-                    file.fail(FetchFailure::Refused(format!(
-                        "{} has {len} bytes, more than the {} expected",
-                        remote(),
-                        job.limit
+                    file.fail(FetchFailure::Refused(FileError::new(
+                        FileErrorKind::Corrupt,
+                        format!(
+                            "{} has {len} bytes, more than the {} expected",
+                            remote(),
+                            job.limit
+                        ),
                     )));
                 } else if file.start > len {
                     // A partial copy longer than the file: start again.
                     if let Err(e) = job.file.set_len(0) {
-                        file.fail(other("partial copy", &e));
+                        file.fail(local("partial copy", &e));
                     }
                     file.start = 0;
                     file.next = 0;
@@ -326,8 +330,7 @@ pub(super) fn download_many(
                 }
             }
             (Tag::Before, Got::Status { code, message, .. }) => {
-                let error = status_error(code, message);
-                file.fail(other("stat", &error));
+                file.fail(refused("stat", &status_error(code, message)));
             }
             (Tag::Read { offset, len }, Got::Data { data, .. }) => {
                 file.reads -= 1;
@@ -344,15 +347,18 @@ pub(super) fn download_many(
                 }
                 let end = offset + data.len() as u64;
                 if end > job.limit {
-                    file.fail(FetchFailure::Refused(format!(
-                        "{} grew beyond the {} bytes expected while it was copied",
-                        remote(),
-                        job.limit
+                    file.fail(FetchFailure::Refused(FileError::new(
+                        FileErrorKind::Corrupt,
+                        format!(
+                            "{} grew beyond the {} bytes expected while it was copied",
+                            remote(),
+                            job.limit
+                        ),
                     )));
                     continue;
                 }
                 if let Err(e) = job.file.write_all_at(data, offset) {
-                    file.fail(other("writing the partial copy", &e));
+                    file.fail(local("writing the partial copy", &e));
                     continue;
                 }
                 let n = data.len();
@@ -380,14 +386,12 @@ pub(super) fn download_many(
                 if code == status::EOF {
                     file.eof_at = Some(file.eof_at.map_or(offset, |eof| eof.min(offset)));
                 } else {
-                    let error = status_error(code, message);
-                    file.fail(other("read", &error));
+                    file.fail(refused("read", &status_error(code, message)));
                 }
             }
             (Tag::After, Got::Attrs { attrs, .. }) => file.after = Some(attrs),
             (Tag::After, Got::Status { code, message, .. }) => {
-                let error = status_error(code, message);
-                file.fail(other("stat", &error));
+                file.fail(refused("stat", &status_error(code, message)));
             }
             // A failed CLOSE of a file opened for reading changes nothing that was read.
             (Tag::Close, Got::Status { .. }) => {}
@@ -492,16 +496,20 @@ fn finish(job: &Job<'_>, file: Active) -> Result<Fetched, FetchFailure> {
     }
     let remote = shown_path(job.remote);
     let (Some(before), Some(after)) = (file.before, file.after) else {
-        return Err(FetchFailure::Other(format!("{remote}: no attributes")));
+        return Err(FetchFailure::other(
+            FileErrorKind::Remote,
+            format!("{remote}: no attributes"),
+        ));
     };
     let copied = job
         .file
         .metadata()
-        .map_err(|e| FetchFailure::Other(format!("{remote}: partial copy: {e}")))?
+        .map_err(|e| FetchFailure::local(&e, format!("{remote}: partial copy: {e}")))?
         .len();
     if Some(copied) != after.size || after.mtime() != before.mtime() || after.size != before.size {
-        return Err(FetchFailure::Mismatch(format!(
-            "{remote} changed while it was copied"
+        return Err(FetchFailure::Mismatch(FileError::new(
+            FileErrorKind::SourceChanged,
+            format!("{remote} changed while it was copied"),
         )));
     }
     let hash = match file.hasher {

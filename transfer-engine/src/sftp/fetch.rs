@@ -18,6 +18,7 @@ use super::download::{download_many, Fetched, Job};
 use super::sums::{Pending, RemoteSums};
 use super::{FetchFailure, SftpSource, Verification};
 use crate::confine::Destination;
+use crate::file_error::{FileError, FileErrorKind};
 use crate::fs::{open_basis, PublishBatch, TempFile};
 use crate::names::shown_path;
 
@@ -57,7 +58,7 @@ impl SftpSource {
     /// Copies `remote` to `destination` through `partial` (resumed if it exists), verifies it,
     /// sets mode and mtime and publishes it. On a verification failure the partial copy is
     /// discarded and the file fetched once more from the start.
-    pub fn fetch(&mut self, file: &SftpFile<'_>) -> Result<SftpFetch, String> {
+    pub fn fetch(&mut self, file: &SftpFile<'_>) -> Result<SftpFetch, FileError> {
         let mut result = self.fetch_once(file);
         if let Err(FetchFailure::Mismatch(_)) = &result {
             remove_partial(file);
@@ -67,7 +68,7 @@ impl SftpSource {
             if let FetchFailure::Refused(_) = failure {
                 remove_partial(file);
             }
-            failure.message()
+            failure.into_error().for_file(file.remote)
         })
     }
 
@@ -80,10 +81,10 @@ impl SftpSource {
     }
 
     /// Publishes one verified file on its own (its data and its directory fsynced).
-    fn publish(&self, file: &SftpFile<'_>, downloaded: Downloaded) -> Result<SftpFetch, String> {
+    fn publish(&self, file: &SftpFile<'_>, downloaded: Downloaded) -> Result<SftpFetch, FileError> {
         let (temp, fetched) = self.ready(file, downloaded)?;
         temp.publish()
-            .map_err(|e| format!("{}: publishing: {e}", shown_path(file.remote)))?;
+            .map_err(|e| publishing_error(file.remote, &e))?;
         Ok(fetched)
     }
 
@@ -93,9 +94,9 @@ impl SftpSource {
         &self,
         file: &SftpFile<'_>,
         downloaded: Downloaded,
-    ) -> Result<(TempFile, SftpFetch), String> {
+    ) -> Result<(TempFile, SftpFetch), FileError> {
         use std::os::unix::fs::PermissionsExt;
-        let failed = |e: io::Error| format!("{}: publishing: {e}", shown_path(file.remote));
+        let failed = |e: io::Error| publishing_error(file.remote, &e);
         let local = &downloaded.file;
         local
             .set_permissions(std::fs::Permissions::from_mode(
@@ -146,7 +147,7 @@ impl SftpSource {
     pub fn fetch_many(
         &mut self,
         files: &[SftpFile<'_>],
-        done: &mut dyn FnMut(usize, Result<SftpFetch, String>),
+        done: &mut dyn FnMut(usize, Result<SftpFetch, FileError>),
     ) {
         // Each downloaded file of a batch stays open until the batch is checked.
         const BATCH_FILES: usize = 256;
@@ -178,7 +179,7 @@ impl SftpSource {
                         publishing.push(start + offset, remote, link, fetched, done)
                     }
                     Linking::InPlace(fetched) => done(start + offset, Ok(fetched)),
-                    Linking::Failed(message) => done(start + offset, Err(message)),
+                    Linking::Failed(error) => done(start + offset, Err(error.for_file(remote))),
                 }
             }
             let copies: Vec<SftpFile<'_>> = to_copy.iter().map(|&offset| batch[offset]).collect();
@@ -193,27 +194,28 @@ impl SftpSource {
                         remove_partial(file);
                         self.fetch(file)
                     }
-                    Err(FetchFailure::Refused(message)) => {
+                    Err(FetchFailure::Refused(error)) => {
                         remove_partial(file);
-                        Err(message)
+                        Err(error)
                     }
-                    Err(FetchFailure::Other(message)) => Err(message),
+                    Err(FetchFailure::Other(error)) => Err(error),
                     Ok(downloaded) => match self.compare(file.remote, &downloaded, &sums) {
                         Ok(()) => match self.ready(file, downloaded) {
                             Ok((temp, fetched)) => {
                                 publishing.push(start + offset, file.remote, temp, fetched, done);
                                 continue;
                             }
-                            Err(message) => Err(message),
+                            Err(error) => Err(error),
                         },
                         Err(FetchFailure::Mismatch(_)) => {
                             drop(downloaded);
                             remove_partial(file);
                             self.fetch(file)
                         }
-                        Err(failure) => Err(failure.message()),
+                        Err(failure) => Err(failure.into_error()),
                     },
-                };
+                }
+                .map_err(|error| error.for_file(file.remote));
                 done(start + offset, result);
             }
             publishing.commit(done);
@@ -264,11 +266,14 @@ impl SftpSource {
             } else {
                 match TempFile::link_beside(basis, file.destination) {
                     Ok(link) => Linking::Link(link, linked),
-                    Err(e) => Linking::Failed(format!(
-                        "{}: linking {} to {}: {e}",
-                        shown_path(file.remote),
-                        basis.display(),
-                        file.destination.path().display()
+                    Err(e) => Linking::Failed(FileError::local_io(
+                        &e,
+                        format!(
+                            "{}: linking {} to {}: {e}",
+                            shown_path(file.remote),
+                            basis.display(),
+                            file.destination.path().display()
+                        ),
                     )),
                 }
             };
@@ -308,11 +313,14 @@ impl SftpSource {
             match partial {
                 Ok((dir, local, start)) => opened.push((index, dir, local, start)),
                 Err(e) => {
-                    results[index] = Some(Err(FetchFailure::Other(format!(
-                        "{}: opening the partial copy in {}: {e}",
-                        shown_path(file.remote),
-                        file.destination.path().display()
-                    ))))
+                    results[index] = Some(Err(FetchFailure::local(
+                        &e,
+                        format!(
+                            "{}: opening the partial copy in {}: {e}",
+                            shown_path(file.remote),
+                            file.destination.path().display()
+                        ),
+                    )))
                 }
             }
         }
@@ -344,14 +352,14 @@ impl SftpSource {
         for ((index, dir, local, _), result) in opened.into_iter().zip(fetched) {
             let result = match (result, &session) {
                 (Some(result), _) => result,
-                (None, Err(error)) => Err(FetchFailure::Other(format!(
-                    "{}: {error}",
-                    shown_path(files[index].remote)
-                ))),
-                (None, Ok(())) => Err(FetchFailure::Other(format!(
-                    "{}: not downloaded",
-                    shown_path(files[index].remote)
-                ))),
+                (None, Err(error)) => Err(FetchFailure::other(
+                    FileErrorKind::SessionLost,
+                    format!("{}: {error}", shown_path(files[index].remote)),
+                )),
+                (None, Ok(())) => Err(FetchFailure::other(
+                    FileErrorKind::SessionLost,
+                    format!("{}: not downloaded", shown_path(files[index].remote)),
+                )),
             };
             results[index] = Some(result.map(|fetched| Downloaded {
                 dir,
@@ -400,6 +408,15 @@ fn open_partial(file: &SftpFile<'_>) -> io::Result<(OwnedFd, File)> {
     Ok((dir, local))
 }
 
+/// A failure publishing the copy of `remote` (a full disk is [`FileErrorKind::OutOfSpace`]).
+fn publishing_error(remote: &Path, error: &io::Error) -> FileError {
+    FileError::local_io(
+        error,
+        format!("{}: publishing: {error}", shown_path(remote)),
+    )
+    .for_file(remote)
+}
+
 /// Removes the partial copy of `file` (a failed verification), through the directory handle.
 fn remove_partial(file: &SftpFile<'_>) {
     if let Ok(dir) = file.destination.open_parent() {
@@ -416,7 +433,7 @@ enum Linking {
     /// Identical: this link to the basis is to be published as the destination.
     Link(TempFile, SftpFetch),
     /// Identical, but the link could not be made.
-    Failed(String),
+    Failed(FileError),
 }
 
 /// Verified files and links of a batch waiting to be published together: one [`PublishBatch`]
@@ -425,7 +442,7 @@ enum Linking {
 struct Publishing {
     batch: PublishBatch,
     /// Index, remote path and report of each file in the batch, in push order.
-    waiting: Vec<(usize, String, SftpFetch)>,
+    waiting: Vec<(usize, std::path::PathBuf, SftpFetch)>,
 }
 
 impl Publishing {
@@ -435,17 +452,17 @@ impl Publishing {
         remote: &Path,
         temp: TempFile,
         fetched: SftpFetch,
-        done: &mut dyn FnMut(usize, Result<SftpFetch, String>),
+        done: &mut dyn FnMut(usize, Result<SftpFetch, FileError>),
     ) {
         let bytes = if fetched.linked { 0 } else { fetched.len };
         self.batch.push(temp, bytes);
-        self.waiting.push((index, shown_path(remote), fetched));
+        self.waiting.push((index, remote.to_path_buf(), fetched));
         if self.batch.is_full() {
             self.commit(done);
         }
     }
 
-    fn commit(&mut self, done: &mut dyn FnMut(usize, Result<SftpFetch, String>)) {
+    fn commit(&mut self, done: &mut dyn FnMut(usize, Result<SftpFetch, FileError>)) {
         if self.waiting.is_empty() {
             return;
         }
@@ -455,7 +472,7 @@ impl Publishing {
                 index,
                 result
                     .map(|()| fetched)
-                    .map_err(|e| format!("{remote}: publishing: {e}")),
+                    .map_err(|e| publishing_error(&remote, &e)),
             );
         }
     }

@@ -31,6 +31,8 @@ use std::time::Duration;
 use barsync_transport::{ExitWaiter, Transport};
 
 use crate::confine::RelativePath;
+use crate::file_error::{FileError, FileErrorKind};
+use crate::names::shown_path;
 use crate::protocol::{Entry, EntryKind};
 
 mod checksum;
@@ -355,18 +357,44 @@ fn wait_bounded(
 #[derive(Debug)]
 enum FetchFailure {
     /// The copy is wrong (changed under us or corrupted): worth one fresh attempt.
-    Mismatch(String),
+    Mismatch(FileError),
     /// The file is refused (larger than it may be): its partial copy is discarded.
-    Refused(String),
-    Other(String),
+    Refused(FileError),
+    /// Any other failure.
+    Other(FileError),
 }
 
 impl FetchFailure {
-    fn message(self) -> String {
+    /// A failure of `kind`, in words.
+    fn other(kind: FileErrorKind, detail: impl Into<String>) -> FetchFailure {
+        FetchFailure::Other(FileError::new(kind, detail))
+    }
+
+    /// A failed file system call on this side (a full disk is
+    /// [`FileErrorKind::OutOfSpace`]).
+    fn local(error: &io::Error, detail: impl Into<String>) -> FetchFailure {
+        FetchFailure::Other(FileError::local_io(error, detail))
+    }
+
+    /// A failed call to the server about `remote`, doing `what`.
+    fn sftp(remote: &Path, what: &str, error: &SftpError) -> FetchFailure {
+        let kind = match error {
+            SftpError::Status { code, .. } => match *code {
+                wire::status::NO_SUCH_FILE => FileErrorKind::Missing,
+                wire::status::PERMISSION_DENIED => FileErrorKind::Refused,
+                _ => FileErrorKind::Remote,
+            },
+            SftpError::Session { .. } => FileErrorKind::SessionLost,
+        };
+        FetchFailure::other(kind, format!("{}: {what}: {error}", shown_path(remote)))
+    }
+
+    /// The failure as the caller gets it.
+    fn into_error(self) -> FileError {
         match self {
-            FetchFailure::Mismatch(message)
-            | FetchFailure::Refused(message)
-            | FetchFailure::Other(message) => message,
+            FetchFailure::Mismatch(error)
+            | FetchFailure::Refused(error)
+            | FetchFailure::Other(error) => error,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::client::SftpError;
 use super::wire::{open_flags, status, Attrs, Reply, Request};
-use super::{FetchFailure, SftpFetch, SftpSource};
+use super::{SftpFetch, SftpSource};
 use crate::names::shown_path;
 use crate::protocol::{PushItem, PushOutcome};
 
@@ -284,7 +284,7 @@ impl SftpSource {
                     Some(theirs) => self.compare_with(&file.partial, &local, None, theirs),
                     None => self.verify(&file.partial, &local),
                 }
-                .map_err(FetchFailure::message),
+                .map_err(|failure| failure.into_error().detail),
             }
         };
         if let Err(message) = verified {
