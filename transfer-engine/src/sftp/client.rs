@@ -272,7 +272,12 @@ impl SftpClient {
 
     /// Sends what is queued, then reads the next packet (see [`SftpClient::reply`]).
     pub fn read_packet(&mut self) -> Result<(), SftpError> {
-        self.flush()?;
+        // Requests are sent only when the next reply is not already here in full: replies
+        // that came together are answered by one write of many requests (fewer, larger SSH
+        // packets), and nothing waits on a request still in the buffer.
+        if !whole_packet_buffered(self.link.reader.buffer()) {
+            self.flush()?;
+        }
         let reason = match read_frame(&mut self.link.reader, &mut self.link.packet) {
             Ok(()) => return Ok(()),
             Err(FrameError::Closed) => "the server closed the connection".to_owned(),
@@ -540,6 +545,17 @@ impl SftpClient {
             other => Err(other.kind_name()),
         };
         result.map_err(|kind| self.unexpected(format!("{kind} to limits@openssh.com")))
+    }
+}
+
+/// Whether `buffered` starts with a whole packet (its length and all its bytes).
+fn whole_packet_buffered(buffered: &[u8]) -> bool {
+    match buffered.get(..4) {
+        Some(length) => {
+            let len = u32::from_be_bytes(length.try_into().expect("4 bytes")) as usize;
+            buffered.len() - 4 >= len
+        }
+        None => false,
     }
 }
 
