@@ -71,6 +71,10 @@ fn targets() -> Vec<(&'static str, &'static str, Measure)> {
         ("W5-resync", "≥ 1.5x rsync", RatioAtLeast(1.5)),
         ("W7", "≥ 3x Barman", RatioAtLeast(3.0)),
         ("W9", "≥ 5x Barman", RatioAtLeast(5.0)),
+        // Issue 17, the SFTP fallback (W10): no slower than OpenSSH's own client on W1's
+        // file, at least rsync's speed on W5's files.
+        ("W1-sftp", "≤ OpenSSH sftp get's time", RatioAtLeast(1.0)),
+        ("W5-sftp", "≥ 1x rsync", RatioAtLeast(1.0)),
     ]
 }
 
