@@ -556,14 +556,7 @@ impl Follower<'_> {
             return Ok(None);
         }
         self.state.primary_seen = Some(now());
-        let mut snapshot = Snapshot {
-            offset,
-            len: watched.len,
-            id: watched.id,
-            bytes: watched.bytes,
-        };
-        self.read_rest(session, xlogdb, &mut snapshot)?;
-        Ok(Some(snapshot))
+        self.read_rest(session, xlogdb, offset, watched).map(Some)
     }
 
     /// The file from `offset`, however long (in answers of at most the frame's size).
@@ -584,23 +577,24 @@ impl Follower<'_> {
                 timeout: Duration::ZERO,
             },
         )?;
+        self.read_rest(session, xlogdb, offset, watched).map(Some)
+    }
+
+    /// The file from `offset` as the first answer `watched` began it, completed up to the
+    /// length it was read at.
+    fn read_rest(
+        &mut self,
+        session: &mut Option<Session>,
+        xlogdb: &str,
+        offset: u64,
+        watched: transfer_engine::protocol::Watched,
+    ) -> Result<Snapshot, Interrupted> {
         let mut snapshot = Snapshot {
             offset,
             len: watched.len,
             id: watched.id,
             bytes: watched.bytes,
         };
-        self.read_rest(session, xlogdb, &mut snapshot)?;
-        Ok(Some(snapshot))
-    }
-
-    /// Completes `snapshot` up to the length it was read at.
-    fn read_rest(
-        &mut self,
-        session: &mut Option<Session>,
-        xlogdb: &str,
-        snapshot: &mut Snapshot,
-    ) -> Result<(), Interrupted> {
         while snapshot.offset + (snapshot.bytes.len() as u64) < snapshot.len {
             let at = snapshot.offset + snapshot.bytes.len() as u64;
             let more = self.watch_call(
@@ -619,7 +613,7 @@ impl Follower<'_> {
             }
             snapshot.bytes.extend_from_slice(&more.bytes);
         }
-        Ok(())
+        Ok(snapshot)
     }
 
     fn watch_call(
