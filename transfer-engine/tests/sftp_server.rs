@@ -37,20 +37,14 @@ struct LocalShell;
 
 impl RemoteShell for LocalShell {
     fn start(&self, command: &str) -> Result<ShellProcess, String> {
-        let mut child = Command::new("sh")
+        let child = Command::new("sh")
             .args(["-c", command])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
-        Ok(ShellProcess {
-            input: Box::new(child.stdin.take().unwrap()),
-            output: Box::new(child.stdout.take().unwrap()),
-            wait: Box::new(move || {
-                let _ = child.wait();
-            }),
-        })
+        Ok(ShellProcess::from_child(child))
     }
 }
 

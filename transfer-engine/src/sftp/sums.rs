@@ -48,6 +48,21 @@ pub struct ShellProcess {
     pub wait: Box<dyn FnOnce() + Send>,
 }
 
+impl ShellProcess {
+    /// A local child started with piped stdin and stdout (a stand-in host, in tests).
+    pub fn from_child(mut child: std::process::Child) -> ShellProcess {
+        let input = child.stdin.take().expect("stdin piped");
+        let output = child.stdout.take().expect("stdout piped");
+        ShellProcess {
+            input: Box::new(input),
+            output: Box::new(output),
+            wait: Box::new(move || {
+                let _ = child.wait();
+            }),
+        }
+    }
+}
+
 /// Commands through a transport: the user's ssh command as `ssh … host CMD` (libssh2's exec
 /// channel when there is no ssh program).
 pub struct TransportShell(pub Arc<dyn Transport>);
@@ -636,7 +651,7 @@ mod tests {
 
     impl RemoteShell for LocalShell {
         fn start(&self, command: &str) -> Result<ShellProcess, String> {
-            let mut child = Command::new("/bin/sh")
+            let child = Command::new("/bin/sh")
                 .arg("-c")
                 .arg(command)
                 .current_dir(&self.0)
@@ -646,13 +661,7 @@ mod tests {
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| e.to_string())?;
-            Ok(ShellProcess {
-                input: Box::new(child.stdin.take().unwrap()),
-                output: Box::new(child.stdout.take().unwrap()),
-                wait: Box::new(move || {
-                    let _ = child.wait();
-                }),
-            })
+            Ok(ShellProcess::from_child(child))
         }
     }
 
@@ -734,20 +743,14 @@ mod tests {
         struct Refusing;
         impl RemoteShell for Refusing {
             fn start(&self, _: &str) -> Result<ShellProcess, String> {
-                let mut child = Command::new("sh")
+                let child = Command::new("sh")
                     .args(["-c", "echo refused >&2; exit 1"])
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()
                     .map_err(|e| e.to_string())?;
-                Ok(ShellProcess {
-                    input: Box::new(child.stdin.take().unwrap()),
-                    output: Box::new(child.stdout.take().unwrap()),
-                    wait: Box::new(move || {
-                        let _ = child.wait();
-                    }),
-                })
+                Ok(ShellProcess::from_child(child))
             }
         }
         let mut sums = Sums::start(Arc::new(Refusing));
