@@ -97,9 +97,14 @@ fn request(root: &Path, basis: &Path, destination: &Path) -> FetchRequest {
     }
 }
 
-#[test]
-fn an_identical_large_file_is_linked_without_keeping_its_basis_resident() {
-    let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+/// A primary's `segment` of [`FILE`] bytes, the same file as the basis in `old`, and an empty
+/// `new`: (their directory, root, old, new).
+fn primary_with_basis() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (root, old, new) = (
         dir.path().join("primary"),
@@ -111,6 +116,13 @@ fn an_identical_large_file_is_linked_without_keeping_its_basis_resident() {
     }
     write_noise(&root.join("segment"), FILE);
     fs::copy(root.join("segment"), old.join("segment")).unwrap();
+    (dir, root, old, new)
+}
+
+#[test]
+fn an_identical_large_file_is_linked_without_keeping_its_basis_resident() {
+    let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let (_dir, root, old, new) = primary_with_basis();
 
     // Whole file, one session.
     reset_peak();
@@ -169,17 +181,7 @@ fn an_identical_large_file_is_linked_without_keeping_its_basis_resident() {
 #[test]
 fn assembling_parts_identical_to_the_basis_does_not_keep_it_resident() {
     let _alone = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let (root, old, new) = (
-        dir.path().join("primary"),
-        dir.path().join("old"),
-        dir.path().join("new"),
-    );
-    for d in [&root, &old, &new] {
-        fs::create_dir_all(d).unwrap();
-    }
-    write_noise(&root.join("segment"), FILE);
-    fs::copy(root.join("segment"), old.join("segment")).unwrap();
+    let (_dir, root, old, new) = primary_with_basis();
     // The second half changes; the first half stays as in the basis.
     {
         use std::os::unix::fs::FileExt;
