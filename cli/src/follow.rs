@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use barsync_sync::config::Config;
-use barsync_sync::passive::{follow, Events, FetchEvents, FollowOptions, PassiveOptions};
+use barsync_sync::passive::{
+    follow, Events, FetchEvents, FollowOptions, PassiveOptions, PassiveServer,
+};
 
 use crate::output::ui;
 
@@ -123,16 +125,16 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     install_signal_handlers()?;
+    let passive_options = PassiveOptions {
+        remote_barsync: args.remote_barsync.clone(),
+        transport: args.transport.into(),
+        // One session is enough for WALs as they come; a long gap opens one more.
+        jobs: Some(2),
+        config_file: config.config_file().to_path_buf(),
+        force_sftp: args.sftp,
+        ..PassiveOptions::default()
+    };
     let options = FollowOptions {
-        passive: PassiveOptions {
-            remote_barsync: args.remote_barsync.clone(),
-            transport: args.transport.into(),
-            // One session is enough for WALs as they come; a long gap opens one more.
-            jobs: Some(2),
-            config_file: config.config_file().to_path_buf(),
-            force_sftp: args.sftp,
-            ..PassiveOptions::default()
-        },
         poll_interval: Duration::from_secs_f64(args.poll_interval),
         max_backoff: Duration::from_secs_f64(args.max_backoff),
         partial: args.partial,
@@ -143,8 +145,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let handles: Vec<_> = servers
             .iter()
             .map(|server| {
-                let (options, events) = (&options, &events);
-                scope.spawn(move || follow(server, options, &STOP, events))
+                let (passive_options, options, events) = (&passive_options, &options, &events);
+                scope.spawn(move || {
+                    let passive = PassiveServer::new(server, passive_options, events)?;
+                    follow(&passive, options, &STOP)
+                })
             })
             .collect();
         handles

@@ -74,6 +74,46 @@ pub fn warn_once_initialised(message: String) {
 /// Set once stdout's reader is gone (`barsync status | head`): later output is dropped.
 static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Prints a typed document as pretty JSON on stdout: the one renderer of every `--json`
+/// output (each command's document is a `Serialize` type, never hand-built).
+pub fn print_document(document: &impl serde::Serialize) {
+    stdout_line(&serde_json::to_string_pretty(document).expect("plain data serializes"));
+}
+
+/// What `--json` prints for a command that failed as a whole, or for one server of a command
+/// over several that failed: `ok` false and the errors.
+#[derive(serde::Serialize)]
+pub struct FailureDocument<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<&'a str>,
+    ok: bool,
+    errors: Vec<String>,
+}
+
+impl<'a> FailureDocument<'a> {
+    /// Command `command` failed with `message`.
+    pub fn command(command: &'a str, message: String) -> FailureDocument<'a> {
+        FailureDocument {
+            command: Some(command),
+            server: None,
+            ok: false,
+            errors: vec![message],
+        }
+    }
+
+    /// Server `server` failed with `message`.
+    pub fn server(server: &'a str, message: String) -> FailureDocument<'a> {
+        FailureDocument {
+            command: None,
+            server: Some(server),
+            ok: false,
+            errors: vec![message],
+        }
+    }
+}
+
 /// Writes `text` and a newline to stdout. Once the reader has gone (a closed pipe), output
 /// stops, silently, and the command goes on to its own exit status: no panic (as `println!`
 /// would), and a cron whose output nobody reads any more still finishes its work.

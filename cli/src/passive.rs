@@ -16,12 +16,11 @@ use barsync_sync::passive::dry_run::{
 };
 use barsync_sync::passive::report::{BackupReport, ServerCronReport, TotalsReport, WalsReport};
 use barsync_sync::passive::{
-    run_cron, sync_backup, sync_wals, BackupOutcome, PassiveOptions, SyncFailure, TransferTotals,
-    WalsOutcome,
+    run_cron, sync_backup, sync_wals, BackupOutcome, PassiveOptions, PassiveServer, SyncFailure,
+    TransferTotals, WalsOutcome,
 };
 use barsync_sync::syncinfo::{RemoteProgram, SyncInfoLimits};
 use barsync_transport::TransportPreference;
-use serde_json::Value;
 
 use crate::output::{mib, ui, PassiveEvents};
 
@@ -305,17 +304,6 @@ pub(crate) fn wals_line(server: &str, outcome: &WalsOutcome) -> Option<String> {
     ))
 }
 
-pub(crate) fn print_json(value: &Value) {
-    crate::output::stdout_line(
-        &serde_json::to_string_pretty(value).expect("JSON values serialize"),
-    );
-}
-
-/// Prints a typed document as JSON on stdout.
-fn print_document(document: &impl serde::Serialize) {
-    print_json(&serde_json::to_value(document).expect("plain data serializes"));
-}
-
 /// What `sync-backup --json` prints.
 #[derive(serde::Serialize)]
 struct SyncBackupDocument<'a> {
@@ -371,7 +359,7 @@ struct CronDocument {
 fn print_dry_run(command: &str, plans: &[ServerPlan], json: bool) -> ExitCode {
     let failed = plans.iter().any(|(_, plan)| plan.is_err());
     if json {
-        print_document(&DryRunDocument {
+        crate::output::print_document(&DryRunDocument {
             command,
             dry_run: true,
             ok: !failed,
@@ -470,12 +458,13 @@ pub fn run_sync_backup(args: &SyncBackupArgs) -> Result<ExitCode> {
     }
     let events = PassiveEvents::new();
     let start = Instant::now();
-    let outcome = sync_backup(&server, &args.backup_id, &options, &events);
+    let outcome = PassiveServer::new(&server, &options, &events)
+        .and_then(|passive| sync_backup(&passive, &args.backup_id));
     events.finish();
     let failed = outcome.is_err();
     let outcome = outcome.map_err(SyncFailure::from);
     if args.common.json {
-        print_document(&SyncBackupDocument {
+        crate::output::print_document(&SyncBackupDocument {
             command: "sync-backup",
             server: server.name(),
             ok: !failed,
@@ -507,10 +496,12 @@ pub fn run_sync_wals(args: &SyncWalsArgs) -> Result<ExitCode> {
         return Ok(print_dry_run("sync-wals", &plans, args.common.json));
     }
     let events = PassiveEvents::new();
-    let outcome = sync_wals(&server, &options, &events).map_err(SyncFailure::from);
+    let outcome = PassiveServer::new(&server, &options, &events)
+        .and_then(|passive| sync_wals(&passive))
+        .map_err(SyncFailure::from);
     events.finish();
     if args.common.json {
-        print_document(&SyncWalsDocument {
+        crate::output::print_document(&SyncWalsDocument {
             command: "sync-wals",
             server: server.name(),
             ok: outcome.is_ok(),
@@ -562,7 +553,7 @@ pub fn run_cron_command(args: &CronArgs) -> Result<ExitCode> {
         for server in &report.servers {
             totals.add(&server.totals());
         }
-        print_document(&CronDocument {
+        crate::output::print_document(&CronDocument {
             command: "cron",
             ok: !report.failed(),
             servers,

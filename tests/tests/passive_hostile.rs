@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use barsync_sync::config::Config;
 use barsync_sync::passive::sync_backup::sync_backup;
-use barsync_sync::passive::{Events, FetchEvents, PassiveOptions};
+use barsync_sync::passive::{Events, FetchEvents, PassiveOptions, PassiveServer};
 use barsync_tests::noise::incompressible;
 use barsync_tests::passive_rig::{
     barman_program, describe, fixture_primary, AtLimit, PassiveRig, RigOptions,
@@ -342,7 +342,8 @@ fn a_directory_swapped_for_a_symlink_during_a_sync_gets_nothing_written_through_
         target: outside.clone(),
         swapped: AtomicBool::new(false),
     };
-    let result = sync_backup(&server, id, &options, &events);
+    let passive = PassiveServer::new(&server, &options, &events).unwrap();
+    let result = sync_backup(&passive, id);
     assert!(
         events.swapped.load(Ordering::SeqCst),
         "the copy was never planned"

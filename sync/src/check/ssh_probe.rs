@@ -221,8 +221,7 @@ impl ServeMode {
 /// Whether the primary's `barsync serve` refuses writes, from the `Hello` of a session opened
 /// as the passive opens them (roots from `primary.info`).
 pub(super) fn serve_mode(server: &ServerConfig, remote_barsync: &str) -> Result<ServeMode, String> {
-    use crate::passive::primary_sessions::PrimarySessions;
-    use crate::passive::{PassiveOptions, Quiet};
+    use crate::passive::{PassiveOptions, PassiveServer, Quiet};
     use transfer_engine::fetch::SessionSource;
     let Ok(primary) = load_primary_info(server) else {
         return Ok(ServeMode::NoPrimaryInfo);
@@ -231,7 +230,10 @@ pub(super) fn serve_mode(server: &ServerConfig, remote_barsync: &str) -> Result<
         remote_barsync: remote_barsync.to_owned(),
         ..PassiveOptions::default()
     };
-    let sessions = PrimarySessions::new(server, &primary, &options).map_err(|e| e.to_string())?;
+    let passive = PassiveServer::new(server, &options, &Quiet).map_err(|e| e.to_string())?;
+    let sessions = passive
+        .primary_sessions(&primary)
+        .map_err(|e| e.to_string())?;
     let session = sessions.open(&Quiet).map_err(|e| e.to_string())?;
     let read_only = session.serves_read_only();
     session.close()?;

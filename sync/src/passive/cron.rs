@@ -16,7 +16,7 @@ use super::retention::{self, Candidate};
 use super::status;
 use super::sync_backup::{delete_backup, purge_reason, sync_backup_with, BackupOutcome};
 use super::sync_wals::{read_sync_wals_info, sync_wals_locked, WalsOutcome};
-use super::{Events, FetchEvents, PassiveError, PassiveOptions, SyncFailure};
+use super::{Events, FetchEvents, PassiveError, PassiveOptions, PassiveServer, SyncFailure};
 use crate::catalog::{available_backups, load_backups};
 use crate::config::{Config, ServerConfig};
 use crate::human::human_duration;
@@ -258,17 +258,19 @@ fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Eve
     };
     let events: &dyn Events = &heartbeat;
     // One set of sessions serves every copy of this server's run.
-    let cache = super::primary_sessions::SessionCache::default();
-    let options = PassiveOptions {
-        session_cache: Some(cache.clone()),
-        ..options.clone()
+    let passive = match PassiveServer::new(server, options, events) {
+        Ok(passive) => passive,
+        Err(error) => {
+            result.error = Some(error.to_string());
+            return result;
+        }
     };
-    if let Err(error) = sync_server(server, &options, events, &mut result) {
+    if let Err(error) = sync_server(&passive, &mut result) {
         result.error = Some(error.to_string());
     }
     // The passive's own retention is local: it runs every time, after a failed sync too (as
     // Barman's cron runs it after `sync_cron`, whatever that did).
-    if let Err(error) = apply_retention(server, &options, events, &mut result) {
+    if let Err(error) = apply_retention(server, options, events, &mut result) {
         let message = format!("retention policy: {error}");
         result.error = Some(match result.error.take() {
             Some(first) => format!("{first}; {message}"),
@@ -280,18 +282,14 @@ fn cron_server(server: &ServerConfig, options: &PassiveOptions, events: &dyn Eve
             "the state of this run for `barsync status`: {error}"
         ));
     }
-    for error in cache.close_all() {
+    for error in passive.close_sessions() {
         events.warning(&error);
     }
     result
 }
 
-fn sync_server(
-    server: &ServerConfig,
-    options: &PassiveOptions,
-    events: &dyn Events,
-    result: &mut ServerCron,
-) -> Result<(), PassiveError> {
+fn sync_server(passive: &PassiveServer<'_>, result: &mut ServerCron) -> Result<(), PassiveError> {
+    let (server, options, events) = (passive.config(), passive.options(), passive.events());
     let name = server.name();
     let point = sync_point(server, events);
     let mut warn = |message: String| events.warning(&message);
@@ -329,7 +327,7 @@ fn sync_server(
         ));
     }
     for id in missing {
-        match sync_backup_with(server, &primary, &id, options, events) {
+        match sync_backup_with(passive, &primary, &id) {
             Err(PassiveError::Busy(_)) => {
                 events.info(&format!(
                     "A synchronisation process for backup {id} on server {name} is already in progress"
@@ -358,7 +356,7 @@ fn sync_server(
         return Ok(());
     }
     let _wal_lock = lock::acquire(&server.lock_directory(), name, &LockKind::SyncWal, true)?;
-    let wals = sync_wals_locked(server, &primary, options, events).map_err(SyncFailure::from);
+    let wals = sync_wals_locked(passive, &primary).map_err(SyncFailure::from);
     events.wals_finished(name, &wals);
     result.wals = Some(wals);
     Ok(())

@@ -39,13 +39,13 @@ use transfer_engine::fetch::{FetchSession, SessionSource};
 use transfer_engine::protocol::{FetchRequest, FetchTarget, WatchRequest, WriteMode};
 
 use super::cron::sync_point;
-use super::primary_sessions::{PrimarySessions, Session, SessionCache};
+use super::primary_sessions::{PrimarySessions, Session};
 use super::sync_wals::{
     advance_sync_wals_info, copy_and_list, oldest_local_backup, read_sync_wals_info,
     remove_orphaned_temporary_files, segment_size, select_from, sync_wals_locked, PrimaryWals,
     WalSelection,
 };
-use super::{require_passive, Events, PassiveError, PassiveOptions};
+use super::{Events, PassiveError, PassiveServer};
 use crate::config::ServerConfig;
 use crate::lock::{self, LockKind};
 use crate::syncinfo::{fetch_primary_info, PrimaryInfo};
@@ -54,8 +54,6 @@ use crate::xlogdb::WalEntry;
 /// How a follower runs.
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
-    /// Sessions, transport, remote barsync: as for the other passive commands.
-    pub passive: PassiveOptions,
     /// How long the primary waits for a change before answering anyway (the follower then
     /// looks at its stop flag and asks again).
     pub watch_timeout: Duration,
@@ -73,7 +71,6 @@ pub struct FollowOptions {
 impl Default for FollowOptions {
     fn default() -> Self {
         FollowOptions {
-            passive: PassiveOptions::default(),
             watch_timeout: Duration::from_secs(2),
             poll_interval: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
@@ -179,15 +176,14 @@ impl From<PassiveError> for Interrupted {
     }
 }
 
-/// Follows `server` until `stop` is set; `Err` only when it cannot start at all (not passive,
-/// another follower holds the lock).
+/// Follows `passive` until `stop` is set; `Err` only when it cannot start at all (another
+/// follower holds the lock).
 pub fn follow(
-    server: &ServerConfig,
+    passive: &PassiveServer<'_>,
     options: &FollowOptions,
     stop: &AtomicBool,
-    events: &dyn Events,
 ) -> Result<FollowSummary, PassiveError> {
-    require_passive(server)?;
+    let (server, events) = (passive.config(), passive.events());
     let name = server.name();
     let _follow_lock = lock::acquire(&server.lock_directory(), name, &LockKind::Follow, false)
         .map_err(|error| match error {
@@ -200,6 +196,7 @@ pub fn follow(
             other => other.into(),
         })?;
     let mut follower = Follower {
+        passive,
         server,
         options,
         stop,
@@ -301,6 +298,7 @@ struct Snapshot {
 }
 
 struct Follower<'a> {
+    passive: &'a PassiveServer<'a>,
     server: &'a ServerConfig,
     options: &'a FollowOptions,
     stop: &'a AtomicBool,
@@ -343,7 +341,7 @@ impl Follower<'_> {
     fn start(&mut self) -> Result<(), Interrupted> {
         let server = self.server;
         let events = self.events;
-        let passive = &self.options.passive;
+        let passive = self.passive.options();
         let point = sync_point(server, events);
         let mut warn = |message: String| events.warning(&message);
         let primary = fetch_primary_info(
@@ -366,7 +364,7 @@ impl Follower<'_> {
                 true,
             )
             .map_err(PassiveError::from)?;
-            sync_wals_locked(server, &primary, passive, events)?
+            sync_wals_locked(self.passive, &primary)?
         };
         self.summary.shipped += outcome.listed;
         let Some((name, position)) = read_sync_wals_info(server, events) else {
@@ -394,10 +392,7 @@ impl Follower<'_> {
             self.start()?;
         }
         let primary = self.primary.clone().expect("started");
-        let mut passive = self.options.passive.clone();
-        let cache = SessionCache::default();
-        passive.session_cache = Some(cache.clone());
-        let mut sessions = PrimarySessions::new(self.server, &primary, &passive)?;
+        let mut sessions = self.passive.primary_sessions(&primary)?;
         let streaming = primary
             .config
             .streaming_wals_directory
@@ -428,17 +423,11 @@ impl Follower<'_> {
             remove_orphaned_temporary_files(&self.server.wals_directory(), self.events);
         }
         let mut session = Some(session);
-        let result = self.follow_session(
-            &sessions,
-            &primary,
-            &passive,
-            &mut session,
-            streaming.as_deref(),
-        );
+        let result = self.follow_session(&sessions, &primary, &mut session, streaming.as_deref());
         if let Some(session) = session {
             let _ = session.close();
         }
-        cache.close_all();
+        self.passive.close_sessions();
         result
     }
 
@@ -446,7 +435,6 @@ impl Follower<'_> {
         &mut self,
         sessions: &PrimarySessions,
         primary: &PrimaryInfo,
-        passive: &PassiveOptions,
         session: &mut Option<Session>,
         streaming: Option<&str>,
     ) -> Result<(), Interrupted> {
@@ -526,7 +514,7 @@ impl Follower<'_> {
                     None => continue,
                 }
             };
-            self.ship_snapshot(sessions, primary, passive, session, snapshot)?;
+            self.ship_snapshot(sessions, primary, session, snapshot)?;
         }
         Ok(())
     }
@@ -715,7 +703,6 @@ impl Follower<'_> {
         &mut self,
         sessions: &PrimarySessions,
         primary: &PrimaryInfo,
-        passive: &PassiveOptions,
         session: &mut Option<Session>,
         snapshot: Snapshot,
     ) -> Result<(), Interrupted> {
@@ -777,7 +764,7 @@ impl Follower<'_> {
                 .map(|(entry, _)| entry.clone())
                 .collect();
             if !entries.is_empty() {
-                self.ship_batch(sessions, primary, passive, session, &filter, &entries)?;
+                self.ship_batch(sessions, primary, session, &filter, &entries)?;
             }
             advance_sync_wals_info(self.server, &last_entry.name, *last_offset, self.events)?;
             let done_len = if end == lines.len() { snapshot.len } else { 0 };
@@ -977,7 +964,6 @@ impl Follower<'_> {
         &mut self,
         sessions: &PrimarySessions,
         primary: &PrimaryInfo,
-        passive: &PassiveOptions,
         session: &mut Option<Session>,
         filter: &str,
         entries: &[WalEntry],
@@ -1017,19 +1003,10 @@ impl Follower<'_> {
         if to_copy.is_empty() {
             return Ok(());
         }
-        let shipped = copy_and_list(
-            server,
-            sessions,
-            session.take(),
-            &to_copy,
-            passive,
-            self.events,
-        );
+        let shipped = copy_and_list(self.passive, sessions, session.take(), &to_copy);
         // The session went back to the cache of `sessions` (or broke): take it back for the watch.
         *session = sessions.take_parked();
-        if let Some(cache) = &passive.session_cache {
-            cache.close_all(); // sessions a long gap opened besides
-        }
+        self.passive.close_sessions(); // sessions a long gap opened besides
         let shipped = shipped?;
         if session.is_none() {
             *session = Some(sessions.open(self.events)?);

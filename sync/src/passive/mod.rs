@@ -2,6 +2,8 @@
 //! and WALs into this node's catalog through the barsync delta engine.
 //!
 //! Data flow (file names follow it):
+//! - a [`PassiveServer`] is one server for one run: its configuration, the operator's
+//!   [`PassiveOptions`], its [`Events`] and the sessions its copies share;
 //! - [`primary_sessions`] reaches the primary through `primary_ssh_command`: a `barsync serve`
 //!   session confined to the primary's backup and WAL directories, or SFTP when barsync is not
 //!   installed there;
@@ -29,6 +31,7 @@ pub mod incremental;
 pub mod primary_sessions;
 pub mod report;
 pub mod retention;
+pub mod server;
 pub mod status;
 pub mod sync_backup;
 pub mod sync_wals;
@@ -43,6 +46,7 @@ use transfer_engine::fetch::FilesFailed;
 
 pub use cron::{run_cron, CronReport};
 pub use follow::{follow, FollowOptions, FollowSummary};
+pub use server::PassiveServer;
 pub use sync_backup::{sync_backup, BackupOutcome};
 pub use sync_wals::{sync_wals, WalsOutcome};
 pub use transfer_engine::fetch::{FetchEvents, TransferTotals};
@@ -136,7 +140,8 @@ impl PassiveError {
     }
 }
 
-/// How the passive commands reach the primary and how hard they work.
+/// How the passive commands reach the primary and how hard they work: the operator's
+/// settings, plain data (the runtime state of a run is its [`PassiveServer`]).
 #[derive(Debug, Clone)]
 pub struct PassiveOptions {
     /// The barsync program on the primary (`barsync serve` is started with it).
@@ -153,8 +158,6 @@ pub struct PassiveOptions {
     pub force_sftp: bool,
     /// Barman on this node, which deletes the backups retention reports OBSOLETE.
     pub barman: PathBuf,
-    /// Keep sessions open between copies (cron sets one per server and closes it at the end).
-    pub session_cache: Option<primary_sessions::SessionCache>,
     /// Files of at least twice this size are fetched in parts of this size, shared by the
     /// sessions; 0 never splits.
     pub part_size: u64,
@@ -172,7 +175,6 @@ impl Default for PassiveOptions {
             remote_program: RemoteProgram::Barman,
             force_sftp: false,
             barman: PathBuf::from("barman"),
-            session_cache: None,
             part_size: DEFAULT_PART_SIZE,
             sync_info_limits: crate::syncinfo::SyncInfoLimits::DEFAULT,
         }

@@ -63,7 +63,7 @@ pub struct PrimarySessions {
     compression: Option<i32>,
     throttle: Option<Arc<Throttle>>,
     use_sftp: AtomicBool,
-    cache: Option<SessionCache>,
+    cache: SessionCache,
 }
 
 /// An open session with the primary.
@@ -82,11 +82,13 @@ pub enum Session {
 }
 
 impl PrimarySessions {
-    /// The sessions for passive `server`, whose primary described itself in `primary`.
-    pub fn new(
+    /// The sessions for passive `server`, whose primary described itself in `primary`;
+    /// idle ones are parked in `cache` (see [`PassiveServer`](super::server::PassiveServer)).
+    pub(crate) fn new(
         server: &ServerConfig,
         primary: &PrimaryInfo,
         options: &PassiveOptions,
+        cache: SessionCache,
     ) -> Result<PrimarySessions, PassiveError> {
         let ssh_command = server
             .primary_ssh_command()
@@ -115,13 +117,9 @@ impl PrimarySessions {
                 .filter(|&limit| limit > 0)
                 .map(Throttle::from_kib_per_second),
             use_sftp: AtomicBool::new(
-                options.force_sftp
-                    || options
-                        .session_cache
-                        .as_ref()
-                        .is_some_and(|cache| cache.no_barsync.load(Ordering::Relaxed)),
+                options.force_sftp || cache.no_barsync.load(Ordering::Relaxed),
             ),
-            cache: options.session_cache.clone(),
+            cache,
         })
     }
 
@@ -141,16 +139,14 @@ impl SessionSource for PrimarySessions {
     type Session = Session;
     type Error = PassiveError;
 
-    /// A session from the cache, if the options gave one and it holds an idle session that
-    /// still answers. Each parked session is checked first ([`Session::check`], one round
+    /// A session from the cache, if it holds an idle session that still answers. Each parked session is checked first ([`Session::check`], one round
     /// trip): when the primary's side died (killed, restarted, the link cut) while a session
     /// was parked, often at the same time as the sibling whose failure sent the caller here,
     /// that session is dead too, and handing it out would fail its next copy at once. Dead
     /// ones are closed and the next is tried; `None` tells the caller to open a new one.
     fn reuse(&self) -> Option<Session> {
-        let cache = self.cache.as_ref()?;
         let key = self.cache_key();
-        while let Some(mut session) = cache.idle.take(&key) {
+        while let Some(mut session) = self.cache.idle.take(&key) {
             if session.check(&self.roots[0]).is_ok() {
                 return Some(session);
             }
@@ -160,15 +156,10 @@ impl SessionSource for PrimarySessions {
         None
     }
 
-    /// Ends a session: parked in the cache for the next copy when there is one, else closed.
+    /// Ends a copy's use of a session: parked in the cache for the next copy.
     fn release(&self, session: Session) -> Result<(), PassiveError> {
-        match &self.cache {
-            Some(cache) => {
-                cache.idle.park(self.cache_key(), session);
-                Ok(())
-            }
-            None => session.close().map_err(PassiveError::Sync),
-        }
+        self.cache.idle.park(self.cache_key(), session);
+        Ok(())
     }
 
     /// Opens a session (SFTP once barsync turned out to be missing on the primary).
@@ -177,10 +168,7 @@ impl SessionSource for PrimarySessions {
             match self.open_barsync() {
                 Ok(session) => return Ok(session),
                 Err(OpenError::NoBarsync(detail)) => {
-                    let told = self
-                        .cache
-                        .as_ref()
-                        .is_some_and(|cache| cache.no_barsync.swap(true, Ordering::Relaxed));
+                    let told = self.cache.no_barsync.swap(true, Ordering::Relaxed);
                     if !self.use_sftp.swap(true, Ordering::Relaxed) && !told {
                         events.warning(&format!(
                             "`{}` cannot run on the primary of server {} ({detail}); copying whole files over SFTP",
@@ -204,7 +192,7 @@ impl PrimarySessions {
     /// A session this link parked in its cache, taken back without the round trip of
     /// [`SessionSource::reuse`]'s check: for a caller that handed it to a copy a moment ago.
     pub fn take_parked(&self) -> Option<Session> {
-        self.cache.as_ref()?.idle.take(&self.cache_key())
+        self.cache.idle.take(&self.cache_key())
     }
 
     /// These sessions serve `root` too (`barsync serve --root`), e.g. the primary's streaming

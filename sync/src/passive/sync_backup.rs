@@ -27,12 +27,10 @@ use transfer_engine::fs::remove_at;
 
 use super::backup_plan::{plan_backup, BackupPlan};
 use super::incremental;
-use super::primary_sessions::PrimarySessions;
 use super::retention::{self, Candidate};
 use super::verify_tree::verify_tree;
 use super::{
-    create_real_directory, pool_settings, require_passive, Events, PassiveError, PassiveOptions,
-    SyncFailure, TransferTotals,
+    create_real_directory, Events, PassiveError, PassiveServer, SyncFailure, TransferTotals,
 };
 use crate::backup_info::{BackupInfo, BackupStatus};
 use crate::catalog::{load_backups, CatalogEntry};
@@ -59,25 +57,20 @@ pub enum BackupOutcome {
 /// Runs sync-backup for `requested` (an ID or a shortcut: latest, last, oldest, first,
 /// last-failed) from the saved `primary.info`.
 pub fn sync_backup(
-    server: &ServerConfig,
+    passive: &PassiveServer<'_>,
     requested: &str,
-    options: &PassiveOptions,
-    events: &dyn Events,
 ) -> Result<BackupOutcome, PassiveError> {
-    require_passive(server)?;
-    let primary = load_primary_info(server)?;
-    sync_backup_with(server, &primary, requested, options, events)
+    let primary = load_primary_info(passive.config())?;
+    sync_backup_with(passive, &primary, requested)
 }
 
 /// [`sync_backup`] with the primary's sync-info already loaded (cron).
 pub fn sync_backup_with(
-    server: &ServerConfig,
+    passive: &PassiveServer<'_>,
     primary: &PrimaryInfo,
     requested: &str,
-    options: &PassiveOptions,
-    events: &dyn Events,
 ) -> Result<BackupOutcome, PassiveError> {
-    require_passive(server)?;
+    let (server, events) = (passive.config(), passive.events());
     let local = load_backups(server)?;
     let id = resolve_backup_id(requested, primary, &local)?;
     let local_entry = local.iter().find(|e| e.info.backup_id() == id);
@@ -140,7 +133,7 @@ pub fn sync_backup_with(
     let start = Instant::now();
     let copied = incremental::refresh_parent_of(server, primary, &info, events)
         .map_err(|e| SyncFailure::from(e.to_string()))
-        .and_then(|()| copy_backup(server, primary, &info, &local, options, events));
+        .and_then(|()| copy_backup(passive, primary, &info, &local));
     // Children synced by another process during the copy are listed too.
     match load_backups(server) {
         Ok(catalog) => incremental::set_expected_children(&mut info, &catalog, primary),
@@ -216,15 +209,16 @@ pub(crate) fn resolve_backup_id(
 
 /// Copies the files of the backup `info` describes; the reason of a failure.
 fn copy_backup(
-    server: &ServerConfig,
+    passive: &PassiveServer<'_>,
     primary: &PrimaryInfo,
     info: &BackupInfo,
     local: &[CatalogEntry],
-    options: &PassiveOptions,
-    events: &dyn Events,
 ) -> Result<TransferTotals, SyncFailure> {
+    let (server, events) = (passive.config(), passive.events());
     let id = info.backup_id();
-    let sessions = PrimarySessions::new(server, primary, options).map_err(|e| e.to_string())?;
+    let sessions = passive
+        .primary_sessions(primary)
+        .map_err(|e| e.to_string())?;
     let remote_directory = sessions.backup_path(id);
     let mut session = match sessions.reuse() {
         Some(session) => session,
@@ -258,7 +252,7 @@ fn copy_backup(
         &sessions,
         Some(session),
         &plan.jobs,
-        &pool_settings(server, options),
+        &passive.pool_settings(),
         events,
     );
     report.check()?;

@@ -18,10 +18,7 @@ use transfer_engine::protocol::{FetchRequest, FetchTarget, WriteMode};
 
 use super::backup_plan::local_basis;
 use super::primary_sessions::PrimarySessions;
-use super::{
-    pool_settings, require_passive, Events, PassiveError, PassiveOptions, SyncFailure,
-    TransferTotals,
-};
+use super::{Events, PassiveError, PassiveServer, SyncFailure, TransferTotals};
 use crate::catalog::available_backups;
 use crate::config::ServerConfig;
 use crate::lock::{self, LockKind};
@@ -121,12 +118,8 @@ pub(crate) fn segment_size(primary: &PrimaryInfo) -> u64 {
 
 /// Runs sync-wals from the saved `primary.info`, under Barman's WAL sync lock (waiting for a
 /// running WAL sync as Barman does).
-pub fn sync_wals(
-    server: &ServerConfig,
-    options: &PassiveOptions,
-    events: &dyn Events,
-) -> Result<WalsOutcome, PassiveError> {
-    require_passive(server)?;
+pub fn sync_wals(passive: &PassiveServer<'_>) -> Result<WalsOutcome, PassiveError> {
+    let server = passive.config();
     let _lock = lock::acquire(
         &server.lock_directory(),
         server.name(),
@@ -134,7 +127,7 @@ pub fn sync_wals(
         true,
     )?;
     let primary = load_primary_info(server)?;
-    sync_wals_locked(server, &primary, options, events)
+    sync_wals_locked(passive, &primary)
 }
 
 /// What a WAL sync copies: the primary's WALs after the last one synced, or why nothing.
@@ -300,13 +293,12 @@ pub(crate) struct Shipped {
 /// hash directory, fsyncs the WAL directory, then appends to the xlog db the WALs it does not
 /// list yet. The caller holds the WAL sync lock; nothing is listed unless every file is in.
 pub(crate) fn copy_and_list(
-    server: &ServerConfig,
+    passive: &PassiveServer<'_>,
     sessions: &PrimarySessions,
     first: Option<super::primary_sessions::Session>,
     to_copy: &[(&WalEntry, String)],
-    options: &PassiveOptions,
-    events: &dyn Events,
 ) -> Result<Shipped, PassiveError> {
+    let (server, events) = (passive.config(), passive.events());
     let name = server.name();
     let failed = |reason: String| {
         PassiveError::Sync(format!(
@@ -354,13 +346,7 @@ pub(crate) fn copy_and_list(
         });
     }
     events.plan("WALs", jobs.len() as u64, jobs.iter().map(|j| j.size).sum());
-    let report = run_jobs_retrying(
-        sessions,
-        first,
-        &jobs,
-        &pool_settings(server, options),
-        events,
-    );
+    let report = run_jobs_retrying(sessions, first, &jobs, &passive.pool_settings(), events);
     // A WAL that came in after a cut (from its partial transfer, or again) needs that no more.
     for (job, result) in jobs.iter().zip(&report.results) {
         if result.is_ok() {
@@ -387,11 +373,10 @@ pub(crate) fn copy_and_list(
 
 /// The body of sync-wals, with the WAL sync lock held by the caller.
 pub(crate) fn sync_wals_locked(
-    server: &ServerConfig,
+    passive: &PassiveServer<'_>,
     primary: &PrimaryInfo,
-    options: &PassiveOptions,
-    events: &dyn Events,
 ) -> Result<WalsOutcome, PassiveError> {
+    let (server, events) = (passive.config(), passive.events());
     remove_orphaned_temporary_files(&server.wals_directory(), events);
     let oldest_backup = oldest_local_backup(server)?;
     let to_copy = match select_wals(server, primary, oldest_backup.as_ref(), events)? {
@@ -409,8 +394,8 @@ pub(crate) fn sync_wals_locked(
         }
     };
     let start = Instant::now();
-    let sessions = PrimarySessions::new(server, primary, options)?;
-    let shipped = copy_and_list(server, &sessions, None, &to_copy, options, events)?;
+    let sessions = passive.primary_sessions(primary)?;
+    let shipped = copy_and_list(passive, &sessions, None, &to_copy)?;
     advance_sync_wals_info(server, &primary.last_name, primary.last_position, events)?;
     Ok(WalsOutcome {
         files: shipped.files,
