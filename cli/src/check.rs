@@ -122,11 +122,11 @@ fn run_checks(args: &Args) -> Result<ExitCode> {
         });
     }
     if args.json {
-        crate::passive::print_json(&serde_json::to_value(CheckDocument {
+        crate::output::print_document(&CheckDocument {
             command: "check",
             ok,
             servers: results,
-        })?);
+        });
     }
     Ok(if ok {
         ExitCode::SUCCESS

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde_json::json;
-
 use anyhow::{bail, Context, Result};
 use barsync_transport::{choose_transport, memory_pipe};
 use transfer_engine::confine::Roots;
@@ -430,39 +428,70 @@ fn copy_locally(
     Ok(report?)
 }
 
+/// What `copy --json` prints.
+#[derive(serde::Serialize)]
+struct CopyDocument<'a> {
+    command: &'static str,
+    ok: bool,
+    source: &'a str,
+    destination: &'a str,
+    dry_run: bool,
+    files: u64,
+    files_transferred: u64,
+    files_up_to_date: u64,
+    symlinks: u64,
+    deleted: u64,
+    sessions: u64,
+    split_files: u64,
+    parts: u64,
+    bytes_synced: u64,
+    bytes_on_the_wire: u64,
+    bytes_received: u64,
+    bytes_sent: u64,
+    bytes_reused: u64,
+    bytes_reused_by: &'a std::collections::BTreeMap<&'static str, u64>,
+    verified: &'a std::collections::BTreeMap<&'static str, u64>,
+    duration_seconds: f64,
+    plan: &'a [String],
+    errors: &'a [String],
+}
+
+impl<'a> CopyDocument<'a> {
+    fn new(args: &'a Args, report: &'a CopyReport, seconds: f64) -> CopyDocument<'a> {
+        CopyDocument {
+            command: "copy",
+            ok: report.errors.is_empty(),
+            source: &args.source,
+            destination: &args.destination,
+            dry_run: args.dry_run,
+            files: report.files,
+            files_transferred: report.transferred,
+            files_up_to_date: report.skipped,
+            symlinks: report.symlinks,
+            deleted: report.deleted,
+            sessions: report.sessions,
+            split_files: report.split_files,
+            parts: report.parts,
+            bytes_synced: report.bytes,
+            bytes_on_the_wire: report.received_bytes + report.sent_bytes,
+            bytes_received: report.received_bytes,
+            bytes_sent: report.sent_bytes,
+            bytes_reused: report.reused_bytes,
+            bytes_reused_by: &report.reused_by,
+            verified: &report.verified_by,
+            duration_seconds: (seconds * 1000.0).round() / 1000.0,
+            plan: &report.plan,
+            errors: &report.errors,
+        }
+    }
+}
+
 fn print_report(args: &Args, report: &CopyReport, seconds: f64) {
     for error in &report.errors {
         ui().error(error);
     }
     if args.json {
-        let value = json!({
-            "command": "copy",
-            "ok": report.errors.is_empty(),
-            "source": args.source,
-            "destination": args.destination,
-            "dry_run": args.dry_run,
-            "files": report.files,
-            "files_transferred": report.transferred,
-            "files_up_to_date": report.skipped,
-            "symlinks": report.symlinks,
-            "deleted": report.deleted,
-            "sessions": report.sessions,
-            "split_files": report.split_files,
-            "parts": report.parts,
-            "bytes_synced": report.bytes,
-            "bytes_on_the_wire": report.received_bytes + report.sent_bytes,
-            "bytes_received": report.received_bytes,
-            "bytes_sent": report.sent_bytes,
-            "bytes_reused": report.reused_bytes,
-            "bytes_reused_by": report.reused_by,
-            "verified": report.verified_by,
-            "duration_seconds": (seconds * 1000.0).round() / 1000.0,
-            "plan": report.plan,
-            "errors": report.errors,
-        });
-        crate::output::stdout_line(
-            &serde_json::to_string_pretty(&value).expect("JSON values serialize"),
-        );
+        crate::output::print_document(&CopyDocument::new(args, report, seconds));
         return;
     }
     for line in &report.plan {

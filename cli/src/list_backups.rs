@@ -12,9 +12,8 @@ use barsync_sync::syncinfo::{
     fetch_primary_info, load_primary_info, RemoteProgram, SyncInfoLimits, SyncPoint,
 };
 use serde::Serialize;
-use serde_json::json;
 
-use crate::output::ui;
+use crate::output::{ui, FailureDocument};
 
 pub const AFTER_HELP: &str = concat!(
     "Examples:
@@ -57,9 +56,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let server = crate::passive::server(&config, &args.server)?;
         let rows = rows(&config, &server, args)?;
         if args.json {
-            crate::output::stdout_line(&serde_json::to_string_pretty(&server_json(
-                &server, &rows,
-            ))?);
+            crate::output::print_document(&ServerDocument::new(&server, &rows));
         } else {
             print_server(&server, &rows, args);
         }
@@ -67,26 +64,41 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     // `all`: every passive server, as `barman list-backups all`; one that fails is reported
     // and the others are still listed.
-    let mut documents = Vec::new();
+    let servers = crate::passive::servers_named(&config, "all")?;
+    let mut listed = Vec::new();
     let mut failed = false;
-    for server in crate::passive::servers_named(&config, "all")? {
-        match rows(&config, &server, args) {
-            Ok(rows) if args.json => documents.push(server_json(&server, &rows)),
-            Ok(rows) => print_server(&server, &rows, args),
+    for server in &servers {
+        match rows(&config, server, args) {
+            Ok(rows) => {
+                if !args.json {
+                    print_server(server, &rows, args);
+                }
+                listed.push(Ok(rows));
+            }
             Err(error) => {
                 failed = true;
                 let message = format!("Server {}: {error:#}", server.name());
                 ui().error(&message);
-                documents.push(json!({"server": server.name(), "ok": false, "errors": [message]}));
+                listed.push(Err(message));
             }
         }
     }
     if args.json {
-        crate::output::stdout_line(&serde_json::to_string_pretty(&json!({
-            "command": "list-backups",
-            "ok": !failed,
-            "servers": documents,
-        }))?);
+        let documents = servers
+            .iter()
+            .zip(listed)
+            .map(|(server, listed)| match listed {
+                Ok(rows) => ServerEntry::Listed(ServerDocument::owning(server, rows)),
+                Err(message) => {
+                    ServerEntry::Failed(FailureDocument::server(server.name(), message))
+                }
+            })
+            .collect();
+        crate::output::print_document(&AllDocument {
+            command: "list-backups",
+            ok: !failed,
+            servers: documents,
+        });
     }
     Ok(if failed {
         ExitCode::from(1)
@@ -126,18 +138,42 @@ struct ServerDocument<'a> {
     command: &'static str,
     server: &'a str,
     ok: bool,
-    backups: &'a [BackupRow],
+    backups: std::borrow::Cow<'a, [BackupRow]>,
 }
 
-/// One server's list as a JSON object.
-fn server_json(server: &ServerConfig, rows: &[BackupRow]) -> serde_json::Value {
-    serde_json::to_value(ServerDocument {
-        command: "list-backups",
-        server: server.name(),
-        ok: true,
-        backups: rows,
-    })
-    .expect("plain data serializes")
+impl<'a> ServerDocument<'a> {
+    fn new(server: &'a ServerConfig, rows: &'a [BackupRow]) -> ServerDocument<'a> {
+        ServerDocument::with(server, std::borrow::Cow::Borrowed(rows))
+    }
+
+    fn owning(server: &'a ServerConfig, rows: Vec<BackupRow>) -> ServerDocument<'a> {
+        ServerDocument::with(server, std::borrow::Cow::Owned(rows))
+    }
+
+    fn with(server: &'a ServerConfig, backups: std::borrow::Cow<'a, [BackupRow]>) -> Self {
+        ServerDocument {
+            command: "list-backups",
+            server: server.name(),
+            ok: true,
+            backups,
+        }
+    }
+}
+
+/// One server of `list-backups all --json`: its list, or why it could not be listed.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ServerEntry<'a> {
+    Listed(ServerDocument<'a>),
+    Failed(FailureDocument<'a>),
+}
+
+/// What `list-backups all --json` prints.
+#[derive(Serialize)]
+struct AllDocument<'a> {
+    command: &'static str,
+    ok: bool,
+    servers: Vec<ServerEntry<'a>>,
 }
 
 /// One server's list as text.

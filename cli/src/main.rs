@@ -211,10 +211,7 @@ fn report(command: &str, result: anyhow::Result<std::process::ExitCode>) -> std:
         let message = format!("{error:#}");
         output::ui().error(&message);
         if output::ui().json() {
-            output::stdout_line(
-                &serde_json::json!({"command": command, "ok": false, "errors": [message]})
-                    .to_string(),
-            );
+            output::print_document(&output::FailureDocument::command(command, message));
         }
         std::process::ExitCode::from(1)
     })

@@ -47,11 +47,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         statuses.push(server_status(server)?);
     }
     if args.json {
-        crate::passive::print_json(&serde_json::json!({
-            "command": "status",
-            "ok": true,
-            "servers": statuses,
-        }));
+        crate::output::print_document(&StatusDocument {
+            command: "status",
+            ok: true,
+            servers: &statuses,
+        });
     } else {
         for status in &statuses {
             print_status(status);
@@ -61,6 +61,14 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `status --json` prints.
+#[derive(serde::Serialize)]
+struct StatusDocument<'a> {
+    command: &'static str,
+    ok: bool,
+    servers: &'a [ServerStatus],
 }
 
 fn ago(seconds: Option<f64>) -> String {
