@@ -30,7 +30,7 @@ impl PullSource for Forged<'_> {
         &mut self,
         _path: &Path,
         _recursive: bool,
-    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+    ) -> Result<Result<Vec<Entry>, transfer_engine::FileError>, CopyError> {
         Ok(Ok(self.listing.clone()))
     }
     fn fetch(
@@ -253,8 +253,10 @@ fn a_push_to_serve_never_writes_through_a_pushed_symlink() {
     for outcome in &outcomes[1..5] {
         let message = outcome.result.as_ref().unwrap_err();
         assert!(
-            message.contains(&*outcome.remote_path.to_string_lossy())
-                && message.contains("symlink"),
+            message
+                .detail
+                .contains(&*outcome.remote_path.to_string_lossy())
+                && message.detail.contains("symlink"),
             "{}: {message}",
             outcome.remote_path.display()
         );

@@ -107,6 +107,15 @@ fn session_lists_fetches_and_updates_a_tree() {
     let mut client = Client::connect(input, output, options()).unwrap();
     assert!(client.peer_agent().starts_with("barsync "));
 
+    // Listing failures arrive typed: a missing path, and one outside the root.
+    let missing = client
+        .list(&root.join("missing"), true)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(missing.kind, FileErrorKind::Missing, "{missing}");
+    let outside = client.list(Path::new("/etc"), false).unwrap().unwrap_err();
+    assert_eq!(outside.kind, FileErrorKind::Refused, "{outside}");
+
     let listing = client.list(root, true).unwrap().unwrap();
     let listed_files: Vec<&Path> = listing
         .iter()
@@ -425,7 +434,7 @@ fn a_read_only_server_says_so_and_refuses_every_push() {
     for outcome in &outcomes {
         let error = outcome.result.as_ref().unwrap_err();
         assert!(
-            error.contains("refused") && error.contains("read-only"),
+            error.detail.contains("refused") && error.detail.contains("read-only"),
             "{}: {error}",
             outcome.remote_path.display()
         );

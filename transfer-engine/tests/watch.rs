@@ -15,6 +15,7 @@ use barsync_transport::{memory_pipe, PipeReader, PipeWriter};
 use transfer_engine::confine::Roots;
 use transfer_engine::protocol::client::ClientOptions;
 use transfer_engine::protocol::{serve, Client, ProtocolError, WatchRequest};
+use transfer_engine::FileErrorKind;
 
 type TestClient = Client<PipeReader, PipeWriter>;
 
@@ -162,7 +163,8 @@ fn watch_outside_the_roots_is_refused_and_the_session_goes_on() {
         )
         .unwrap()
         .unwrap_err();
-    assert!(refused.contains("not below any root"), "{refused}");
+    assert!(refused.detail.contains("not below any root"), "{refused}");
+    assert_eq!(refused.kind, FileErrorKind::Refused, "{refused}");
     let seen = client
         .watch(&db, &request(0, 0, 0, Duration::from_secs(1)))
         .unwrap()

@@ -354,7 +354,7 @@ impl Session {
         &mut self,
         path: &str,
         request: &WatchRequest,
-    ) -> Option<Result<Result<Watched, String>, String>> {
+    ) -> Option<Result<Result<Watched, transfer_engine::FileError>, String>> {
         match self {
             Session::Barsync { client, peer, .. } if client.supports_watch() => Some(
                 client

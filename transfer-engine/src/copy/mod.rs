@@ -24,6 +24,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::file_error::FileError;
 use crate::protocol::ProtocolError;
 
 mod pull;
@@ -94,9 +95,12 @@ pub enum CopyError {
     /// The session failed.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    /// The server refused or failed to list the source.
+    /// The far side failed otherwise (its words).
     #[error("remote: {0}")]
     Remote(String),
+    /// The far side refused or failed to list a path (the source, or a push's destination).
+    #[error("remote: {0}")]
+    Listing(FileError),
     /// The source is a directory but the copy is not recursive.
     #[error("{0} is a directory (use -r to copy directories)")]
     NotRecursive(String),

@@ -57,7 +57,7 @@ impl Fetcher for OneSession<'_> {
     fn list(&mut self, path: &Path, recursive: bool) -> Result<Vec<Entry>, CopyError> {
         self.client
             .list(path, recursive)?
-            .map_err(CopyError::Remote)
+            .map_err(CopyError::Listing)
     }
 
     fn fetch(
@@ -99,7 +99,7 @@ impl<S: SessionSource> Fetcher for Pooled<'_, S> {
         session
             .source()
             .list(path, recursive)?
-            .map_err(CopyError::Remote)
+            .map_err(CopyError::Listing)
     }
 
     fn fetch(

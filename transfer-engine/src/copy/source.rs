@@ -16,19 +16,23 @@ fn list_over_sftp(
     sftp: &mut crate::sftp::SftpSource,
     path: &Path,
     recursive: bool,
-) -> Result<Vec<Entry>, String> {
-    sftp.list(path, recursive)
-        .map_err(|e| format!("{}: {e}", crate::names::shown_path(path)))
+) -> Result<Vec<Entry>, FileError> {
+    sftp.list(path, recursive).map_err(|e| {
+        FileError::new(
+            e.file_kind(),
+            format!("{}: {e}", crate::names::shown_path(path)),
+        )
+    })
 }
 
 /// Where [`push`](super::push()) writes to: a barsync session, or SFTP on a host without barsync.
 pub trait PushTarget {
-    /// Lists `path`; `Ok(Err(message))` when the far side refused or failed (or it is missing).
+    /// Lists `path`; `Ok(Err(failure))` when the far side refused or failed (or it is missing).
     fn list(
         &mut self,
         path: &Path,
         recursive: bool,
-    ) -> Result<Result<Vec<Entry>, String>, CopyError>;
+    ) -> Result<Result<Vec<Entry>, FileError>, CopyError>;
     /// Applies each item, reporting each outcome as it completes.
     fn apply(
         &mut self,
@@ -48,7 +52,7 @@ impl<R: Read, W: Write + Send> PushTarget for Client<R, W> {
         &mut self,
         path: &Path,
         recursive: bool,
-    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+    ) -> Result<Result<Vec<Entry>, FileError>, CopyError> {
         Ok(Client::list(self, path, recursive)?)
     }
     fn apply(
@@ -71,7 +75,7 @@ impl PushTarget for crate::sftp::SftpSource {
         &mut self,
         path: &Path,
         recursive: bool,
-    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+    ) -> Result<Result<Vec<Entry>, FileError>, CopyError> {
         Ok(list_over_sftp(self, path, recursive))
     }
     fn apply(
@@ -89,12 +93,12 @@ impl PushTarget for crate::sftp::SftpSource {
 
 /// Where [`pull`](super::pull()) reads from: a barsync session, or SFTP on a host without barsync.
 pub trait PullSource {
-    /// Lists `path`; `Ok(Err(message))` when the far side refused or failed.
+    /// Lists `path`; `Ok(Err(failure))` when the far side refused or failed.
     fn list(
         &mut self,
         path: &Path,
         recursive: bool,
-    ) -> Result<Result<Vec<Entry>, String>, CopyError>;
+    ) -> Result<Result<Vec<Entry>, FileError>, CopyError>;
     /// Fetches each request, reporting each outcome as it completes.
     fn fetch(
         &mut self,
@@ -112,7 +116,7 @@ impl<R: Read, W: Write + Send> PullSource for Client<R, W> {
         &mut self,
         path: &Path,
         recursive: bool,
-    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+    ) -> Result<Result<Vec<Entry>, FileError>, CopyError> {
         Ok(Client::list(self, path, recursive)?)
     }
     fn fetch(
@@ -132,7 +136,7 @@ impl PullSource for crate::sftp::SftpSource {
         &mut self,
         path: &Path,
         recursive: bool,
-    ) -> Result<Result<Vec<Entry>, String>, CopyError> {
+    ) -> Result<Result<Vec<Entry>, FileError>, CopyError> {
         Ok(list_over_sftp(self, path, recursive))
     }
     fn fetch(

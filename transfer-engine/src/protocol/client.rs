@@ -16,11 +16,13 @@ use super::handshake::{handshake, FEATURES, FEATURE_RANGES, FEATURE_READ_ONLY, F
 use super::link::receive_file_or_link;
 use super::literal::LiteralDecoder;
 use super::part::receive_part;
-use super::receiver::{receive_file, receive_file_in_place, send_signature, Incoming};
+use super::receiver::{
+    read_request_error, receive_file, receive_file_in_place, send_signature, Incoming,
+};
 use super::{Entry, EntryKind, ProtocolError};
 use crate::confine::{Destination, RelativePath};
 use crate::digest::FileDigest;
-use crate::file_error::{FileError, VerifiedBy};
+use crate::file_error::{FileError, FileErrorKind, VerifiedBy};
 use crate::fs::{open_basis, MappedFile, PublishBatch, TempFile};
 use crate::signature::{
     signature, signature_of_map, signature_of_map_range, Signature, SignatureOptions,
@@ -234,14 +236,14 @@ impl<R: Read, W: Write + Send> Client<R, W> {
     }
 
     /// Waits (on the server, up to `request.timeout`) until `remote_path` differs from what
-    /// the request says the client saw, and returns its state and tail; `Ok(Err(message))`
+    /// the request says the client saw, and returns its state and tail; `Ok(Err(failure))`
     /// when the server refused or could not open the file. Needs a server that
     /// [supports it](Client::supports_watch).
     pub fn watch(
         &mut self,
         remote_path: &Path,
         request: &super::watch::WatchRequest,
-    ) -> Result<Result<super::watch::Watched, String>, ProtocolError> {
+    ) -> Result<Result<super::watch::Watched, FileError>, ProtocolError> {
         let id = self.next_request;
         self.next_request += 1;
         super::watch::write_request(self.writer(), id, remote_path, request)?;
@@ -263,7 +265,7 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             )));
         }
         if kind == Kind::RequestError {
-            return Ok(Err(fields.str()?.to_string()));
+            return Ok(Err(read_request_error(&mut fields, FileErrorKind::Remote)?));
         }
         let watched = super::watch::read_answer(&mut fields)?;
         fields.end()?;
@@ -281,12 +283,12 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             .expect("writer is back after every call")
     }
 
-    /// Lists `remote_path` on the server; `Ok(Err(message))` when the server refused or failed.
+    /// Lists `remote_path` on the server; `Ok(Err(failure))` when the server refused or failed.
     pub fn list(
         &mut self,
         remote_path: &Path,
         recursive: bool,
-    ) -> Result<Result<Vec<Entry>, String>, ProtocolError> {
+    ) -> Result<Result<Vec<Entry>, FileError>, ProtocolError> {
         let request = self.next_request;
         self.next_request += 1;
         self.writer()
@@ -316,7 +318,9 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             }
             match kind {
                 Kind::ListEnd => return Ok(Ok(entries)),
-                Kind::RequestError => return Ok(Err(fields.str()?.to_string())),
+                Kind::RequestError => {
+                    return Ok(Err(read_request_error(&mut fields, FileErrorKind::Remote)?))
+                }
                 _ => entries.push(read_entry(&mut fields)?),
             }
         }

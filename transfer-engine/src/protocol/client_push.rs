@@ -13,6 +13,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use super::client::{Client, MAX_IN_FLIGHT};
 use super::frame::{Fields, FrameReader, FrameWriter, Kind};
+use super::receiver::read_request_error;
 use super::sender::{read_signature, send_file, send_request_error};
 use super::ProtocolError;
 use crate::delta::DeltaOptions;
@@ -69,8 +70,8 @@ pub struct PushOutcome {
     pub index: usize,
     /// The server path the item changes.
     pub remote_path: PathBuf,
-    /// Done, or why not (the server's words).
-    pub result: Result<(), String>,
+    /// Done, or why not (with the server's words).
+    pub result: Result<(), FileError>,
 }
 
 impl<R: Read, W: Write + Send> Client<R, W> {
@@ -212,9 +213,12 @@ fn read_answers<R: Read>(
                 continue;
             }
             Kind::RequestError => {
-                let message = fields.str()?.to_string();
+                let failure = read_request_error(&mut fields, FileErrorKind::Remote)?;
                 let _ = signatures.send(None);
-                Err(format!("remote: {message}"))
+                Err(FileError::new(
+                    failure.kind,
+                    format!("remote: {}", failure.detail),
+                ))
             }
             Kind::PushDone => {
                 let ok = fields.u8()? == 1;
@@ -223,7 +227,10 @@ fn read_answers<R: Read>(
                 if ok {
                     Ok(())
                 } else {
-                    Err(format!("remote: {message}"))
+                    Err(FileError::new(
+                        FileErrorKind::Remote,
+                        format!("remote: {message}"),
+                    ))
                 }
             }
             other => {

@@ -132,7 +132,20 @@ fn sender_failure(
     fields: &mut Fields<'_>,
     unsaid: FileErrorKind,
 ) -> Result<FileError, ProtocolError> {
-    let detail = format!("{}: {}", incoming.peer, fields.str()?);
+    let failure = read_request_error(fields, unsaid)?;
+    Ok(FileError::new(
+        failure.kind,
+        format!("{}: {}", incoming.peer, failure.detail),
+    ))
+}
+
+/// The rest of a `RequestError` frame (after its request number): the far side's words and,
+/// from a peer that sends kinds, the kind; `unsaid` when it does not.
+pub(super) fn read_request_error(
+    fields: &mut Fields<'_>,
+    unsaid: FileErrorKind,
+) -> Result<FileError, ProtocolError> {
+    let detail = fields.str()?.to_string();
     let kind = fields
         .optional_u8()?
         .map_or(unsaid, FileErrorKind::from_code);

@@ -145,7 +145,11 @@ pub fn serve_with<R: Read, W: Write>(
                 fields.end()?;
                 // Everything asked before was answered: send it before waiting.
                 writer.flush()?;
-                super::watch::answer(&mut writer, roots, request, &path, &watch)?;
+                if let Err(failure) =
+                    super::watch::answer(&mut writer, roots, request, &path, &watch)?
+                {
+                    fail(&mut writer, request, &failure)?;
+                }
             }
             Kind::PushFile => {
                 let request = fields.u32()?;

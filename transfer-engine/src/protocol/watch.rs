@@ -22,9 +22,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::frame::{Fields, FrameWriter, Kind};
-use super::sender::send_request_error;
 use super::ProtocolError;
 use crate::confine::{open_below, open_file_below, RelativePath, Roots};
+use crate::file_error::{FileError, FileErrorKind};
 
 /// How often the server looks at the file when inotify is not available.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -192,18 +192,19 @@ impl DirectoryWatch {
 }
 
 /// Answers one `Watch` for `path` below `roots`: waits as the request says, then sends
-/// `Watched`, or `RequestError` when the path is refused or cannot be opened.
+/// `Watched`; `Ok(Err(failure))` when the path is refused or cannot be read (the caller
+/// answers with it).
 pub(super) fn answer<W: Write>(
     writer: &mut FrameWriter<W>,
     roots: &Roots,
     id: u32,
     path: &Path,
     request: &WatchRequest,
-) -> Result<(), ProtocolError> {
+) -> Result<Result<(), FileError>, ProtocolError> {
     let shown = crate::names::shown_path(path);
     let (root, relative) = match roots.resolve(path) {
         Ok(resolved) => resolved,
-        Err(e) => return send_request_error(writer, id, &e.to_string(), None),
+        Err(e) => return Ok(Err(FileError::new(FileErrorKind::Refused, e.to_string()))),
     };
     let parent = relative
         .as_path()
@@ -241,7 +242,7 @@ pub(super) fn answer<W: Write>(
     };
     let (changed, seen) = match outcome {
         Ok(found) => found,
-        Err(e) => return send_request_error(writer, id, &format!("{shown}: {e}"), None),
+        Err(e) => return Ok(Err(far_side_io(&e, &shown))),
     };
     let available = seen.len.saturating_sub(request.offset);
     let wanted = available.min(u64::from(request.max_bytes.min(MAX_BYTES))) as usize;
@@ -255,7 +256,7 @@ pub(super) fn answer<W: Write>(
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return send_request_error(writer, id, &format!("{shown}: {e}"), None),
+            Err(e) => return Ok(Err(far_side_io(&e, &shown))),
         }
     }
     bytes.truncate(got);
@@ -267,5 +268,14 @@ pub(super) fn answer<W: Write>(
         .i64(seen.mtime)
         .u8(u8::from(changed))
         .bytes(&bytes);
-    Ok(writer.send(Kind::Watched)?)
+    writer.send(Kind::Watched)?;
+    Ok(Ok(()))
+}
+
+/// A failure reading the watched file `shown` on this (the far) side.
+fn far_side_io(error: &std::io::Error, shown: &str) -> FileError {
+    FileError::new(
+        FileErrorKind::of_io(error, true),
+        format!("{shown}: {error}"),
+    )
 }

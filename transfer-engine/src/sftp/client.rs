@@ -44,6 +44,20 @@ impl SftpError {
         matches!(self, SftpError::Session { .. })
     }
 
+    /// The kind of per-file failure this is: a missing file, a refusal, another failure of
+    /// the server's, or the session lost.
+    pub fn file_kind(&self) -> crate::file_error::FileErrorKind {
+        use crate::file_error::FileErrorKind;
+        match self {
+            SftpError::Status { code, .. } => match *code {
+                super::wire::status::NO_SUCH_FILE => FileErrorKind::Missing,
+                super::wire::status::PERMISSION_DENIED => FileErrorKind::Refused,
+                _ => FileErrorKind::Remote,
+            },
+            SftpError::Session { .. } => FileErrorKind::SessionLost,
+        }
+    }
+
     /// The status code of a refusal.
     pub fn status_code(&self) -> Option<u32> {
         match self {

@@ -378,15 +378,10 @@ impl FetchFailure {
 
     /// A failed call to the server about `remote`, doing `what`.
     fn sftp(remote: &Path, what: &str, error: &SftpError) -> FetchFailure {
-        let kind = match error {
-            SftpError::Status { code, .. } => match *code {
-                wire::status::NO_SUCH_FILE => FileErrorKind::Missing,
-                wire::status::PERMISSION_DENIED => FileErrorKind::Refused,
-                _ => FileErrorKind::Remote,
-            },
-            SftpError::Session { .. } => FileErrorKind::SessionLost,
-        };
-        FetchFailure::other(kind, format!("{}: {what}: {error}", shown_path(remote)))
+        FetchFailure::other(
+            error.file_kind(),
+            format!("{}: {what}: {error}", shown_path(remote)),
+        )
     }
 
     /// The failure as the caller gets it.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use super::client::SftpError;
 use super::wire::{open_flags, status, Attrs, Reply, Request};
 use super::{SftpFetch, SftpSource};
+use crate::file_error::{FileError, FileErrorKind};
 use crate::names::shown_path;
 use crate::protocol::{PushItem, PushOutcome};
 
@@ -34,12 +35,22 @@ struct Uploaded {
 }
 
 /// The result of the push item at an index.
-type ItemResult = (usize, Result<(), String>);
+type ItemResult = (usize, Result<(), FileError>);
 
 /// Why one item failed: that item only, or the whole session.
 enum ItemError {
-    Item(String),
+    Item(FileError),
     Session(SftpError),
+}
+
+impl ItemError {
+    /// The host failed the call `what` about `remote` (shown), the session going on.
+    fn host(remote: &str, what: &str, error: &SftpError) -> ItemError {
+        ItemError::Item(FileError::new(
+            error.file_kind(),
+            format!("{remote}: {what}: {error}"),
+        ))
+    }
 }
 
 impl From<SftpError> for ItemError {
@@ -116,13 +127,15 @@ impl SftpSource {
         let remote = shown_path(remote_path);
         let name = remote_path.file_name().unwrap_or_default();
         let partial = remote_path.with_file_name(crate::names::partial(name));
-        let item = |what: &str, e: &dyn std::fmt::Display| {
-            ItemError::Item(format!("{remote}: {what}: {e}"))
+        let item = |what: &str, e: &SftpError| ItemError::host(&remote, what, e);
+        let local_failed = |e: std::io::Error| {
+            ItemError::Item(FileError::local_io(
+                &e,
+                format!("{remote}: {}: {e}", local.display()),
+            ))
         };
-        let source = File::open(local).map_err(|e| item(&local.display().to_string(), &e))?;
-        let meta = source
-            .metadata()
-            .map_err(|e| item(&local.display().to_string(), &e))?;
+        let source = File::open(local).map_err(local_failed)?;
+        let meta = source.metadata().map_err(local_failed)?;
         let len = meta.len();
         let mut offset = match self.client.stat(bytes(&partial)) {
             Ok(attrs) => attrs.size.unwrap_or(0),
@@ -188,12 +201,15 @@ impl SftpSource {
         let mut buffer = vec![0u8; chunk.min(len.saturating_sub(offset) as usize).max(1)];
         let mut in_flight: HashSet<u32> = HashSet::new();
         let mut at = offset;
-        let mut failed: Option<String> = None;
+        let mut failed: Option<FileError> = None;
         loop {
             while failed.is_none() && at < len && in_flight.len() < MAX_WRITES {
                 let n = (len - at).min(buffer.len() as u64) as usize;
                 if let Err(e) = source.read_exact_at(&mut buffer[..n], at) {
-                    failed = Some(format!("reading the local file: {e}"));
+                    failed = Some(FileError::local_io(
+                        &e,
+                        format!("reading the local file: {e}"),
+                    ));
                     break;
                 }
                 let id = self.client.send(&Request::Write {
@@ -216,7 +232,7 @@ impl SftpSource {
                             code,
                             message: crate::names::shown_bytes(message),
                         };
-                        failed = Some(format!("write: {error}"));
+                        failed = Some(FileError::new(error.file_kind(), format!("write: {error}")));
                     }
                 }
                 other => {
@@ -249,8 +265,10 @@ impl SftpSource {
             results.push((
                 file.index,
                 result.map(drop).map_err(|error| match error {
-                    ItemError::Item(message) => message,
-                    ItemError::Session(error) => error.to_string(),
+                    ItemError::Item(failure) => failure,
+                    ItemError::Session(error) => {
+                        FileError::new(FileErrorKind::SessionLost, error.to_string())
+                    }
                 }),
             ));
         }
@@ -263,9 +281,7 @@ impl SftpSource {
         sums: &super::sums::RemoteSums,
     ) -> Result<SftpFetch, ItemError> {
         let remote = shown_path(&file.remote);
-        let item = |what: &str, e: &dyn std::fmt::Display| {
-            ItemError::Item(format!("{remote}: {what}: {e}"))
-        };
+        let item = |what: &str, e: &SftpError| ItemError::host(&remote, what, e);
         let len = file.meta.len();
         let size = match self.client.stat(bytes(&file.partial)) {
             Ok(attrs) => attrs.size,
@@ -273,24 +289,30 @@ impl SftpSource {
             Err(_) => None,
         };
         let verified = if size != Some(len) {
-            Err(format!(
-                "{}: uploaded {size:?} bytes, the file has {len}",
-                shown_path(&file.partial)
+            Err(FileError::new(
+                FileErrorKind::Corrupt,
+                format!(
+                    "{}: uploaded {size:?} bytes, the file has {len}",
+                    shown_path(&file.partial)
+                ),
             ))
         } else {
             match File::open(&file.local) {
-                Err(e) => Err(format!("{}: {e}", file.local.display())),
+                Err(e) => Err(FileError::local_io(
+                    &e,
+                    format!("{}: {e}", file.local.display()),
+                )),
                 Ok(local) => match sums.get(&file.partial) {
                     Some(theirs) => self.compare_with(&file.partial, &local, None, theirs),
                     None => self.verify(&file.partial, &local),
                 }
-                .map_err(|failure| failure.into_error().detail),
+                .map_err(|failure| failure.into_error()),
             }
         };
-        if let Err(message) = verified {
+        if let Err(failure) = verified {
             match self.client.remove(bytes(&file.partial)) {
                 Err(error) if error.is_session() => return Err(error.into()),
-                _ => return Err(ItemError::Item(message)),
+                _ => return Err(ItemError::Item(failure)),
             }
         }
         let attrs = Attrs {
@@ -391,6 +413,9 @@ fn item_error(path: &Path, error: SftpError) -> ItemError {
     if error.is_session() {
         ItemError::Session(error)
     } else {
-        ItemError::Item(format!("{}: {error}", shown_path(path)))
+        ItemError::Item(FileError::new(
+            error.file_kind(),
+            format!("{}: {error}", shown_path(path)),
+        ))
     }
 }
