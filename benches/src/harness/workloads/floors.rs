@@ -4,6 +4,7 @@
 //!
 //! - one ssh stream ([`Context::ssh_stream_floor`]): `ssh -c aes128-gcm@openssh.com HOST cat
 //!   FILE > /dev/null` through the same sshd: OpenSSH's own cipher and pipe, nothing else;
+//! - one ssh handshake ([`Context::ssh_handshake_floor`]): `ssh HOST true`, W5's floor;
 //! - a local rebuild with `cp` ([`Context::cp_floor`]): `cp FROM TO && sync -f TO`, reading the
 //!   basis, writing the new file and making it durable (coreutils' `cp` picks its own copy
 //!   method: `copy_file_range` where it can);
@@ -37,6 +38,26 @@ impl<'a> Context<'a> {
                 words.push(self.host.clone());
                 words.push(format!("cat '{}/{relative}'", self.remote_dir));
                 let script = format!("{} > /dev/null", shell_words(&words));
+                let mut command = Command::new("sh");
+                command.args(["-c", &script]);
+                Ok((measure(&mut command)?, script))
+            }),
+            wire: |_| None,
+        }
+    }
+
+    /// `ssh [options] HOST true`: one connection and its handshake, what any copy over ssh
+    /// pays before its first byte (W5's floor: its files are few bytes each).
+    pub(super) fn ssh_handshake_floor(&self) -> Side<'_> {
+        Side {
+            tool: "ssh true (the handshake)".to_owned(),
+            setup: Box::new(|| Ok(())),
+            run: Box::new(move || {
+                let mut words: Vec<String> =
+                    self.ssh.split_whitespace().map(str::to_owned).collect();
+                words.push(self.host.clone());
+                words.push("true".to_owned());
+                let script = shell_words(&words);
                 let mut command = Command::new("sh");
                 command.args(["-c", &script]);
                 Ok((measure(&mut command)?, script))

@@ -1,5 +1,6 @@
 //! W5: many files of 2 KiB, copied once into an empty directory and then resynced with
-//! nothing changed. Owns the two cases and the generation of the files.
+//! nothing changed, each beside the floor of one ssh handshake. Owns the two cases and the
+//! generation of the files.
 
 use std::fs;
 use std::process::Command;
@@ -19,37 +20,54 @@ impl<'a> Context<'a> {
         let target = dst.join("small");
         let pristine = self.work.join("gen/w5");
         let empty = || reset_dir(&dst);
-        let initial = self.compare(
+        let initial = self.compare_with(
             "W5-initial",
             &format!("{count} x 2 KiB, initial copy"),
             self.copy_side(&self.ssh, &["-r"], "w5/", &target, Box::new(empty)),
-            self.rsync_side(
-                &self.ssh,
-                "rsync -a",
-                &["-a"],
-                "w5/",
-                &target,
-                Box::new(empty),
-            ),
+            vec![(
+                "W5-initial".to_owned(),
+                self.rsync_side(
+                    &self.ssh,
+                    "rsync -a",
+                    &["-a"],
+                    "w5/",
+                    &target,
+                    Box::new(empty),
+                ),
+            )],
+            vec![(
+                "W5-initial-floor-handshake".to_owned(),
+                self.ssh_handshake_floor(),
+            )],
         )?;
         let synced = || {
             reset_dir(&dst)?;
             runner::run_quiet(Command::new("cp").arg("-a").arg(&pristine).arg(&target)).map(|_| ())
         };
-        let resync = self.compare(
+        let resync = self.compare_with(
             "W5-resync",
             &format!("{count} x 2 KiB, resync, none changed"),
             self.copy_side(&self.ssh, &["-r"], "w5/", &target, Box::new(synced)),
-            self.rsync_side(
-                &self.ssh,
-                "rsync -a",
-                &["-a"],
-                "w5/",
-                &target,
-                Box::new(synced),
-            ),
+            vec![(
+                "W5-resync".to_owned(),
+                self.rsync_side(
+                    &self.ssh,
+                    "rsync -a",
+                    &["-a"],
+                    "w5/",
+                    &target,
+                    Box::new(synced),
+                ),
+            )],
+            vec![(
+                "W5-resync-floor-handshake".to_owned(),
+                self.ssh_handshake_floor(),
+            )],
         )?;
-        Ok(Outcome::Rows(vec![initial, resync]))
+        let (mut rows, mut floors) = (initial.rows, initial.floors);
+        rows.extend(resync.rows);
+        floors.extend(resync.floors);
+        Ok(Outcome::RowsAndFloors(rows, floors))
     }
 
     pub(super) fn ensure_w5(&mut self) -> Result<()> {
