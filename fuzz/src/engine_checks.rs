@@ -16,7 +16,7 @@ use barsync_transport::ssh_config::SshConfig;
 use transfer_engine::confine::{RelativePath, Roots, MAX_PATH_LEN};
 use transfer_engine::delta::MAX_LITERAL_RUN;
 use transfer_engine::protocol::client::ClientOptions;
-use transfer_engine::protocol::frame::{Fields, FrameReader, FrameWriter, Kind};
+use transfer_engine::protocol::frame::{Fields, FrameReader, FrameWriter, Kind, MAX_PAYLOAD};
 use transfer_engine::protocol::literal::LiteralDecoder;
 use transfer_engine::protocol::{Client, EntryKind, FetchRequest, ProtocolError, PushItem};
 
@@ -56,6 +56,24 @@ pub fn frames(data: &[u8]) {
     }
     let consumed = reader.bytes as usize;
     assert_eq!(rebuilt.into_inner(), &data[..consumed]);
+}
+
+/// Decodes one listing entry's record (a `ListEntry` after its request number, or one
+/// record of a `ListBatch`).
+fn decode_entry(fields: &mut Fields<'_>) -> Result<(), ProtocolError> {
+    let path = fields.path()?;
+    if let Ok(path) = RelativePath::from_path(path) {
+        relative_path_properties(path.as_bytes(), &path);
+    }
+    let entry_kind = fields.u8()?;
+    fields.u64()?;
+    fields.i64()?;
+    fields.u32()?;
+    fields.u32()?;
+    if entry_kind == EntryKind::Symlink as u8 {
+        fields.path()?;
+    }
+    Ok(())
 }
 
 /// Decodes a payload by the layout of its kind, as the protocol's readers do.
@@ -143,17 +161,17 @@ fn decode_payload(
         }
         Kind::ListEntry => {
             fields.u32()?;
-            let path = fields.path()?;
-            if let Ok(path) = RelativePath::from_path(path) {
-                relative_path_properties(path.as_bytes(), &path);
-            }
-            let entry_kind = fields.u8()?;
-            fields.u64()?;
-            fields.i64()?;
+            decode_entry(&mut fields)?;
+        }
+        Kind::ListBatch => {
             fields.u32()?;
-            fields.u32()?;
-            if entry_kind == EntryKind::Symlink as u8 {
-                fields.path()?;
+            let encoding = fields.u8()?;
+            let raw_len = fields.u32()? as usize;
+            let records = literals.decode(encoding, raw_len, fields.rest(), MAX_PAYLOAD)?;
+            assert_eq!(records.len(), raw_len, "decoded batch length");
+            let mut records = Fields::new(kind, records);
+            while !records.is_empty() {
+                decode_entry(&mut records)?;
             }
         }
         Kind::ListEnd => {

@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::thread;
 
@@ -493,6 +493,93 @@ fn an_older_client_gets_request_errors_without_the_kind_byte() {
     fields
         .end()
         .expect("no kind byte for a client that did not ask for it");
+    writer.start();
+    writer.send(Kind::RequestsDone).unwrap();
+    writer.flush().unwrap();
+    assert_eq!(reader.expect_frame().unwrap().0, Kind::ServerDone);
+    server.join().unwrap().unwrap();
+}
+
+/// A listing of many small files, as a resync asks for one: the client reads back every entry
+/// exactly, and the whole listing costs a fraction of its entries' bytes (packed and
+/// compressed `ListBatch` frames; one `ListEntry` frame each took about 44 bytes per entry).
+#[test]
+fn a_listing_of_many_files_is_exact_and_compact() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let root = server_dir.path();
+    let count = 10_000;
+    for index in 0..count {
+        let directory = root.join(format!("d{:02}", index % 40));
+        fs::create_dir_all(&directory).unwrap();
+        fs::write(
+            directory.join(format!("f{index:05}")),
+            vec![b'x'; index % 3000],
+        )
+        .unwrap();
+    }
+    std::os::unix::fs::symlink("d00/f00000", root.join("link")).unwrap();
+    let (input, output, server) = start_server(root, |w| w);
+    let mut client = Client::connect(input, output, options()).unwrap();
+    let before = client.traffic().1;
+    let listing = client.list(root, true).unwrap().unwrap();
+    let received = client.traffic().1 - before;
+    assert_eq!(
+        listing.len(),
+        count + 40 + 1,
+        "files, directories, the symlink"
+    );
+    for entry in &listing {
+        let path = root.join(entry.path.as_path());
+        let meta = fs::symlink_metadata(&path).unwrap();
+        match entry.kind {
+            EntryKind::File => assert_eq!(entry.size, meta.len(), "{}", path.display()),
+            EntryKind::Directory => assert!(meta.is_dir()),
+            EntryKind::Symlink => assert_eq!(
+                entry.target.as_deref(),
+                Some(std::ffi::OsStr::new("d00/f00000"))
+            ),
+        }
+        assert_eq!(entry.mtime.0, meta.mtime(), "{}", path.display());
+        assert_eq!(entry.mode, meta.mode() & 0o7777, "{}", path.display());
+    }
+    let per_entry = received as f64 / listing.len() as f64;
+    assert!(
+        per_entry < 12.0,
+        "the listing took {received} bytes, {per_entry:.1} per entry"
+    );
+    client.finish().unwrap();
+    server.join().unwrap().unwrap();
+}
+
+/// A client that does not announce `FEATURE_LIST_BATCH` (an older barsync) still gets one
+/// `ListEntry` frame per entry.
+#[test]
+fn an_older_client_gets_a_listing_entry_by_entry() {
+    use transfer_engine::protocol::frame::{Fields, FrameReader};
+    use transfer_engine::protocol::handshake::{handshake, FEATURE_RANGES, FEATURE_ZSTD};
+    let server_dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b", "c"] {
+        fs::write(server_dir.path().join(name), name).unwrap();
+    }
+    let (from_server, to_server, server) = start_server(server_dir.path(), |w| w);
+    let mut reader = FrameReader::new(from_server);
+    let mut writer = FrameWriter::new(to_server);
+    handshake(&mut reader, &mut writer, FEATURE_ZSTD | FEATURE_RANGES).unwrap();
+    writer.start().u32(0).path(server_dir.path()).u8(1);
+    writer.send(Kind::List).unwrap();
+    writer.flush().unwrap();
+    let mut names = Vec::new();
+    loop {
+        let (kind, payload) = reader.expect_frame().unwrap();
+        let mut fields = Fields::new(kind, payload);
+        assert_eq!(fields.u32().unwrap(), 0);
+        match kind {
+            Kind::ListEntry => names.push(fields.path().unwrap().to_owned()),
+            Kind::ListEnd => break,
+            other => panic!("an older client got {other:?}"),
+        }
+    }
+    assert_eq!(names, [Path::new("a"), Path::new("b"), Path::new("c")]);
     writer.start();
     writer.send(Kind::RequestsDone).unwrap();
     writer.flush().unwrap();

@@ -11,7 +11,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 
-use super::frame::{Fields, FrameReader, FrameWriter, Kind};
+use super::frame::{Fields, FrameReader, FrameWriter, Kind, MAX_PAYLOAD};
 use super::handshake::{handshake, FEATURES, FEATURE_RANGES, FEATURE_READ_ONLY, FEATURE_WATCH};
 use super::link::receive_file_or_link;
 use super::literal::LiteralDecoder;
@@ -299,12 +299,15 @@ impl<R: Read, W: Write + Send> Client<R, W> {
         self.writer().send(Kind::List)?;
         self.writer().flush()?;
         let mut entries = Vec::new();
+        let mut batches = LiteralDecoder::default();
         loop {
             let (kind, payload) = self.reader.expect_frame()?;
             let mut fields = Fields::new(kind, payload);
             let answered = match kind {
                 Kind::Fatal => return Err(ProtocolError::Fatal(fields.str()?.to_string())),
-                Kind::ListEntry | Kind::ListEnd | Kind::RequestError => fields.u32()?,
+                Kind::ListEntry | Kind::ListBatch | Kind::ListEnd | Kind::RequestError => {
+                    fields.u32()?
+                }
                 other => {
                     return Err(ProtocolError::Malformed(format!(
                         "unexpected {other:?} during a listing"
@@ -318,6 +321,17 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             }
             match kind {
                 Kind::ListEnd => return Ok(Ok(entries)),
+                Kind::ListBatch => {
+                    let encoding = fields.u8()?;
+                    let raw_len = fields.u32()? as usize;
+                    // Bounded as one frame's payload (the server packs at most
+                    // LIST_BATCH_BYTES of records into one).
+                    let records = batches.decode(encoding, raw_len, fields.rest(), MAX_PAYLOAD)?;
+                    let mut records = Fields::new(Kind::ListBatch, records);
+                    while !records.is_empty() {
+                        entries.push(read_entry(&mut records)?);
+                    }
+                }
                 Kind::RequestError => {
                     return Ok(Err(read_request_error(&mut fields, FileErrorKind::Remote)?))
                 }

@@ -12,7 +12,7 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 
 /// The frame kinds. Client → server: `Hello`, `List`, `FileRequest`, `SignatureChunk`,
 /// `RequestsDone`, `Watch`, and for pushes `PushFile`, `MakeDirectory`, `MakeSymlink`, `Remove`.
-/// Server → client: `Hello`, `ListEntry`, `ListEnd`, `ServerDone`, `Watched`, and for pushes
+/// Server → client: `Hello`, `ListEntry`, `ListBatch`, `ListEnd`, `ServerDone`, `Watched`, and for pushes
 /// `PushSignature`, `PushDone`. Whichever side sends a file: `FileBegin`, `Copy`, `Literal`,
 /// `FileEnd`, `RequestError` (and the receiving side sends `SignatureChunk`). Either way: `Fatal`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,10 @@ pub enum Kind {
     PushDone = 29,
     /// Answer to `Watch`: the file's length, inode, mtime, whether it changed, and its bytes.
     Watched = 30,
+    /// Answer to `List`, to a peer that announced `FEATURE_LIST_BATCH`: many entries at once,
+    /// their records (a `ListEntry` payload without the request number, one after another)
+    /// raw or zstd-compressed as a literal is.
+    ListBatch = 31,
 }
 
 impl Kind {
@@ -95,6 +99,7 @@ impl Kind {
             28 => PushSignature,
             29 => PushDone,
             30 => Watched,
+            31 => ListBatch,
             _ => return None,
         })
     }
@@ -235,6 +240,11 @@ impl<W: Write> FrameWriter<W> {
 pub struct Payload<'a>(&'a mut Vec<u8>);
 
 impl Payload<'_> {
+    /// A payload builder appending to `buffer` (records packed inside one frame).
+    pub fn appending(buffer: &mut Vec<u8>) -> Payload<'_> {
+        Payload(buffer)
+    }
+
     /// Appends a byte.
     pub fn u8(self, value: u8) -> Self {
         self.0.push(value);
@@ -292,6 +302,11 @@ impl<'a> Fields<'a> {
     /// Reads the fields of a `kind` frame's payload `data`.
     pub fn new(kind: Kind, data: &'a [u8]) -> Self {
         Fields { data, kind }
+    }
+
+    /// Whether every field has been read.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
     }
 
     fn take(&mut self, len: usize) -> Result<&'a [u8], ProtocolError> {

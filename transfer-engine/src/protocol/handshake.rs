@@ -24,8 +24,13 @@ pub const FEATURE_ERROR_KINDS: u32 = 8;
 /// Feature bit: the side answers `Watch` (wait for a file to change, then send its tail; see
 /// [`watch`](super::watch)). Older servers never set it, and are never sent `Watch`.
 pub const FEATURE_WATCH: u32 = 16;
+/// Feature bit: the side reads a listing sent as `ListBatch` frames (entries packed together
+/// and zstd-compressed: a tenth of the bytes of one `ListEntry` each for many small files).
+/// A side sends them only to a peer that announced it.
+pub const FEATURE_LIST_BATCH: u32 = 32;
 /// The features every side of this build announces.
-pub const FEATURES: u32 = FEATURE_ZSTD | FEATURE_RANGES | FEATURE_ERROR_KINDS | FEATURE_WATCH;
+pub const FEATURES: u32 =
+    FEATURE_ZSTD | FEATURE_RANGES | FEATURE_ERROR_KINDS | FEATURE_WATCH | FEATURE_LIST_BATCH;
 
 /// Sends our `Hello` (announcing `features`) and checks the peer's; returns the peer's agent
 /// string and features.

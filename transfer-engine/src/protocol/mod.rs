@@ -9,6 +9,7 @@
 //! client                                         server
 //! Hello ───────────────────────────────────────► Hello (versions compared on both sides)
 //! List(req, path, recursive) ──────────────────► ListEntry(req, …)… ListEnd(req) | RequestError
+//!                                                (or ListBatch(req, zstd|raw, entries…)…)
 //! FileRequest(req, path, sig_len, level)
 //!   SignatureChunk(req, bytes)… ───────────────► FileBegin(req, len, mtime, mode, digest block)
 //!                                                Copy(req, first, count) | Literal(req, zstd|raw, …)…
@@ -28,6 +29,9 @@
 //! file, answered and verified as if the range were a whole file; `FileBegin` then also carries
 //! the whole file's length. Parts of one file fetched over several sessions are assembled by a
 //! [`SplitFile`](crate::split_file::SplitFile).
+//! To a client announcing `FEATURE_LIST_BATCH`, a listing goes as `ListBatch` frames: the
+//! entries' records packed together and compressed like a literal (about a tenth of the bytes
+//! of one `ListEntry` frame each, for a directory of many small files).
 //! Errors about one file (missing, permission denied, refused path) travel as `RequestError`
 //! naming the remote path and do not stop the others; `Fatal` ends the session.
 

@@ -16,8 +16,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::client::FLAG_IN_PLACE;
-use super::frame::{Fields, FrameReader, FrameWriter, Kind};
-use super::handshake::{handshake, FEATURES, FEATURE_ERROR_KINDS, FEATURE_READ_ONLY};
+use super::frame::{Fields, FrameReader, FrameWriter, Kind, Payload};
+use super::handshake::{
+    handshake, FEATURES, FEATURE_ERROR_KINDS, FEATURE_LIST_BATCH, FEATURE_READ_ONLY,
+};
+use super::literal::LiteralEncoder;
 use super::sender::{read_signature, send_file, send_request_error, ByteRange};
 use super::server_push::PushReceiver;
 use super::{Entry, EntryKind, ProtocolError};
@@ -72,6 +75,8 @@ pub fn serve_with<R: Read, W: Write>(
     let (_, peer_features) = handshake(&mut reader, &mut writer, features)?;
     // Per-file failures carry their kind to a client that reads kinds.
     let kinds = peer_features & FEATURE_ERROR_KINDS != 0;
+    // Listings go packed and compressed to a client that reads them so.
+    let list_batches = peer_features & FEATURE_LIST_BATCH != 0;
     let fail = |writer: &mut FrameWriter<_>, request, failure: &FileError| {
         send_request_error(
             writer,
@@ -95,7 +100,13 @@ pub fn serve_with<R: Read, W: Write>(
                 let path = fields.path()?.to_path_buf();
                 let recursive = fields.u8()? != 0;
                 fields.end()?;
-                if let Err(failure) = send_listing(&mut writer, roots, request, &path, recursive)? {
+                let listing = ListingRequest {
+                    id: request,
+                    path: &path,
+                    recursive,
+                    batches: list_batches,
+                };
+                if let Err(failure) = send_listing(&mut writer, roots, &listing)? {
                     fail(&mut writer, request, &failure)?;
                 }
             }
@@ -256,14 +267,29 @@ fn send_requested_file<W: Write>(
     }
 }
 
-/// Lists `path` (recursively or one level). `Ok(Err(message))`: a per-request failure.
+/// A `List` request as the server answers it.
+struct ListingRequest<'a> {
+    id: u32,
+    path: &'a Path,
+    recursive: bool,
+    /// The client reads `ListBatch` frames.
+    batches: bool,
+}
+
+/// Raw bytes of entry records packed into one `ListBatch` (about 7,000 entries of short names).
+const LIST_BATCH_BYTES: usize = 256 * 1024;
+/// zstd level of `ListBatch` frames: listings are small next to file data, and level 3
+/// shrinks sorted names and similar sizes and times about tenfold.
+const LIST_BATCH_LEVEL: i32 = 3;
+
+/// Lists the request's path (recursively or one level). `Ok(Err(failure))`: a per-request
+/// failure.
 fn send_listing<W: Write>(
     writer: &mut FrameWriter<W>,
     roots: &Roots,
-    request: u32,
-    path: &Path,
-    recursive: bool,
+    listing: &ListingRequest<'_>,
 ) -> Result<Result<(), FileError>, ProtocolError> {
+    let (request, path, recursive) = (listing.id, listing.path, listing.recursive);
     let (root, relative) = match roots.resolve(path) {
         Ok(resolved) => resolved,
         Err(e) => return Ok(Err(FileError::new(FileErrorKind::Refused, e.to_string()))),
@@ -290,25 +316,68 @@ fn send_listing<W: Write>(
         }
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    for entry in entries {
-        let mut payload = writer
-            .start()
-            .u32(request)
-            .path(entry.path.as_path())
-            .u8(entry.kind as u8)
-            .u64(entry.size)
-            .i64(entry.mtime.0)
-            .u32(entry.mtime.1)
-            .u32(entry.mode);
-        if let Some(target) = &entry.target {
-            payload = payload.path(Path::new(target));
+    if listing.batches {
+        send_list_batches(writer, request, &entries)?;
+    } else {
+        for entry in &entries {
+            encode_entry(writer.start().u32(request), entry);
+            writer.send(Kind::ListEntry)?;
         }
-        let _ = payload;
-        writer.send(Kind::ListEntry)?;
     }
     writer.start().u32(request);
     writer.send(Kind::ListEnd)?;
     Ok(Ok(()))
+}
+
+/// Appends the record of `entry` to `payload`: its path, kind, size, mtime, mode and, for a
+/// symlink, its target (a `ListEntry` after its request number, and each record of a
+/// `ListBatch`).
+fn encode_entry(payload: Payload<'_>, entry: &Entry) {
+    let payload = payload
+        .path(entry.path.as_path())
+        .u8(entry.kind as u8)
+        .u64(entry.size)
+        .i64(entry.mtime.0)
+        .u32(entry.mtime.1)
+        .u32(entry.mode);
+    if let Some(target) = &entry.target {
+        payload.path(Path::new(target));
+    }
+}
+
+/// Sends `entries` packed into `ListBatch` frames of up to [`LIST_BATCH_BYTES`] raw bytes.
+fn send_list_batches<W: Write>(
+    writer: &mut FrameWriter<W>,
+    request: u32,
+    entries: &[Entry],
+) -> Result<(), ProtocolError> {
+    let mut encoder = LiteralEncoder::new(Some(LIST_BATCH_LEVEL));
+    let mut records: Vec<u8> = Vec::new();
+    let mut send = |writer: &mut FrameWriter<W>, records: &mut Vec<u8>| {
+        let mut payload = writer.start().u32(request);
+        let buffer = payload.buffer();
+        let header = buffer.len();
+        buffer.extend_from_slice(&[0; 5]);
+        let encoding = encoder.encode(records, buffer);
+        buffer[header] = encoding;
+        buffer[header + 1..header + 5].copy_from_slice(&(records.len() as u32).to_le_bytes());
+        records.clear();
+        writer.send(Kind::ListBatch)
+    };
+    for entry in entries {
+        let before = records.len();
+        encode_entry(Payload::appending(&mut records), entry);
+        if records.len() > LIST_BATCH_BYTES {
+            // This record starts the next batch (one record alone always fits).
+            let record = records.split_off(before);
+            send(writer, &mut records)?;
+            records = record;
+        }
+    }
+    if !records.is_empty() {
+        send(writer, &mut records)?;
+    }
+    Ok(())
 }
 
 fn walk(
