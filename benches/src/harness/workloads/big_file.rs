@@ -18,13 +18,15 @@ const REGIONS_PER_GIB: u64 = 100;
 const REGION_LEN: usize = 100 * 1024;
 
 impl<'a> Context<'a> {
-    /// W1 against `rsync -a` and `rsync -a --fsync`, with the one-stream ssh floor.
+    /// W1 against `rsync -a` and `rsync -a --fsync`, with the one-stream ssh floor, bare and
+    /// written durably.
     pub(super) fn w1(&mut self) -> Result<Outcome> {
         self.ensure_w1()?;
         let size = size_label(self.options.size_mib);
         let dst = self.work.join("dst");
         let target = dst.join("big");
         let reset = || reset_dir(&dst);
+        let floor_target = self.work.join("floor-w1");
         let compared = self.compare_with(
             "W1",
             &format!("new {size} file (incompressible)"),
@@ -53,7 +55,13 @@ impl<'a> Context<'a> {
                     ),
                 ),
             ],
-            vec![("W1-floor-ssh".to_owned(), self.ssh_stream_floor("w1/big"))],
+            vec![
+                ("W1-floor-ssh".to_owned(), self.ssh_stream_floor("w1/big")),
+                (
+                    "W1-floor-ssh-durable".to_owned(),
+                    self.ssh_stream_durable_floor("w1/big", &floor_target),
+                ),
+            ],
         )?;
         Ok(Outcome::RowsAndFloors(compared.rows, compared.floors))
     }

@@ -4,6 +4,9 @@
 //!
 //! - one ssh stream ([`Context::ssh_stream_floor`]): `ssh -c aes128-gcm@openssh.com HOST cat
 //!   FILE > /dev/null` through the same sshd: OpenSSH's own cipher and pipe, nothing else;
+//! - the same stream written to a file and made durable
+//!   ([`Context::ssh_stream_durable_floor`]): `… > TO && sync -f TO`, what a copy that
+//!   fsyncs pays at least;
 //! - one ssh handshake ([`Context::ssh_handshake_floor`]): `ssh HOST true`, W5's floor;
 //! - a local rebuild with `cp` ([`Context::cp_floor`]): `cp FROM TO && sync -f TO`, reading the
 //!   basis, writing the new file and making it durable (coreutils' `cp` picks its own copy
@@ -31,19 +34,44 @@ impl<'a> Context<'a> {
             tool: format!("ssh -c {FLOOR_CIPHER} cat > /dev/null"),
             setup: Box::new(|| Ok(())),
             run: Box::new(move || {
-                let mut words: Vec<String> =
-                    self.ssh.split_whitespace().map(str::to_owned).collect();
-                words.insert(1, "-c".into());
-                words.insert(2, FLOOR_CIPHER.into());
-                words.push(self.host.clone());
-                words.push(format!("cat '{}/{relative}'", self.remote_dir));
-                let script = format!("{} > /dev/null", shell_words(&words));
+                let script = format!("{} > /dev/null", self.ssh_cat(relative));
                 let mut command = Command::new("sh");
                 command.args(["-c", &script]);
                 Ok((measure(&mut command)?, script))
             }),
             wire: |_| None,
         }
+    }
+
+    /// The same stream written to `to` and made durable: `ssh … cat … > TO && sync -f TO`
+    /// (TO removed before each run). What a copy that fsyncs, as barsync does, cannot beat.
+    pub(super) fn ssh_stream_durable_floor<'s>(
+        &'s self,
+        relative: &'s str,
+        to: &'s Path,
+    ) -> Side<'s> {
+        Side {
+            tool: format!("ssh -c {FLOOR_CIPHER} cat > file + sync -f"),
+            setup: Box::new(move || remove(to)),
+            run: Box::new(move || {
+                let to = shell_word(&to.display().to_string());
+                let script = format!("{} > {to} && sync -f {to}", self.ssh_cat(relative));
+                let mut command = Command::new("sh");
+                command.args(["-c", &script]);
+                Ok((measure(&mut command)?, script))
+            }),
+            wire: |_| None,
+        }
+    }
+
+    /// `ssh -c aes128-gcm@openssh.com [options] HOST cat REMOTE/relative`, as shell words.
+    fn ssh_cat(&self, relative: &str) -> String {
+        let mut words: Vec<String> = self.ssh.split_whitespace().map(str::to_owned).collect();
+        words.insert(1, "-c".into());
+        words.insert(2, FLOOR_CIPHER.into());
+        words.push(self.host.clone());
+        words.push(format!("cat '{}/{relative}'", self.remote_dir));
+        shell_words(&words)
     }
 
     /// `ssh [options] HOST true`: one connection and its handshake, what any copy over ssh
