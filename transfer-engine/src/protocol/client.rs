@@ -48,6 +48,8 @@ fn open_for_in_place(destination: &Destination) -> Option<std::fs::File> {
 /// request holds its basis map and signature (and, in place, an open file), which bounds memory
 /// and descriptors.
 pub const MAX_IN_FLIGHT: usize = 256;
+/// A basis of at least this many bytes is signed on every core.
+const PARALLEL_SIGNATURE_BYTES: usize = 16 << 20;
 
 /// One file to fetch.
 #[derive(Clone, Debug)]
@@ -491,12 +493,18 @@ fn send_requests<W: Write>(
             Some(part) => clamp(part.offset, basis_len)..clamp(part.offset + part.len, basis_len),
             None => 0..basis_len,
         };
+        // The server waits for a large basis's signature before it can start: sign it on
+        // every core (a small one is not worth the threads' coordination).
+        let sign_options = SignatureOptions {
+            parallel: basis_range.len() >= PARALLEL_SIGNATURE_BYTES,
+            ..SignatureOptions::default()
+        };
         let signature = match &basis {
             Some(map) if request.target.part().is_some() => {
-                signature_of_map_range(map, basis_range.clone(), &SignatureOptions::default())
+                signature_of_map_range(map, basis_range.clone(), &sign_options)
             }
-            Some(map) => signature_of_map(map, &SignatureOptions::default()),
-            None => signature(&[], &SignatureOptions::default()),
+            Some(map) => signature_of_map(map, &sign_options),
+            None => signature(&[], &sign_options),
         };
         encoded.clear();
         signature.encode(&mut encoded);
