@@ -2,6 +2,7 @@
 
 pub mod barman_primary;
 pub mod binaries;
+pub mod follow_load;
 pub mod leftovers;
 pub mod noise;
 pub mod passive_rig;

@@ -24,12 +24,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use barsync_tests::barman_primary::{scratch_dir, verify_restored_cluster, BarmanPrimary};
+use barsync_tests::follow_load::{is_segment, percentile, trips, xlogdb_names, WalClock, WalLoad};
 use barsync_tests::passive_rig::{describe, PassiveRig, RigOptions};
 use barsync_tests::proxy::{LinkShape, ShapingProxy};
 
@@ -55,73 +54,6 @@ struct Plan {
     median_bound: Duration,
     p99_bound: Duration,
     link: LinkShape,
-}
-
-/// The first-seen times of each WAL name: in the primary's `wals/`, in the passive's xlog db.
-#[derive(Default)]
-struct Seen {
-    primary: BTreeMap<String, Instant>,
-    passive: BTreeMap<String, Instant>,
-}
-
-fn is_segment(name: &str) -> bool {
-    name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Looks every 5 ms at the primary's WAL directories and the passive's xlog db until `stop`.
-fn watch_wals(
-    primary_wals: PathBuf,
-    passive_xlogdb: PathBuf,
-    seen: Arc<Mutex<Seen>>,
-    stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        while !stop.load(Ordering::SeqCst) {
-            let now = Instant::now();
-            let mut found = Vec::new();
-            if let Ok(top) = fs::read_dir(&primary_wals) {
-                for hash in top.flatten().filter(|e| e.path().is_dir()) {
-                    if let Ok(files) = fs::read_dir(hash.path()) {
-                        for file in files.flatten() {
-                            found.push(file.file_name().to_string_lossy().into_owned());
-                        }
-                    }
-                }
-            }
-            let listed: Vec<String> = fs::read_to_string(&passive_xlogdb)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-                .collect();
-            let mut seen = seen.lock().unwrap();
-            for name in found.into_iter().filter(|n| is_segment(n)) {
-                seen.primary.entry(name).or_insert(now);
-            }
-            for name in listed {
-                seen.passive.entry(name).or_insert(now);
-            }
-            drop(seen);
-            thread::sleep(Duration::from_millis(5));
-        }
-    })
-}
-
-/// `barman archive-wal pg` in a loop until `stop` (Barman's cron does it once a minute; the
-/// delay measured starts when a segment is in `wals/`, whoever moved it there).
-fn archive_loop(barman: PathBuf, config: PathBuf, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        while !stop.load(Ordering::SeqCst) {
-            let _ = Command::new(&barman)
-                .arg("-c")
-                .arg(&config)
-                .args(["-q", "archive-wal", "pg"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            thread::sleep(Duration::from_millis(100));
-        }
-    })
 }
 
 fn start_follower(rig: &PassiveRig, round: usize) -> Child {
@@ -153,26 +85,6 @@ fn wait_for(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) 
     }
 }
 
-/// The names of an xlog db, in file order.
-fn xlogdb_names(path: &Path) -> Vec<String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-const LOAD_SCRIPT: &str = "\\set aid random(1, 100000 * :scale)
-\\set delta random(-5000, 5000)
-UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
-INSERT INTO pgbench_history (tid, bid, aid, delta, mtime, filler) SELECT 1, 1, :aid, :delta, now(), substr(md5(random()::text), 1, 22) FROM generate_series(1, 1000);
-";
-
 fn run(plan: &Plan) {
     let start = Instant::now();
     let phase = |what: &str| eprintln!("[{:6.1} s] {what}", start.elapsed().as_secs_f64());
@@ -195,14 +107,7 @@ fn run(plan: &Plan) {
     let primary_xlogdb = primary_wals.join("pg-xlog.db");
     let passive_wals = rig.server_directory().join("wals");
     let passive_xlogdb = passive_wals.join("pg-xlog.db");
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop_watch = Arc::new(AtomicBool::new(false));
-    let watcher = watch_wals(
-        primary_wals.clone(),
-        passive_xlogdb.clone(),
-        seen.clone(),
-        stop_watch.clone(),
-    );
+    let clock = WalClock::start(primary_wals.clone(), vec![passive_xlogdb.clone()]);
     let before: Vec<String> = xlogdb_names(&primary_xlogdb);
 
     let mut round = 0;
@@ -212,31 +117,15 @@ fn run(plan: &Plan) {
     });
     phase("follower connected");
 
-    let stop_archiving = Arc::new(AtomicBool::new(false));
-    let archiver = archive_loop(
-        primary.barman().to_path_buf(),
-        primary.config_path(),
-        stop_archiving.clone(),
-    );
-    let script = rig.directory.path().join("load.sql");
-    fs::write(&script, LOAD_SCRIPT).unwrap();
-    let mut pgbench = primary
-        .pgbench_spawn(&script, 3600, Some(plan.rate))
-        .expect("start pgbench");
+    let load = WalLoad::start(&primary, &rig.directory.path().join("load.sql"), plan.rate)
+        .expect("start pgbench and the archiving loop");
 
-    let landed_new = |seen: &Mutex<Seen>| {
-        seen.lock()
-            .unwrap()
-            .primary
-            .keys()
-            .filter(|n| !before.contains(n))
-            .count()
-    };
+    let landed_new = |clock: &WalClock| clock.seen().landed_since(&before).len();
     // Waits for the next segment to land, then for `after` (it is being shipped then).
     let next_landing = |after: Duration| {
-        let count = landed_new(&seen);
+        let count = landed_new(&clock);
         wait_for(Duration::from_secs(60), "a segment to land", || {
-            landed_new(&seen) > count
+            landed_new(&clock) > count
         });
         thread::sleep(after);
         Instant::now()
@@ -244,7 +133,7 @@ fn run(plan: &Plan) {
     let mut faults = Vec::new();
 
     wait_for(Duration::from_secs(300), "a third of the segments", || {
-        landed_new(&seen) >= plan.segments / 3
+        landed_new(&clock) >= plan.segments / 3
     });
     let cut_at = next_landing(Duration::from_millis(150));
     let cut = proxy.cut();
@@ -255,7 +144,7 @@ fn run(plan: &Plan) {
     wait_for(
         Duration::from_secs(300),
         "two thirds of the segments",
-        || landed_new(&seen) >= 2 * plan.segments / 3,
+        || landed_new(&clock) >= 2 * plan.segments / 3,
     );
     let kill_at = next_landing(Duration::from_millis(150));
     follower.kill().unwrap();
@@ -267,12 +156,9 @@ fn run(plan: &Plan) {
     follower = start_follower(&rig, round);
 
     wait_for(Duration::from_secs(300), "all the segments", || {
-        landed_new(&seen) >= plan.segments
+        landed_new(&clock) >= plan.segments
     });
-    let _ = pgbench.kill();
-    let _ = pgbench.wait();
-    stop_archiving.store(true, Ordering::SeqCst);
-    archiver.join().unwrap();
+    load.stop();
     let expected = primary.table_fingerprint();
     primary.archive_wals();
     phase("pgbench stopped, last segment archived");
@@ -291,8 +177,7 @@ fn run(plan: &Plan) {
         || xlogdb_names(&passive_xlogdb).contains(&newest),
     );
     thread::sleep(Duration::from_millis(300));
-    stop_watch.store(true, Ordering::SeqCst);
-    watcher.join().unwrap();
+    let seen = clock.stop();
 
     // SIGTERM: exit 0 once done.
     let term = Command::new("kill")
@@ -368,23 +253,16 @@ fn run(plan: &Plan) {
     }
 
     // The measure.
-    let seen = seen.lock().unwrap();
     let mut all = Vec::new();
     let mut calm = Vec::new();
-    for (name, landed) in &seen.primary {
-        if before.contains(name) {
-            continue;
-        }
-        let Some(listed) = seen.passive.get(name) else {
-            continue;
-        };
-        let delay = listed.saturating_duration_since(*landed).as_secs_f64();
+    for trip in trips(&seen, 0, &seen.landed_since(&before)) {
+        let (landed, listed, delay) = (trip.landed, trip.listed, trip.seconds());
         all.push(delay);
         // A segment in flight at a fault, or landed during the outage after it, is not a
         // measure of the follower's latency.
         let disturbed = faults
             .iter()
-            .any(|fault| *landed <= *fault + Duration::from_secs(5) && *listed >= *fault);
+            .any(|fault| landed <= *fault + Duration::from_secs(5) && listed >= *fault);
         if !disturbed {
             calm.push(delay);
         }
@@ -423,7 +301,6 @@ fn run(plan: &Plan) {
         "{}",
         line("undisturbed", &calm)
     );
-    drop(seen);
 
     // status and check: caught up.
     let status = rig.barsync(&["status", "pg", "--json"]);
