@@ -343,8 +343,181 @@ fn follow_latency_over_100_segments() {
     });
 }
 
-/// `follow --partial`: the primary's `pg_receivewal` (real, into Barman's `streaming/`)
-/// writes the current segment as `<segment>.partial`; the follower keeps a copy in
+/// The setup of the `--partial` tests: a Barman primary whose real `pg_receivewal` streams
+/// into Barman's `streaming/` (writing the current segment as `<segment>.partial`), a barsync
+/// passive synced by `cron`, and `follow --partial` running on it.
+struct PartialScene {
+    primary: BarmanPrimary,
+    backup: String,
+    rig: PassiveRig,
+    streaming: PathBuf,
+    receiver: Child,
+    follower: Child,
+}
+
+impl PartialScene {
+    fn start() -> PartialScene {
+        let primary = BarmanPrimary::start(1).expect("start PostgreSQL and the Barman primary");
+        let backup = primary.backup();
+        primary.archive_wals();
+        let rig = PassiveRig::new(&primary.config_path(), &RigOptions::default());
+        let cron = rig.barsync(&["cron"]);
+        assert!(cron.status.success(), "{}", describe(&cron));
+
+        let streaming = primary.barman_home().join("pg/streaming");
+        fs::create_dir_all(&streaming).unwrap();
+        let mut receiver = Command::new(primary.pg_bin().join("pg_receivewal"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port().to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(&streaming)
+            .args(["--synchronous", "--no-loop", "--no-password"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pg_receivewal");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while primary
+            .query("SELECT count(*) FROM pg_stat_replication")
+            .trim()
+            != "1"
+        {
+            if let Ok(Some(status)) = receiver.try_wait() {
+                let mut said = String::new();
+                use std::io::Read;
+                let _ = receiver.stderr.take().unwrap().read_to_string(&mut said);
+                panic!("pg_receivewal exited ({status:?}): {said}");
+            }
+            assert!(Instant::now() < deadline, "pg_receivewal never streamed");
+            thread::sleep(Duration::from_millis(50));
+        }
+
+        let log = rig.directory.path().join("follow-partial.log");
+        let file = fs::File::create(&log).unwrap();
+        let follower = rig
+            .barsync_command(&["follow", "pg", "--partial"])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start barsync follow --partial");
+        wait_for(Duration::from_secs(30), "the follower to connect", || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("connected to")
+        });
+        PartialScene {
+            primary,
+            backup,
+            rig,
+            streaming,
+            receiver,
+            follower,
+        }
+    }
+
+    /// The WAL segment holding the byte at `lsn` on the primary (`pg_walfile_name` alone
+    /// names the previous segment for an LSN on a segment boundary).
+    fn segment_of(&self, lsn: &str) -> String {
+        self.primary
+            .query(&format!("SELECT pg_walfile_name('{lsn}'::pg_lsn + 1)"))
+            .trim()
+            .to_owned()
+    }
+
+    fn current_lsn(&self) -> String {
+        self.primary
+            .query("SELECT pg_current_wal_lsn()")
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits until `pg_receivewal` has flushed everything written so far and the follower's
+    /// copy of the primary's partial file is identical to it; checks `status` names it; then
+    /// stops the follower (SIGTERM, status 0) and `pg_receivewal`, and checks that no partial
+    /// file reached `wals/`. Returns the partial file's name and this node's copy.
+    fn catch_up_and_stop(&mut self) -> (String, Vec<u8>) {
+        let lsn = self.current_lsn();
+        wait_for(
+            Duration::from_secs(30),
+            "pg_receivewal to flush them",
+            || {
+                self.primary
+                    .query(&format!(
+                        "SELECT count(*) FROM pg_stat_replication WHERE flush_lsn >= '{lsn}'"
+                    ))
+                    .trim()
+                    == "1"
+            },
+        );
+        let partial_name = fs::read_dir(&self.streaming)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.ends_with(".partial"))
+            .expect("a partial segment on the primary");
+        let ours = self
+            .rig
+            .server_directory()
+            .join("barsync-partial")
+            .join(&partial_name);
+        wait_for(
+            Duration::from_secs(30),
+            "the partial copy to catch up",
+            || fs::read(&ours).ok() == fs::read(self.streaming.join(&partial_name)).ok(),
+        );
+        let copy = fs::read(&ours).unwrap();
+        let status = self.rig.barsync(&["status", "pg"]);
+        assert!(
+            String::from_utf8_lossy(&status.stdout).contains(&format!("partial {partial_name}")),
+            "{}",
+            describe(&status)
+        );
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.follower.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        assert!(self.follower.wait().unwrap().success());
+        let _ = self.receiver.kill();
+        let _ = self.receiver.wait();
+        let in_wals: Vec<_> = walk_names(&self.rig.server_directory().join("wals"))
+            .into_iter()
+            .filter(|n| n.contains("partial"))
+            .collect();
+        assert!(in_wals.is_empty(), "partial files in wals/: {in_wals:?}");
+        (partial_name, copy)
+    }
+
+    /// `barman recover pg <backup> <destination> ARGS...` on the passive, into a new scratch
+    /// directory (kept until the returned guard is dropped).
+    fn recover(&self, args: &[&str]) -> (tempfile::TempDir, PathBuf) {
+        let restore = scratch_dir("barsync-partial-restore-").unwrap();
+        let destination = restore.path().join("data");
+        let mut command = vec!["recover", "pg", &self.backup, destination.to_str().unwrap()];
+        command.extend_from_slice(args);
+        let recover = self.rig.barman(&command);
+        assert!(recover.status.success(), "{}", describe(&recover));
+        (restore, destination)
+    }
+}
+
+impl Drop for PartialScene {
+    fn drop(&mut self) {
+        let _ = self.follower.kill();
+        let _ = self.follower.wait();
+        let _ = self.receiver.kill();
+        let _ = self.receiver.wait();
+    }
+}
+
+/// `follow --partial`: the follower keeps a copy of the primary's `<segment>.partial` in
 /// `barsync-partial/` (never `wals/`). Transactions made after the last archived WAL are then
 /// only in that partial file: real Barman on the passive recovers the backup with the
 /// archived WALs, the partial copy goes into `pg_wal/` under its segment name (the README's
@@ -352,124 +525,16 @@ fn follow_latency_over_100_segments() {
 /// transactions. Without the partial copy, the same recovery lacks them (the control).
 #[test]
 fn partial_wal_recovers_the_transactions_not_archived_yet() {
-    let primary = BarmanPrimary::start(1).expect("start PostgreSQL and the Barman primary");
-    let backup = primary.backup();
-    primary.archive_wals();
-    let rig = PassiveRig::new(&primary.config_path(), &RigOptions::default());
-    let cron = rig.barsync(&["cron"]);
-    assert!(cron.status.success(), "{}", describe(&cron));
-
-    let streaming = primary.barman_home().join("pg/streaming");
-    fs::create_dir_all(&streaming).unwrap();
-    let mut receiver = Command::new(primary.pg_bin().join("pg_receivewal"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &primary.port().to_string(),
-            "-U",
-            "postgres",
-        ])
-        .arg("-D")
-        .arg(&streaming)
-        .args(["--synchronous", "--no-loop", "--no-password"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pg_receivewal");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while primary
-        .query("SELECT count(*) FROM pg_stat_replication")
-        .trim()
-        != "1"
-    {
-        if let Ok(Some(status)) = receiver.try_wait() {
-            let mut said = String::new();
-            use std::io::Read;
-            let _ = receiver.stderr.take().unwrap().read_to_string(&mut said);
-            panic!("pg_receivewal exited ({status:?}): {said}");
-        }
-        assert!(Instant::now() < deadline, "pg_receivewal never streamed");
-        thread::sleep(Duration::from_millis(50));
-    }
-
-    let log = rig.directory.path().join("follow-partial.log");
-    let file = fs::File::create(&log).unwrap();
-    let mut follower = rig
-        .barsync_command(&["follow", "pg", "--partial"])
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("start barsync follow --partial");
-    wait_for(Duration::from_secs(30), "the follower to connect", || {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("connected to")
-    });
-
+    let mut scene = PartialScene::start();
     // Transactions after the last archived WAL: only in the partial segment.
-    primary.pgbench_run(300);
-    let expected = primary.table_fingerprint();
-    let lsn = primary
-        .query("SELECT pg_current_wal_lsn()")
-        .trim()
-        .to_owned();
-    wait_for(
-        Duration::from_secs(30),
-        "pg_receivewal to flush them",
-        || {
-            primary
-                .query(&format!(
-                    "SELECT count(*) FROM pg_stat_replication WHERE flush_lsn >= '{lsn}'"
-                ))
-                .trim()
-                == "1"
-        },
-    );
-    let partial_name = fs::read_dir(&streaming)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .find(|n| n.ends_with(".partial"))
-        .expect("a partial segment on the primary");
-    let ours = rig
-        .server_directory()
-        .join("barsync-partial")
-        .join(&partial_name);
-    wait_for(
-        Duration::from_secs(30),
-        "the partial copy to catch up",
-        || fs::read(&ours).ok() == fs::read(streaming.join(&partial_name)).ok(),
-    );
-    let copy = fs::read(&ours).unwrap();
-    let status = rig.barsync(&["status", "pg"]);
-    assert!(
-        String::from_utf8_lossy(&status.stdout).contains(&format!("partial {partial_name}")),
-        "{}",
-        describe(&status)
-    );
-    let sent = Command::new("kill")
-        .args(["-TERM", &follower.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    assert!(follower.wait().unwrap().success());
-    let _ = receiver.kill();
-    let _ = receiver.wait();
-    let in_wals: Vec<_> = walk_names(&rig.server_directory().join("wals"))
-        .into_iter()
-        .filter(|n| n.contains("partial"))
-        .collect();
-    assert!(in_wals.is_empty(), "partial files in wals/: {in_wals:?}");
+    scene.primary.pgbench_run(300);
+    let expected = scene.primary.table_fingerprint();
+    let (partial_name, copy) = scene.catch_up_and_stop();
 
     // The primary's site is lost: recover on the passive, with and without the partial copy.
     let segment = partial_name.trim_end_matches(".partial");
     let recover = |with_partial: bool| {
-        let restore = scratch_dir("barsync-partial-restore-").unwrap();
-        let destination = restore.path().join("data");
-        let recover = rig.barman(&["recover", "pg", &backup, destination.to_str().unwrap()]);
-        assert!(recover.status.success(), "{}", describe(&recover));
+        let (restore, destination) = scene.recover(&[]);
         if with_partial {
             fs::write(destination.join("pg_wal").join(segment), &copy).unwrap();
         }
@@ -481,6 +546,93 @@ fn partial_wal_recovers_the_transactions_not_archived_yet() {
     assert!(
         recover(false).is_err(),
         "without the partial WAL the recovery has the same data: the partial proved nothing"
+    );
+}
+
+/// `follow --partial` with a recovery target inside the partial segment: pgbench
+/// transactions, then one marked transaction (the target: its xid, and the WAL position just
+/// after its commit), then more pgbench transactions, all in the segment `pg_receivewal` is
+/// still writing (checked: the LSNs before and after are in the partial file's segment, so
+/// none of it is archived). Real Barman on the passive recovers with `--target-xid`, and
+/// again with `--target-lsn`, putting the WALs in `barman_wal/`; the partial copy goes there
+/// under its segment name (the README's steps with a target), and PostgreSQL, promoted at
+/// the target, has the primary's tables exactly as they were after the marked transaction:
+/// everything up to it, nothing after it. Without the partial copy the target is never
+/// reached (the control).
+#[test]
+fn partial_wal_recovers_to_a_target_inside_it() {
+    let mut scene = PartialScene::start();
+    let first_lsn = scene.current_lsn();
+    scene.primary.pgbench_run(100);
+    // The target: one transaction, its xid, and the insert position after its commit record.
+    let xid = scene
+        .primary
+        .query(
+            "UPDATE pgbench_branches SET bbalance = bbalance + 1000000 WHERE bid = 1 \
+             RETURNING pg_current_xact_id()",
+        )
+        .trim()
+        .to_owned();
+    let target_lsn = scene
+        .primary
+        .query("SELECT pg_current_wal_insert_lsn()")
+        .trim()
+        .to_owned();
+    let expected = scene.primary.table_fingerprint();
+    // After the target: more transactions, which the recovery must not have.
+    scene.primary.pgbench_run(100);
+    let last_lsn = scene.current_lsn();
+    assert_ne!(
+        scene.primary.table_fingerprint(),
+        expected,
+        "the transactions after the target changed nothing"
+    );
+    let segment = scene.segment_of(&first_lsn);
+    assert_eq!(
+        (scene.segment_of(&target_lsn), scene.segment_of(&last_lsn)),
+        (segment.clone(), segment.clone()),
+        "the transactions do not all lie in one segment ({first_lsn} .. {last_lsn})"
+    );
+    let (partial_name, copy) = scene.catch_up_and_stop();
+    assert_eq!(
+        partial_name,
+        format!("{segment}.partial"),
+        "the target's segment is not the partial one"
+    );
+    let archived = xlogdb_names(&scene.rig.server_directory().join("wals/pg-xlog.db"));
+    assert!(
+        archived.iter().all(|name| name.as_str() < segment.as_str()),
+        "the target's segment is archived already: {archived:?}"
+    );
+
+    // The README's steps with a target: Barman copies the WALs into `barman_wal/` and
+    // PostgreSQL restores them from there; the partial copy goes there too.
+    let recover = |target: &[&str], with_partial: bool| {
+        let (restore, destination) = scene.recover(target);
+        let wal_dest = destination.join("barman_wal");
+        assert!(
+            wal_dest.is_dir(),
+            "barman recover {target:?} made no barman_wal/ in {}",
+            destination.display()
+        );
+        if with_partial {
+            fs::write(wal_dest.join(&segment), &copy).unwrap();
+        }
+        let result = verify_restored_cluster(&destination, &expected);
+        drop(restore);
+        result
+    };
+    for target in [["--target-xid", &xid], ["--target-lsn", &target_lsn]] {
+        recover(&target, true).unwrap_or_else(|e| {
+            panic!("recovered to {target:?} with the partial WAL in barman_wal/: {e}")
+        });
+    }
+    let without = recover(&["--target-xid", &xid], false);
+    let error = without
+        .expect_err("without the partial WAL the target was reached: the partial proved nothing");
+    assert!(
+        error.contains("recovery ended before configured recovery target was reached"),
+        "without the partial WAL the recovery failed otherwise: {error}"
     );
 }
 
