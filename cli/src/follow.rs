@@ -13,6 +13,7 @@ use barsync_sync::config::Config;
 use barsync_sync::passive::{
     follow, Events, FetchEvents, FollowOptions, PassiveOptions, PassiveServer,
 };
+use barsync_sync::ssh_liveness::Liveness;
 
 use crate::output::ui;
 
@@ -132,6 +133,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         jobs: Some(2),
         config_file: config.config_file().to_path_buf(),
         force_sftp: args.sftp,
+        // A link that dies without a word is noticed in seconds, not a minute.
+        liveness: Liveness::FOLLOW,
         ..PassiveOptions::default()
     };
     let options = FollowOptions {

@@ -9,7 +9,9 @@
 //!
 //! Bytes pass through unchanged and in order; a half-close (EOF) is forwarded as a shutdown of
 //! the write side once the queued bytes are out. [`ShapingProxy::cut`] breaks every open
-//! connection at once (both sides see the connection reset or closed), as a cut link does.
+//! connection at once (both sides see the connection reset or closed), as a cut link does;
+//! [`ShapingProxy::blackhole`] silences them instead (bytes still accepted, none delivered,
+//! nothing closed), as a link that dies without a word does.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -38,8 +40,9 @@ impl Default for LinkShape {
     }
 }
 
-/// The two sockets of each connection forwarded so far (for [`ShapingProxy::cut`]).
-type Connections = Arc<Mutex<Vec<(TcpStream, TcpStream)>>>;
+/// The two sockets of each connection forwarded so far, and whether it is silenced (for
+/// [`ShapingProxy::cut`] and [`ShapingProxy::blackhole`]).
+type Connections = Arc<Mutex<Vec<(TcpStream, TcpStream, Arc<AtomicBool>)>>>;
 
 /// Largest chunk read at once.
 const CHUNK: usize = 64 * 1024;
@@ -75,10 +78,11 @@ impl ShapingProxy {
                         let Ok(server) = TcpStream::connect(upstream) else {
                             continue;
                         };
+                        let silenced = Arc::new(AtomicBool::new(false));
                         if let (Ok(a), Ok(b)) = (client.try_clone(), server.try_clone()) {
-                            open.lock().unwrap().push((a, b));
+                            open.lock().unwrap().push((a, b, silenced.clone()));
                         }
-                        let _ = forward(client, server, shape);
+                        let _ = forward(client, server, shape, silenced);
                     }
                 })?;
         Ok(ShapingProxy {
@@ -103,9 +107,23 @@ impl ShapingProxy {
     pub fn cut(&self) -> usize {
         let mut open = self.connections.lock().unwrap();
         let count = open.len();
-        for (client, server) in open.drain(..) {
+        for (client, server, _) in open.drain(..) {
             let _ = client.shutdown(Shutdown::Both);
             let _ = server.shutdown(Shutdown::Both);
+        }
+        count
+    }
+
+    /// Silences every connection open now, for good: each side's bytes are still taken (its
+    /// kernel sees them acknowledged) but never delivered, and no side is told anything, not
+    /// even an end of file; as a link that dies without a word (a lost route, a NAT that
+    /// forgot the connection). New connections pass as before. Returns how many were
+    /// silenced.
+    pub fn blackhole(&self) -> usize {
+        let mut open = self.connections.lock().unwrap();
+        let count = open.len();
+        for (_, _, silenced) in open.drain(..) {
+            silenced.store(true, Ordering::SeqCst);
         }
         count
     }
@@ -123,17 +141,23 @@ impl Drop for ShapingProxy {
 }
 
 /// Starts the four threads of one connection.
-fn forward(client: TcpStream, server: TcpStream, shape: LinkShape) -> io::Result<()> {
+fn forward(
+    client: TcpStream,
+    server: TcpStream,
+    shape: LinkShape,
+    silenced: Arc<AtomicBool>,
+) -> io::Result<()> {
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     for (from, to) in [(client.try_clone()?, server.try_clone()?), (server, client)] {
         let (sender, receiver) = sync_channel(QUEUE_CHUNKS);
+        let silenced = silenced.clone();
         thread::Builder::new()
             .name("proxy-read".into())
             .spawn(move || read_side(from, sender))?;
         thread::Builder::new()
             .name("proxy-write".into())
-            .spawn(move || write_side(to, receiver, shape))?;
+            .spawn(move || write_side(to, receiver, shape, &silenced))?;
     }
     Ok(())
 }
@@ -160,12 +184,21 @@ fn read_side(mut from: TcpStream, queue: SyncSender<Option<(Instant, Vec<u8>)>>)
     }
 }
 
-/// Writes each chunk no earlier than its arrival plus the delay, and no faster than the rate.
-fn write_side(mut to: TcpStream, queue: Receiver<Option<(Instant, Vec<u8>)>>, shape: LinkShape) {
+/// Writes each chunk no earlier than its arrival plus the delay, and no faster than the rate;
+/// once `silenced`, drops every chunk and the end of file.
+fn write_side(
+    mut to: TcpStream,
+    queue: Receiver<Option<(Instant, Vec<u8>)>>,
+    shape: LinkShape,
+    silenced: &AtomicBool,
+) {
     let mut next_free = Instant::now();
     while let Ok(Some((arrived, chunk))) = queue.recv() {
         let due = (arrived + shape.one_way_delay).max(next_free);
         sleep_until(due);
+        if silenced.load(Ordering::SeqCst) {
+            continue;
+        }
         if to.write_all(&chunk).is_err() {
             return;
         }
@@ -176,7 +209,9 @@ fn write_side(mut to: TcpStream, queue: Receiver<Option<(Instant, Vec<u8>)>>, sh
         };
         next_free = due + transmission;
     }
-    let _ = to.shutdown(Shutdown::Write);
+    if !silenced.load(Ordering::SeqCst) {
+        let _ = to.shutdown(Shutdown::Write);
+    }
 }
 
 fn sleep_until(when: Instant) {
@@ -286,6 +321,40 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[test]
+    fn blackhole_silences_open_connections_and_new_ones_still_pass() {
+        let proxy = ShapingProxy::start(
+            echo_server(),
+            LinkShape {
+                one_way_delay: Duration::from_millis(1),
+                rate_bytes_per_second: 0,
+            },
+        )
+        .unwrap();
+        let mut old = TcpStream::connect(proxy.address()).unwrap();
+        old.write_all(b"ping").unwrap();
+        let mut answer = [0u8; 4];
+        old.read_exact(&mut answer).unwrap();
+        assert_eq!(proxy.blackhole(), 1);
+        // Taken, never answered, never closed.
+        old.write_all(b"ping").unwrap();
+        old.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let error = old.read(&mut answer).unwrap_err();
+        assert!(
+            matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{error:?}"
+        );
+        let mut new = TcpStream::connect(proxy.address()).unwrap();
+        new.write_all(b"pong").unwrap();
+        new.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"pong");
+        assert_eq!(proxy.cut(), 1, "only the new connection is still open");
     }
 
     #[test]

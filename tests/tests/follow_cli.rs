@@ -293,3 +293,62 @@ fn check_fails_beyond_follow_max_lag() {
         describe(&allowed)
     );
 }
+
+/// A link that dies without a word: the proxy keeps every open connection up but delivers
+/// nothing more (no reset, no end of file), as a lost route does. `follow`'s sessions add
+/// `ServerAliveInterval=5`, `ServerAliveCountMax=3` to the rig's `ssh` command, so ssh gives
+/// the session up within ~15 s; the follower reconnects (new connections pass) and ships the
+/// WAL archived meanwhile, well within 40 s. With `cron`'s keep-alives (15 s × 4) the same
+/// takes over a minute.
+#[test]
+fn a_silently_dead_link_is_noticed_within_seconds() {
+    use barsync_tests::proxy::{LinkShape, ShapingProxy};
+    let primary = fixture_primary();
+    let rig = synced_rig(primary.path(), &RigOptions::default());
+    let upstream = format!("127.0.0.1:{}", rig.sshd.port()).parse().unwrap();
+    let proxy = ShapingProxy::start(
+        upstream,
+        LinkShape {
+            one_way_delay: Duration::from_millis(1),
+            rate_bytes_per_second: 0,
+        },
+    )
+    .expect("start the proxy");
+    rig.set_primary_ssh_command(&rig.ssh_command_via(proxy.port()));
+    let (mut follower, log) = start(&rig, &["--max-backoff", "2"]);
+    archive(primary.path(), "000000020000000000000008", T);
+    wait_listed(&rig, "000000020000000000000008", &mut follower, &log);
+
+    let silenced = proxy.blackhole();
+    assert!(silenced >= 1, "no connection to silence");
+    let dead_at = Instant::now();
+    let data = archive(primary.path(), "000000020000000000000009", T + 10.0);
+    let deadline = dead_at + Duration::from_secs(40);
+    while !listed(&rig).contains_key("000000020000000000000009") {
+        let failure = if Instant::now() >= deadline {
+            Some("the WAL archived after the link died was not shipped within 40 s")
+        } else if !matches!(follower.try_wait(), Ok(None)) {
+            Some("follow exited")
+        } else {
+            None
+        };
+        if let Some(failure) = failure {
+            let _ = follower.kill();
+            let _ = follower.wait();
+            panic!(
+                "{failure}:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = dead_at.elapsed();
+    let here = rig
+        .server_directory()
+        .join("wals/0000000200000000/000000020000000000000009");
+    assert_eq!(fs::read(&here).unwrap(), data);
+    assert_listed_once(&rig);
+    let text = terminate(follower, &log);
+    assert!(text.contains("reconnecting in"), "{text}");
+    eprintln!("shipped {took:?} after the link died silently");
+}

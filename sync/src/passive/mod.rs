@@ -163,6 +163,9 @@ pub struct PassiveOptions {
     pub part_size: u64,
     /// Bounds on the primary's sync-info answer (cron).
     pub sync_info_limits: crate::syncinfo::SyncInfoLimits,
+    /// How soon a session whose primary went silent is declared dead (when
+    /// `primary_ssh_command` runs `ssh` and does not say).
+    pub liveness: crate::ssh_liveness::Liveness,
 }
 
 impl Default for PassiveOptions {
@@ -177,6 +180,7 @@ impl Default for PassiveOptions {
             barman: PathBuf::from("barman"),
             part_size: DEFAULT_PART_SIZE,
             sync_info_limits: crate::syncinfo::SyncInfoLimits::DEFAULT,
+            liveness: crate::ssh_liveness::Liveness::DEFAULT,
         }
     }
 }

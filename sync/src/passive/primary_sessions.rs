@@ -102,7 +102,7 @@ impl PrimarySessions {
         Ok(PrimarySessions {
             server: server.name().to_owned(),
             // A primary that stops answering ends the session instead of hanging the run.
-            ssh_command: crate::ssh_liveness::with_liveness(ssh_command),
+            ssh_command: crate::ssh_liveness::with_liveness_of(ssh_command, options.liveness),
             remote_barsync: options.remote_barsync.clone(),
             transport: options.transport,
             roots: vec![
