@@ -11,11 +11,11 @@ use barsync_benches::harness::{self, LinkShape, Options, RemoteHost, Workload};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Workloads to run, comma-separated (W1..W10)
+    /// Workloads to run, comma-separated (W1..W11)
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9,W10"
+        default_value = "W1,W2,W3,W4,W5,W6,W7,W8,W9,W10,W11"
     )]
     workloads: Vec<String>,
     /// Size of the W1/W2 file and of the W8 segment, MiB
@@ -33,10 +33,14 @@ pub struct Args {
     /// Files of W5
     #[arg(long, default_value_t = 10_000)]
     small_files: usize,
-    /// W6/W9 round trip, ms
+    /// WAL segments measured by W11 (follow latency; ~3 s each, plus up to a minute for
+    /// Barman's next cron tick)
+    #[arg(long, default_value_t = 100)]
+    follow_segments: usize,
+    /// W6/W9/W11 round trip, ms
     #[arg(long, default_value_t = 40)]
     rtt_ms: u64,
-    /// W6/W9 rate, Mbit/s
+    /// W6/W9/W11 rate, Mbit/s
     #[arg(long, default_value_t = 100)]
     rate_mbit: u64,
     /// Benchmark against this host: the whole ssh command with its destination, e.g.
@@ -82,6 +86,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     options.scale = args.scale;
     options.wal_segments = args.wal_segments;
     options.small_files = args.small_files;
+    options.follow_segments = args.follow_segments;
     options.link = LinkShape {
         one_way_delay: Duration::from_micros(args.rtt_ms * 500),
         rate_bytes_per_second: args.rate_mbit * 1_000_000 / 8,

@@ -5,7 +5,7 @@
 //! case into a [`Report`].
 //!
 //! Modules:
-//! - [`workloads`]: the data of W1–W8 and where it lives (a local scratch directory and a
+//! - [`workloads`]: the data of W1–W11 and where it lives (a local scratch directory and a
 //!   "remote" directory reached over SSH — on loopback by default);
 //! - [`runner`]: running one command with its wall time, wire bytes, and the peak RSS and CPU
 //!   seconds of the local client process tree (`wait4`);
@@ -15,9 +15,10 @@
 //! The harness reuses the end-to-end fixtures of the `barsync-tests` crate (a path
 //! dependency): [`barsync_tests::sshd::TestSshd`] for the loopback sshd,
 //! [`barsync_tests::barman_primary::BarmanPrimary`] for the PostgreSQL 15 + pgbench + Barman
-//! primary of W3, W4 and W7, [`barsync_tests::passive_rig::fixture_primary`] for the sample
-//! Barman primary of W8 (no PostgreSQL), and [`barsync_tests::passive_rig::PassiveRig`] for the
-//! passive nodes of W4, W7 and W8. Those fixtures panic on failure (they are test helpers); the
+//! primary of W3, W4, W7 and W11, [`barsync_tests::passive_rig::fixture_primary`] for the
+//! sample Barman primary of W8 (no PostgreSQL), [`barsync_tests::passive_rig::PassiveRig`] for
+//! the passive nodes of W4, W7, W8 and W11, and [`barsync_tests::follow_load`] for W11's WAL
+//! load and its per-segment clock (shared with the `follow` end-to-end test). Those fixtures panic on failure (they are test helpers); the
 //! harness turns such a panic into [`HarnessError::Fixture`].
 
 /// The shaping proxy, shared with the end-to-end tests (`barsync_tests::proxy`).
@@ -29,7 +30,7 @@ pub mod workloads;
 
 use std::path::PathBuf;
 
-pub use report::{Floor, Machine, Report, Row, SideStats, Versions};
+pub use report::{Floor, LatencyRow, LatencyStats, Machine, Report, Row, SideStats, Versions};
 pub use workloads::Workload;
 
 /// Everything that can stop a benchmark run.
@@ -100,6 +101,8 @@ pub struct Options {
     pub wal_segments: usize,
     /// Files in W5.
     pub small_files: usize,
+    /// WAL segments measured in W11 (`barsync follow` against a cron-driven Barman passive).
+    pub follow_segments: usize,
     pub link: LinkShape,
     /// `None`: a private sshd on 127.0.0.1.
     pub remote: Option<RemoteHost>,
@@ -109,7 +112,8 @@ pub struct Options {
 
 impl Options {
     /// The defaults: 1 GiB, 3 runs, every workload, pgbench scale 10 (the issue's
-    /// reference uses 50), 64 WAL segments, 10,000 small files, 40 ms / 100 Mbit/s.
+    /// reference uses 50), 64 WAL segments, 10,000 small files, 100 followed segments, 40 ms /
+    /// 100 Mbit/s.
     pub fn new(barsync: PathBuf) -> Options {
         Options {
             barsync,
@@ -121,6 +125,7 @@ impl Options {
             scale: 10,
             wal_segments: 64,
             small_files: 10_000,
+            follow_segments: 100,
             link: LinkShape::default(),
             remote: None,
             work_dir: None,
@@ -144,6 +149,7 @@ pub fn run(options: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
     let versions = Versions::detect(options, context.barman().as_deref());
     let mut rows = Vec::new();
     let mut floors = Vec::new();
+    let mut latencies = Vec::new();
     let mut skipped = Vec::new();
     for workload in &options.workloads {
         progress(&format!("== {} {}", workload.id(), workload.title()));
@@ -157,6 +163,7 @@ pub fn run(options: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
                 rows.append(&mut new_rows);
                 floors.append(&mut new_floors);
             }
+            workloads::Outcome::Latencies(mut new_rows) => latencies.append(&mut new_rows),
             workloads::Outcome::Skipped(reason) => {
                 progress(&format!("   skipped: {reason}"));
                 skipped.push((workload.id().to_owned(), reason));
@@ -182,6 +189,7 @@ pub fn run(options: &Options, progress: &dyn Fn(&str)) -> Result<Report> {
         notes,
         rows,
         floors,
+        latencies,
         skipped,
         load_after: Machine::loadavg(),
     })

@@ -1,7 +1,9 @@
 //! What a benchmark run reports and how it is printed: the machine (cores, CPU model, load),
-//! the versions of the tools, one [`Row`] per measured case with both sides' [`SideStats`], and
-//! the machine's floors ([`Floor`]: what the hardware and OpenSSH alone take for the same
-//! bytes), rendered as Markdown tables ([`Report::render_table`]) or JSON ([`Report::to_json`]).
+//! the versions of the tools, one [`Row`] per measured case with both sides' [`SideStats`], the
+//! machine's floors ([`Floor`]: what the hardware and OpenSSH alone take for the same bytes),
+//! and the latency cases ([`LatencyRow`]: per-item delays, median and p99, of barsync and its
+//! anchor), rendered as Markdown tables ([`Report::render_table`]) or JSON
+//! ([`Report::to_json`]).
 
 use std::path::Path;
 use std::process::Command;
@@ -201,6 +203,53 @@ impl Floor {
     }
 }
 
+/// One side of a latency case: the delay of each item (a WAL segment, for W11) from the
+/// moment it was there to be shipped to the moment it was on the far side.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatencyStats {
+    /// What shipped the items, e.g. `barsync follow`, `barman cron every 60 s`.
+    pub tool: String,
+    /// How the delays were taken: the clock's start and end, how the tool was driven.
+    pub method: String,
+    /// Each item's delay, seconds, in the items' order.
+    pub seconds: Vec<f64>,
+    /// Nearest-rank median and 99th percentile, and the largest.
+    pub median_seconds: f64,
+    pub p99_seconds: f64,
+    pub max_seconds: f64,
+}
+
+impl LatencyStats {
+    pub fn new(tool: &str, method: &str, seconds: Vec<f64>) -> LatencyStats {
+        let mut sorted = seconds.clone();
+        sorted.sort_by(f64::total_cmp);
+        LatencyStats {
+            tool: tool.to_owned(),
+            method: method.to_owned(),
+            median_seconds: percentile(&sorted, 50.0),
+            p99_seconds: percentile(&sorted, 99.0),
+            max_seconds: sorted.last().copied().unwrap_or(0.0),
+            seconds,
+        }
+    }
+}
+
+/// The `p`th percentile of `sorted` by nearest rank (the `follow` tests' measure); 0 when
+/// empty.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    barsync_tests::follow_load::percentile(sorted, p)
+}
+
+/// One latency case: barsync's delays against its anchor's, over the same items.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LatencyRow {
+    /// `W11`.
+    pub id: String,
+    pub workload: String,
+    pub barsync: LatencyStats,
+    pub anchor: LatencyStats,
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
@@ -215,6 +264,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The floors measured beside the rows (W1: one ssh stream; W2: a local rebuild).
     pub floors: Vec<Floor>,
+    /// The latency cases (W11).
+    pub latencies: Vec<LatencyRow>,
     /// Workloads not run, with the reason.
     pub skipped: Vec<(String, String)>,
     /// 1-minute load average when the run ended.
@@ -291,7 +342,9 @@ impl Report {
                 ]
             })
             .collect();
-        out.push_str(&markdown(&header, lines));
+        if !self.rows.is_empty() {
+            out.push_str(&markdown(&header, lines));
+        }
         if !self.floors.is_empty() {
             let header = [
                 "floor",
@@ -319,6 +372,32 @@ impl Report {
                 .collect();
             out.push('\n');
             out.push_str(&markdown(&header, lines));
+        }
+        if !self.latencies.is_empty() {
+            let header = ["latency", "tool", "items", "median", "p99", "max"];
+            let mut lines = Vec::new();
+            for row in &self.latencies {
+                for (id, side) in [
+                    (row.id.clone(), &row.barsync),
+                    (format!("{}-anchor", row.id), &row.anchor),
+                ] {
+                    lines.push(vec![
+                        format!("{id} {}", row.workload),
+                        side.tool.clone(),
+                        side.seconds.len().to_string(),
+                        format!("{:.3} s", side.median_seconds),
+                        format!("{:.3} s", side.p99_seconds),
+                        format!("{:.3} s", side.max_seconds),
+                    ]);
+                }
+            }
+            out.push('\n');
+            out.push_str(&markdown(&header, lines));
+            for row in &self.latencies {
+                for side in [&row.barsync, &row.anchor] {
+                    out.push_str(&format!("{} {}: {}\n", row.id, side.tool, side.method));
+                }
+            }
         }
         out.push('\n');
         let header = ["target", "bound", "measured", "verdict"];
@@ -501,6 +580,16 @@ pub(crate) mod tests {
             target: "loopback sshd".into(),
             notes: vec!["a note".into()],
             floors: vec![Floor::new("W1-floor-ssh", ssh, &rows[0])],
+            latencies: vec![LatencyRow {
+                id: "W11".into(),
+                workload: "WAL segment landed -> in the passive's xlog db".into(),
+                barsync: LatencyStats::new("barsync follow", "from wals/", vec![0.5, 0.4, 2.5]),
+                anchor: LatencyStats::new(
+                    "barman cron every 60 s",
+                    "cron ticks",
+                    vec![30.0, 10.0, 50.0, 61.0],
+                ),
+            }],
             rows,
             skipped: vec![("W6".into(), "no reason".into())],
             load_after: 2.0,
@@ -563,11 +652,34 @@ pub(crate) mod tests {
             floors[2].contains("W1-floor-ssh") && floors[2].contains("2.50x"),
             "{text}"
         );
+        // Then the latencies: barsync's side, then the anchor's, each with its method.
+        let latencies: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with('|'))
+            .skip(7)
+            .take(4)
+            .collect();
+        assert!(latencies[0].starts_with("| latency "), "{text}");
+        assert!(
+            latencies[2].starts_with("| W11 WAL segment")
+                && latencies[2].contains("barsync follow")
+                && latencies[2].contains("|  0.500 s |  2.500 s |  2.500 s |"),
+            "{text}"
+        );
+        assert!(
+            latencies[3].starts_with("| W11-anchor WAL segment")
+                && latencies[3].contains("|     4 | 30.000 s | 61.000 s | 61.000 s |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("W11 barman cron every 60 s: cron ticks\n"),
+            "{text}"
+        );
         // Then the targets: W1 at 2.50x rsync passes its bound of 2x; W3 did not run.
         let targets: Vec<&str> = text
             .lines()
             .filter(|l| l.starts_with('|'))
-            .skip(7)
+            .skip(11)
             .collect();
         assert!(targets[0].starts_with("| target "), "{text}");
         assert!(
@@ -583,6 +695,16 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(text.contains("- a note"), "{text}");
+    }
+
+    #[test]
+    fn a_run_of_latency_cases_only_prints_no_empty_rows_table() {
+        let mut report = sample();
+        report.rows.clear();
+        report.floors.clear();
+        let text = report.render_table();
+        assert!(!text.contains("| case "), "{text}");
+        assert!(text.contains("| latency "), "{text}");
     }
 
     #[test]
@@ -609,6 +731,9 @@ pub(crate) mod tests {
         assert_eq!(value["skipped"][0][0], "W6");
         assert_eq!(value["floors"][0]["case"], "W1");
         assert_eq!(value["floors"][0]["times_floor"], 2.5);
+        assert_eq!(value["latencies"][0]["id"], "W11");
+        assert_eq!(value["latencies"][0]["barsync"]["p99_seconds"], 2.5);
+        assert_eq!(value["latencies"][0]["anchor"]["median_seconds"], 30.0);
         assert_eq!(
             value["versions"]["rsync"],
             "rsync version 3.5.0 protocol version 32"

@@ -2,11 +2,12 @@
 //! [`Target`] names the case it reads, the bound, and whether this run met it ([`Verdict`]).
 //! Ratios are taken within the same run (barsync against its anchor, or against a floor), so a
 //! noisy machine moves both sides; a target whose case did not run is `not measured`, never a
-//! pass.
+//! pass. Latency targets (W11) bound barsync's own delays, in seconds; the anchor's are shown
+//! beside them.
 
 use serde::Serialize;
 
-use super::report::Report;
+use super::report::{LatencyStats, Report};
 
 /// Peak RSS every barsync row must stay under.
 pub const MAX_RSS_MIB: f64 = 64.0;
@@ -55,6 +56,10 @@ enum Measure {
     FloorAtMost(f64),
     /// barsync's bytes on the wire / the anchor's: at most this.
     WireAtMost(f64),
+    /// barsync's median delay of a latency case, seconds: at most this.
+    LatencyMedianAtMost(f64),
+    /// barsync's 99th percentile delay of a latency case, seconds: at most this.
+    LatencyP99AtMost(f64),
 }
 
 /// The targets (issue "Speed: close to the floor of the machine"): case, bound, measure.
@@ -75,6 +80,9 @@ fn targets() -> Vec<(&'static str, &'static str, Measure)> {
         // file, at least rsync's speed on W5's files.
         ("W1-sftp", "≤ OpenSSH sftp get's time", RatioAtLeast(1.0)),
         ("W5-sftp", "≥ 1x rsync", RatioAtLeast(1.0)),
+        // Issue 16, `barsync follow` (W11): each WAL segment on the passive within seconds.
+        ("W11", "median ≤ 1 s", LatencyMedianAtMost(1.0)),
+        ("W11", "p99 ≤ 3 s", LatencyP99AtMost(3.0)),
     ]
 }
 
@@ -101,6 +109,22 @@ pub fn check(report: &Report) -> Vec<Target> {
                     .iter()
                     .find(|floor| floor.id == case)
                     .and_then(|floor| (floor.times_floor > 0.0).then_some(floor.times_floor)),
+                Measure::LatencyMedianAtMost(_) | Measure::LatencyP99AtMost(_) => report
+                    .latencies
+                    .iter()
+                    .find(|row| row.id == case && !row.barsync.seconds.is_empty())
+                    .map(|row| match measure {
+                        Measure::LatencyMedianAtMost(_) => row.barsync.median_seconds,
+                        _ => row.barsync.p99_seconds,
+                    }),
+            };
+            let anchor = |pick: fn(&LatencyStats) -> f64| {
+                report
+                    .latencies
+                    .iter()
+                    .find(|row| row.id == case && !row.anchor.seconds.is_empty())
+                    .map(|row| format!(" ({}: {:.2} s)", row.anchor.tool, pick(&row.anchor)))
+                    .unwrap_or_default()
             };
             let (measured, verdict) = match (value, measure) {
                 (None, _) => (None, Verdict::NotMeasured),
@@ -112,6 +136,17 @@ pub fn check(report: &Report) -> Vec<Target> {
                 }
                 (Some(value), Measure::WireAtMost(bound)) => (
                     Some(format!("{:.0}% of rsync's", value * 100.0)),
+                    pass_if(value <= bound),
+                ),
+                (Some(value), Measure::LatencyMedianAtMost(bound)) => (
+                    Some(format!(
+                        "{value:.2} s{}",
+                        anchor(|side| side.median_seconds)
+                    )),
+                    pass_if(value <= bound),
+                ),
+                (Some(value), Measure::LatencyP99AtMost(bound)) => (
+                    Some(format!("{value:.2} s{}", anchor(|side| side.p99_seconds))),
                     pass_if(value <= bound),
                 ),
             };
@@ -195,5 +230,35 @@ mod tests {
         assert_eq!(verdict("W3", "rsync"), Verdict::NotMeasured);
         assert_eq!(verdict("W1-floor-ssh", "ssh"), Verdict::NotMeasured);
         assert_eq!(verdict("every row", "RSS"), Verdict::Miss, "{checked:?}");
+        // The sample's W11: median 0.5 s, p99 2.5 s; Barman's beside it.
+        assert_eq!(verdict("W11", "median"), Verdict::Pass);
+        assert_eq!(verdict("W11", "p99"), Verdict::Pass);
+        let p99 = checked
+            .iter()
+            .find(|t| t.case == "W11" && t.bound.contains("p99"))
+            .unwrap();
+        assert_eq!(
+            p99.measured.as_deref(),
+            Some("2.50 s (barman cron every 60 s: 61.00 s)")
+        );
+        report.latencies[0].barsync = LatencyStats::new("barsync follow", "", vec![1.2, 3.5]);
+        let checked = check(&report);
+        let verdict = |bound: &str| {
+            checked
+                .iter()
+                .find(|t| t.case == "W11" && t.bound.contains(bound))
+                .map(|t| t.verdict)
+                .unwrap()
+        };
+        assert_eq!(verdict("median"), Verdict::Miss);
+        assert_eq!(verdict("p99"), Verdict::Miss);
+        report.latencies.clear();
+        assert_eq!(
+            check(&report)
+                .iter()
+                .find(|t| t.case == "W11")
+                .map(|t| t.verdict),
+            Some(Verdict::NotMeasured)
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! - `passive`: W4 and W7, barsync against Barman's own passive commands;
 //! - `split`: W8, a backup's one big relation segment, split into parts or not;
 //! - `sftp`: W10, W1's file and W5's files through the SFTP fallback;
+//! - `follow`: W11, `barsync follow`'s per-segment delay against a cron-driven Barman passive;
 //! - `primary`: the PostgreSQL 15 + Barman primary shared by W3, W4 and W7;
 //! - `measure`: the alternating barsync/anchor runs of one case;
 //! - `floors`: the machine's floors measured beside W1 and W2 (one ssh stream, a local rebuild).
@@ -27,8 +28,9 @@
 //! | W8 | the second of two backups of the fixture primary (no PostgreSQL) whose largest file is a `size_mib` relation segment, the W1 file in the first and the W2 file (1% rewritten) in the second; the first already on the passive (`reuse_backup = link`) | `sync-backup -j 2` (default part size, 64M: split), `sync-backup -j 2 --part-size 0` | `barman sync-backup` |
 //! | W9 | W7 through the shaping proxy (the `--rtt-ms`/`--mbit` link, default 40 ms RTT, 100 Mbit/s) in front of the primary's sshd | one `cron` | as W7 |
 //! | W10 | W1's file and W5's files, no barsync on the far side | `copy`, `copy -r` falling back to SFTP | OpenSSH's `sftp` (`get`, `get -r`), `rsync -a` |
+//! | W11 | a PostgreSQL 15 + Barman primary with `archive_timeout = 10s` and pgbench writing (a segment every ~3 s), `follow_segments` segments, each passive behind its own shaping proxy (`--rtt-ms`/`--rate-mbit`) | `follow`: delay per segment from the primary's `wals/` to the passive's xlog db (median, p99) | `barman cron` on a second passive every 60 s, the delay taken the same way |
 //!
-//! W4, W7, W8 and W9 always use a local Barman primary (W4, W7: PostgreSQL + Barman; W8: the
+//! W4, W7, W8, W9 and W11 always use a local Barman primary (W4, W7: PostgreSQL + Barman; W8: the
 //! sample primary of `barsync_sync::fixture::sample`) behind its own loopback sshd
 //! ([`barsync_tests::passive_rig::PassiveRig`]), also when a remote host is given; W6 needs
 //! the loopback sshd (the proxy must know the server's address).
@@ -43,12 +45,13 @@ use std::str::FromStr;
 use barsync_tests::barman_primary::BarmanPrimary;
 use barsync_tests::sshd::TestSshd;
 
-use super::report::{Floor, Row};
+use super::report::{Floor, LatencyRow, Row};
 use super::runner::{self, Measurement};
 use super::{HarnessError, Options, Result};
 
 mod big_file;
 mod floors;
+mod follow;
 mod measure;
 mod passive;
 mod primary;
@@ -77,10 +80,11 @@ pub enum Workload {
     W8,
     W9,
     W10,
+    W11,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 11] = [
         Workload::W1,
         Workload::W2,
         Workload::W3,
@@ -91,6 +95,7 @@ impl Workload {
         Workload::W8,
         Workload::W9,
         Workload::W10,
+        Workload::W11,
     ];
 
     pub fn id(self) -> &'static str {
@@ -105,6 +110,7 @@ impl Workload {
             Workload::W8 => "W8",
             Workload::W9 => "W9",
             Workload::W10 => "W10",
+            Workload::W11 => "W11",
         }
     }
 
@@ -120,6 +126,7 @@ impl Workload {
             Workload::W8 => "one big relation segment changed 1%, split files or not",
             Workload::W9 => "W7 through the shaped link (default 40 ms RTT, 100 Mbit/s)",
             Workload::W10 => "the SFTP fallback: W1's file and W5's files",
+            Workload::W11 => "follow latency: each WAL segment from the primary to the passive",
         }
     }
 }
@@ -130,7 +137,7 @@ impl FromStr for Workload {
         Workload::ALL
             .into_iter()
             .find(|w| w.id().eq_ignore_ascii_case(text.trim()))
-            .ok_or_else(|| HarnessError::Invalid(format!("unknown workload {text:?} (W1..W10)")))
+            .ok_or_else(|| HarnessError::Invalid(format!("unknown workload {text:?} (W1..W11)")))
     }
 }
 
@@ -139,6 +146,8 @@ pub enum Outcome {
     Rows(Vec<Row>),
     /// Rows and the floors measured beside them.
     RowsAndFloors(Vec<Row>, Vec<Floor>),
+    /// Latency cases (W11).
+    Latencies(Vec<LatencyRow>),
     Skipped(String),
 }
 
@@ -295,6 +304,7 @@ impl<'a> Context<'a> {
             Workload::W8 => self.w8(),
             Workload::W9 => self.w9(),
             Workload::W10 => self.w10(),
+            Workload::W11 => self.w11(),
         }
     }
 
@@ -412,6 +422,7 @@ mod tests {
         assert_eq!("w3".parse::<Workload>().unwrap(), Workload::W3);
         assert_eq!("W8".parse::<Workload>().unwrap(), Workload::W8);
         assert_eq!("W10".parse::<Workload>().unwrap(), Workload::W10);
-        assert!("W11".parse::<Workload>().is_err());
+        assert_eq!("w11".parse::<Workload>().unwrap(), Workload::W11);
+        assert!("W12".parse::<Workload>().is_err());
     }
 }

@@ -233,7 +233,10 @@ impl<'a> Context<'a> {
 /// Puts the shaping proxy between `rig`'s passive and its primary's sshd: the passive's
 /// `primary_ssh_command` goes to the proxy's port, with the sshd's host key known there. The
 /// proxy runs until dropped.
-fn shape_rig(rig: &PassiveRig, shape: crate::harness::LinkShape) -> Result<ShapingProxy> {
+pub(super) fn shape_rig(
+    rig: &PassiveRig,
+    shape: crate::harness::LinkShape,
+) -> Result<ShapingProxy> {
     let port = rig.sshd.port();
     let upstream = format!("127.0.0.1:{port}")
         .parse()
