@@ -1,6 +1,6 @@
-//! W5: many files of 2 KiB, copied once into an empty directory and then resynced with
-//! nothing changed, each beside the floor of one ssh handshake. Owns the two cases and the
-//! generation of the files.
+//! W5: many files of 2 KiB, copied once into an empty directory (against rsync, and rsync
+//! `--fsync`, as durable as barsync) and then resynced with nothing changed, each beside the
+//! floor of one ssh handshake. Owns the two cases and the generation of the files.
 
 use std::fs;
 use std::process::Command;
@@ -24,17 +24,30 @@ impl<'a> Context<'a> {
             "W5-initial",
             &format!("{count} x 2 KiB, initial copy"),
             self.copy_side(&self.ssh, &["-r"], "w5/", &target, Box::new(empty)),
-            vec![(
-                "W5-initial".to_owned(),
-                self.rsync_side(
-                    &self.ssh,
-                    "rsync -a",
-                    &["-a"],
-                    "w5/",
-                    &target,
-                    Box::new(empty),
+            vec![
+                (
+                    "W5-initial".to_owned(),
+                    self.rsync_side(
+                        &self.ssh,
+                        "rsync -a",
+                        &["-a"],
+                        "w5/",
+                        &target,
+                        Box::new(empty),
+                    ),
                 ),
-            )],
+                (
+                    "W5-initial-fsync".to_owned(),
+                    self.rsync_side(
+                        &self.ssh,
+                        "rsync -a --fsync",
+                        &["-a", "--fsync"],
+                        "w5/",
+                        &target,
+                        Box::new(empty),
+                    ),
+                ),
+            ],
             vec![(
                 "W5-initial-floor-handshake".to_owned(),
                 self.ssh_handshake_floor(),
