@@ -26,7 +26,7 @@
 //! | W6 | W2 and W3 through [`super::proxy::ShapingProxy`] (40 ms RTT, 100 Mbit/s) | as W2/W3 | as W2/W3 |
 //! | W7 | a cold passive of a Barman primary with two backups and archived WALs | one `cron` | `barman sync-info --primary`, `sync-backup` per backup, `sync-wals` |
 //! | W8 | the second of two backups of the fixture primary (no PostgreSQL) whose largest file is a `size_mib` relation segment, the W1 file in the first and the W2 file (1% rewritten) in the second; the first already on the passive (`reuse_backup = link`) | `sync-backup -j 2` (default part size, 64M: split), `sync-backup -j 2 --part-size 0` | `barman sync-backup` |
-//! | W9 | W7 through the shaping proxy (the `--rtt-ms`/`--mbit` link, default 40 ms RTT, 100 Mbit/s) in front of the primary's sshd | one `cron` | as W7 |
+//! | W9 | W7 through the shaping proxy (the `--rtt-ms`/`--rate-mbit` link, default 40 ms RTT, 100 Mbit/s) in front of the primary's sshd | one `cron` | as W7 |
 //! | W10 | W1's file and W5's files, no barsync on the far side | `copy`, `copy -r` falling back to SFTP | OpenSSH's `sftp` (`get`, `get -r`), `rsync -a` |
 //! | W11 | a PostgreSQL 15 + Barman primary with `archive_timeout = 10s` and pgbench writing (a segment every ~3 s), `follow_segments` segments, each passive behind its own shaping proxy (`--rtt-ms`/`--rate-mbit`) | `follow`: delay per segment from the primary's `wals/` to the passive's xlog db (median, p99) | `barman cron` on a second passive every 60 s, the delay taken the same way |
 //!
