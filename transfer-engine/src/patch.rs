@@ -41,7 +41,7 @@ pub(crate) struct Release<'b> {
 
 impl Release<'_> {
     /// Bytes copied between two releases (and the largest piece a copier reads at once).
-    pub(crate) const EVERY: usize = 8 << 20;
+    pub(crate) const EVERY: usize = 4 << 20;
 
     pub(crate) fn copied(&mut self, len: usize) {
         let Some(map) = self.map else { return };
