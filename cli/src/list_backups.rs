@@ -56,7 +56,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         let server = crate::passive::server(&config, &args.server)?;
         let rows = rows(&config, &server, args)?;
         if args.json {
-            crate::output::print_document(&ServerDocument::new(&server, &rows));
+            crate::output::print_document(&ServerDocument::new(&server, rows));
         } else {
             print_server(&server, &rows, args);
         }
@@ -88,7 +88,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             .iter()
             .zip(listed)
             .map(|(server, listed)| match listed {
-                Ok(rows) => ServerEntry::Listed(ServerDocument::owning(server, rows)),
+                Ok(rows) => ServerEntry::Listed(ServerDocument::new(server, rows)),
                 Err(message) => {
                     ServerEntry::Failed(FailureDocument::server(server.name(), message))
                 }
@@ -138,19 +138,11 @@ struct ServerDocument<'a> {
     command: &'static str,
     server: &'a str,
     ok: bool,
-    backups: std::borrow::Cow<'a, [BackupRow]>,
+    backups: Vec<BackupRow>,
 }
 
 impl<'a> ServerDocument<'a> {
-    fn new(server: &'a ServerConfig, rows: &'a [BackupRow]) -> ServerDocument<'a> {
-        ServerDocument::with(server, std::borrow::Cow::Borrowed(rows))
-    }
-
-    fn owning(server: &'a ServerConfig, rows: Vec<BackupRow>) -> ServerDocument<'a> {
-        ServerDocument::with(server, std::borrow::Cow::Owned(rows))
-    }
-
-    fn with(server: &'a ServerConfig, backups: std::borrow::Cow<'a, [BackupRow]>) -> Self {
+    fn new(server: &'a ServerConfig, backups: Vec<BackupRow>) -> ServerDocument<'a> {
         ServerDocument {
             command: "list-backups",
             server: server.name(),
