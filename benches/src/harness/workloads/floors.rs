@@ -35,9 +35,7 @@ impl<'a> Context<'a> {
             setup: Box::new(|| Ok(())),
             run: Box::new(move || {
                 let script = format!("{} > /dev/null", self.ssh_cat(relative));
-                let mut command = Command::new("sh");
-                command.args(["-c", &script]);
-                Ok((measure(&mut command)?, script))
+                measure_script(script)
             }),
             wire: |_| None,
         }
@@ -56,9 +54,7 @@ impl<'a> Context<'a> {
             run: Box::new(move || {
                 let to = shell_word(&to.display().to_string());
                 let script = format!("{} > {to} && sync -f {to}", self.ssh_cat(relative));
-                let mut command = Command::new("sh");
-                command.args(["-c", &script]);
-                Ok((measure(&mut command)?, script))
+                measure_script(script)
             }),
             wire: |_| None,
         }
@@ -66,11 +62,19 @@ impl<'a> Context<'a> {
 
     /// `ssh -c aes128-gcm@openssh.com [options] HOST cat REMOTE/relative`, as shell words.
     fn ssh_cat(&self, relative: &str) -> String {
+        let remote = format!("cat '{}/{relative}'", self.remote_dir);
+        self.ssh_to_host(Some(FLOOR_CIPHER), &remote)
+    }
+
+    /// `ssh [-c cipher] [options] HOST remote_command`, as shell words.
+    fn ssh_to_host(&self, cipher: Option<&str>, remote_command: &str) -> String {
         let mut words: Vec<String> = self.ssh.split_whitespace().map(str::to_owned).collect();
-        words.insert(1, "-c".into());
-        words.insert(2, FLOOR_CIPHER.into());
+        if let Some(cipher) = cipher {
+            words.insert(1, "-c".into());
+            words.insert(2, cipher.into());
+        }
         words.push(self.host.clone());
-        words.push(format!("cat '{}/{relative}'", self.remote_dir));
+        words.push(remote_command.to_owned());
         shell_words(&words)
     }
 
@@ -80,16 +84,7 @@ impl<'a> Context<'a> {
         Side {
             tool: "ssh true (the handshake)".to_owned(),
             setup: Box::new(|| Ok(())),
-            run: Box::new(move || {
-                let mut words: Vec<String> =
-                    self.ssh.split_whitespace().map(str::to_owned).collect();
-                words.push(self.host.clone());
-                words.push("true".to_owned());
-                let script = shell_words(&words);
-                let mut command = Command::new("sh");
-                command.args(["-c", &script]);
-                Ok((measure(&mut command)?, script))
-            }),
+            run: Box::new(move || measure_script(self.ssh_to_host(None, "true"))),
             wire: |_| None,
         }
     }
@@ -105,9 +100,7 @@ impl<'a> Context<'a> {
                     from = shell_word(&from.display().to_string()),
                     to = shell_word(&to.display().to_string())
                 );
-                let mut command = Command::new("sh");
-                command.args(["-c", &script]);
-                Ok((measure(&mut command)?, script))
+                measure_script(script)
             }),
             wire: |_| None,
         }
@@ -136,6 +129,13 @@ impl<'a> Context<'a> {
             wire: |_| None,
         }
     }
+}
+
+/// Runs `script` with `sh -c`, measured; the script is kept for the report.
+fn measure_script(script: String) -> Result<(Measurement, String)> {
+    let mut command = Command::new("sh");
+    command.args(["-c", &script]);
+    Ok((measure(&mut command)?, script))
 }
 
 fn remove(path: &Path) -> Result<()> {
