@@ -60,9 +60,10 @@ pub struct Args {
     /// The ssh command for remote endpoints, as rsync's -e (e.g. "ssh -p 2222").
     #[arg(short = 'e', long = "rsh", default_value = "ssh")]
     ssh_command: String,
-    /// zstd level for data on the wire (0: off). Barman's network_compression uses 3.
-    #[arg(long, default_value_t = 3)]
-    compress_level: i32,
+    /// zstd level for data on the wire (0: off). Without it: 3, or 1 when the link measured
+    /// at least 400 Mbit/s as the session opened (loopback, a fast LAN).
+    #[arg(long)]
+    compress_level: Option<i32>,
     /// Program to run on the remote side.
     #[arg(long, default_value = "barsync")]
     remote_barsync: String,
@@ -251,9 +252,19 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
     })
 }
 
+/// The level when `--compress-level` is not given and the link is not fast.
+const DEFAULT_COMPRESS_LEVEL: i32 = 3;
+
 fn client_options(args: &Args) -> ClientOptions {
-    ClientOptions {
-        compression: (args.compress_level > 0).then_some(args.compress_level),
+    match args.compress_level {
+        None => ClientOptions {
+            compression: Some(DEFAULT_COMPRESS_LEVEL),
+            adapt_compression: true,
+        },
+        Some(level) => ClientOptions {
+            compression: (level > 0).then_some(level),
+            adapt_compression: false,
+        },
     }
 }
 

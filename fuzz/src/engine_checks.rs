@@ -135,6 +135,14 @@ fn decode_payload(
             fields.u8()?;
             fields.bytes()?;
         }
+        Kind::Probe => {
+            fields.u32()?;
+            fields.u32()?;
+        }
+        Kind::Probed => {
+            fields.u32()?;
+            fields.rest();
+        }
         Kind::RequestsDone | Kind::ServerDone => {}
         Kind::PushFile => {
             fields.u32()?;
@@ -303,6 +311,7 @@ pub fn run_client_session<R: Read, W: Write + Send>(
 
     let options = ClientOptions {
         compression: Some(3),
+        ..ClientOptions::default()
     };
     let Ok(mut client) = Client::connect(input, output, options) else {
         return 0;

@@ -75,6 +75,7 @@ fn fetch(
         child.stdin.take().unwrap(),
         ClientOptions {
             compression: Some(3),
+            ..ClientOptions::default()
         },
     )
     .unwrap();

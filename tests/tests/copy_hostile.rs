@@ -178,6 +178,7 @@ fn a_pull_over_serve_never_writes_through_a_listed_symlink() {
         writer,
         ClientOptions {
             compression: Some(3),
+            ..ClientOptions::default()
         },
     )
     .unwrap();
@@ -214,7 +215,7 @@ fn a_push_to_serve_never_writes_through_a_pushed_symlink() {
         remote.path().join("dst").display()
     );
     let (reader, writer, exit) = transport.open(&command).unwrap().split();
-    let mut client = Client::connect(reader, writer, ClientOptions { compression: None }).unwrap();
+    let mut client = Client::connect(reader, writer, ClientOptions::default()).unwrap();
     let items = vec![
         PushItem::Symlink {
             remote_path: "a".into(),

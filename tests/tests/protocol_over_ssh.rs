@@ -78,6 +78,7 @@ fn round_trip(preference: TransportPreference) {
         writer,
         ClientOptions {
             compression: Some(3),
+            ..ClientOptions::default()
         },
     )
     .unwrap();
@@ -117,4 +118,70 @@ fn protocol_over_libssh2() {
 #[test]
 fn protocol_over_ssh_subprocess() {
     round_trip(TransportPreference::Subprocess);
+}
+
+/// The link probe through a real sshd: on loopback the session measures a fast link and asks
+/// for level 1; through the shaping proxy (40 ms round trip, 100 Mbit/s) it keeps level 3.
+#[test]
+fn the_level_follows_the_link_measured_through_ssh() {
+    use barsync_tests::proxy::{LinkShape, ShapingProxy};
+    use transfer_engine::protocol::probe::{FAST_LINK, FAST_LINK_LEVEL};
+
+    let sshd = TestSshd::start().expect("sshd");
+    let remote = tempfile::tempdir().unwrap();
+    let command = format!(
+        "{} serve --root {}",
+        binaries::barsync().display(),
+        remote.path().display()
+    );
+    let proxy = ShapingProxy::start(
+        format!("127.0.0.1:{}", sshd.port()).parse().unwrap(),
+        LinkShape::default(),
+    )
+    .unwrap();
+    let known_hosts = remote.path().join("known_hosts.proxy");
+    let line = sshd.known_hosts_line().unwrap().replacen(
+        &format!("[127.0.0.1]:{} ", sshd.port()),
+        &format!("[127.0.0.1]:{} ", proxy.port()),
+        1,
+    );
+    fs::write(&known_hosts, line).unwrap();
+    let shaped = sshd.ssh_command_with(&known_hosts, "yes").replacen(
+        &format!("-p {} ", sshd.port()),
+        &format!("-p {} ", proxy.port()),
+        1,
+    );
+    let options = ClientOptions {
+        compression: Some(3),
+        adapt_compression: true,
+    };
+    let probe = |ssh: &str| {
+        let transport = choose_transport(ssh, TransportPreference::Subprocess).unwrap();
+        let (reader, writer, exit) = transport.open(&command).unwrap().split();
+        let client = Client::connect(reader, writer, options).unwrap();
+        let seen = (
+            client.link_speed().expect("probed").bytes_per_second(),
+            client.compression(),
+        );
+        client.finish().unwrap();
+        assert!(exit.wait().unwrap().success());
+        seen
+    };
+    // Loopback measures 120-160 MB/s here; a busy machine can stall one probe's few
+    // milliseconds, so a few sessions are allowed.
+    let loopback: Vec<_> = (0..5).map(|_| probe(&sshd.ssh_command())).collect();
+    assert!(
+        loopback
+            .iter()
+            .any(|&(speed, level)| speed >= FAST_LINK && level == Some(FAST_LINK_LEVEL)),
+        "loopback: {loopback:?}"
+    );
+    assert!(
+        loopback
+            .iter()
+            .all(|&(speed, level)| (speed >= FAST_LINK) == (level == Some(FAST_LINK_LEVEL))),
+        "loopback: {loopback:?}"
+    );
+    let wan = probe(&shaped);
+    assert!(wan.0 < FAST_LINK && wan.1 == Some(3), "100 Mbit/s: {wan:?}");
 }

@@ -36,6 +36,7 @@ fn session(
         to_server,
         ClientOptions {
             compression: Some(1),
+            ..ClientOptions::default()
         },
     )
     .map_err(|e| e.to_string())

@@ -33,6 +33,7 @@ fn fetch_linking(
         to_server,
         ClientOptions {
             compression: Some(3),
+            ..ClientOptions::default()
         },
     )
     .unwrap();

@@ -38,6 +38,7 @@ fn start_server<W: Write + Send + 'static>(
 fn options() -> ClientOptions {
     ClientOptions {
         compression: Some(3),
+        ..ClientOptions::default()
     }
 }
 
@@ -238,7 +239,7 @@ fn many_small_files_are_pipelined() {
         fs::write(root.join(name), random_bytes(2048, i as u64)).unwrap();
     }
     let (input, output, server) = start_server(root, |w| w);
-    let mut client = Client::connect(input, output, ClientOptions { compression: None }).unwrap();
+    let mut client = Client::connect(input, output, ClientOptions::default()).unwrap();
     let paths: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
     let mut seen = 0;
     let outcomes = client
@@ -336,15 +337,13 @@ fn sabotaged_fetch(at: usize, cut: bool) -> SabotageResult {
         cut,
     });
     let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
-    let result = Client::connect(input, output, ClientOptions { compression: None }).and_then(
-        |mut client| {
-            let outcomes = client.fetch(&requests(root, client_dir.path(), &paths), |_| {})?;
-            Ok(outcomes
-                .into_iter()
-                .map(|o| o.result.map(drop).map_err(|e| e.to_string()))
-                .collect())
-        },
-    );
+    let result = Client::connect(input, output, ClientOptions::default()).and_then(|mut client| {
+        let outcomes = client.fetch(&requests(root, client_dir.path(), &paths), |_| {})?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.result.map(drop).map_err(|e| e.to_string()))
+            .collect())
+    });
     let _ = server.join();
     // Whatever happened, every published file is exactly right and nothing temporary is left.
     for (path, data) in &files {

@@ -38,6 +38,7 @@ fn session(root: &Path) -> Session {
         to_server,
         ClientOptions {
             compression: Some(3),
+            ..ClientOptions::default()
         },
     )
     .unwrap();

@@ -24,8 +24,8 @@ fn connect(root: &Path) -> (TestClient, thread::JoinHandle<Result<(), ProtocolEr
     let (server_out, from_server) = memory_pipe(256 * 1024);
     let roots = Roots::new(vec![root.to_path_buf()]).unwrap();
     let handle = thread::spawn(move || serve(server_in, server_out, &roots).map(drop));
-    let client = Client::connect(from_server, to_server, ClientOptions { compression: None })
-        .expect("handshake");
+    let client =
+        Client::connect(from_server, to_server, ClientOptions::default()).expect("handshake");
     (client, handle)
 }
 

@@ -12,10 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 
 use super::frame::{Fields, FrameReader, FrameWriter, Kind, MAX_PAYLOAD};
-use super::handshake::{handshake, FEATURES, FEATURE_RANGES, FEATURE_READ_ONLY, FEATURE_WATCH};
+use super::handshake::{
+    handshake, FEATURES, FEATURE_PROBE, FEATURE_RANGES, FEATURE_READ_ONLY, FEATURE_WATCH,
+};
 use super::link::receive_file_or_link;
 use super::literal::LiteralDecoder;
 use super::part::receive_part;
+use super::probe::{self, LinkSpeed, FAST_LINK_LEVEL, PROBE_BYTES};
 use super::receiver::{
     read_request_error, receive_file, receive_file_in_place, send_signature, Incoming,
 };
@@ -171,10 +174,13 @@ pub struct FetchOutcome {
 }
 
 /// Options of a session.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ClientOptions {
     /// zstd level for literals (Barman's `network_compression` maps to `Some(3)`); `None`: raw.
     pub compression: Option<i32>,
+    /// Measure the link when connecting, and on a fast one use level 1 instead of
+    /// `compression` ([`super::probe`]); servers too old to be measured get `compression`.
+    pub adapt_compression: bool,
 }
 
 /// A connected, handshaken client.
@@ -187,6 +193,8 @@ pub struct Client<R: Read, W: Write> {
     peer_features: u32,
     /// What [`Incoming::mode_mask`] files of this session get.
     mode_mask: u32,
+    /// What the probe at connection measured, if the session was probed.
+    link: Option<LinkSpeed>,
 }
 
 impl<R: Read, W: Write + Send> Client<R, W> {
@@ -195,7 +203,7 @@ impl<R: Read, W: Write + Send> Client<R, W> {
         let mut reader = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
         let mut writer = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
         let (peer_agent, peer_features) = handshake(&mut reader, &mut writer, FEATURES)?;
-        Ok(Client {
+        let mut client = Client {
             reader,
             writer: Some(writer),
             options,
@@ -203,7 +211,34 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             peer_agent,
             peer_features,
             mode_mask: 0o7777,
-        })
+            link: None,
+        };
+        let asked = options.compression.unwrap_or(0);
+        if options.adapt_compression
+            && asked > FAST_LINK_LEVEL
+            && peer_features & FEATURE_PROBE != 0
+        {
+            let id = client.next_request;
+            client.next_request += 1;
+            let writer = client.writer.as_mut().expect("writer present");
+            let link = probe::measure(&mut client.reader, writer, id, PROBE_BYTES)?;
+            if link.is_fast() {
+                client.options.compression = Some(FAST_LINK_LEVEL);
+            }
+            client.link = Some(link);
+        }
+        Ok(client)
+    }
+
+    /// What the link measured when the session opened, if it was measured
+    /// ([`ClientOptions::adapt_compression`]).
+    pub fn link_speed(&self) -> Option<LinkSpeed> {
+        self.link
+    }
+
+    /// The zstd level this session's requests ask for (`None`: raw).
+    pub fn compression(&self) -> Option<i32> {
+        self.options.compression
     }
 
     /// Files this client writes from now on never get the setuid or setgid bit, whatever the

@@ -70,6 +70,10 @@ pub enum Kind {
     /// their records (a `ListEntry` payload without the request number, one after another)
     /// raw or zstd-compressed as a literal is.
     ListBatch = 31,
+    /// Request, to a peer that announced `FEATURE_PROBE`: send this many bytes (`probe.rs`).
+    Probe = 32,
+    /// Answer to `Probe`: some of the bytes.
+    Probed = 33,
 }
 
 impl Kind {
@@ -100,6 +104,8 @@ impl Kind {
             29 => PushDone,
             30 => Watched,
             31 => ListBatch,
+            32 => Probe,
+            33 => Probed,
             _ => return None,
         })
     }

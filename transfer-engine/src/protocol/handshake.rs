@@ -28,9 +28,16 @@ pub const FEATURE_WATCH: u32 = 16;
 /// and zstd-compressed: a tenth of the bytes of one `ListEntry` each for many small files).
 /// A side sends them only to a peer that announced it.
 pub const FEATURE_LIST_BATCH: u32 = 32;
+/// Feature bit: the side answers `Probe` (send N bytes, to time the link; see
+/// [`probe`](super::probe)). Older servers never set it, and are never sent `Probe`.
+pub const FEATURE_PROBE: u32 = 64;
 /// The features every side of this build announces.
-pub const FEATURES: u32 =
-    FEATURE_ZSTD | FEATURE_RANGES | FEATURE_ERROR_KINDS | FEATURE_WATCH | FEATURE_LIST_BATCH;
+pub const FEATURES: u32 = FEATURE_ZSTD
+    | FEATURE_RANGES
+    | FEATURE_ERROR_KINDS
+    | FEATURE_WATCH
+    | FEATURE_LIST_BATCH
+    | FEATURE_PROBE;
 
 /// Sends our `Hello` (announcing `features`) and checks the peer's; returns the peer's agent
 /// string and features.

@@ -19,12 +19,14 @@
 //! Watch(req, path, since_len, since_id, offset, max, timeout)
 //!                                          ────► Watched(req, len, id, mtime, changed, bytes)
 //!                                                (once the file changed, or at the timeout)
+//! Probe(req, len) ─────────────────────────────► Probed(req, bytes)… (len bytes: `probe.rs`)
 //! RequestsDone ────────────────────────────────► ServerDone
 //! ```
 //! Because the client never waits per file, latency is paid once per batch, not once per file;
 //! the client bounds how many requests are in flight ([`client::MAX_IN_FLIGHT`], 256), so memory stays
 //! bounded however many files are queued. Literals are zstd-compressed when that pays
-//! ([`literal`]). Every file ends with its digest, which the client verifies before publishing.
+//! ([`literal`]), at level 1 instead of the level asked for when the client measured a fast
+//! link at the start of the session ([`probe`]). Every file ends with its digest, which the client verifies before publishing.
 //! A `RangeRequest` (when the server's `Hello` announces ranges) asks for one byte range of a
 //! file, answered and verified as if the range were a whole file; `FileBegin` then also carries
 //! the whole file's length. Parts of one file fetched over several sessions are assembled by a
@@ -42,6 +44,7 @@ pub mod handshake;
 mod link;
 pub mod literal;
 mod part;
+pub mod probe;
 mod receiver;
 mod sender;
 pub mod server;

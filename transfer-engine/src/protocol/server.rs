@@ -210,6 +210,7 @@ pub fn serve_with<R: Read, W: Write>(
                     PushReceiver::remove(&mut writer, roots, request, &path)?;
                 }
             }
+            Kind::Probe => super::probe::answer(&mut writer, fields)?,
             Kind::RequestsDone => {
                 fields.end()?;
                 writer.start();

@@ -1,0 +1,144 @@
+//! The link probe ([`transfer_engine::protocol::probe`]): a session that allows it measures
+//! the link as it opens, and compresses at level 1 on a fast link and at the level asked for
+//! on a slow one; a session that does not allow it is not probed.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use barsync_transport::{memory_pipe, PipeReader, PipeWriter};
+use transfer_engine::confine::{Destination, Roots};
+use transfer_engine::protocol::client::ClientOptions;
+use transfer_engine::protocol::probe::{FAST_LINK, FAST_LINK_LEVEL, PROBE_BYTES};
+use transfer_engine::protocol::{serve, Client, FetchRequest, FetchTarget, ProtocolError};
+
+const PIPE: usize = 256 * 1024;
+
+/// A link of `bytes_per_second` from the server to the client: each write waits until the
+/// bytes written so far would have crossed it.
+struct SlowLink {
+    inner: PipeWriter,
+    bytes_per_second: f64,
+    start: Instant,
+    sent: u64,
+}
+
+impl Write for SlowLink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.sent += written as u64;
+        let due = Duration::from_secs_f64(self.sent as f64 / self.bytes_per_second);
+        if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+            thread::sleep(wait);
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type Server = thread::JoinHandle<Result<(), ProtocolError>>;
+
+/// A server on `root` whose answers cross a link of `bytes_per_second` (`None`: a plain pipe).
+fn start_server(root: &Path, bytes_per_second: Option<f64>) -> (PipeReader, PipeWriter, Server) {
+    let (to_server, server_in) = memory_pipe(PIPE);
+    let (server_out, from_server) = memory_pipe(PIPE);
+    let roots = Roots::new(vec![root.to_path_buf()]).unwrap();
+    let handle = thread::spawn(move || match bytes_per_second {
+        Some(rate) => {
+            let link = SlowLink {
+                inner: server_out,
+                bytes_per_second: rate,
+                start: Instant::now(),
+                sent: 0,
+            };
+            serve(server_in, link, &roots).map(drop)
+        }
+        None => serve(server_in, server_out, &roots).map(drop),
+    });
+    (from_server, to_server, handle)
+}
+
+/// Connects with `options`, fetches a compressible file, checks it and ends the session;
+/// the client's measured speed and level.
+fn session(bytes_per_second: Option<f64>, options: ClientOptions) -> (Option<f64>, Option<i32>) {
+    let remote = tempfile::tempdir().unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let text: Vec<u8> = (0..200_000u32)
+        .flat_map(|i| format!("row {i} of a table\n").into_bytes())
+        .collect();
+    fs::write(remote.path().join("table"), &text).unwrap();
+    let (reader, writer, server) = start_server(remote.path(), bytes_per_second);
+    let mut client = Client::connect(reader, writer, options).unwrap();
+    let measured = client.link_speed().map(|link| {
+        assert_eq!(link.bytes, u64::from(PROBE_BYTES));
+        link.bytes_per_second()
+    });
+    let level = client.compression();
+    let destination = local.path().join("table");
+    let request = FetchRequest {
+        remote_path: remote.path().join("table"),
+        destination: Destination::trusted(&destination).unwrap(),
+        basis: None,
+        max_len: None,
+        partial: None,
+        target: FetchTarget::NEW_FILE,
+    };
+    let outcomes = client.fetch(&[request], |_| {}).unwrap();
+    outcomes[0].result.as_ref().unwrap();
+    assert_eq!(fs::read(&destination).unwrap(), text);
+    client.finish().unwrap();
+    server.join().unwrap().unwrap();
+    (measured, level)
+}
+
+fn adaptive(level: i32) -> ClientOptions {
+    ClientOptions {
+        compression: Some(level),
+        adapt_compression: true,
+    }
+}
+
+#[test]
+fn a_fast_link_gets_level_1() {
+    let (measured, level) = session(None, adaptive(3));
+    let measured = measured.expect("the session was probed");
+    assert!(
+        measured >= FAST_LINK,
+        "an in-memory pipe measured {measured} B/s"
+    );
+    assert_eq!(level, Some(FAST_LINK_LEVEL));
+}
+
+#[test]
+fn a_slow_link_keeps_the_level_asked_for() {
+    // 8 MB/s: the probe's 512 KiB take at least 65 ms.
+    let (measured, level) = session(Some(8e6), adaptive(3));
+    let measured = measured.expect("the session was probed");
+    assert!(
+        measured < FAST_LINK,
+        "a link of 8 MB/s measured {measured} B/s"
+    );
+    assert!(measured > 4e6, "a link of 8 MB/s measured {measured} B/s");
+    assert_eq!(level, Some(3));
+}
+
+#[test]
+fn a_session_that_does_not_allow_it_is_not_probed() {
+    let fixed = ClientOptions {
+        compression: Some(3),
+        adapt_compression: false,
+    };
+    assert_eq!(session(None, fixed), (None, Some(3)));
+    // Nothing to lower: level 1 (or raw) is kept without measuring.
+    assert_eq!(session(None, adaptive(1)), (None, Some(1)));
+    let raw = ClientOptions {
+        compression: None,
+        adapt_compression: true,
+    };
+    assert_eq!(session(None, raw), (None, None));
+}
