@@ -122,13 +122,18 @@ fn protocol_over_ssh_subprocess() {
 
 /// The link probe through a real sshd: on loopback the session measures a fast link and asks
 /// for level 1; through the shaping proxy (40 ms round trip, 100 Mbit/s) it keeps level 3.
+/// Each session fetches a new file of `PROBE_WORTH` bytes (zeros, sparse), which is worth a probe.
 #[test]
 fn the_level_follows_the_link_measured_through_ssh() {
     use barsync_tests::proxy::{LinkShape, ShapingProxy};
-    use transfer_engine::protocol::probe::{FAST_LINK, FAST_LINK_LEVEL};
+    use transfer_engine::protocol::probe::{FAST_LINK, FAST_LINK_LEVEL, PROBE_WORTH};
 
     let sshd = TestSshd::start().expect("sshd");
     let remote = tempfile::tempdir().unwrap();
+    fs::File::create(remote.path().join("zeros"))
+        .unwrap()
+        .set_len(PROBE_WORTH)
+        .unwrap();
     let command = format!(
         "{} serve --root {}",
         binaries::barsync().display(),
@@ -139,18 +144,7 @@ fn the_level_follows_the_link_measured_through_ssh() {
         LinkShape::default(),
     )
     .unwrap();
-    let known_hosts = remote.path().join("known_hosts.proxy");
-    let line = sshd.known_hosts_line().unwrap().replacen(
-        &format!("[127.0.0.1]:{} ", sshd.port()),
-        &format!("[127.0.0.1]:{} ", proxy.port()),
-        1,
-    );
-    fs::write(&known_hosts, line).unwrap();
-    let shaped = sshd.ssh_command_with(&known_hosts, "yes").replacen(
-        &format!("-p {} ", sshd.port()),
-        &format!("-p {} ", proxy.port()),
-        1,
-    );
+    let shaped = sshd.ssh_command_via(proxy.port()).unwrap();
     let options = ClientOptions {
         compression: Some(3),
         adapt_compression: true,
@@ -158,7 +152,20 @@ fn the_level_follows_the_link_measured_through_ssh() {
     let probe = |ssh: &str| {
         let transport = choose_transport(ssh, TransportPreference::Subprocess).unwrap();
         let (reader, writer, exit) = transport.open(&command).unwrap().split();
-        let client = Client::connect(reader, writer, options).unwrap();
+        let mut client = Client::connect(reader, writer, options).unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let destination = local.path().join("zeros");
+        let request = FetchRequest {
+            remote_path: remote.path().join("zeros"),
+            destination: transfer_engine::confine::Destination::trusted(&destination).unwrap(),
+            basis: None,
+            max_len: Some(PROBE_WORTH),
+            partial: None,
+            target: transfer_engine::protocol::FetchTarget::NEW_FILE,
+        };
+        let outcomes = client.fetch(&[request], |_| {}).unwrap();
+        outcomes[0].result.as_ref().unwrap();
+        assert_eq!(fs::metadata(&destination).unwrap().len(), PROBE_WORTH);
         let seen = (
             client.link_speed().expect("probed").bytes_per_second(),
             client.compression(),

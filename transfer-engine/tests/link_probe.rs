@@ -1,6 +1,7 @@
 //! The link probe ([`transfer_engine::protocol::probe`]): a session that allows it measures
-//! the link as it opens, and compresses at level 1 on a fast link and at the level asked for
-//! on a slow one; a session that does not allow it is not probed.
+//! the link before its first batch of at least `PROBE_WORTH` bytes of new files, and
+//! compresses at level 1 on a fast link and at the level asked for on a slow one; other
+//! sessions and smaller batches are not probed (the probe's bytes are real traffic).
 
 use std::fs;
 use std::io::{self, Write};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use barsync_transport::{memory_pipe, PipeReader, PipeWriter};
 use transfer_engine::confine::{Destination, Roots};
 use transfer_engine::protocol::client::ClientOptions;
-use transfer_engine::protocol::probe::{FAST_LINK, FAST_LINK_LEVEL, PROBE_BYTES};
+use transfer_engine::protocol::probe::{FAST_LINK, FAST_LINK_LEVEL, PROBE_BYTES, PROBE_WORTH};
 use transfer_engine::protocol::{serve, Client, FetchRequest, FetchTarget, ProtocolError};
 
 const PIPE: usize = 256 * 1024;
@@ -63,34 +64,54 @@ fn start_server(root: &Path, bytes_per_second: Option<f64>) -> (PipeReader, Pipe
     (from_server, to_server, handle)
 }
 
-/// Connects with `options`, fetches a compressible file, checks it and ends the session;
-/// the client's measured speed and level.
-fn session(bytes_per_second: Option<f64>, options: ClientOptions) -> (Option<f64>, Option<i32>) {
+/// What a session is asked to fetch: a compressible file of `len` bytes, with an older copy
+/// of it already here as its basis or not.
+#[derive(Clone, Copy)]
+struct Batch {
+    len: usize,
+    with_basis: bool,
+}
+
+const LARGE_NEW_FILE: Batch = Batch {
+    len: PROBE_WORTH as usize,
+    with_basis: false,
+};
+
+/// Connects with `options`, fetches `batch` (checking what lands) and ends the session; the
+/// speed the client measured and the level its requests asked for.
+fn session(
+    bytes_per_second: Option<f64>,
+    options: ClientOptions,
+    batch: Batch,
+) -> (Option<f64>, Option<i32>) {
     let remote = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
-    let text: Vec<u8> = (0..200_000u32)
-        .flat_map(|i| format!("row {i} of a table\n").into_bytes())
-        .collect();
+    let line = b"row of a table that compresses well\n";
+    let text: Vec<u8> = line.iter().copied().cycle().take(batch.len).collect();
     fs::write(remote.path().join("table"), &text).unwrap();
+    let destination = local.path().join("table");
+    if batch.with_basis {
+        fs::write(&destination, &text[..batch.len / 2]).unwrap();
+    }
     let (reader, writer, server) = start_server(remote.path(), bytes_per_second);
     let mut client = Client::connect(reader, writer, options).unwrap();
-    let measured = client.link_speed().map(|link| {
-        assert_eq!(link.bytes, u64::from(PROBE_BYTES));
-        link.bytes_per_second()
-    });
-    let level = client.compression();
-    let destination = local.path().join("table");
+    assert!(client.link_speed().is_none(), "probed before any batch");
     let request = FetchRequest {
         remote_path: remote.path().join("table"),
         destination: Destination::trusted(&destination).unwrap(),
-        basis: None,
-        max_len: None,
+        basis: Some(destination.clone()),
+        max_len: Some(batch.len as u64),
         partial: None,
         target: FetchTarget::NEW_FILE,
     };
     let outcomes = client.fetch(&[request], |_| {}).unwrap();
     outcomes[0].result.as_ref().unwrap();
-    assert_eq!(fs::read(&destination).unwrap(), text);
+    assert!(fs::read(&destination).unwrap() == text, "the file differs");
+    let measured = client.link_speed().map(|link| {
+        assert_eq!(link.bytes, u64::from(PROBE_BYTES));
+        link.bytes_per_second()
+    });
+    let level = client.compression();
     client.finish().unwrap();
     server.join().unwrap().unwrap();
     (measured, level)
@@ -105,7 +126,7 @@ fn adaptive(level: i32) -> ClientOptions {
 
 #[test]
 fn a_fast_link_gets_level_1() {
-    let (measured, level) = session(None, adaptive(3));
+    let (measured, level) = session(None, adaptive(3), LARGE_NEW_FILE);
     let measured = measured.expect("the session was probed");
     assert!(
         measured >= FAST_LINK,
@@ -116,8 +137,8 @@ fn a_fast_link_gets_level_1() {
 
 #[test]
 fn a_slow_link_keeps_the_level_asked_for() {
-    // 8 MB/s: the probe's 512 KiB take at least 65 ms.
-    let (measured, level) = session(Some(8e6), adaptive(3));
+    // 8 MB/s: the probe's 256 KiB take at least 32 ms.
+    let (measured, level) = session(Some(8e6), adaptive(3), LARGE_NEW_FILE);
     let measured = measured.expect("the session was probed");
     assert!(
         measured < FAST_LINK,
@@ -133,12 +154,26 @@ fn a_session_that_does_not_allow_it_is_not_probed() {
         compression: Some(3),
         adapt_compression: false,
     };
-    assert_eq!(session(None, fixed), (None, Some(3)));
+    assert_eq!(session(None, fixed, LARGE_NEW_FILE), (None, Some(3)));
     // Nothing to lower: level 1 (or raw) is kept without measuring.
-    assert_eq!(session(None, adaptive(1)), (None, Some(1)));
+    assert_eq!(session(None, adaptive(1), LARGE_NEW_FILE), (None, Some(1)));
     let raw = ClientOptions {
         compression: None,
         adapt_compression: true,
     };
-    assert_eq!(session(None, raw), (None, None));
+    assert_eq!(session(None, raw, LARGE_NEW_FILE), (None, None));
+}
+
+#[test]
+fn small_batches_and_updates_are_not_worth_the_probes_bytes() {
+    let small = Batch {
+        len: (PROBE_WORTH / 16) as usize,
+        with_basis: false,
+    };
+    assert_eq!(session(None, adaptive(3), small), (None, Some(3)));
+    let update = Batch {
+        len: PROBE_WORTH as usize,
+        with_basis: true,
+    };
+    assert_eq!(session(None, adaptive(3), update), (None, Some(3)));
 }

@@ -178,8 +178,8 @@ pub struct FetchOutcome {
 pub struct ClientOptions {
     /// zstd level for literals (Barman's `network_compression` maps to `Some(3)`); `None`: raw.
     pub compression: Option<i32>,
-    /// Measure the link when connecting, and on a fast one use level 1 instead of
-    /// `compression` ([`super::probe`]); servers too old to be measured get `compression`.
+    /// Measure the link before the first batch worth it, and on a fast one use level 1 instead
+    /// of `compression` ([`super::probe`]); servers too old to be measured get `compression`.
     pub adapt_compression: bool,
 }
 
@@ -193,8 +193,10 @@ pub struct Client<R: Read, W: Write> {
     peer_features: u32,
     /// What [`Incoming::mode_mask`] files of this session get.
     mode_mask: u32,
-    /// What the probe at connection measured, if the session was probed.
+    /// What the probe measured, once the session was probed.
     link: Option<LinkSpeed>,
+    /// The session may still be probed ([`Client::probe_for`]).
+    may_probe: bool,
 }
 
 impl<R: Read, W: Write + Send> Client<R, W> {
@@ -203,7 +205,8 @@ impl<R: Read, W: Write + Send> Client<R, W> {
         let mut reader = FrameReader::new(BufReader::with_capacity(256 * 1024, input));
         let mut writer = FrameWriter::new(BufWriter::with_capacity(256 * 1024, output));
         let (peer_agent, peer_features) = handshake(&mut reader, &mut writer, FEATURES)?;
-        let mut client = Client {
+        let asked = options.compression.unwrap_or(0);
+        Ok(Client {
             reader,
             writer: Some(writer),
             options,
@@ -212,28 +215,35 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             peer_features,
             mode_mask: 0o7777,
             link: None,
-        };
-        let asked = options.compression.unwrap_or(0);
-        if options.adapt_compression
-            && asked > FAST_LINK_LEVEL
-            && peer_features & FEATURE_PROBE != 0
-        {
-            let id = client.next_request;
-            client.next_request += 1;
-            let writer = client.writer.as_mut().expect("writer present");
-            let link = probe::measure(&mut client.reader, writer, id, PROBE_BYTES)?;
-            if link.is_fast() {
-                client.options.compression = Some(FAST_LINK_LEVEL);
-            }
-            client.link = Some(link);
-        }
-        Ok(client)
+            // Only a server that knows `Probe`, and only when there is a level to lower.
+            may_probe: options.adapt_compression
+                && asked > FAST_LINK_LEVEL
+                && peer_features & FEATURE_PROBE != 0,
+        })
     }
 
-    /// What the link measured when the session opened, if it was measured
-    /// ([`ClientOptions::adapt_compression`]).
+    /// What the probe measured, once this session was probed (its first batch worth it,
+    /// [`probe::PROBE_WORTH`], with [`ClientOptions::adapt_compression`]).
     pub fn link_speed(&self) -> Option<LinkSpeed> {
         self.link
+    }
+
+    /// Times the link before the first batch that is worth it, and on a fast link lowers the
+    /// session's level ([`probe`]).
+    fn probe_for(&mut self, requests: &[FetchRequest]) -> Result<(), ProtocolError> {
+        if !self.may_probe || !probe::worth_probing(requests) {
+            return Ok(());
+        }
+        self.may_probe = false;
+        let id = self.next_request;
+        self.next_request += 1;
+        let writer = self.writer.as_mut().expect("writer present");
+        let link = probe::measure(&mut self.reader, writer, id, PROBE_BYTES)?;
+        if link.is_fast() {
+            self.options.compression = Some(FAST_LINK_LEVEL);
+        }
+        self.link = Some(link);
+        Ok(())
     }
 
     /// The zstd level this session's requests ask for (`None`: raw).
@@ -387,6 +397,7 @@ impl<R: Read, W: Write + Send> Client<R, W> {
         requests: &[FetchRequest],
         mut progress: impl FnMut(&FetchOutcome),
     ) -> Result<Vec<FetchOutcome>, ProtocolError> {
+        self.probe_for(requests)?;
         let first_request = self.next_request;
         self.next_request += requests.len() as u32;
         let mut writer = self.writer.take().expect("writer present");
