@@ -204,19 +204,7 @@ impl PassiveRig {
     /// [`ShapingProxy`](crate::proxy::ShapingProxy) in front of the rig's sshd), with a
     /// known_hosts recording the sshd's host key for that port.
     pub fn ssh_command_via(&self, port: u16) -> String {
-        let known_hosts = self.directory.path().join(format!("known_hosts.{port}"));
-        let line = self.sshd.known_hosts_line().unwrap().replacen(
-            &format!("[127.0.0.1]:{} ", self.sshd.port()),
-            &format!("[127.0.0.1]:{port} "),
-            1,
-        );
-        fs::write(&known_hosts, line).unwrap();
-        let direct = self.sshd.ssh_command_with(&known_hosts, "yes");
-        direct.replacen(
-            &format!("-p {} ", self.sshd.port()),
-            &format!("-p {port} "),
-            1,
-        )
+        self.sshd.ssh_command_via(port).unwrap()
     }
 
     /// Routes every `barsync serve` session through a forwarder that stops the first session

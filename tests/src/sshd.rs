@@ -119,6 +119,31 @@ impl TestSshd {
         Ok(format!("[127.0.0.1]:{} {key_type} {key}\n", self.port))
     }
 
+    /// A known_hosts file (in this server's directory) recording the current host key as
+    /// `[127.0.0.1]:PORT` for another `port`: that of a TCP forwarder in front of this server,
+    /// such as a [`ShapingProxy`](crate::proxy::ShapingProxy).
+    pub fn known_hosts_via(&self, port: u16) -> io::Result<PathBuf> {
+        let path = self.path(&format!("known_hosts.{port}"));
+        let line = self.known_hosts_line()?.replacen(
+            &format!("[127.0.0.1]:{} ", self.port),
+            &format!("[127.0.0.1]:{port} "),
+            1,
+        );
+        fs::write(&path, line)?;
+        Ok(path)
+    }
+
+    /// [`TestSshd::ssh_command`] through a TCP forwarder on `port` of 127.0.0.1, checking the
+    /// host key against [`TestSshd::known_hosts_via`] that port.
+    pub fn ssh_command_via(&self, port: u16) -> io::Result<String> {
+        let known_hosts = self.known_hosts_via(port)?;
+        Ok(self.ssh_command_with(&known_hosts, "yes").replacen(
+            &format!("-p {} ", self.port),
+            &format!("-p {port} "),
+            1,
+        ))
+    }
+
     /// The ssh command (OpenSSH syntax) that reaches this server with strict host key checking
     /// against [`TestSshd::known_hosts`]:
     /// `ssh -F none -p PORT -i KEY -o UserKnownHostsFile=FILE -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o BatchMode=yes USER@127.0.0.1`.

@@ -243,22 +243,10 @@ pub(super) fn shape_rig(
         .map_err(|_| HarnessError::Invalid("sshd address".into()))?;
     let proxy = ShapingProxy::start(upstream, shape)
         .map_err(HarnessError::io("starting the shaping proxy"))?;
-    let known_hosts = rig.directory.path().join("known_hosts.proxy");
-    let line = rig
+    let command = rig
         .sshd
-        .known_hosts_line()
-        .map_err(HarnessError::io("known_hosts"))?
-        .replacen(
-            &format!("[127.0.0.1]:{port} "),
-            &format!("[127.0.0.1]:{} ", proxy.port()),
-            1,
-        );
-    std::fs::write(&known_hosts, line).map_err(HarnessError::io("known_hosts"))?;
-    let command = rig.sshd.ssh_command_with(&known_hosts, "yes").replacen(
-        &format!("-p {port} "),
-        &format!("-p {} ", proxy.port()),
-        1,
-    );
+        .ssh_command_via(proxy.port())
+        .map_err(HarnessError::io("known_hosts"))?;
     rig.set_primary_ssh_command(&command);
     Ok(proxy)
 }

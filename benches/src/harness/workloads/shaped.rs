@@ -1,8 +1,6 @@
 //! W6: the W2 and W3 cases again, through the userspace shaping proxy (delay and rate of
 //! the configured link) in front of the loopback sshd.
 
-use std::fs;
-
 use super::{size_label, ssh_command_for, Context, Outcome};
 use crate::harness::proxy::ShapingProxy;
 use crate::harness::{HarnessError, Result};
@@ -22,16 +20,9 @@ impl<'a> Context<'a> {
             .map_err(|_| HarnessError::Invalid("sshd address".into()))?;
         let proxy = ShapingProxy::start(upstream, self.options.link)
             .map_err(HarnessError::io("starting the shaping proxy"))?;
-        let known_hosts = self.work.join("known_hosts.proxy");
-        let line = sshd
-            .known_hosts_line()
+        let known_hosts = sshd
+            .known_hosts_via(proxy.port())
             .map_err(HarnessError::io("known_hosts"))?;
-        let line = line.replacen(
-            &format!("[127.0.0.1]:{} ", sshd.port()),
-            &format!("[127.0.0.1]:{} ", proxy.port()),
-            1,
-        );
-        fs::write(&known_hosts, line).map_err(HarnessError::io("known_hosts"))?;
         let ssh = ssh_command_for(sshd, proxy.port(), &known_hosts);
         let shape = self.options.link;
         let link = format!(
