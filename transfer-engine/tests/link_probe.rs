@@ -1,5 +1,5 @@
 //! The link probe ([`transfer_engine::protocol::probe`]): a session that allows it measures
-//! the link before its first batch of at least `PROBE_WORTH` bytes of new files, and
+//! the link once its batches asked for `PROBE_WORTH` bytes of new files, and
 //! compresses at level 1 on a fast link and at the level asked for on a slow one; other
 //! sessions and smaller batches are not probed (the probe's bytes are real traffic).
 
@@ -17,21 +17,21 @@ use transfer_engine::protocol::{serve, Client, FetchRequest, FetchTarget, Protoc
 
 const PIPE: usize = 256 * 1024;
 
-/// A link of `bytes_per_second` from the server to the client: each write waits until the
-/// bytes written so far would have crossed it.
+/// A link of `bytes_per_second` from the server to the client: each write takes the time its
+/// bytes need to cross it after those before them (an idle link banks no credit).
 struct SlowLink {
     inner: PipeWriter,
     bytes_per_second: f64,
-    start: Instant,
-    sent: u64,
+    /// When the bytes written so far have crossed.
+    free_at: Instant,
 }
 
 impl Write for SlowLink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.inner.write(buf)?;
-        self.sent += written as u64;
-        let due = Duration::from_secs_f64(self.sent as f64 / self.bytes_per_second);
-        if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+        let crossing = Duration::from_secs_f64(written as f64 / self.bytes_per_second);
+        self.free_at = self.free_at.max(Instant::now()) + crossing;
+        if let Some(wait) = self.free_at.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
         Ok(written)
@@ -54,8 +54,7 @@ fn start_server(root: &Path, bytes_per_second: Option<f64>) -> (PipeReader, Pipe
             let link = SlowLink {
                 inner: server_out,
                 bytes_per_second: rate,
-                start: Instant::now(),
-                sent: 0,
+                free_at: Instant::now(),
             };
             serve(server_in, link, &roots).map(drop)
         }
@@ -77,36 +76,40 @@ const LARGE_NEW_FILE: Batch = Batch {
     with_basis: false,
 };
 
-/// Connects with `options`, fetches `batch` (checking what lands) and ends the session; the
-/// speed the client measured and the level its requests asked for.
+/// Connects with `options`, fetches each of `batches` in turn (a file of its own each,
+/// checking what lands) and ends the session; the speed the client measured and the level
+/// its requests asked for at the end.
 fn session(
     bytes_per_second: Option<f64>,
     options: ClientOptions,
-    batch: Batch,
+    batches: &[Batch],
 ) -> (Option<f64>, Option<i32>) {
     let remote = tempfile::tempdir().unwrap();
     let local = tempfile::tempdir().unwrap();
-    let line = b"row of a table that compresses well\n";
-    let text: Vec<u8> = line.iter().copied().cycle().take(batch.len).collect();
-    fs::write(remote.path().join("table"), &text).unwrap();
-    let destination = local.path().join("table");
-    if batch.with_basis {
-        fs::write(&destination, &text[..batch.len / 2]).unwrap();
-    }
     let (reader, writer, server) = start_server(remote.path(), bytes_per_second);
     let mut client = Client::connect(reader, writer, options).unwrap();
     assert!(client.link_speed().is_none(), "probed before any batch");
-    let request = FetchRequest {
-        remote_path: remote.path().join("table"),
-        destination: Destination::trusted(&destination).unwrap(),
-        basis: Some(destination.clone()),
-        max_len: Some(batch.len as u64),
-        partial: None,
-        target: FetchTarget::NEW_FILE,
-    };
-    let outcomes = client.fetch(&[request], |_| {}).unwrap();
-    outcomes[0].result.as_ref().unwrap();
-    assert!(fs::read(&destination).unwrap() == text, "the file differs");
+    for (index, batch) in batches.iter().enumerate() {
+        let name = format!("table{index}");
+        let line = b"row of a table that compresses well\n";
+        let text: Vec<u8> = line.iter().copied().cycle().take(batch.len).collect();
+        fs::write(remote.path().join(&name), &text).unwrap();
+        let destination = local.path().join(&name);
+        if batch.with_basis {
+            fs::write(&destination, &text[..batch.len / 2]).unwrap();
+        }
+        let request = FetchRequest {
+            remote_path: remote.path().join(&name),
+            destination: Destination::trusted(&destination).unwrap(),
+            basis: Some(destination.clone()),
+            max_len: Some(batch.len as u64),
+            partial: None,
+            target: FetchTarget::NEW_FILE,
+        };
+        let outcomes = client.fetch(&[request], |_| {}).unwrap();
+        outcomes[0].result.as_ref().unwrap();
+        assert!(fs::read(&destination).unwrap() == text, "{name} differs");
+    }
     let measured = client.link_speed().map(|link| {
         assert_eq!(link.bytes, u64::from(PROBE_BYTES));
         link.bytes_per_second()
@@ -126,7 +129,7 @@ fn adaptive(level: i32) -> ClientOptions {
 
 #[test]
 fn a_fast_link_gets_level_1() {
-    let (measured, level) = session(None, adaptive(3), LARGE_NEW_FILE);
+    let (measured, level) = session(None, adaptive(3), &[LARGE_NEW_FILE]);
     let measured = measured.expect("the session was probed");
     assert!(
         measured >= FAST_LINK,
@@ -138,7 +141,7 @@ fn a_fast_link_gets_level_1() {
 #[test]
 fn a_slow_link_keeps_the_level_asked_for() {
     // 8 MB/s: the probe's 256 KiB take at least 32 ms.
-    let (measured, level) = session(Some(8e6), adaptive(3), LARGE_NEW_FILE);
+    let (measured, level) = session(Some(8e6), adaptive(3), &[LARGE_NEW_FILE]);
     let measured = measured.expect("the session was probed");
     assert!(
         measured < FAST_LINK,
@@ -154,14 +157,17 @@ fn a_session_that_does_not_allow_it_is_not_probed() {
         compression: Some(3),
         adapt_compression: false,
     };
-    assert_eq!(session(None, fixed, LARGE_NEW_FILE), (None, Some(3)));
+    assert_eq!(session(None, fixed, &[LARGE_NEW_FILE]), (None, Some(3)));
     // Nothing to lower: level 1 (or raw) is kept without measuring.
-    assert_eq!(session(None, adaptive(1), LARGE_NEW_FILE), (None, Some(1)));
+    assert_eq!(
+        session(None, adaptive(1), &[LARGE_NEW_FILE]),
+        (None, Some(1))
+    );
     let raw = ClientOptions {
         compression: None,
         adapt_compression: true,
     };
-    assert_eq!(session(None, raw, LARGE_NEW_FILE), (None, None));
+    assert_eq!(session(None, raw, &[LARGE_NEW_FILE]), (None, None));
 }
 
 #[test]
@@ -170,10 +176,21 @@ fn small_batches_and_updates_are_not_worth_the_probes_bytes() {
         len: (PROBE_WORTH / 16) as usize,
         with_basis: false,
     };
-    assert_eq!(session(None, adaptive(3), small), (None, Some(3)));
+    assert_eq!(session(None, adaptive(3), &[small]), (None, Some(3)));
     let update = Batch {
         len: PROBE_WORTH as usize,
         with_basis: true,
     };
-    assert_eq!(session(None, adaptive(3), update), (None, Some(3)));
+    assert_eq!(session(None, adaptive(3), &[update]), (None, Some(3)));
+}
+
+#[test]
+fn batches_of_new_files_add_up_to_a_probe() {
+    let half = Batch {
+        len: (PROBE_WORTH / 2) as usize,
+        with_basis: false,
+    };
+    let (measured, level) = session(None, adaptive(3), &[half, half]);
+    assert!(measured.is_some(), "not probed after two halves");
+    assert_eq!(level, Some(FAST_LINK_LEVEL));
 }

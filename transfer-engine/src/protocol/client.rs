@@ -197,6 +197,8 @@ pub struct Client<R: Read, W: Write> {
     link: Option<LinkSpeed>,
     /// The session may still be probed ([`Client::probe_for`]).
     may_probe: bool,
+    /// Bytes of new files this session's batches asked for, until it is probed.
+    new_file_bytes: u64,
 }
 
 impl<R: Read, W: Write + Send> Client<R, W> {
@@ -215,6 +217,7 @@ impl<R: Read, W: Write + Send> Client<R, W> {
             peer_features,
             mode_mask: 0o7777,
             link: None,
+            new_file_bytes: 0,
             // Only a server that knows `Probe`, and only when there is a level to lower.
             may_probe: options.adapt_compression
                 && asked > FAST_LINK_LEVEL
@@ -222,16 +225,21 @@ impl<R: Read, W: Write + Send> Client<R, W> {
         })
     }
 
-    /// What the probe measured, once this session was probed (its first batch worth it,
-    /// [`probe::PROBE_WORTH`], with [`ClientOptions::adapt_compression`]).
+    /// What the probe measured, once this session was probed (with
+    /// [`ClientOptions::adapt_compression`], once its batches asked for
+    /// [`probe::PROBE_WORTH`] bytes of new files).
     pub fn link_speed(&self) -> Option<LinkSpeed> {
         self.link
     }
 
-    /// Times the link before the first batch that is worth it, and on a fast link lowers the
-    /// session's level ([`probe`]).
+    /// Times the link before the batch that brings the session's new files to
+    /// [`probe::PROBE_WORTH`] bytes, and on a fast link lowers the session's level ([`probe`]).
     fn probe_for(&mut self, requests: &[FetchRequest]) -> Result<(), ProtocolError> {
-        if !self.may_probe || !probe::worth_probing(requests) {
+        if !self.may_probe {
+            return Ok(());
+        }
+        self.new_file_bytes += probe::new_file_bytes(requests);
+        if self.new_file_bytes < probe::PROBE_WORTH {
             return Ok(());
         }
         self.may_probe = false;

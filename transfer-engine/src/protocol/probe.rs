@@ -9,11 +9,11 @@
 //! too). At [`FAST_LINK`] or faster, the session's literals go at level 1; slower, at the level
 //! asked for. Older servers are not asked.
 //!
-//! The probe's bytes are real traffic, so a session is probed only before its first batch
-//! that fetches at least [`PROBE_WORTH`] bytes of files with no basis on this side (new
-//! files, whose every byte is a literal): at most 0.4% more on the wire. Sessions that only
-//! list, or fetch little, or update files they have, are never probed and keep the level
-//! asked for.
+//! The probe's bytes are real traffic, so a session is probed only once its batches have asked
+//! for at least [`PROBE_WORTH`] bytes of files with no basis on this side (new files, whose
+//! every byte is a literal), before the batch that reaches it: at most 0.4% more on the wire.
+//! Sessions that only list, or fetch little, or update files they have, are never probed and
+//! keep the level asked for.
 //!
 //! ```text
 //! client                              server
@@ -31,7 +31,7 @@ use super::ProtocolError;
 
 /// Bytes a probe asks for: under 2 ms on loopback, 21 ms at 100 Mbit/s.
 pub const PROBE_BYTES: u32 = 256 * 1024;
-/// Bytes of new files a batch fetches before a session is probed (256 times the probe).
+/// Bytes of new files a session fetches before it is probed (256 times the probe).
 pub const PROBE_WORTH: u64 = 64 << 20;
 /// The most a server sends for one probe.
 pub const MAX_PROBE_BYTES: u32 = 8 << 20;
@@ -64,27 +64,19 @@ impl LinkSpeed {
     }
 }
 
-/// Whether `requests` fetch at least [`PROBE_WORTH`] bytes (as the caller was told their
-/// sizes) of files with no basis here.
-pub(super) fn worth_probing(requests: &[super::FetchRequest]) -> bool {
-    let told: u64 = requests.iter().filter_map(|r| r.max_len).sum();
-    if told < PROBE_WORTH {
-        return false;
-    }
-    let mut new_bytes = 0u64;
-    for request in requests {
-        let has_basis = request
-            .basis
-            .as_deref()
-            .is_some_and(|basis| std::fs::symlink_metadata(basis).is_ok());
-        if !has_basis {
-            new_bytes += request.max_len.unwrap_or(0);
-            if new_bytes >= PROBE_WORTH {
-                return true;
-            }
-        }
-    }
-    false
+/// Bytes (as the caller was told their sizes) of the files `requests` fetch with no basis
+/// here.
+pub(super) fn new_file_bytes(requests: &[super::FetchRequest]) -> u64 {
+    requests
+        .iter()
+        .filter(|request| {
+            !request
+                .basis
+                .as_deref()
+                .is_some_and(|basis| std::fs::symlink_metadata(basis).is_ok())
+        })
+        .filter_map(|request| request.max_len)
+        .sum()
 }
 
 /// Client: sends `Probe` for `len` bytes and times the answer.
