@@ -70,10 +70,10 @@ pub(super) fn new_file_bytes(requests: &[super::FetchRequest]) -> u64 {
     requests
         .iter()
         .filter(|request| {
-            !request
+            request
                 .basis
                 .as_deref()
-                .is_some_and(|basis| std::fs::symlink_metadata(basis).is_ok())
+                .is_none_or(|basis| std::fs::symlink_metadata(basis).is_err())
         })
         .filter_map(|request| request.max_len)
         .sum()
