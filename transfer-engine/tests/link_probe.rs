@@ -194,3 +194,51 @@ fn batches_of_new_files_add_up_to_a_probe() {
     assert!(measured.is_some(), "not probed after two halves");
     assert_eq!(level, Some(FAST_LINK_LEVEL));
 }
+
+/// What a client makes of a server that announced `Probe` and answers it with `frames`
+/// (payloads of `Probed` frames for the probe's request), then hangs up.
+fn forged_probe_answer(frames: &[Vec<u8>]) -> String {
+    use transfer_engine::protocol::frame::{FrameWriter, Kind};
+    use transfer_engine::protocol::handshake::{FEATURES, PROTOCOL_VERSION};
+
+    let (to_server, _server_in) = memory_pipe(PIPE);
+    let (server_out, from_server) = memory_pipe(PIPE);
+    let mut fake = FrameWriter::new(server_out);
+    fake.start()
+        .rest(b"BSYN")
+        .u32(PROTOCOL_VERSION)
+        .u32(FEATURES)
+        .str("barsync forged");
+    fake.send(Kind::Hello).unwrap();
+    for payload in frames {
+        fake.start().u32(0).rest(payload);
+        fake.send(Kind::Probed).unwrap();
+    }
+    drop(fake);
+    let mut client = Client::connect(from_server, to_server, adaptive(3)).unwrap();
+    let local = tempfile::tempdir().unwrap();
+    let destination = local.path().join("new");
+    let request = FetchRequest {
+        remote_path: "/primary/new".into(),
+        destination: Destination::trusted(&destination).unwrap(),
+        basis: None,
+        max_len: Some(PROBE_WORTH),
+        partial: None,
+        target: FetchTarget::NEW_FILE,
+    };
+    let error = client.fetch(&[request], |_| {}).err().expect("an error");
+    assert!(!destination.exists());
+    error.to_string()
+}
+
+#[test]
+fn a_server_cannot_keep_the_probe_reading_with_empty_frames() {
+    let message = forged_probe_answer(&vec![Vec::new(); 1000]);
+    assert!(message.contains("empty probe answer frame"), "{message}");
+}
+
+#[test]
+fn a_probe_answer_longer_than_asked_is_refused() {
+    let message = forged_probe_answer(&[vec![7u8; PROBE_BYTES as usize + 1]]);
+    assert!(message.contains("longer than the"), "{message}");
+}

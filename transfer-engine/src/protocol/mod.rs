@@ -25,8 +25,9 @@
 //! Because the client never waits per file, latency is paid once per batch, not once per file;
 //! the client bounds how many requests are in flight ([`client::MAX_IN_FLIGHT`], 256), so memory stays
 //! bounded however many files are queued. Literals are zstd-compressed when that pays
-//! ([`literal`]), at level 1 instead of the level asked for when the client measured a fast
-//! link at the start of the session ([`probe`]). Every file ends with its digest, which the client verifies before publishing.
+//! ([`literal`]), at level 1 instead of the level asked for once the client measured a fast
+//! link ([`probe`]). Every file ends with its digest, which the client verifies before
+//! publishing.
 //! A `RangeRequest` (when the server's `Hello` announces ranges) asks for one byte range of a
 //! file, answered and verified as if the range were a whole file; `FileBegin` then also carries
 //! the whole file's length. Parts of one file fetched over several sessions are assembled by a

@@ -35,8 +35,8 @@ pub const PROBE_BYTES: u32 = 256 * 1024;
 pub const PROBE_WORTH: u64 = 64 << 20;
 /// The most a server sends for one probe.
 pub const MAX_PROBE_BYTES: u32 = 8 << 20;
-/// Bytes per second from which a link counts as fast: 400 Mbit/s, where level 1's output (at
-/// WAL's ratio, about 12x) already outruns the link no more than level 3's.
+/// Bytes per second from which a link counts as fast (400 Mbit/s): from there, compressing
+/// harder than level 1 costs more time than the bytes it saves take to cross.
 pub const FAST_LINK: f64 = 50e6;
 /// The level a fast link gets.
 pub const FAST_LINK_LEVEL: i32 = 1;
@@ -96,7 +96,12 @@ pub(super) fn measure<R: Read, W: Write>(
         let mut fields = Fields::new(kind, payload);
         match kind {
             Kind::Probed if fields.u32()? == id => {
-                received += fields.rest().len() as u64;
+                let chunk = fields.rest().len() as u64;
+                if chunk == 0 {
+                    // Empty frames would keep the client reading forever.
+                    return Err(ProtocolError::Malformed("empty probe answer frame".into()));
+                }
+                received += chunk;
                 if received > u64::from(len) {
                     return Err(ProtocolError::Malformed(format!(
                         "probe answer longer than the {len} bytes asked for"
