@@ -226,7 +226,7 @@ fn forged_probe_answer(frames: &[Vec<u8>]) -> String {
         partial: None,
         target: FetchTarget::NEW_FILE,
     };
-    let error = client.fetch(&[request], |_| {}).err().expect("an error");
+    let error = client.fetch(&[request], |_| {}).expect_err("an error");
     assert!(!destination.exists());
     error.to_string()
 }
