@@ -129,13 +129,23 @@ fn adaptive(level: i32) -> ClientOptions {
 
 #[test]
 fn a_fast_link_gets_level_1() {
-    let (measured, level) = session(None, adaptive(3), &[LARGE_NEW_FILE]);
-    let measured = measured.expect("the session was probed");
-    assert!(
-        measured >= FAST_LINK,
-        "an in-memory pipe measured {measured} B/s"
-    );
-    assert_eq!(level, Some(FAST_LINK_LEVEL));
+    // An in-memory pipe carries the probe's 256 KiB in well under a millisecond; a machine
+    // busy with other tests can stall one session's few milliseconds, so up to 5 are tried.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (measured, level) = session(None, adaptive(3), &[LARGE_NEW_FILE]);
+        let measured = measured.expect("the session was probed");
+        assert_eq!(
+            level == Some(FAST_LINK_LEVEL),
+            measured >= FAST_LINK,
+            "{measured} B/s, level {level:?}"
+        );
+        seen.push(measured);
+        if measured >= FAST_LINK {
+            return;
+        }
+    }
+    panic!("an in-memory pipe never measured fast: {seen:?} B/s");
 }
 
 #[test]
