@@ -61,7 +61,8 @@ pub struct PrimarySessions {
     transport: barsync_transport::TransportPreference,
     roots: Vec<String>,
     compression: Option<i32>,
-    /// Measure the link when a session opens ([`ClientOptions::adapt_compression`]).
+    /// Let sessions measure the link and lower the level on a fast one
+    /// ([`ClientOptions::adapt_compression`]).
     adapt_compression: bool,
     throttle: Option<Arc<Throttle>>,
     use_sftp: AtomicBool,
@@ -112,8 +113,8 @@ impl PrimarySessions {
                 primary.config.wals_directory.clone(),
             ],
             // Barman's network_compression is rsync -z; literals are zstd-compressed always:
-            // level 6 when it is on; else 3, or 1 on a link measured fast as the session
-            // opens (loopback, a fast LAN), where level 1 costs less than it sends more.
+            // level 6 when it is on; else 3, or 1 on a link a session measured fast
+            // (loopback, a fast LAN), where level 1 costs less than it sends more.
             compression: Some(if server.network_compression() { 6 } else { 3 }),
             adapt_compression: !server.network_compression(),
             throttle: server
